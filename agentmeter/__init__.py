@@ -1,0 +1,96 @@
+"""agentmeter: agent metrics with honest numbers.
+
+Put ``@track_run`` / ``@track_step`` / ``@track_call`` on your agent's functions (or use them as context
+managers). Every run becomes one document - the run, its steps and its API calls, with latency, status,
+errors, tokens and cost - exported in the background to the local SQLite store by default, or to MongoDB
+and Kinesis Firehose. agentmeter never raises into your code and never makes your code wait on I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _context, _guard, _state
+from ._config import Settings
+from ._context import current_call, current_run, current_step
+from ._context import wrap as wrap_context
+from ._exporter import FlushResult, SinkFlushResult
+from ._model import Call, Run, Step
+from ._tracking import track_call, track_run, track_step
+from ._version import __version__
+
+__all__ = [
+    "Call",
+    "FlushResult",
+    "Run",
+    "Settings",
+    "SinkFlushResult",
+    "Step",
+    "__version__",
+    "configure",
+    "current_call",
+    "current_run",
+    "current_step",
+    "flush",
+    "shutdown",
+    "stats",
+    "track_call",
+    "track_run",
+    "track_step",
+    "wrap_context",
+]
+
+
+def configure(**settings: Any) -> Settings:
+    """Configure agentmeter; every keyword is a field of :class:`Settings`, the rest come from
+    ``AGENTMETER_*`` environment variables and defaults.
+
+    ``configure(sinks=[SQLiteSink("runs.db"), MongoDBSink(uri=...)])``. Raises ``ValueError`` naming the
+    setting when a value is invalid; nothing changes then. Runs already queued are flushed to the previous
+    sinks first.
+    """
+    return _state.configure(**settings)
+
+
+def flush(timeout: float | None = 10.0) -> FlushResult:
+    """Deliver every finished run to every sink, waiting at most ``timeout`` seconds.
+
+    Returns per sink what was delivered, spooled (kept on disk for later), dropped, failed, and what is
+    still pending. Never raises.
+    """
+    try:
+        exporter = _state.current_exporter()
+        if exporter is None:
+            return FlushResult({})
+        return exporter.flush(timeout)
+    except Exception as exc:
+        _guard.internal_error("flush", exc)
+        return FlushResult({}, timed_out=True)
+
+
+def shutdown(timeout: float | None = 10.0) -> FlushResult:
+    """Flush within ``timeout``, spool what is left, and stop the background workers. Never raises.
+
+    Tracking after shutdown starts a fresh exporter.
+    """
+    try:
+        exporter = _state.reset()
+        if exporter is None:
+            return FlushResult({})
+        return exporter.shutdown(timeout)
+    except Exception as exc:
+        _guard.internal_error("shutdown", exc)
+        return FlushResult({}, timed_out=True)
+
+
+def stats() -> dict[str, Any]:
+    """Counters: runs finished, exported, dropped, failed, spooled, per sink; internal errors; warnings."""
+    exporter = _state.current_exporter()
+    out: dict[str, Any] = exporter.stats() if exporter is not None else {
+        "runs_finished": 0, "runs_exported": 0, "runs_dropped": 0, "runs_failed": 0, "runs_spooled": 0,
+        "spool_bytes": 0, "sinks": {},
+    }
+    out["internal_errors"] = _guard.counters["internal_errors"]
+    out["warnings"] = _guard.counters["warnings"]
+    out["thread_propagation"] = _context.thread_propagation_enabled()
+    return out

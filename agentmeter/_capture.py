@@ -1,0 +1,166 @@
+"""Safe snapshots of user values (captured inputs and outputs, metadata).
+
+:func:`jsonable` turns anything into a JSON-safe structure: bounded in depth and size, secrets scrubbed by
+key name, NaN and infinity as strings, bytes as a short description, invalid Unicode replaced, cycles
+broken, unknown objects as a truncated ``repr``. It never raises. Whether anything was cut is reported so
+the record can carry a ``truncated`` flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import _guard
+
+__all__ = ["REDACTED", "SECRET_KEY_PATTERN", "Snapshot", "jsonable", "snapshot"]
+
+REDACTED = "[REDACTED]"
+SECRET_KEY_PATTERN = re.compile(
+    r"api[_-]?key|authorization|password|passwd|token|secret|cookie|credential|private[_-]?key", re.I
+)
+# Keys that contain a secret word but are metrics, not secrets.
+_NOT_SECRET = frozenset(
+    {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens", "max_tokens",
+     "prompt_tokens", "completion_tokens", "max_output_tokens", "max_completion_tokens"}
+)
+_MAX_DEPTH = 8
+_MAX_ITEMS = 200
+
+
+class Snapshot:
+    """A JSON-safe value plus whether anything was truncated while making it."""
+
+    __slots__ = ("size", "truncated", "value")
+
+    def __init__(self, value: Any, truncated: bool, size: int = 0) -> None:
+        self.value = value
+        self.truncated = truncated
+        self.size = size  # approximate characters, for the exporter's memory budget
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.value!r}, truncated={self.truncated})"
+
+
+def is_secret_key(key: str) -> bool:
+    return key.lower() not in _NOT_SECRET and SECRET_KEY_PATTERN.search(key) is not None
+
+
+class _Walker:
+    __slots__ = ("budget", "seen", "truncated")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.truncated = False
+        self.seen: set[int] = set()
+
+    def text(self, s: str) -> str:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            s = s.encode("utf-8", "replace").decode("utf-8")
+        if len(s) > self.budget:
+            self.truncated = True
+            s = s[: max(self.budget, 0)] + "...[truncated]"
+        self.budget -= len(s)
+        return s
+
+    def walk(self, value: Any, depth: int) -> Any:
+        if self.budget <= 0:
+            self.truncated = True
+            return "...[truncated]"
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            self.budget -= 8
+            return value if -(2**63) <= value < 2**63 else self.text(str(value))
+        if isinstance(value, float):
+            self.budget -= 8
+            if math.isnan(value):
+                return "NaN"
+            if math.isinf(value):
+                return "Infinity" if value > 0 else "-Infinity"
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            self.budget -= 24
+            return f"<{type(value).__name__} len={len(value)}>"
+        if depth >= _MAX_DEPTH:
+            self.truncated = True
+            return self.text(f"<{type(value).__name__} at depth {depth}>")
+        ident = id(value)
+        if ident in self.seen:
+            return "<recursive>"
+        self.seen.add(ident)
+        try:
+            if isinstance(value, Mapping):
+                out: dict[str, Any] = {}
+                for i, (key, item) in enumerate(value.items()):
+                    if i >= _MAX_ITEMS or self.budget <= 0:
+                        self.truncated = True
+                        break
+                    if not isinstance(key, str):
+                        key = str(key) if key is None or isinstance(key, (int, float)) else _safe_repr(key)
+                    skey = self.text(key)
+                    out[skey] = REDACTED if is_secret_key(skey) else self.walk(item, depth + 1)
+                return out
+            if isinstance(value, (list, tuple, set, frozenset)):
+                items = list(value) if not isinstance(value, (list, tuple)) else value
+                result = []
+                for i, item in enumerate(items):
+                    if i >= _MAX_ITEMS or self.budget <= 0:
+                        self.truncated = True
+                        break
+                    result.append(self.walk(item, depth + 1))
+                return result
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return self.walk({f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)},
+                                 depth)
+            dump = getattr(value, "model_dump", None)  # pydantic models (openai responses among them)
+            if callable(dump):
+                try:
+                    return self.walk(dump(), depth)
+                except Exception:
+                    pass  # fall through to repr
+            return self.text(_safe_repr(value))
+        finally:
+            self.seen.discard(ident)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:1000]
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def jsonable(value: Any, max_chars: int = 65536, redact: Callable[[Any], Any] | None = None) -> Snapshot:
+    """A JSON-safe copy of ``value`` (see the module docstring). Never raises."""
+    try:
+        walker = _Walker(max_chars)
+        result = walker.walk(value, 0)
+        truncated = walker.truncated
+        if redact is not None:
+            try:
+                result = redact(result)
+                result = _Walker(max_chars * 2).walk(result, 0)  # the hook may return anything
+            except Exception as exc:
+                _guard.warn("capture.redact", "the redact hook raised; value dropped", error=repr(exc)[:200])
+                result = REDACTED
+        return Snapshot(result, truncated, max_chars - walker.budget)
+    except Exception as exc:  # a pathological object: never let it escape
+        _guard.warn("capture.value", "value could not be captured; stored as its type name",
+                    error=type(exc).__name__)
+        return Snapshot(f"<uncapturable {type(value).__name__}>", True)
+
+
+def snapshot(value: Any) -> Snapshot:
+    """Capture ``value`` with the configured size cap and redact hook. Never raises."""
+    from ._state import settings
+
+    s = settings()
+    return jsonable(value, s.capture_max_chars, s.redact)

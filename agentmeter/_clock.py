@@ -1,0 +1,46 @@
+"""Clocks: wall time for timestamps (UTC, microseconds) and a monotonic clock for durations.
+
+Both are module-level functions looked up at call time so ``agentmeter.testing`` can swap in a
+deterministic clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+__all__ = ["iso_utc", "monotonic_ns", "set_clock", "wall_us"]
+
+
+def _wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+wall_us: Callable[[], int] = _wall_us
+monotonic_ns: Callable[[], int] = time.perf_counter_ns
+
+
+def set_clock(wall: Callable[[], int] | None = None, monotonic: Callable[[], int] | None = None) -> None:
+    """Replace the clocks (wall in epoch microseconds, monotonic in nanoseconds); None restores."""
+    global wall_us, monotonic_ns
+    wall_us = wall if wall is not None else _wall_us
+    monotonic_ns = monotonic if monotonic is not None else time.perf_counter_ns
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def iso_utc(epoch_us: int) -> str:
+    """Epoch microseconds -> ``2026-11-26T08:26:02.123456Z`` (fixed width, so text order is time order)."""
+    seconds, micros = divmod(epoch_us, 1_000_000)
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        f".{micros:06d}Z"
+    )
+
+
+def parse_iso_utc(text: str) -> datetime:
+    """Inverse of :func:`iso_utc`, returning an aware UTC datetime."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)

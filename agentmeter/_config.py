@@ -1,0 +1,187 @@
+"""Settings: ``configure(...)`` arguments and ``AGENTMETER_*`` environment variables.
+
+Invalid settings fail fast with a ``ValueError`` naming the setting and what is accepted, at configuration
+time, never at the first export.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["ENV_VARS", "Settings", "default_db_path", "settings_from_env"]
+
+#: Documented default location of the local store (overridable with ``AGENTMETER_DB``).
+DEFAULT_DB = Path("~/.agentmeter/agentmeter.db")
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("AGENTMETER_DB") or DEFAULT_DB).expanduser()
+
+
+def _positive_int(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    return check
+
+
+def _positive_float(name: str, allow_zero: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (value >= 0 if allow_zero else value > 0)
+        if not ok:
+            kind = "a number >= 0" if allow_zero else "a number > 0"
+            raise ValueError(f"{name} must be {kind} (seconds), got {value!r}")
+
+    return check
+
+
+def _fraction(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+
+    return check
+
+
+def _callable_or_none(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not callable(value):
+            raise ValueError(f"{name} must be a callable or None, got {type(value).__name__}")
+
+    return check
+
+
+def _check_sinks(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    from .sinks._base import Sink
+
+    for sink in value:
+        if not isinstance(sink, Sink):
+            raise ValueError(
+                f"sinks must be a list of agentmeter.sinks.Sink instances (SQLiteSink, MongoDBSink, "
+                f"FirehoseSink, MemorySink or your own subclass), got {type(sink).__name__}"
+            )
+    names = [s.name for s in value]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sinks must have distinct names (pass name=...), got {names}")
+
+
+def _check_spill(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("drop_oldest", "drop_newest"):
+        raise ValueError(f"spool_full_policy must be 'drop_oldest' or 'drop_newest', got {value!r}")
+
+
+@attrs.frozen
+class Settings:
+    """Every setting, with its default. Build with :func:`agentmeter.configure`."""
+
+    enabled: bool = True
+    #: None means the default: a SQLiteSink at :func:`default_db_path`.
+    sinks: tuple[Any, ...] | None = attrs.field(default=None, validator=_check_sinks)
+    capture: bool = False
+    capture_max_chars: int = attrs.field(default=65536, validator=_positive_int("capture_max_chars"))
+    redact: Callable[[Any], Any] | None = attrs.field(default=None, validator=_callable_or_none("redact"))
+    batch_size: int = attrs.field(default=100, validator=_positive_int("batch_size"))
+    flush_interval: float = attrs.field(default=1.0, validator=_positive_float("flush_interval"))
+    max_queue_runs: int = attrs.field(default=10_000, validator=_positive_int("max_queue_runs"))
+    max_queue_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int("max_queue_bytes"))
+    max_attempts: int = attrs.field(default=4, validator=_positive_int("max_attempts"))
+    retry_initial: float = attrs.field(default=0.5, validator=_positive_float("retry_initial", True))
+    retry_max: float = attrs.field(default=10.0, validator=_positive_float("retry_max", True))
+    exit_timeout: float = attrs.field(default=5.0, validator=_positive_float("exit_timeout", True))
+    propagate_threads: bool = True
+    sync_export: bool = False
+    prices: Mapping[str, Any] = attrs.field(factory=dict)
+    spool_dir: str | None = None
+    spool_max_bytes: int = attrs.field(default=512 * 1024 * 1024, validator=_positive_int("spool_max_bytes"))
+    spool_full_policy: str = attrs.field(default="drop_oldest", validator=_check_spill)
+    sample_rate: float = attrs.field(default=1.0, validator=_fraction("sample_rate"))
+    always_keep_errors: bool = True
+    slow_run_ms: float | None = None
+
+
+# env var -> (setting, parser). Parsers raise ValueError naming the variable.
+def _bool(var: str) -> Callable[[str], bool]:
+    def parse(text: str) -> bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{var} must be one of 1/0, true/false, yes/no, on/off; got {text!r}")
+
+    return parse
+
+
+def _num(var: str, kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"{var} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+    return parse
+
+
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "AGENTMETER_CAPTURE": ("capture", _bool("AGENTMETER_CAPTURE"), "capture inputs and outputs everywhere"),
+    "AGENTMETER_CAPTURE_MAX_CHARS": ("capture_max_chars", _num("AGENTMETER_CAPTURE_MAX_CHARS", int),
+                                     "size cap of one captured value, in characters"),
+    "AGENTMETER_BATCH_SIZE": ("batch_size", _num("AGENTMETER_BATCH_SIZE", int), "runs per sink write"),
+    "AGENTMETER_FLUSH_INTERVAL": ("flush_interval", _num("AGENTMETER_FLUSH_INTERVAL", float),
+                                  "seconds between background exports"),
+    "AGENTMETER_MAX_QUEUE_RUNS": ("max_queue_runs", _num("AGENTMETER_MAX_QUEUE_RUNS", int),
+                                  "runs held in memory per sink before spilling"),
+    "AGENTMETER_MAX_QUEUE_BYTES": ("max_queue_bytes", _num("AGENTMETER_MAX_QUEUE_BYTES", int),
+                                   "approximate bytes held in memory per sink before spilling"),
+    "AGENTMETER_MAX_ATTEMPTS": ("max_attempts", _num("AGENTMETER_MAX_ATTEMPTS", int),
+                                "attempts per batch before it is spooled"),
+    "AGENTMETER_EXIT_TIMEOUT": ("exit_timeout", _num("AGENTMETER_EXIT_TIMEOUT", float),
+                                "seconds to deliver at interpreter exit before spooling the rest"),
+    "AGENTMETER_PROPAGATE_THREADS": ("propagate_threads", _bool("AGENTMETER_PROPAGATE_THREADS"),
+                                     "carry the current run into ThreadPoolExecutor tasks"),
+    "AGENTMETER_SYNC": ("sync_export", _bool("AGENTMETER_SYNC"), "export on the caller's thread (tests only)"),
+    "AGENTMETER_SPOOL_DIR": ("spool_dir", str, "folder of the on-disk spool"),
+    "AGENTMETER_SPOOL_MAX_BYTES": ("spool_max_bytes", _num("AGENTMETER_SPOOL_MAX_BYTES", int),
+                                   "size limit of the spool"),
+    "AGENTMETER_SPOOL_FULL_POLICY": ("spool_full_policy", str, "drop_oldest or drop_newest when the spool is full"),
+    "AGENTMETER_SAMPLE_RATE": ("sample_rate", _num("AGENTMETER_SAMPLE_RATE", float),
+                               "fraction of runs whose captured payloads are kept"),
+}
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``AGENTMETER_*`` variables, then ``overrides`` (the arguments of ``configure``)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if _bool("AGENTMETER_DISABLED")(env.get("AGENTMETER_DISABLED", "")):
+        values["enabled"] = False
+    for var, (name, parse, _doc) in ENV_VARS.items():
+        if var in env:
+            values[name] = parse(env[var])
+    sink_names = env.get("AGENTMETER_SINKS", "").strip()
+    if sink_names and "sinks" not in overrides:
+        from .sinks import sinks_from_names
+
+        values["sinks"] = tuple(sinks_from_names([n.strip() for n in sink_names.split(",") if n.strip()]))
+    for key, value in overrides.items():
+        if value is None and key != "sinks":
+            continue
+        values[key] = value
+    if "sinks" in values and values["sinks"] is not None:
+        if not isinstance(values["sinks"], Sequence) or isinstance(values["sinks"], (str, bytes)):
+            raise ValueError("sinks must be a list of sink instances")
+        values["sinks"] = tuple(values["sinks"])
+    known = set(attrs.fields_dict(Settings))
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; accepted: {sorted(known)}")
+    return Settings(**values)

@@ -1,0 +1,82 @@
+"""The one guard for internal errors and run-time bad input.
+
+Every place where agentmeter code runs on behalf of the user's code goes through here:
+
+* :func:`internal_error` logs an SDK failure (rate-limited, with structlog), counts it, and returns, so it
+  never reaches user code. Under agentmeter's own test suite (``AGENTMETER_RAISE_INTERNAL=1``) it re-raises
+  instead, so SDK bugs fail tests.
+* :func:`warn` reports bad input at run time (a negative token count, an unserializable argument): logged,
+  counted and rate-limited, never raised.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import structlog
+
+__all__ = ["counters", "internal_error", "raise_internal", "warn"]
+
+_log = structlog.get_logger("agentmeter")
+
+#: Seconds between two log lines for the same key; the counters still see every occurrence.
+LOG_INTERVAL_S = 60.0
+
+_lock = threading.Lock()
+_last_logged: dict[str, float] = {}
+counters: Counter[str] = Counter()
+
+
+def raise_internal() -> bool:
+    """True when internal errors must propagate (agentmeter's own test suite sets this)."""
+    return os.environ.get("AGENTMETER_RAISE_INTERNAL", "") == "1"
+
+
+def _should_log(key: str) -> bool:
+    now = time.monotonic()
+    with _lock:
+        last = _last_logged.get(key)
+        if last is not None and now - last < LOG_INTERVAL_S:
+            return False
+        _last_logged[key] = now
+        return True
+
+
+def internal_error(where: str, exc: BaseException) -> None:
+    """Record an internal failure at ``where``. Never raises, except under the SDK's own tests."""
+    counters["internal_errors"] += 1
+    counters[f"internal_errors.{where}"] += 1
+    if raise_internal():
+        raise exc
+    try:
+        if _should_log(f"error:{where}:{type(exc).__name__}"):
+            _log.error(
+                "agentmeter internal error; your code is unaffected",
+                where=where,
+                error_type=type(exc).__name__,
+                error=str(exc)[:500],
+                count=counters[f"internal_errors.{where}"],
+            )
+    except Exception:
+        pass  # logging itself failed (closed stream at exit): the count above is kept
+
+
+def warn(key: str, message: str, **fields: Any) -> None:
+    """Report bad input found at run time: counted, logged at most once a minute per key. Never raises."""
+    counters["warnings"] += 1
+    counters[f"warnings.{key}"] += 1
+    try:
+        if _should_log(f"warn:{key}"):
+            _log.warning(message, key=key, count=counters[f"warnings.{key}"], **fields)
+    except Exception:
+        pass  # see internal_error
+
+
+def reset_rate_limit() -> None:
+    """Forget when each key was last logged (tests use this to see every first log line)."""
+    with _lock:
+        _last_logged.clear()

@@ -1,0 +1,47 @@
+"""The ``agentmeter`` command line. Each command lives in its own module with ``register(subparsers)``;
+heavy libraries are imported only inside the command that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+
+__all__ = ["main"]
+
+#: command modules, in the order ``agentmeter --help`` lists them
+COMMANDS = ("report",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentmeter",
+        description="Agent metrics: runs, steps and API calls with latency, tokens and cost.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentmeter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".{name}", __name__).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:  # bad arguments found while running: a clear message, no traceback
+        print(f"agentmeter {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The data contract every sink follows: the run **document** and its **three record kinds**.
+
+Two pure functions define it:
+
+* :func:`run_document` turns a finished run into one JSON-safe ``dict`` (what MongoDB stores in
+  ``agent_metadata``, what the spool keeps, what the exporter hands to every sink);
+* :func:`document_records` turns a document into rows for the three tables ``agent_runs``, ``run_steps``
+  and ``api_calls`` (what SQLite stores and what Firehose ships to Snowflake).
+
+The tables' columns are declared once, in :data:`TABLES`; the SQLite DDL, the Snowflake views and
+``docs/data_model_erd.md`` follow from them. Every row carries ``record_type``, ``record_id`` (its own id,
+the de-duplication key) and ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any, Final, NamedTuple
+
+from . import _clock
+from ._capture import Snapshot, jsonable
+from ._model import CANCELLED, RUNNING, Call, Run, Step
+from ._version import __version__
+
+__all__ = [
+    "API_CALL",
+    "RECORD_TYPES",
+    "RUN_STEP",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "AGENT_RUN",
+    "Column",
+    "Price",
+    "Records",
+    "document_records",
+    "run_document",
+]
+
+SCHEMA_VERSION: Final = 1
+AGENT_RUN: Final = "agent_run"
+RUN_STEP: Final = "run_step"
+API_CALL: Final = "api_call"
+#: record type -> table name
+RECORD_TYPES: Final = {AGENT_RUN: "agent_runs", RUN_STEP: "run_steps", API_CALL: "api_calls"}
+
+
+class Column(NamedTuple):
+    name: str
+    type: str  # text | integer | real | boolean | timestamp | json
+    description: str
+
+
+_COMMON = (
+    Column("record_type", "text", "agent_run, run_step or api_call"),
+    Column("record_id", "text", "the row's own id (run_id, step_id or call_id): the de-duplication key"),
+    Column("schema_version", "integer", "version of this contract"),
+)
+_TIME = (
+    Column("started_at", "timestamp", "UTC start, ISO 8601 with microseconds"),
+    Column("ended_at", "timestamp", "UTC end, ISO 8601 with microseconds"),
+    Column("duration_ms", "real", "duration from a monotonic clock, milliseconds"),
+)
+_ERROR = (
+    Column("status", "text", "success, error or cancelled"),
+    Column("error_type", "text", "exception class of a failure, else null"),
+    Column("error_message", "text", "exception message (first 2000 characters), else null"),
+)
+_TOKENS = (
+    Column("input_tokens", "integer", "input (prompt) tokens; null when unknown"),
+    Column("output_tokens", "integer", "output (completion) tokens; null when unknown"),
+    Column("cached_input_tokens", "integer", "input tokens served from the provider's cache; null when unknown"),
+    Column("reasoning_tokens", "integer", "output tokens spent on reasoning; null when unknown"),
+    Column("total_tokens", "integer", "input + output tokens; null when unknown"),
+)
+
+TABLES: Final[dict[str, tuple[Column, ...]]] = {
+    "agent_runs": (
+        *_COMMON,
+        Column("run_id", "text", "time-ordered unique id (UUIDv7)"),
+        Column("parent_run_id", "text", "run that started this one (a sub-agent), else null"),
+        Column("name", "text", "run name (decorated function or track_run name)"),
+        Column("agent", "text", "agent name, else null"),
+        *_ERROR,
+        *_TIME,
+        Column("tags", "json", "list of tags"),
+        Column("metadata", "json", "user metadata (object)"),
+        Column("implicit", "boolean", "true when created for a step or call used outside any run"),
+        Column("host", "text", "host name of the process"),
+        Column("pid", "integer", "process id"),
+        Column("sdk_version", "text", "agentmeter version"),
+        Column("step_count", "integer", "steps in the run"),
+        Column("call_count", "integer", "API calls in the run"),
+        Column("error_step_count", "integer", "steps with status error"),
+        Column("error_call_count", "integer", "calls with status error"),
+        *_TOKENS,
+        Column("cost_usd", "real", "sum of priced calls' cost; null when the run has calls and none is priced"),
+        Column("unpriced_call_count", "integer", "calls whose cost is unknown (no price for the model)"),
+        Column("inputs", "json", "captured arguments (capture is opt-in), else null"),
+        Column("output", "json", "captured return value (capture is opt-in), else null"),
+        Column("truncated", "boolean", "true when a captured value was cut to fit a size limit"),
+    ),
+    "run_steps": (
+        *_COMMON,
+        Column("step_id", "text", "time-ordered unique id (UUIDv7)"),
+        Column("run_id", "text", "run this step belongs to (agent_runs.run_id)"),
+        Column("parent_step_id", "text", "enclosing step (run_steps.step_id), else null"),
+        Column("agent", "text", "agent of the run (denormalized for queries)"),
+        Column("name", "text", "step name"),
+        Column("kind", "text", "tool, llm, retrieval, plan, agent or other"),
+        *_ERROR,
+        *_TIME,
+        Column("metadata", "json", "user metadata (object)"),
+        Column("call_count", "integer", "API calls made directly in this step"),
+        *_TOKENS,
+        Column("cost_usd", "real", "sum of this step's priced calls' cost; null when none is priced"),
+        Column("inputs", "json", "captured arguments (capture is opt-in), else null"),
+        Column("output", "json", "captured return value (capture is opt-in), else null"),
+        Column("truncated", "boolean", "true when a captured value was cut to fit a size limit"),
+    ),
+    "api_calls": (
+        *_COMMON,
+        Column("call_id", "text", "time-ordered unique id (UUIDv7)"),
+        Column("run_id", "text", "run this call belongs to (agent_runs.run_id)"),
+        Column("step_id", "text", "step that made the call (run_steps.step_id), else null"),
+        Column("agent", "text", "agent of the run (denormalized for queries)"),
+        Column("provider", "text", "API provider, e.g. openai, tavily"),
+        Column("operation", "text", "operation, e.g. chat.completions, responses, embeddings, search"),
+        Column("model", "text", "model that answered (as reported by the API when it says), else null"),
+        *_ERROR,
+        Column("http_status", "integer", "HTTP status of the final response, else null"),
+        Column("retries", "integer", "times the request was re-sent by the client"),
+        *_TIME,
+        Column("time_to_first_token_ms", "real", "streaming: start to first chunk, milliseconds"),
+        Column("request_bytes", "integer", "request body size, else null"),
+        Column("response_bytes", "integer", "response body size, else null"),
+        *_TOKENS,
+        Column("units", "real", "billable non-token units (e.g. search credits), else null"),
+        Column("cost_usd", "real", "cost in US dollars; null when unpriced"),
+        Column("priced", "boolean", "true when a price was known for this call"),
+        Column("price_source", "text", "where the price came from: override, genai-prices, ... or null"),
+        Column("metadata", "json", "call details (e.g. result_count, finish_reason)"),
+    ),
+}
+
+
+class Price(NamedTuple):
+    cost_usd: float | None
+    priced: bool
+    source: str | None = None
+
+
+#: Given an api_call row (tokens, model, provider, units, started_at), return its price.
+Pricer = Callable[[Mapping[str, Any]], Price]
+
+
+def _unpriced(_call: Mapping[str, Any]) -> Price:
+    return Price(None, False, None)
+
+
+class Records(NamedTuple):
+    agent_runs: list[dict[str, Any]]
+    run_steps: list[dict[str, Any]]
+    api_calls: list[dict[str, Any]]
+
+
+_HOST = socket.gethostname()
+
+
+def _json(value: Any, max_chars: int) -> tuple[Any, bool]:
+    if value is None:
+        return None, False
+    if isinstance(value, Snapshot):  # captured on the caller's thread already
+        return value.value, value.truncated
+    snap = jsonable(value, max_chars)
+    return snap.value, snap.truncated
+
+
+def _total(a: int | None, b: int | None) -> int | None:
+    if a is None and b is None:
+        return None
+    return (a or 0) + (b or 0)
+
+
+def _sum_known(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _span_times(start_us: int, start_ns: int, end_us: int | None, end_ns: int | None) -> dict[str, Any]:
+    if end_ns is None or end_us is None:
+        return {"started_at": _clock.iso_utc(start_us), "ended_at": None, "duration_ms": None}
+    return {
+        "started_at": _clock.iso_utc(start_us),
+        "ended_at": _clock.iso_utc(end_us),
+        "duration_ms": round((end_ns - start_ns) / 1e6, 3),
+    }
+
+
+def _unfinished_fields(run: Run) -> dict[str, Any]:
+    return {
+        "status": CANCELLED,
+        "error_type": "Unfinished",
+        "error_message": f"still open when run {run.name!r} ended",
+    }
+
+
+def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str, Any]:
+    end_us, end_ns = call.end_us, call.end_ns
+    status = {"status": call.status, "error_type": call.error_type, "error_message": call.error_message}
+    if call.status == RUNNING:  # never finished: close it at the run's end
+        end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
+    metadata, truncated = _json(call.metadata, max_chars)
+    row: dict[str, Any] = {
+        "call_id": call.call_id,
+        "run_id": call.run_id,
+        "step_id": call.step_id,
+        "agent": run.agent,
+        "provider": call.provider,
+        "operation": call.operation,
+        "model": call.model,
+        **status,
+        "http_status": call.http_status,
+        "retries": call.retries,
+        **_span_times(call.start_us, call.start_ns, end_us, end_ns),
+        "time_to_first_token_ms": (
+            round((call.first_token_ns - call.start_ns) / 1e6, 3) if call.first_token_ns is not None else None
+        ),
+        "request_bytes": call.request_bytes,
+        "response_bytes": call.response_bytes,
+        "input_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens,
+        "cached_input_tokens": call.cached_input_tokens,
+        "reasoning_tokens": call.reasoning_tokens,
+        "total_tokens": _total(call.input_tokens, call.output_tokens),
+        "units": call.units,
+        "metadata": metadata or {},
+    }
+    price = pricer(row)
+    row["cost_usd"] = price.cost_usd
+    row["priced"] = price.priced
+    row["price_source"] = price.source
+    if truncated:
+        row["metadata"]["_truncated"] = True
+    return row
+
+
+def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    costs = [c["cost_usd"] for c in calls if c["priced"] and c["cost_usd"] is not None]
+    return {
+        "input_tokens": _sum_known([c["input_tokens"] for c in calls]),
+        "output_tokens": _sum_known([c["output_tokens"] for c in calls]),
+        "cached_input_tokens": _sum_known([c["cached_input_tokens"] for c in calls]),
+        "reasoning_tokens": _sum_known([c["reasoning_tokens"] for c in calls]),
+        "total_tokens": _sum_known([c["total_tokens"] for c in calls]),
+        # cost: 0 for a run without calls (nothing billed); null when there are calls and none is priced
+        "cost_usd": round(sum(costs), 10) if costs or not calls else None,
+    }
+
+
+def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int) -> dict[str, Any]:
+    end_us, end_ns = step.end_us, step.end_ns
+    status = {"status": step.status, "error_type": step.error_type, "error_message": step.error_message}
+    if step.status == RUNNING:
+        end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
+    metadata, t1 = _json(step.metadata, max_chars)
+    inputs, t2 = _json(step.inputs, max_chars) if step.captured else (None, False)
+    output, t3 = _json(step.output, max_chars) if step.captured else (None, False)
+    rollup = _rollup(calls)
+    return {
+        "step_id": step.step_id,
+        "run_id": step.run_id,
+        "parent_step_id": step.parent_step_id,
+        "agent": run.agent,
+        "name": step.name,
+        "kind": step.kind,
+        **status,
+        **_span_times(step.start_us, step.start_ns, end_us, end_ns),
+        "metadata": metadata or {},
+        "call_count": len(calls),
+        "input_tokens": rollup["input_tokens"],
+        "output_tokens": rollup["output_tokens"],
+        "cached_input_tokens": rollup["cached_input_tokens"],
+        "reasoning_tokens": rollup["reasoning_tokens"],
+        "total_tokens": rollup["total_tokens"],
+        "cost_usd": rollup["cost_usd"] if calls else None,
+        "inputs": inputs,
+        "output": output,
+        "truncated": t1 or t2 or t3,
+    }
+
+
+def run_document(run: Run, pricer: Pricer | None = None, max_chars: int = 65536) -> dict[str, Any]:
+    """The run document: the run's fields and rollups, with ``steps`` and ``calls`` as lists of rows.
+
+    ``run`` must be finished (sealed). Steps and calls that never finished are recorded with status
+    ``cancelled`` and error type ``Unfinished``, ending when the run ended. ``pricer`` prices each call
+    (the exporter passes the configured one); without it every call is unpriced. Pure: no I/O, and the
+    same run always gives the same document.
+    """
+    price = pricer or _unpriced
+    all_calls = list(run.calls) + list(run.open_calls.values())
+    all_steps = list(run.steps) + list(run.open_steps.values())
+    call_rows = sorted((_call_row(c, run, price, max_chars) for c in all_calls), key=lambda r: r["call_id"])
+    by_step: dict[str | None, list[dict[str, Any]]] = {}
+    for row in call_rows:
+        by_step.setdefault(row["step_id"], []).append(row)
+    step_rows = sorted(
+        (_step_row(s, run, by_step.get(s.step_id, []), max_chars) for s in all_steps),
+        key=lambda r: r["step_id"],
+    )
+    metadata, t1 = _json(run.metadata, max_chars)
+    inputs, t2 = _json(run.inputs, max_chars) if run.captured else (None, False)
+    output, t3 = _json(run.output, max_chars) if run.captured else (None, False)
+    rollup = _rollup(call_rows)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "parent_run_id": run.parent_run_id,
+        "name": run.name,
+        "agent": run.agent,
+        "status": run.status if run.status != RUNNING else CANCELLED,
+        "error_type": run.error_type,
+        "error_message": run.error_message,
+        **_span_times(run.start_us, run.start_ns, run.end_us, run.end_ns),
+        "tags": list(run.tags),
+        "metadata": metadata or {},
+        "implicit": run.implicit,
+        "host": _HOST,
+        "pid": os.getpid(),
+        "sdk_version": __version__,
+        "step_count": len(step_rows),
+        "call_count": len(call_rows),
+        "error_step_count": sum(1 for s in step_rows if s["status"] == "error"),
+        "error_call_count": sum(1 for c in call_rows if c["status"] == "error"),
+        **rollup,
+        "unpriced_call_count": sum(1 for c in call_rows if not c["priced"]),
+        "inputs": inputs,
+        "output": output,
+        "truncated": t1 or t2 or t3,
+        "steps": step_rows,
+        "calls": call_rows,
+    }
+
+
+def document_records(document: Mapping[str, Any]) -> Records:
+    """The rows a document becomes in ``agent_runs``, ``run_steps`` and ``api_calls``. Pure.
+
+    Accepts a document as :func:`run_document` made it, or as read back from MongoDB (an ``_id`` key is
+    ignored, BSON datetimes become ISO strings).
+    """
+    run = {k: _iso(v) for k, v in document.items() if k not in ("steps", "calls", "_id")}
+    run_row = {"record_type": AGENT_RUN, "record_id": run["run_id"], **run}
+    steps = [
+        {"record_type": RUN_STEP, "record_id": s["step_id"], "schema_version": run["schema_version"], **s}
+        for s in document.get("steps", ())
+    ]
+    calls = [
+        {"record_type": API_CALL, "record_id": c["call_id"], "schema_version": run["schema_version"], **c}
+        for c in document.get("calls", ())
+    ]
+    return Records([run_row], steps, calls)
+
+
+def _iso(value: Any) -> Any:
+    if hasattr(value, "tzinfo") and hasattr(value, "isoformat"):  # a datetime read back from BSON
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value

@@ -1,0 +1,49 @@
+"""An in-memory sink: keeps every document it receives (for tests, notebooks and the ``testing`` module)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..contract import Records, document_records
+from ._base import Document, Sink, WriteResult
+
+__all__ = ["MemorySink"]
+
+
+class MemorySink(Sink):
+    """Stores documents in a dict keyed by ``run_id`` (so a replayed document is stored once)."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._documents: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+
+    def write(self, documents: Sequence[Document]) -> WriteResult:
+        with self._lock:
+            self.writes += 1
+            for doc in documents:
+                self._documents[doc["run_id"]] = dict(doc)
+        return WriteResult()
+
+    @property
+    def documents(self) -> list[dict[str, Any]]:
+        """Documents received, in run-id (time) order."""
+        with self._lock:
+            return [self._documents[k] for k in sorted(self._documents)]
+
+    def records(self) -> Records:
+        """All documents as rows of the three tables."""
+        out = Records([], [], [])
+        for doc in self.documents:
+            r = document_records(doc)
+            out.agent_runs.extend(r.agent_runs)
+            out.run_steps.extend(r.run_steps)
+            out.api_calls.extend(r.api_calls)
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._documents.clear()

@@ -1,0 +1,138 @@
+"""The embedded local store: SQLite with the three tables of the contract.
+
+WAL mode lets a dashboard read while agents write; rows are upserted by id, so a replayed document never
+duplicates; indexes cover the dashboard's filters (time, agent, status, provider, model).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import contract
+from .._config import default_db_path
+from ._base import Document, Sink, WriteResult
+
+__all__ = ["SQLiteSink", "create_schema", "table_columns"]
+
+_SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL", "boolean": "INTEGER",
+              "timestamp": "TEXT", "json": "TEXT"}
+_PRIMARY_KEYS = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id"}
+# record_type is implied by the table and record_id equals the primary key: not stored twice.
+_SKIP = ("record_type", "record_id")
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_runs_started ON agent_runs (started_at)",
+    "CREATE INDEX IF NOT EXISTS ix_runs_agent ON agent_runs (agent, started_at)",
+    "CREATE INDEX IF NOT EXISTS ix_runs_status ON agent_runs (status, started_at)",
+    "CREATE INDEX IF NOT EXISTS ix_steps_run ON run_steps (run_id)",
+    "CREATE INDEX IF NOT EXISTS ix_steps_started ON run_steps (started_at)",
+    "CREATE INDEX IF NOT EXISTS ix_calls_run ON api_calls (run_id)",
+    "CREATE INDEX IF NOT EXISTS ix_calls_started ON api_calls (started_at)",
+    "CREATE INDEX IF NOT EXISTS ix_calls_provider ON api_calls (provider, model)",
+    "CREATE INDEX IF NOT EXISTS ix_calls_model ON api_calls (model)",
+)
+
+
+def table_columns(table: str) -> list[contract.Column]:
+    return [c for c in contract.TABLES[table] if c.name not in _SKIP]
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, indexes and schema-version table if they do not exist."""
+    for table in contract.TABLES:
+        cols = ",\n  ".join(
+            f"{c.name} {_SQL_TYPES[c.type]}" + (" PRIMARY KEY" if c.name == _PRIMARY_KEYS[table] else "")
+            for c in table_columns(table)
+        )
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)")
+    for stmt in _INDEXES:
+        conn.execute(stmt)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS agentmeter_schema (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO agentmeter_schema (version, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
+        (contract.SCHEMA_VERSION,),
+    )
+    conn.commit()
+
+
+def _upsert_sql(table: str) -> tuple[str, list[contract.Column]]:
+    cols = table_columns(table)
+    names = [c.name for c in cols]
+    pk = _PRIMARY_KEYS[table]
+    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != pk)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+        f"ON CONFLICT({pk}) DO UPDATE SET {updates}"
+    )
+    return sql, cols
+
+
+def _encode(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "json":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if kind == "boolean":
+        return 1 if value else 0
+    return value
+
+
+class SQLiteSink(Sink):
+    """Writes runs to a local SQLite file (default ``~/.agentmeter/agentmeter.db`` or ``AGENTMETER_DB``)."""
+
+    def __init__(self, path: str | Path | None = None, name: str = "sqlite") -> None:
+        self.name = name
+        self.path = Path(path).expanduser() if path is not None else default_db_path()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._statements = {table: _upsert_sql(table) for table in contract.TABLES}
+
+    @classmethod
+    def from_env(cls) -> SQLiteSink:
+        return cls()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            create_schema(conn)
+            self._conn = conn
+        return self._conn
+
+    def write(self, documents: Sequence[Document]) -> WriteResult:
+        rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in contract.TABLES}
+        for doc in documents:
+            records = contract.document_records(doc)
+            for table, items in zip(contract.TABLES, records):
+                cols = self._statements[table][1]
+                for item in items:
+                    rows[table].append(tuple(_encode(item.get(c.name), c.type) for c in cols))
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for table, (sql, _cols) in self._statements.items():
+                    if rows[table]:
+                        conn.executemany(sql, rows[table])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return WriteResult()
+
+    def close(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        return True

@@ -1,0 +1,39 @@
+"""Test-suite wiring: SDK bugs fail tests, no test touches ~/.agentmeter, and every test starts clean."""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before agentmeter is imported anywhere: internal errors re-raise under our own tests.
+os.environ["AGENTMETER_RAISE_INTERNAL"] = "1"
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+import agentmeter  # noqa: E402
+from agentmeter import _guard, _state  # noqa: E402
+from agentmeter._config import Settings  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_agentmeter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point the default store and spool at a temporary folder and reset agentmeter around each test."""
+    for var in list(os.environ):
+        if var.startswith("AGENTMETER_") and var != "AGENTMETER_RAISE_INTERNAL" and not var.startswith(
+            "AGENTMETER_TEST_"
+        ):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AGENTMETER_DB", str(tmp_path / "agentmeter.db"))
+    monkeypatch.setenv("AGENTMETER_SPOOL_DIR", str(tmp_path / "spool"))
+    old = _state.reset(Settings(spool_dir=str(tmp_path / "spool")))
+    if old is not None:
+        old.shutdown(timeout=1)
+    _guard.counters.clear()
+    _guard.reset_rate_limit()
+    yield
+    exporter = _state.reset()
+    if exporter is not None:
+        exporter.shutdown(timeout=2)
+    agentmeter._state._settings = None

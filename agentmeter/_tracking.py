@@ -458,6 +458,10 @@ def _pause(frame: _Frame | None) -> None:
 # -- public constructors ------------------------------------------------------------------------------
 
 
+def _is_target(obj: Any) -> bool:
+    return callable(obj) or isinstance(obj, (classmethod, staticmethod))
+
+
 def _check_str(setting: str, value: Any) -> None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{setting} must be a string, got {type(value).__name__}")
@@ -467,11 +471,11 @@ def _check_str(setting: str, value: Any) -> None:
 def track_run(name: F, /) -> F: ...
 @overload
 def track_run(
-    name: str | None = None, /, *, agent: str | None = None, tags: Iterable[str] | None = None,
+    name: str | None = None, *, agent: str | None = None, tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None, capture: bool | None = None,
 ) -> _Tracker[Run]: ...
 def track_run(
-    name: Any = None, /, *, agent: str | None = None, tags: Iterable[str] | None = None,
+    name: Any = None, *, agent: str | None = None, tags: Iterable[str] | None = None,
     metadata: Mapping[str, Any] | None = None, capture: bool | None = None,
 ) -> Any:
     """Track an agent run: one document with its steps and calls.
@@ -481,7 +485,7 @@ def track_run(
     another run is recorded as its own run with ``parent_run_id`` set. Never raises into the decorated
     code; its exceptions propagate unchanged and are recorded with status ``error`` (or ``cancelled``).
     """
-    if callable(name):
+    if _is_target(name):
         return _Tracker(Run, None, None, {})(name)
     _check_str("track_run name", name)
     _check_str("track_run agent", agent)
@@ -493,15 +497,15 @@ def track_run(
 @overload
 def track_step(name: F, /) -> F: ...
 @overload
-def track_step(name: str | None = None, /, *, kind: str = "other", capture: bool | None = None) -> _Tracker[Step]: ...
-def track_step(name: Any = None, /, *, kind: str = "other", capture: bool | None = None) -> Any:
+def track_step(name: str | None = None, *, kind: str = "other", capture: bool | None = None) -> _Tracker[Step]: ...
+def track_step(name: Any = None, *, kind: str = "other", capture: bool | None = None) -> Any:
     """Track a step of the current run (``kind``: tool, llm, retrieval, plan, agent or other).
 
     Steps nest: a step opened inside another records it as ``parent_step_id``. A step used outside any run
     is recorded in an implicit run of its own (``implicit = true``) named after the step. A generator step
     lasts until the generator is exhausted or closed. Never raises into the decorated code.
     """
-    if callable(name):
+    if _is_target(name):
         return _Tracker(Step, None, None, {"kind": "other"})(name)
     _check_str("track_step name", name)
     if kind not in STEP_KINDS:
@@ -513,17 +517,18 @@ def track_step(name: Any = None, /, *, kind: str = "other", capture: bool | None
 def track_call(provider: F, /) -> F: ...
 @overload
 def track_call(
-    provider: str | None = None, /, operation: str | None = None, *, model: str | None = None,
+    provider: str | None = None, operation: str | None = None, *, model: str | None = None,
 ) -> _Tracker[Call]: ...
-def track_call(provider: Any = None, /, operation: str | None = None, *, model: str | None = None) -> Any:
+def track_call(provider: Any = None, operation: str | None = None, *, model: str | None = None) -> Any:
     """Track one API call (``provider``, ``operation``, ``model``) inside the current step or run.
 
     The handle records usage (``call.record_usage(input_tokens=..., output_tokens=...)``), the HTTP status,
     retries and sizes; cost is computed later, off the caller's thread. A call outside any run is recorded
     in an implicit run of its own. Never raises into the decorated code.
     """
-    if callable(provider):
-        return _Tracker(Call, None, False, {"provider": "custom", "operation": _clean_name(provider)})(provider)
+    if _is_target(provider):
+        target = getattr(provider, "__func__", provider)
+        return _Tracker(Call, None, False, {"provider": "custom", "operation": _clean_name(target)})(provider)
     _check_str("track_call provider", provider)
     _check_str("track_call operation", operation)
     _check_str("track_call model", model)

@@ -1,0 +1,704 @@
+"""Local stub servers shaped like the OpenAI and Tavily HTTP APIs, for offline demos, tests and benchmarks.
+
+One :class:`StubServer` listens on loopback (``127.0.0.1``, a free port) in a daemon thread and answers
+
+* OpenAI (``server.openai_base_url``, e.g. ``http://127.0.0.1:PORT/openai/v1``): ``POST /chat/completions``
+  (plain, and server-sent events with or without the final usage chunk), ``POST /responses`` (plain and
+  streamed events), ``POST /embeddings`` (float or base64);
+* Tavily (``server.tavily_base_url``, e.g. ``http://127.0.0.1:PORT/tavily``): ``POST /search`` and
+  ``POST /extract``, with ``usage.credits`` when the request asks ``include_usage``.
+
+Point the real clients at it: ``OpenAI(base_url=server.openai_base_url, api_key="stub")``,
+``TavilyClient(api_key="stub", api_base_url=server.tavily_base_url)``.
+
+Answers are generated, not canned: token counts follow the prompt's length, texts and result lists vary,
+and all variation comes from one seeded :class:`random.Random`, so a sequential run with the same seed
+gets the same answers. Faults come two ways: at random (``error_rate`` answers 500, ``rate_limit_rate``
+answers 429 with ``retry-after-ms``) and scripted per endpoint (:meth:`StubServer.script`), which is what
+tests use::
+
+    with StubServer(seed=0) as server:
+        server.script("chat/completions", [rate_limited(), OK])  # a 429, then the normal answer
+        ...
+        server.requests[-1].usage   # what the server reported for the last request
+
+Stdlib only (``http.server``); never imports openai or tavily. This module is not imported by
+``import agentmeter``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import random
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
+
+__all__ = [
+    "OK",
+    "Reply",
+    "StubRequest",
+    "StubServer",
+    "StubURLs",
+    "cut_stream",
+    "rate_limited",
+    "server_error",
+    "slow",
+    "timeout",
+]
+
+OPENAI_PREFIX = "/openai/v1"
+TAVILY_PREFIX = "/tavily"
+ENDPOINTS = ("chat/completions", "responses", "embeddings", "search", "extract")
+
+#: A latency: fixed milliseconds, a uniform (min, max) range, or a function of the server's Random.
+Latency = float | tuple[float, float] | Callable[[random.Random], float]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer for :meth:`StubServer.script`.
+
+    ``status`` 200 means "the normal generated answer"; any other status answers an API-shaped error body
+    (or ``body`` when given). ``delay_ms`` waits before the headers (longer than the client's timeout makes
+    a timeout). ``body`` replaces the generated JSON body of a 200. ``include_usage`` forces (True) or
+    suppresses (False) usage in the answer, whatever the request asked. ``cut_after_chunks`` drops the
+    connection mid-stream after that many events.
+    """
+
+    status: int = 200
+    delay_ms: float = 0.0
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    include_usage: bool | None = None
+    cut_after_chunks: int | None = None
+
+
+#: The normal generated answer, as a script entry.
+OK = Reply()
+
+
+def rate_limited(retry_after_ms: float = 1.0) -> Reply:
+    """A 429 with ``retry-after-ms`` (the OpenAI client waits that long before it retries)."""
+    return Reply(status=429, headers={"retry-after-ms": f"{retry_after_ms:g}", "retry-after": "0"})
+
+
+def server_error(status: int = 500, retry_after_ms: float | None = 1.0) -> Reply:
+    """A 5xx answer with an API-shaped error body (the OpenAI client retries 500, 502, 503, 504).
+
+    ``retry_after_ms`` (sent as ``retry-after-ms``) keeps the client's back-off short; ``None`` sends no
+    header, so the client backs off exponentially from 0.5 s as it would against the real API."""
+    headers = {} if retry_after_ms is None else {"retry-after-ms": f"{retry_after_ms:g}"}
+    return Reply(status=status, headers=headers)
+
+
+def timeout(seconds: float = 5.0) -> Reply:
+    """Hold the request ``seconds`` before answering normally: longer than the client's timeout."""
+    return Reply(delay_ms=seconds * 1000.0)
+
+
+def slow(ms: float) -> Reply:
+    """The normal answer, ``ms`` milliseconds late."""
+    return Reply(delay_ms=ms)
+
+
+def cut_stream(after_chunks: int = 2) -> Reply:
+    """A streamed answer whose connection drops after ``after_chunks`` events."""
+    return Reply(cut_after_chunks=after_chunks)
+
+
+def _shorthand(status: int) -> Reply:
+    if status == 429:
+        return rate_limited()
+    if status >= 500:
+        return server_error(status)
+    return Reply(status=status)
+
+
+class StubURLs(NamedTuple):
+    openai: str
+    tavily: str
+
+
+@dataclass
+class StubRequest:
+    """One request the server received, and what it answered (``usage`` as the body reported it)."""
+
+    api: str  # "openai" or "tavily"
+    endpoint: str  # one of ENDPOINTS, or the unknown path
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    status: int = 0
+    streamed: bool = False
+    usage: dict[str, Any] | None = None
+    fault: str | None = None  # "scripted", "random_error", "random_rate_limit" or None
+    model: str | None = None
+    result_count: int | None = None
+
+
+_VOCABULARY = (
+    "revenue growth market customers product platform strategy team funding competitors pricing "
+    "expansion partnerships quarter analysts outlook margin enterprise cloud research launch users "
+    "regulation hiring acquisition roadmap infrastructure security data model pipeline demand supply "
+    "leadership europe asia retail developers api latency adoption forecast investment risk"
+)
+_WORDS = tuple(_VOCABULARY.split())
+_DOMAINS = ("news.example.com", "finance.example.org", "wiki.example.net", "blog.example.io",
+            "docs.example.dev")
+_REASONING = ("o1", "o3", "o4", "gpt-5")
+_EMBED_DIMS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536, "text-embedding-ada-002": 1536}
+
+
+def _estimate_tokens(text: str) -> int:
+    """About four characters per token, as OpenAI's rule of thumb says."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _text_of(value: Any) -> str:
+    """All the text inside a chat ``messages`` list or a responses ``input`` (strings, parts, lists)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        parts = [_text_of(value.get(k)) for k in ("content", "text", "input_text", "instructions")]
+        return " ".join(p for p in parts if p)
+    if isinstance(value, Iterable):
+        return " ".join(_text_of(v) for v in value)
+    return str(value)
+
+
+class _Config:
+    def __init__(self, seed: int, latency_ms: Latency, chunk_ms: Latency, error_rate: float,
+                 rate_limit_rate: float, chunks: tuple[int, int]) -> None:
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.latency_ms = latency_ms
+        self.chunk_ms = chunk_ms
+        self.error_rate = error_rate
+        self.rate_limit_rate = rate_limit_rate
+        self.chunks = chunks
+        self.scripts: dict[str, deque[Reply]] = {}
+        self.log: list[StubRequest] = []
+        self.seen_prompts: set[str] = set()
+        self.stop = threading.Event()
+
+    def draw(self, latency: Latency) -> float:
+        with self.lock:
+            if callable(latency):
+                return max(0.0, float(latency(self.rng)))
+            if isinstance(latency, tuple):
+                low, high = latency
+                return self.rng.uniform(low, high) if high > low else float(low)
+            return float(latency)
+
+    def random(self) -> float:
+        with self.lock:
+            return self.rng.random()
+
+    def randint(self, low: int, high: int) -> int:
+        with self.lock:
+            return self.rng.randint(low, high)
+
+    def words(self, n: int) -> list[str]:
+        with self.lock:
+            return [self.rng.choice(_WORDS) for _ in range(n)]
+
+
+class StubServer:
+    """OpenAI- and Tavily-shaped HTTP server on loopback, in a daemon thread.
+
+    ``seed`` fixes every random choice; ``latency_ms`` is the wait before each answer's headers (a number,
+    a ``(min, max)`` uniform range, or ``f(random.Random) -> ms``); ``chunk_ms`` the wait between streamed
+    events; ``error_rate`` / ``rate_limit_rate`` the fraction of unscripted requests answered 500 / 429;
+    ``chunks`` the (min, max) number of content chunks of a streamed answer. Never touches the network
+    beyond loopback.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        latency_ms: Latency = 0.0,
+        error_rate: float = 0.0,
+        rate_limit_rate: float = 0.0,
+        *,
+        chunk_ms: Latency = 0.0,
+        chunks: tuple[int, int] = (4, 12),
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        for name, rate in (("error_rate", error_rate), ("rate_limit_rate", rate_limit_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {rate!r}")
+        if chunks[0] < 1 or chunks[1] < chunks[0]:
+            raise ValueError(f"chunks must be (min, max) with 1 <= min <= max, got {chunks!r}")
+        self._config = _Config(seed, latency_ms, chunk_ms, error_rate, rate_limit_rate, chunks)
+        self._host = host
+        self._port = port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> StubURLs:
+        """Start serving (idempotent) and return the base URLs for the two APIs."""
+        if self._httpd is None:
+            config = self._config
+            config.stop.clear()
+
+            class Handler(_Handler):
+                cfg = config
+
+            httpd = _QuietServer((self._host, self._port), Handler)
+            self._httpd = httpd
+            self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="agentmeter-stub-server", daemon=True)
+            self._thread.start()
+        return self.urls
+
+    def stop(self) -> None:
+        """Stop serving; requests still held by a delay are cut short. Idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._config.stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> StubServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.stop()
+
+    # -- addresses ------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("StubServer is not started; call start() or use it in a with block")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def urls(self) -> StubURLs:
+        return StubURLs(self.openai_base_url, self.tavily_base_url)
+
+    @property
+    def openai_base_url(self) -> str:
+        """Pass as ``OpenAI(base_url=...)``."""
+        return self.base_url + OPENAI_PREFIX
+
+    @property
+    def tavily_base_url(self) -> str:
+        """Pass as ``TavilyClient(api_base_url=...)``."""
+        return self.base_url + TAVILY_PREFIX
+
+    # -- scripting and inspection ---------------------------------------------------------------------
+    def script(self, path: str, replies: Iterable[Reply | int]) -> None:
+        """Queue answers for the next requests to ``path`` ("chat/completions", "/v1/responses", "search",
+        "/tavily/extract"...); an int is shorthand: 200 = :data:`OK`, 429 = :func:`rate_limited`, 5xx =
+        :func:`server_error`, else ``Reply(status=...)``. Once the queue is used up the
+        endpoint answers normally again. Scripted answers are never replaced by random faults."""
+        key = _endpoint_key(path)
+        if key not in ENDPOINTS:
+            raise ValueError(f"unknown stub endpoint {path!r}; accepted: {', '.join(ENDPOINTS)}")
+        items = [_shorthand(r) if isinstance(r, int) else r for r in replies]
+        with self._config.lock:
+            self._config.scripts.setdefault(key, deque()).extend(items)
+
+    @property
+    def requests(self) -> list[StubRequest]:
+        """Every request received so far, oldest first (a copy)."""
+        with self._config.lock:
+            return list(self._config.log)
+
+    def clear(self) -> None:
+        """Forget the request log, pending scripts and the prompt cache."""
+        with self._config.lock:
+            self._config.log.clear()
+            self._config.scripts.clear()
+            self._config.seen_prompts.clear()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up (timeout, closed stream) is normal here, not worth a traceback
+
+
+def _endpoint_key(path: str) -> str:
+    key = path.split("?", 1)[0].strip("/")
+    for prefix in (OPENAI_PREFIX.strip("/") + "/", "openai/", "v1/", TAVILY_PREFIX.strip("/") + "/"):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+class _Cut(Exception):
+    """The scripted connection drop of a streamed answer."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    cfg: _Config
+    protocol_version = "HTTP/1.1"
+    server_version = "agentmeter-stub/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: the request log is kept in StubServer.requests
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:
+        cfg = self.cfg
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        path = self.path.split("?", 1)[0]
+        api = ("openai" if path.startswith(OPENAI_PREFIX)
+               else "tavily" if path.startswith(TAVILY_PREFIX) else "-")
+        entry = StubRequest(api, _endpoint_key(path), "POST", path, dict(self.headers.items()), body)
+        with cfg.lock:
+            cfg.log.append(entry)
+        if api == "-" or entry.endpoint not in ENDPOINTS:
+            self._error(entry, 404, "not_found", f"no such endpoint {path}")
+            return
+        if not isinstance(body, dict):
+            self._error(entry, 400, "invalid_request_error", "body must be a JSON object")
+            return
+        reply = self._pick_reply(entry)
+        delay = reply.delay_ms + cfg.draw(cfg.latency_ms)
+        if delay > 0 and cfg.stop.wait(delay / 1000.0):
+            return  # server stopping
+        try:
+            if reply.status != 200:
+                self._error(entry, reply.status, None, None, reply)
+            else:
+                self._answer(entry, body, reply)
+        except (BrokenPipeError, ConnectionResetError, _Cut):
+            self.close_connection = True
+
+    def _pick_reply(self, entry: StubRequest) -> Reply:
+        cfg = self.cfg
+        with cfg.lock:
+            queue = cfg.scripts.get(entry.endpoint)
+            if queue:
+                entry.fault = "scripted"
+                return queue.popleft()
+        roll = cfg.random() if (cfg.error_rate or cfg.rate_limit_rate) else 1.0
+        if roll < cfg.rate_limit_rate:
+            entry.fault = "random_rate_limit"
+            return rate_limited(5.0)
+        if roll < cfg.rate_limit_rate + cfg.error_rate:
+            entry.fault = "random_error"
+            return server_error(500, retry_after_ms=5.0)
+        return OK
+
+    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-request-id", "req_" + uuid.uuid4().hex[:24])
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, entry: StubRequest, status: int, kind: str | None, message: str | None,
+               reply: Reply | None = None) -> None:
+        entry.status = status
+        headers = dict(reply.headers) if reply is not None else {}
+        if reply is not None and reply.body is not None:
+            self._send_json(status, reply.body, headers)
+            return
+        if status == 429:
+            kind = kind or "rate_limit_exceeded"
+            message = message or "Rate limit reached. Please try again in 1ms."
+        elif status >= 500:
+            kind = kind or "server_error"
+            message = message or "The server had an error while processing your request. Sorry about that!"
+        kind, message = kind or "invalid_request_error", message or f"error {status}"
+        if entry.api == "tavily":
+            self._send_json(status, {"detail": {"error": message}}, headers)
+        else:
+            code = kind if kind == "rate_limit_exceeded" else None
+            error = {"message": message, "type": kind, "param": None, "code": code}
+            self._send_json(status, {"error": error}, headers)
+
+    def _answer(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        endpoint = entry.endpoint
+        if endpoint == "chat/completions":
+            self._chat(entry, body, reply)
+        elif endpoint == "responses":
+            self._responses(entry, body, reply)
+        elif endpoint == "embeddings":
+            self._embeddings(entry, body, reply)
+        elif endpoint == "search":
+            self._search(entry, body, reply)
+        else:
+            self._extract(entry, body, reply)
+
+    def _finish_json(self, entry: StubRequest, payload: dict[str, Any], reply: Reply) -> None:
+        if reply.body is not None:
+            payload = reply.body
+        entry.status = 200
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        entry.usage = usage if isinstance(usage, dict) else None
+        self._send_json(200, payload, reply.headers)
+
+    # -- streaming ------------------------------------------------------------------------------------
+    def _stream(self, entry: StubRequest, events: Iterator[tuple[str | None, Any]], reply: Reply) -> None:
+        entry.status = 200
+        entry.streamed = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-request-id", "req_" + uuid.uuid4().hex[:24])
+        for key, value in reply.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        for sent, (event, data) in enumerate(events):
+            if reply.cut_after_chunks is not None and sent >= reply.cut_after_chunks:
+                self.wfile.flush()
+                self.close_connection = True
+                raise _Cut()
+            pause = self.cfg.draw(self.cfg.chunk_ms) if sent else 0.0
+            if pause > 0 and self.cfg.stop.wait(pause / 1000.0):
+                raise _Cut()
+            text = data if isinstance(data, str) else json.dumps(data)
+            frame = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+            chunk = frame.encode()
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    # -- OpenAI ---------------------------------------------------------------------------------------
+    def _completion(self, body: dict[str, Any], prompt: str) -> tuple[list[str], dict[str, Any]]:
+        """Generated answer pieces and usage in chat-completions form."""
+        cfg = self.cfg
+        model = str(body.get("model") or "gpt-4o-mini")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        n_words = cfg.randint(20, 120)
+        if isinstance(limit, int) and limit > 0:
+            n_words = min(n_words, limit)
+        words = cfg.words(n_words)
+        n_chunks = min(cfg.randint(*cfg.chunks), n_words)
+        size = math.ceil(n_words / n_chunks)
+        pieces = [" ".join(words[i:i + size]) + " " for i in range(0, n_words, size)]
+        pieces[-1] = pieces[-1].rstrip()
+        prompt_tokens = _estimate_tokens(prompt) + 7
+        key = hashlib.sha256((model + "\0" + prompt).encode()).hexdigest()
+        with cfg.lock:
+            repeat = key in cfg.seen_prompts
+            cfg.seen_prompts.add(key)
+        cached = (prompt_tokens // 128) * 128 if repeat and prompt_tokens >= 1024 else 0
+        reasoning = cfg.randint(16, 256) if model.startswith(_REASONING) else 0
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": n_words + reasoning,
+            "total_tokens": prompt_tokens + n_words + reasoning,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
+        return pieces, usage
+
+    def _chat(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        model = str(body.get("model") or "gpt-4o-mini")
+        entry.model = model
+        pieces, usage = self._completion(body, _text_of(body.get("messages")))
+        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        text = "".join(pieces)
+        if not body.get("stream"):
+            self._finish_json(entry, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None,
+                                                     "annotations": []},
+                             "logprobs": None, "finish_reason": "stop"}],
+                "usage": usage, "service_tier": "default", "system_fingerprint": "fp_stub",
+            }, reply)
+            return
+        options = body.get("stream_options") or {}
+        asked = bool(options.get("include_usage"))
+        with_usage = asked if reply.include_usage is None else reply.include_usage
+        entry.usage = usage if with_usage else None
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": "fp_stub", "service_tier": "default",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if with_usage:
+                out["usage"] = None
+            return out
+
+        def events() -> Iterator[tuple[str | None, Any]]:
+            yield None, chunk({"role": "assistant", "content": "", "refusal": None}, None)
+            for piece in pieces:
+                yield None, chunk({"content": piece}, None)
+            yield None, chunk({}, "stop")
+            if with_usage:
+                final = chunk({}, None)
+                final["choices"] = []
+                final["usage"] = usage
+                yield None, final
+            yield None, "[DONE]"
+
+        self._stream(entry, events(), reply)
+
+    def _responses(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        model = str(body.get("model") or "gpt-4o-mini")
+        entry.model = model
+        prompt = _text_of(body.get("instructions")) + " " + _text_of(body.get("input"))
+        pieces, chat_usage = self._completion(body, prompt)
+        usage = {
+            "input_tokens": chat_usage["prompt_tokens"],
+            "input_tokens_details": {"cached_tokens": chat_usage["prompt_tokens_details"]["cached_tokens"]},
+            "output_tokens": chat_usage["completion_tokens"],
+            "output_tokens_details": {
+                "reasoning_tokens": chat_usage["completion_tokens_details"]["reasoning_tokens"]},
+            "total_tokens": chat_usage["total_tokens"],
+        }
+        rid, mid = "resp_" + uuid.uuid4().hex, "msg_" + uuid.uuid4().hex
+        text = "".join(pieces)
+        message = {"id": mid, "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+        def response(status: str, output: list[Any], use: dict[str, Any] | None) -> dict[str, Any]:
+            return {
+                "id": rid, "object": "response", "created_at": int(time.time()), "status": status,
+                "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+                "max_output_tokens": body.get("max_output_tokens"), "model": model, "output": output,
+                "parallel_tool_calls": True, "previous_response_id": None,
+                "reasoning": {"effort": None, "summary": None}, "store": True, "temperature": 1.0,
+                "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+                "truncation": "disabled", "usage": use, "user": None, "metadata": {},
+            }
+
+        if not body.get("stream"):
+            self._finish_json(entry, response("completed", [message], usage), reply)
+            return
+        with_usage = True if reply.include_usage is None else reply.include_usage
+        entry.usage = usage if with_usage else None
+
+        def events() -> Iterator[tuple[str | None, Any]]:
+            seq = iter(range(10_000))
+
+            def ev(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+                return kind, {"type": kind, "sequence_number": next(seq), **fields}
+
+            at = {"item_id": mid, "output_index": 0, "content_index": 0}
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            yield ev("response.created", response=response("in_progress", [], None))
+            yield ev("response.in_progress", response=response("in_progress", [], None))
+            yield ev("response.output_item.added", output_index=0,
+                     item={**message, "status": "in_progress", "content": []})
+            yield ev("response.content_part.added", **at, part=part)
+            for piece in pieces:
+                yield ev("response.output_text.delta", **at, delta=piece, logprobs=[])
+            yield ev("response.output_text.done", **at, text=text, logprobs=[])
+            yield ev("response.content_part.done", **at, part={**part, "text": text})
+            yield ev("response.output_item.done", output_index=0, item=message)
+            final = response("completed", [message], usage if with_usage else None)
+            yield ev("response.completed", response=final)
+
+        self._stream(entry, events(), reply)
+
+    def _embeddings(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        model = str(body.get("model") or "text-embedding-3-small")
+        entry.model = model
+        raw = body.get("input")
+        inputs: list[Any] = [raw] if isinstance(raw, str) or (
+            isinstance(raw, list) and raw and isinstance(raw[0], int)) else list(raw or [])
+        dims = body.get("dimensions") or _EMBED_DIMS.get(model, 1536)
+        as_base64 = body.get("encoding_format") == "base64"
+        data, tokens = [], 0
+        for index, item in enumerate(inputs):
+            text = item if isinstance(item, str) else json.dumps(item)
+            tokens += len(item) if isinstance(item, list) else _estimate_tokens(text)
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+            rng = random.Random(seed)
+            vector = [rng.gauss(0.0, 1.0) for _ in range(int(dims))]
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            vector = [v / norm for v in vector]
+            encoded: Any = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                            if as_base64 else vector)
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        self._finish_json(entry, {"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, reply)
+
+    # -- Tavily ---------------------------------------------------------------------------------------
+    def _search(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        cfg = self.cfg
+        query = str(body.get("query") or "")
+        depth = body.get("search_depth") or "basic"
+        max_results = int(body.get("max_results") or 5)
+        count = max(0, min(max_results, cfg.randint(max(1, max_results - 2), max_results)))
+        slug = "-".join(query.lower().split())[:60] or "result"
+        results = []
+        for i in range(count):
+            words = cfg.words(cfg.randint(25, 60))
+            domain = _DOMAINS[(i + len(query)) % len(_DOMAINS)]
+            results.append({
+                "url": f"https://{domain}/{slug}/{i + 1}",
+                "title": f"{query.title()}: {' '.join(words[:4])}",
+                "content": f"{query}: " + " ".join(words) + ".",
+                "score": round(0.95 - i * 0.07 - cfg.random() * 0.05, 5),
+                "raw_content": (" ".join(words) * 3) if body.get("include_raw_content") else None,
+            })
+        payload: dict[str, Any] = {
+            "query": query, "follow_up_questions": None,
+            "answer": (f"{query}: " + " ".join(cfg.words(30)) + ".") if body.get("include_answer") else None,
+            "images": [], "results": results, "response_time": round(cfg.random() * 1.5 + 0.3, 2),
+            "request_id": str(uuid.uuid4()),
+        }
+        want_usage = bool(body.get("include_usage")) if reply.include_usage is None else reply.include_usage
+        if want_usage:
+            payload["usage"] = {"credits": 2 if depth == "advanced" else 1}
+        entry.result_count = count
+        self._finish_json(entry, payload, reply)
+
+    def _extract(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        cfg = self.cfg
+        urls = body.get("urls") or []
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        results, failed = [], []
+        for url in urls:
+            if "invalid" in str(url) or "fail" in str(url):
+                failed.append({"url": url, "error": "Failed to fetch url"})
+                continue
+            text = " ".join(cfg.words(cfg.randint(120, 400)))
+            results.append({"url": url, "raw_content": text, "images": []})
+        payload: dict[str, Any] = {"results": results, "failed_results": failed,
+                                   "response_time": round(cfg.random() * 2 + 0.2, 2),
+                                   "request_id": str(uuid.uuid4())}
+        want_usage = bool(body.get("include_usage")) if reply.include_usage is None else reply.include_usage
+        if want_usage:
+            per_five = 2 if body.get("extract_depth") == "advanced" else 1
+            payload["usage"] = {"credits": per_five * math.ceil(len(results) / 5)}
+        entry.result_count = len(results)
+        self._finish_json(entry, payload, reply)

@@ -1,0 +1,61 @@
+"""The wheel, installed with ``[all]`` into a fresh virtualenv outside the checkout, works on its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import json, sqlite3, sys
+from pathlib import Path
+import agentmeter
+from agentmeter import track_run, track_step
+from agentmeter._resources import bundled_path
+
+assert "site-packages" in agentmeter.__file__, agentmeter.__file__
+
+@track_run(agent="wheel")
+def agent():
+    with track_step("s", kind="tool"):
+        return 42
+
+assert agent() == 42
+assert agentmeter.flush(timeout=30).ok
+db = Path(sys.argv[1])
+runs = sqlite3.connect(db).execute("select agent, step_count from agent_runs").fetchall()
+print(json.dumps({"runs": runs, "bundled": {n: sorted(p.name for p in bundled_path(n).iterdir())
+                                            for n in ("sql", "dashboard", "examples")}}))
+"""
+
+
+@pytest.mark.slow
+def test_wheel_installs_with_all_extras_and_works_outside_the_checkout(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = dist.glob("agentmeter-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", f"{wheel}[all]"], check=True, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMETER_", "PYTHONPATH"))}
+    env["AGENTMETER_DB"] = str(tmp_path / "store.db")
+    env["HOME"] = str(tmp_path)
+    version = subprocess.run([str(env_dir / "bin" / "agentmeter"), "--version"], capture_output=True, text=True,
+                             check=True, cwd=tmp_path, env=env)
+    assert version.stdout.startswith("agentmeter ")
+    out = subprocess.run([str(py), "-c", SCRIPT, env["AGENTMETER_DB"]], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    result = json.loads(out.stdout)
+    assert result["runs"] == [["wheel", 1]]
+    assert result["bundled"]["sql"] and result["bundled"]["dashboard"] and result["bundled"]["examples"]

@@ -1,0 +1,441 @@
+"""The dashboard's query interface: :class:`Filters` in, pandas DataFrames with fixed columns out.
+
+Every view of the dashboard asks a :class:`Source` for exactly what it shows, one method per panel. The
+local SQLite store, MongoDB and Snowflake each implement :class:`Source`; all of them return frames with
+the columns (names, order and kinds) declared here as constants, so sources are interchangeable and tests
+can compare them frame by frame. :func:`conform` puts any frame into that shape.
+
+Meaning of the filters (the same in every source):
+
+* ``since`` / ``until``: ISO-8601 UTC strings (``2026-01-01T00:00:00.000000Z``; a shorter ISO prefix such
+  as ``2026-01-01`` is accepted and padded); a row is kept when ``since <= started_at < until``, each
+  table using its **own** ``started_at`` (runs their start, steps and calls theirs).
+* ``agents``: the run's agent (``agent`` is denormalized onto steps and calls); empty = all agents.
+* ``statuses``: the **run's** status (``success``, ``error``, ``cancelled``); steps and calls are kept when
+  their run has one of these statuses. Empty = all.
+
+Every value is bound as a query parameter, never formatted into SQL or a query document. Sums of tokens
+and cost are ``0`` when nothing is known (never null) in aggregates; per-row values stay null when unknown.
+Percentiles are PERCENTILE_CONT (linear interpolation, :func:`agentmeter._percentile.percentile_cont`).
+Time buckets are the UTC start of the hour or day, as tz-aware pandas timestamps.
+
+For implementers (see :mod:`agentmeter.queries.local` as the reference; the tests compare every source's
+frames with it): pass the result through :func:`conform`; ``ORDER BY`` as each constant says, with NULL
+keys **first** in ascending order (Snowflake: ``NULLS FIRST``) and NaN values last in descending order;
+``COALESCE`` sums to 0; percentiles with ``PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY duration_ms)`` over
+rows whose duration is not null; a status filter on steps or calls is a semi-join
+``run_id IN (SELECT run_id FROM agent_runs WHERE status IN (...))``; ``errors`` counts rows whose own
+status is ``error``; ``unpriced_calls`` counts calls with ``priced`` false.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "AGENTS",
+    "API_LATENCY",
+    "BUCKETS",
+    "CALLS_BY_PROVIDER",
+    "COST_BY_AGENT",
+    "COST_BY_MODEL",
+    "COST_BY_PROVIDER",
+    "COST_OVER_TIME",
+    "EXPENSIVE_RUNS",
+    "FRAMES",
+    "KPIS",
+    "LATENCY_OVER_TIME",
+    "RECENT_FAILURES",
+    "RUNS_PER_AGENT",
+    "RUN_CALLS",
+    "RUN_SEARCH",
+    "RUN_STEPS",
+    "RUN_SUMMARY",
+    "SLOWEST_RUNS",
+    "STATUSES",
+    "STATUS_OVER_TIME",
+    "STEP_LATENCY",
+    "TOKENS_BY_MODEL",
+    "UNPRICED_CALLS",
+    "Filters",
+    "RunDetail",
+    "Source",
+    "SourceUnavailable",
+    "check_bucket",
+    "check_limit",
+    "conform",
+    "empty_frame",
+    "iso_bound",
+]
+
+#: Run statuses a filter may name.
+STATUSES: Final = ("success", "error", "cancelled")
+#: Time bucket sizes of the ``*_over_time`` methods.
+BUCKETS: Final = ("hour", "day")
+
+# Column kinds: str (text, may be null), int (integer, never null), Int (integer, may be null),
+# float (may be NaN for null), time (tz-aware UTC timestamp, may be NaT), bool.
+Spec = tuple[tuple[str, str], ...]
+
+#: One row: the headline numbers of Health (and the KPI strip on every view). Rates are fractions 0..1 of
+#: ``runs`` (NaN for no runs); ``p*_ms`` are run durations; tokens and cost are sums over runs;
+#: ``calls`` and ``unpriced_calls`` sum the runs' ``call_count`` and ``unpriced_call_count``.
+KPIS: Final[Spec] = (
+    ("runs", "int"), ("success_runs", "int"), ("error_runs", "int"), ("cancelled_runs", "int"),
+    ("success_rate", "float"), ("error_rate", "float"),
+    ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
+    ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
+    ("cost_usd", "float"), ("calls", "int"), ("unpriced_calls", "int"),
+)
+#: Runs per bucket and status; ordered by bucket, status. Only non-empty combinations.
+STATUS_OVER_TIME: Final[Spec] = (("bucket", "time"), ("status", "str"), ("runs", "int"))
+#: Run duration percentiles per bucket; ordered by bucket.
+LATENCY_OVER_TIME: Final[Spec] = (
+    ("bucket", "time"), ("runs", "int"), ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
+)
+#: Step duration by step name; ordered by p95_ms descending, then name.
+STEP_LATENCY: Final[Spec] = (
+    ("name", "str"), ("steps", "int"), ("errors", "int"), ("mean_ms", "float"),
+    ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
+)
+#: API call duration by provider and model (model may be null); ordered by p95_ms descending, provider, model.
+API_LATENCY: Final[Spec] = (
+    ("provider", "str"), ("model", "str"), ("calls", "int"), ("errors", "int"), ("mean_ms", "float"),
+    ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
+)
+_RUN_ROW: Final[Spec] = (
+    ("run_id", "str"), ("name", "str"), ("agent", "str"), ("status", "str"), ("started_at", "time"),
+    ("duration_ms", "float"), ("step_count", "int"), ("call_count", "int"), ("total_tokens", "Int"),
+    ("cost_usd", "float"),
+)
+#: The ``limit`` longest runs; ordered by duration_ms descending, run_id.
+SLOWEST_RUNS: Final[Spec] = _RUN_ROW
+#: The ``limit`` latest runs with status ``error``; ordered by started_at descending, run_id.
+RECENT_FAILURES: Final[Spec] = (
+    ("run_id", "str"), ("name", "str"), ("agent", "str"), ("started_at", "time"), ("duration_ms", "float"),
+    ("error_type", "str"), ("error_message", "str"),
+)
+#: Runs per bucket and agent (agent may be null); ordered by bucket, agent (nulls first).
+RUNS_PER_AGENT: Final[Spec] = (("bucket", "time"), ("agent", "str"), ("runs", "int"))
+#: Calls per provider; ordered by calls descending, provider.
+CALLS_BY_PROVIDER: Final[Spec] = (
+    ("provider", "str"), ("calls", "int"), ("errors", "int"), ("total_tokens", "int"), ("cost_usd", "float"),
+)
+#: Tokens per provider and model; ordered by total_tokens descending, provider, model (nulls first).
+TOKENS_BY_MODEL: Final[Spec] = (
+    ("provider", "str"), ("model", "str"), ("calls", "int"), ("input_tokens", "int"),
+    ("output_tokens", "int"), ("total_tokens", "int"),
+)
+#: Cost of calls per bucket; ordered by bucket.
+COST_OVER_TIME: Final[Spec] = (
+    ("bucket", "time"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
+)
+#: Cost per provider and model; ordered by cost_usd descending, provider, model (nulls first).
+COST_BY_MODEL: Final[Spec] = (
+    ("provider", "str"), ("model", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
+)
+#: Cost per provider; ordered by cost_usd descending, provider.
+COST_BY_PROVIDER: Final[Spec] = (
+    ("provider", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
+)
+#: Cost of calls per agent (agent may be null); ordered by cost_usd descending, agent (nulls first).
+COST_BY_AGENT: Final[Spec] = (
+    ("agent", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
+)
+#: The ``limit`` costliest runs (runs with null cost excluded); ordered by cost_usd descending, run_id.
+EXPENSIVE_RUNS: Final[Spec] = (*_RUN_ROW, ("unpriced_call_count", "int"))
+#: Calls without a price, grouped by provider, operation and model; ordered by calls descending,
+#: provider, operation, model (nulls first). ``last_seen`` is the latest call's started_at.
+UNPRICED_CALLS: Final[Spec] = (
+    ("provider", "str"), ("operation", "str"), ("model", "str"), ("calls", "int"), ("total_tokens", "int"),
+    ("last_seen", "time"),
+)
+#: Runs found by :meth:`Source.search_runs`; ordered by started_at descending, run_id descending.
+RUN_SEARCH: Final[Spec] = (*_RUN_ROW, ("error_type", "str"))
+#: The one run of :meth:`Source.run_detail`.
+RUN_SUMMARY: Final[Spec] = (
+    ("run_id", "str"), ("parent_run_id", "str"), ("name", "str"), ("agent", "str"), ("status", "str"),
+    ("error_type", "str"), ("error_message", "str"), ("started_at", "time"), ("ended_at", "time"),
+    ("duration_ms", "float"), ("step_count", "int"), ("call_count", "int"), ("input_tokens", "Int"),
+    ("output_tokens", "Int"), ("total_tokens", "Int"), ("cost_usd", "float"), ("unpriced_call_count", "int"),
+)
+#: The run's steps; ordered by started_at, step_id.
+RUN_STEPS: Final[Spec] = (
+    ("step_id", "str"), ("parent_step_id", "str"), ("name", "str"), ("kind", "str"), ("status", "str"),
+    ("error_type", "str"), ("error_message", "str"), ("started_at", "time"), ("ended_at", "time"),
+    ("duration_ms", "float"), ("call_count", "int"), ("total_tokens", "Int"), ("cost_usd", "float"),
+)
+#: The run's API calls; ordered by started_at, call_id.
+RUN_CALLS: Final[Spec] = (
+    ("call_id", "str"), ("step_id", "str"), ("provider", "str"), ("operation", "str"), ("model", "str"),
+    ("status", "str"), ("error_type", "str"), ("error_message", "str"), ("http_status", "Int"),
+    ("started_at", "time"), ("ended_at", "time"), ("duration_ms", "float"), ("input_tokens", "Int"),
+    ("output_tokens", "Int"), ("total_tokens", "Int"), ("cost_usd", "float"), ("priced", "bool"),
+)
+#: Agents for the filter (null agent excluded), unfiltered; ordered by agent.
+AGENTS: Final[Spec] = (("agent", "str"), ("runs", "int"), ("last_seen", "time"))
+
+#: method name -> column spec, for sources' tests.
+FRAMES: Final[Mapping[str, Spec]] = {
+    "kpis": KPIS, "status_over_time": STATUS_OVER_TIME, "latency_over_time": LATENCY_OVER_TIME,
+    "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "slowest_runs": SLOWEST_RUNS,
+    "recent_failures": RECENT_FAILURES, "runs_per_agent": RUNS_PER_AGENT,
+    "calls_by_provider": CALLS_BY_PROVIDER, "tokens_by_model": TOKENS_BY_MODEL,
+    "cost_over_time": COST_OVER_TIME, "cost_by_model": COST_BY_MODEL, "cost_by_provider": COST_BY_PROVIDER,
+    "cost_by_agent": COST_BY_AGENT, "expensive_runs": EXPENSIVE_RUNS, "unpriced_calls": UNPRICED_CALLS,
+    "search_runs": RUN_SEARCH, "agents": AGENTS,
+}
+
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?)?Z?")
+
+
+def iso_bound(value: str | datetime | None) -> str | None:
+    """A time bound in the store's fixed-width form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC).
+
+    Accepts a tz-aware datetime (converted to UTC), a naive datetime (taken as UTC), or an ISO string
+    prefix (``2026-01-01``, ``2026-01-01T10:00``...). Raises ``ValueError`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = str(value).strip()
+    if not _ISO.fullmatch(text):
+        raise ValueError(f"time bound must be an ISO-8601 UTC time like 2026-01-01T00:00:00Z, got {value!r}")
+    text = text.rstrip("Z")
+    date, _, clock = text.partition("T")
+    hms, _, frac = clock.partition(".")
+    parts = (hms.split(":") if hms else []) + ["00"] * 3
+    return f"{date}T{parts[0]}:{parts[1]}:{parts[2]}.{frac.ljust(6, '0')}Z"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What every view is filtered by (see the module docstring for the exact meaning).
+
+    Construction normalizes: bounds become fixed-width ISO strings, agents and statuses sorted tuples
+    without duplicates. Raises ``ValueError`` for a malformed time bound or an unknown status; any agent
+    text is accepted (it is only ever bound as a parameter).
+    """
+
+    since: str | None = None
+    until: str | None = None
+    agents: tuple[str, ...] = field(default=())
+    statuses: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "since", iso_bound(self.since))
+        object.__setattr__(self, "until", iso_bound(self.until))
+        object.__setattr__(self, "agents", tuple(sorted({str(a) for a in self.agents})))
+        statuses = tuple(sorted({str(s) for s in self.statuses}))
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise ValueError(f"statuses must be among {', '.join(STATUSES)}; got {unknown}")
+        object.__setattr__(self, "statuses", statuses)
+
+
+class RunDetail(NamedTuple):
+    """One run for the run explorer: ``run`` has one row (:data:`RUN_SUMMARY`), ``steps`` :data:`RUN_STEPS`,
+    ``calls`` :data:`RUN_CALLS`."""
+
+    run: pd.DataFrame
+    steps: pd.DataFrame
+    calls: pd.DataFrame
+
+
+class SourceUnavailable(Exception):
+    """The source cannot be reached or read. ``hint`` says what the user should check."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class Source(ABC):
+    """Where the dashboard reads runs from. Every method returns a fresh DataFrame with exactly the
+    columns of its spec constant (see :data:`FRAMES`), in the documented order; an empty store gives
+    empty frames with those columns (and a KPI row of zeros). Methods raise :class:`SourceUnavailable`
+    when the store cannot be reached; they never modify the store.
+    """
+
+    #: ``local``, ``mongodb`` or ``snowflake``
+    kind: str = ""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data comes from, for the page header (no secrets). Never raises."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Connect and read once; raise :class:`SourceUnavailable` with a hint if that fails."""
+
+    @abstractmethod
+    def has_runs(self) -> bool:
+        """True when the store holds at least one run (ignoring filters)."""
+
+    @abstractmethod
+    def agents(self) -> pd.DataFrame:
+        """:data:`AGENTS`: every agent name, for the filter."""
+
+    @abstractmethod
+    def kpis(self, f: Filters) -> pd.DataFrame:
+        """:data:`KPIS`: one row."""
+
+    @abstractmethod
+    def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        """:data:`STATUS_OVER_TIME`."""
+
+    @abstractmethod
+    def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        """:data:`LATENCY_OVER_TIME`."""
+
+    @abstractmethod
+    def step_latency(self, f: Filters) -> pd.DataFrame:
+        """:data:`STEP_LATENCY`."""
+
+    @abstractmethod
+    def api_latency(self, f: Filters) -> pd.DataFrame:
+        """:data:`API_LATENCY`."""
+
+    @abstractmethod
+    def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        """:data:`SLOWEST_RUNS`."""
+
+    @abstractmethod
+    def recent_failures(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        """:data:`RECENT_FAILURES`."""
+
+    @abstractmethod
+    def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        """:data:`RUNS_PER_AGENT`."""
+
+    @abstractmethod
+    def calls_by_provider(self, f: Filters) -> pd.DataFrame:
+        """:data:`CALLS_BY_PROVIDER`."""
+
+    @abstractmethod
+    def tokens_by_model(self, f: Filters) -> pd.DataFrame:
+        """:data:`TOKENS_BY_MODEL`."""
+
+    @abstractmethod
+    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        """:data:`COST_OVER_TIME`."""
+
+    @abstractmethod
+    def cost_by_model(self, f: Filters) -> pd.DataFrame:
+        """:data:`COST_BY_MODEL`."""
+
+    @abstractmethod
+    def cost_by_provider(self, f: Filters) -> pd.DataFrame:
+        """:data:`COST_BY_PROVIDER`."""
+
+    @abstractmethod
+    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
+        """:data:`COST_BY_AGENT`."""
+
+    @abstractmethod
+    def expensive_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        """:data:`EXPENSIVE_RUNS`."""
+
+    @abstractmethod
+    def unpriced_calls(self, f: Filters) -> pd.DataFrame:
+        """:data:`UNPRICED_CALLS`."""
+
+    @abstractmethod
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
+        """:data:`RUN_SEARCH`: runs matching the filters whose run_id starts with ``run_id_prefix``
+        (compared as text, no wildcards)."""
+
+    @abstractmethod
+    def run_detail(self, run_id: str) -> RunDetail | None:
+        """The run, its steps and its calls; None when no run has this id. Not filtered."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing to close
+        """Release connections. Never raises."""
+
+
+def check_bucket(bucket: str) -> str:
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}; got {bucket!r}")
+    return bucket
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return limit
+
+
+def empty_frame(spec: Spec) -> pd.DataFrame:
+    """An empty frame with the spec's columns and kinds."""
+    import pandas as pd
+
+    return conform(pd.DataFrame({name: [] for name, _ in spec}), spec)
+
+
+_INT_FILL = {"int": 0}
+
+
+def conform(frame: pd.DataFrame | Iterable[Mapping[str, Any]], spec: Spec) -> pd.DataFrame:
+    """``frame`` (or rows as dicts) with exactly the spec's columns in order, each coerced to its kind:
+    ``str`` -> object (None for null), ``int`` -> int64 (null -> 0), ``Int`` -> nullable Int64,
+    ``float`` -> float64, ``time`` -> datetime64[ns, UTC] (ISO strings, datetimes, or timestamps),
+    ``bool`` -> bool. Missing columns raise ``KeyError``; extra columns are dropped.
+    """
+    import pandas as pd
+
+    df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(list(frame))
+    if df.empty and not len(df.columns):
+        df = pd.DataFrame({name: [] for name, _ in spec})
+    out: dict[str, Any] = {}
+    for name, kind in spec:
+        col = df[name]
+        if kind == "str":
+            out[name] = pd.Series(
+                [None if _is_null(v) else str(v) for v in col], index=df.index, dtype=object
+            )
+        elif kind == "int":
+            out[name] = pd.to_numeric(col, errors="coerce").fillna(0).round().astype("int64")
+        elif kind == "Int":
+            out[name] = pd.to_numeric(col, errors="coerce").round().astype("Int64")
+        elif kind == "float":
+            out[name] = pd.to_numeric(col, errors="coerce").astype("float64")
+        elif kind == "time":
+            out[name] = _to_time(col)
+        elif kind == "bool":
+            out[name] = col.map(lambda v: bool(v) if not _is_null(v) else False).astype(bool)
+        else:  # pragma: no cover - specs are constants
+            raise ValueError(f"unknown column kind {kind!r}")
+    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def _is_null(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(v != v)  # NaN, NaT, pd.NA compare unequal to themselves
+    except (TypeError, ValueError):
+        return False
+
+
+def _to_time(col: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    values = [None if _is_null(v) else v for v in col]
+    if not values:
+        return pd.Series([], dtype="datetime64[ns, UTC]")
+    if all(v is None or isinstance(v, str) for v in values):
+        s = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+    else:
+        s = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+    return s.astype("datetime64[ns, UTC]").reset_index(drop=True)

@@ -367,3 +367,66 @@ def _iso(value: Any) -> Any:
     if hasattr(value, "tzinfo") and hasattr(value, "isoformat"):  # a datetime read back from BSON
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
+
+
+def erd_markdown() -> str:
+    """``docs/data_model_erd.md``, generated from :data:`TABLES` (a test keeps the file in sync)."""
+    mermaid_types = {"text": "string", "integer": "int", "real": "float", "boolean": "bool",
+                     "timestamp": "timestamp", "json": "json"}
+    keys = {"run_id": "PK", "step_id": "PK", "call_id": "PK"}
+    fks = {"run_steps": {"run_id", "parent_step_id"}, "api_calls": {"run_id", "step_id"},
+           "agent_runs": {"parent_run_id"}}
+    lines = [
+        "# Data model",
+        "",
+        "Generated from `agentmeter.contract.TABLES` (`python -m agentmeter.contract > docs/data_model_erd.md`).",
+        "",
+        "Every run is one **document** (`run_document`): the run's fields and rollups, plus `steps` and `calls`",
+        "lists. MongoDB stores it as is (`_id` = `run_id`); `document_records` turns it into rows of three",
+        "tables, which the local SQLite store holds and Firehose ships to Snowflake. Every row carries",
+        "`record_type`, `record_id` (its own id, the de-duplication key) and `schema_version`. Ids are",
+        "time-ordered UUIDv7 strings made once when the run, step or call starts, so every write is",
+        "idempotent. Timestamps are UTC ISO 8601 with microseconds; durations come from a monotonic clock,",
+        "in milliseconds. Unknown token counts are null, never 0; an unpriced call has `cost_usd` null and",
+        "`priced` false.",
+        "",
+        "```mermaid",
+        "erDiagram",
+        '    agent_runs ||--o{ run_steps : "has"',
+        '    agent_runs ||--o{ api_calls : "has"',
+        '    run_steps ||--o{ api_calls : "makes"',
+        '    run_steps |o--o{ run_steps : "parent of"',
+        '    agent_runs |o--o{ agent_runs : "parent of"',
+    ]
+    for table, cols in TABLES.items():
+        lines.append(f"    {table} {{")
+        for c in cols:
+            if c.name in ("record_type", "record_id", "schema_version"):
+                continue
+            key = keys.get(c.name) if c.name == {"agent_runs": "run_id", "run_steps": "step_id",
+                                                 "api_calls": "call_id"}[table] else None
+            if key is None and c.name in fks[table]:
+                key = "FK"
+            lines.append(f"        {mermaid_types[c.type]} {c.name}{' ' + key if key else ''}")
+        lines.append("    }")
+    lines += ["```", ""]
+    for table, cols in TABLES.items():
+        lines += [f"## `{table}`", "", "| column | type | meaning |", "|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in cols]
+        lines.append("")
+    lines += [
+        "## The document",
+        "",
+        "The run document has every `agent_runs` column except `record_type` and `record_id`, plus:",
+        "",
+        "| key | meaning |",
+        "|---|---|",
+        "| `steps` | list of `run_steps` rows (without `record_type`, `record_id`, `schema_version`) |",
+        "| `calls` | list of `api_calls` rows (same) |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(erd_markdown(), end="")

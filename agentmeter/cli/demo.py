@@ -1,0 +1,124 @@
+"""``agentmeter demo``: run the bundled company-research agent, then print the report.
+
+Offline by default (no API keys needed): the real tavily and openai clients talk to local stub servers.
+Runs go to the local store (``--db``, ``$AGENTMETER_DB`` or ``~/.agentmeter/agentmeter.db``) and to any
+sinks configured with ``AGENTMETER_SINKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+DEFAULT_RUNS = 20
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the bundled research agent (offline without API keys) and print the report",
+        description="Run the bundled company-research agent N times, record every run, and print the report. "
+        "Without TAVILY_API_KEY it runs offline against local stub servers.",
+    )
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"agent runs (default {DEFAULT_RUNS})")
+    p.add_argument("--companies", nargs="+", metavar="NAME", default=None,
+                   help="companies to research, in turn (default: six fictional companies)")
+    p.add_argument("--db", default=None,
+                   help="SQLite store (default: $AGENTMETER_DB or ~/.agentmeter/agentmeter.db)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the stub servers' variation (offline mode; default: random, printed)")
+    p.add_argument("--offline", action="store_true",
+                   help="use the local stub servers even when API keys are set")
+    p.set_defaults(func=run)
+
+
+def _sinks(db: str | None) -> tuple[list[Any], Path, bool]:
+    """The sinks to write to, the SQLite file the report reads, and whether that file is a temporary copy."""
+    from .. import _state
+    from ..sinks import SQLiteSink
+
+    configured = list(_state.settings().sinks or ())
+    if db is not None:
+        store = SQLiteSink(db)
+        return [store, *(s for s in configured if not isinstance(s, SQLiteSink))], store.path, False
+    if not configured:
+        store = SQLiteSink()
+        return [store], store.path, False
+    for sink in configured:
+        if isinstance(sink, SQLiteSink):
+            return configured, sink.path, False
+    # Only remote sinks configured: keep a temporary local copy so the report can be printed.
+    copy = SQLiteSink(Path(tempfile.mkdtemp(prefix="agentmeter-demo-")) / "demo.db", name="demo-report")
+    return [*configured, copy], copy.path, True
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    from ..demo import DEFAULT_COMPANIES
+
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
+    companies = [" ".join(c.split()) for c in (args.companies or DEFAULT_COMPANIES)]
+    if not all(companies):
+        raise ValueError("--companies must be non-empty names")
+    return companies
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    import agentmeter
+
+    from ..demo import load_agent, open_clients
+    from .report import render, summarize
+
+    companies = _check_args(args)
+    console = Console()
+    sinks, db, temporary = _sinks(args.db)
+    agentmeter.configure(sinks=sinks)
+    module = load_agent()
+    ok = failed = 0
+    errors: dict[str, int] = {}
+    started = time.monotonic()
+    try:
+        with open_clients(offline=args.offline, seed=args.seed) as clients:
+            console.print(clients.describe())
+            agent = module.CompanyResearcher(clients.tavily, clients.openai)
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("researching", total=args.runs, status="")
+                for i in range(args.runs):
+                    company = companies[i % len(companies)]
+                    progress.update(task, description=f"researching {company:<18.18}")
+                    try:
+                        agent.research(company)
+                        ok += 1
+                    except Exception as exc:  # a failed run is part of the demo: it is recorded as such
+                        failed += 1
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    progress.update(task, advance=1, status=f"[green]{ok} ok[/] [red]{failed} failed[/]")
+    finally:
+        result = agentmeter.flush(timeout=30)
+    elapsed = time.monotonic() - started
+    why = f" ({', '.join(f'{n} {t}' for t, n in sorted(errors.items()))})" if errors else ""
+    console.print(f"{args.runs} runs in {elapsed:.1f} s: {ok} succeeded, {failed} failed{why}.")
+    if not result.ok:
+        console.print(f"[yellow]Not every run reached every sink: {dict(result.sinks)} "
+                      "(undelivered runs are kept in the spool and retried later).[/]")
+    since = f"{math.ceil(elapsed) + 2}s"  # this demo's runs only
+    render(summarize(db, since=since, agent=module.AGENT), db, since)
+    if temporary:
+        console.print(f"Runs were sent to: {', '.join(s.name for s in sinks[:-1])}. The report above was "
+                      f"read from a temporary local copy ({db}).")
+    else:
+        env = "" if args.db is None else f"AGENTMETER_DB={db} "
+        console.print(f"\nAll runs: [bold]{env}agentmeter report[/].  "
+                      f"Open the dashboard: [bold]{env}agentmeter dashboard[/]")
+    return 0 if result.delivered > 0 else 1

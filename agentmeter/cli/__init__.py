@@ -13,7 +13,7 @@ from .._version import __version__
 __all__ = ["main"]
 
 #: command modules, in the order ``agentmeter --help`` lists them
-COMMANDS = ("report", "sql")
+COMMANDS = ("demo", "report", "sql")
 
 
 def build_parser() -> argparse.ArgumentParser:

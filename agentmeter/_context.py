@@ -79,7 +79,7 @@ _submit.__wrapped__ = _original_submit  # type: ignore[attr-defined]
 
 def set_thread_propagation(on: bool) -> None:
     """Install or remove the ThreadPoolExecutor.submit wrapper."""
-    concurrent.futures.ThreadPoolExecutor.submit = _submit if on else _original_submit  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = _submit if on else _original_submit  # type: ignore[method-assign,assignment]
 
 
 def thread_propagation_enabled() -> bool:

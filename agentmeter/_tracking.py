@@ -248,6 +248,9 @@ def _capture_output(frame: _Frame | None, value: Any) -> None:
 # -- the tracker: decorator and context manager -------------------------------------------------------
 
 
+_VARS: dict[type[Any], ContextVar[Any]] = {Run: run_var, Step: step_var, Call: call_var}
+
+
 class _Tracker(Generic[H]):
     """What ``track_run(...)``, ``track_step(...)`` and ``track_call(...)`` return.
 
@@ -258,7 +261,7 @@ class _Tracker(Generic[H]):
     __slots__ = ("_capture", "_frames", "_kind", "_name", "_options")
 
     def __init__(self, kind: type[H], name: str | None, capture: bool | None, options: dict[str, Any]) -> None:
-        self._kind = kind
+        self._kind: type[H] = kind
         self._name = name
         self._capture = capture
         self._options = options
@@ -288,7 +291,8 @@ class _Tracker(Generic[H]):
         if not frames:
             return None
         # The same tracker may be entered from several tasks or threads: close the one current here.
-        current = {Run: run_var, Step: step_var, Call: call_var}[self._kind].get()
+        var: ContextVar[Any] = _VARS[self._kind]
+        current = var.get()
         for i in range(len(frames) - 1, -1, -1):
             frame = frames[i]
             if frame is not None and frame.handle is current:
@@ -298,7 +302,7 @@ class _Tracker(Generic[H]):
     # decorator ---------------------------------------------------------------------------------------
     def __call__(self, func: F) -> F:
         if isinstance(func, (classmethod, staticmethod)):
-            return type(func)(self(func.__func__))  # type: ignore[return-value]
+            return type(func)(self(func.__func__))
         if not callable(func):
             raise TypeError(f"track_{self._kind.__name__.lower()} must decorate a callable, got {func!r}")
         return cast(F, _wrap(func, self._kind, self._name or _clean_name(func), self._capture, self._options))

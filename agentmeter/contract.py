@@ -25,12 +25,12 @@ from ._model import CANCELLED, RUNNING, Call, Run, Step
 from ._version import __version__
 
 __all__ = [
+    "AGENT_RUN",
     "API_CALL",
     "RECORD_TYPES",
     "RUN_STEP",
     "SCHEMA_VERSION",
     "TABLES",
-    "AGENT_RUN",
     "Column",
     "Price",
     "Records",

@@ -93,7 +93,7 @@ def render(summary: dict[str, Any], db: Path, since: str | None) -> None:
     table = Table(title=f"agentmeter report - {db} - since {since}", title_justify="left")
     for col in ("agent", "runs", "success", "p50", "p95", "steps", "calls", "tokens", "cost (USD)", "unpriced"):
         table.add_column(col, justify="left" if col == "agent" else "right")
-    rows = list(summary["agents"].items()) + [("TOTAL", total)]
+    rows = [*summary["agents"].items(), ("TOTAL", total)]
     for name, g in rows:
         rate = "-" if g["success_rate"] is None else f"{g['success_rate']:.1%}"
         table.add_row(

@@ -112,7 +112,7 @@ class SQLiteSink(Sink):
         rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in contract.TABLES}
         for doc in documents:
             records = contract.document_records(doc)
-            for table, items in zip(contract.TABLES, records):
+            for table, items in zip(contract.TABLES, records, strict=True):
                 cols = self._statements[table][1]
                 for item in items:
                     rows[table].append(tuple(_encode(item.get(c.name), c.type) for c in cols))

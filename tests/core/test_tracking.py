@@ -142,9 +142,8 @@ def test_context_managers_sync_and_async() -> None:
 
     with capture_runs() as cap:
         asyncio.run(main())
-        with track_run("sync") as run:
-            with track_step("only"):
-                pass
+        with track_run("sync") as run, track_step("only"):
+            pass
     assert [r["name"] for r in cap.runs] == ["a", "sync"]
     steps = {s["name"]: s for s in cap.runs[0]["steps"]}
     assert steps["s2"]["parent_step_id"] == steps["s1"]["step_id"]
@@ -260,9 +259,8 @@ def test_methods_classmethods_staticmethods() -> None:
 
 def test_step_and_call_outside_a_run_get_an_implicit_run() -> None:
     with capture_runs() as cap:
-        with track_step("lonely", kind="tool"):
-            with track_call("tavily", "search"):
-                pass
+        with track_step("lonely", kind="tool"), track_call("tavily", "search"):
+            pass
         with track_call("openai", "embeddings"):
             pass
     first, second = cap.runs
@@ -272,13 +270,11 @@ def test_step_and_call_outside_a_run_get_an_implicit_run() -> None:
 
 
 def test_nested_run_is_its_own_run_with_a_parent() -> None:
-    with capture_runs() as cap:
-        with track_run("outer") as outer:
-            with track_step("delegate"):
-                with track_run("inner"), track_step("sub"):
-                    pass
-            with track_step("after") as after:
-                assert after.parent_step_id is None
+    with capture_runs() as cap, track_run("outer") as outer:
+        with track_step("delegate"), track_run("inner"), track_step("sub"):
+            pass
+        with track_step("after") as after:
+            assert after.parent_step_id is None
     inner, outer_doc = sorted(cap.runs, key=lambda r: r["name"])
     assert inner["parent_run_id"] == outer.run_id
     assert {s["name"] for s in outer_doc["steps"]} == {"delegate", "after"}
@@ -391,14 +387,13 @@ def test_bad_usage_values_are_warned_and_recorded_as_unknown() -> None:
 
 
 def test_unfinished_step_at_run_end_is_recorded_cancelled() -> None:
-    with capture_runs() as cap:
-        with track_run("r"):
-            gen_step = track_step("left-open")
-            gen_step.__enter__()
-            # the run ends while the step is still open (a leaked generator, a thread still running)
-            leaked = agentmeter._context.step_var.get()
-            assert leaked is not None
-            agentmeter._context.step_var.set(None)
+    with capture_runs() as cap, track_run("r"):
+        gen_step = track_step("left-open")
+        gen_step.__enter__()
+        # the run ends while the step is still open (a leaked generator, a thread still running)
+        leaked = agentmeter._context.step_var.get()
+        assert leaked is not None
+        agentmeter._context.step_var.set(None)
     (step,) = cap.runs[0]["steps"]
     assert step["status"] == "cancelled" and step["error_type"] == "Unfinished"
     assert step["ended_at"] == cap.runs[0]["ended_at"]

@@ -1,0 +1,13 @@
+"""Integrations that record API calls of popular clients without hand-written bookkeeping.
+
+* :mod:`agentmeter.integrations.openai` - ``instrument()`` the ``openai`` client (``agentmeter[openai]``);
+* :mod:`agentmeter.integrations.tavily` - ``instrument()`` the ``tavily-python`` client (``agentmeter[tavily]``).
+
+Each integration imports its client library only when the integration module itself is imported;
+``import agentmeter`` and ``import agentmeter.integrations`` import neither. Every recorded request is an
+ordinary call record (the same as :func:`agentmeter.track_call` makes), nested under the current step.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,513 @@
+"""Record every OpenAI API request as an agentmeter call: ``instrument()`` / ``uninstrument()``.
+
+>>> import agentmeter.integrations.openai as am_openai
+>>> am_openai.instrument()          # every OpenAI / AsyncOpenAI / AzureOpenAI client, sync and async
+>>> am_openai.instrument(client)    # or one client instance only
+
+Each request (chat completions, responses, embeddings and any other endpoint) becomes one call record
+nested under the current step: provider ``openai``, the operation (``chat.completions``, ``responses``,
+``embeddings``...), the model the API reported, latency, HTTP status, error type, request and response
+sizes, and the token usage the API returned (input, output, cached input, reasoning). Nothing is
+estimated: tokens the API did not report stay unknown (``None``).
+
+How it hooks in: ``openai`` 3.x sends every request through ``SyncAPIClient.request`` /
+``AsyncAPIClient.request``, whose retry loop calls ``_send_request`` once per attempt. The first is
+wrapped to open and close the call, the second to count attempts, so ``retries`` is exactly the number of
+times the client re-sent the request (after a 429, a 5xx, a timeout or a connection error), and
+``http_status`` is the status of the final attempt.
+
+Streaming (``stream=True``): the call lasts until the stream is exhausted or closed; the time to first
+token is when the first chunk carrying content arrived. Chat completions report usage only in a final
+chunk, and only when the request asked ``stream_options={"include_usage": True}``; without it the tokens
+are recorded as unknown. ``instrument(include_usage=True)`` adds that option to streamed chat requests
+that did not set it (opt-in: your code then sees one extra chunk with an empty ``choices`` list). The
+responses API always reports usage in its ``response.completed`` event.
+
+Never raises into your code: the client's own exceptions propagate unchanged; an agentmeter failure is
+logged and counted. Cost is not computed here (the exporter prices calls off your thread). Importing this
+module imports ``openai``; ``import agentmeter`` does not.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from openai import AsyncStream, Stream
+from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+from .. import _guard
+from ._span import CallSpan, as_int, attr
+
+__all__ = ["instrument", "instrumented", "uninstrument"]
+
+PROVIDER = "openai"
+_MARK = "__agentmeter_openai__"
+_PATCHED = ("request", "_send_request")
+
+#: The request being recorded in this context (so nested wrappers, e.g. a client instrumented both on
+#: its own and through its class, record it once).
+_active: ContextVar[_Request | None] = ContextVar("agentmeter_openai_request", default=None)
+
+_lock = threading.Lock()
+_class_originals: dict[tuple[type[Any], str], Any] = {}
+_instances: weakref.WeakSet[Any] = weakref.WeakSet()
+_options: dict[str, bool] = {"include_usage": False}
+
+_KNOWN_OPERATIONS = {
+    "chat/completions": "chat.completions",
+    "responses": "responses",
+    "embeddings": "embeddings",
+    "completions": "completions",
+    "moderations": "moderations",
+    "images/generations": "images.generations",
+    "images/edits": "images.edits",
+    "audio/transcriptions": "audio.transcriptions",
+    "audio/translations": "audio.translations",
+    "audio/speech": "audio.speech",
+}
+_ID_LIKE = re.compile(r"[0-9]|^[a-z]+[_-][A-Za-z0-9]")
+
+
+# -- public API -----------------------------------------------------------------------------------------
+
+
+def instrument(client: Any = None, *, include_usage: bool | None = None) -> None:
+    """Record the requests of ``client`` (an ``OpenAI``/``AsyncOpenAI`` instance), or of every client,
+    sync and async, when ``client`` is None. Idempotent: instrumenting again never double-records.
+
+    ``include_usage=True`` adds ``stream_options={"include_usage": True}`` to streamed chat completion
+    requests that did not ask for it, so their tokens are known (applies to every instrumented client).
+    Raises ``TypeError`` for an object that is not an openai client; never raises afterwards.
+    """
+    if include_usage is not None:
+        _options["include_usage"] = bool(include_usage)
+    with _lock:
+        if client is None:
+            for cls in (SyncAPIClient, AsyncAPIClient):
+                _patch_class(cls)
+            return
+        if not isinstance(client, (SyncAPIClient, AsyncAPIClient)):
+            raise TypeError(f"instrument() expects an openai client (OpenAI, AsyncOpenAI...), got "
+                            f"{type(client).__name__}")
+        if getattr(client, _MARK, False):
+            return
+        is_async = isinstance(client, AsyncAPIClient)
+        for name in _PATCHED:
+            # Looked up on the class at call time, so a class-level patch and this one compose (the
+            # _active guard makes the inner one pass through).
+            unbound = functools.partial(_class_method, name)
+            wrapper = _make_wrapper(name, is_async, unbound)
+            object.__setattr__(client, name, functools.partial(wrapper, client))
+        object.__setattr__(client, _MARK, True)
+        _instances.add(client)
+
+
+def uninstrument(client: Any = None) -> None:
+    """Restore the original methods: of ``client`` only, or of every class and client when None.
+    Never raises."""
+    with _lock:
+        targets = [client] if client is not None else list(_instances)
+        for inst in targets:
+            if getattr(inst, _MARK, False):
+                for name in (*_PATCHED, _MARK):
+                    try:
+                        object.__delattr__(inst, name)
+                    except AttributeError:
+                        pass
+            _instances.discard(inst)
+        if client is None:
+            for (cls, name), original in list(_class_originals.items()):
+                setattr(cls, name, original)
+                del _class_originals[(cls, name)]
+            _options["include_usage"] = False
+
+
+def instrumented(client: Any = None) -> bool:
+    """True when ``client`` (or, with None, every client through the classes) is instrumented."""
+    if client is not None and getattr(client, _MARK, False):
+        return True
+    cls = AsyncAPIClient if isinstance(client, AsyncAPIClient) else SyncAPIClient
+    return (cls, "request") in _class_originals
+
+
+# -- patching ------------------------------------------------------------------------------------------
+
+
+def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
+    return getattr(type(self), name)(self, *args, **kwargs)
+
+
+def _patch_class(cls: type[Any]) -> None:
+    is_async = cls is AsyncAPIClient
+    for name in _PATCHED:
+        if (cls, name) in _class_originals:
+            continue
+        original = cls.__dict__[name]
+        _class_originals[(cls, name)] = original
+        setattr(cls, name, _make_wrapper(name, is_async, original))
+
+
+def _make_wrapper(name: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:
+    if name == "request":
+        return _async_request(original) if is_async else _sync_request(original)
+    return _async_send(original) if is_async else _sync_send(original)
+
+
+def _sync_request(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+        if _active.get() is not None:
+            return original(self, cast_to, options, *args, **kwargs)
+        rec = _Request.begin(options, bool(kwargs.get("stream")))
+        if rec is None:
+            return original(self, cast_to, options, *args, **kwargs)
+        token = _active.set(rec)
+        try:
+            result = original(self, cast_to, options, *args, **kwargs)
+        except BaseException as exc:
+            rec.fail(exc)
+            raise
+        finally:
+            _active.reset(token)
+        return rec.succeed(result)
+
+    setattr(request, _MARK, True)
+    return request
+
+
+def _async_request(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+        if _active.get() is not None:
+            return await original(self, cast_to, options, *args, **kwargs)
+        rec = _Request.begin(options, bool(kwargs.get("stream")))
+        if rec is None:
+            return await original(self, cast_to, options, *args, **kwargs)
+        token = _active.set(rec)
+        try:
+            result = await original(self, cast_to, options, *args, **kwargs)
+        except BaseException as exc:
+            rec.fail(exc)
+            raise
+        finally:
+            _active.reset(token)
+        return rec.succeed(result)
+
+    setattr(request, _MARK, True)
+    return request
+
+
+def _sync_send(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = _active.get()
+        if rec is None or rec.sending:
+            return original(self, request, *args, **kwargs)
+        rec.before_attempt(request)
+        try:
+            response = original(self, request, *args, **kwargs)
+        finally:
+            rec.sending = False
+        rec.after_attempt(response)
+        return response
+
+    setattr(send, _MARK, True)
+    return send
+
+
+def _async_send(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = _active.get()
+        if rec is None or rec.sending:
+            return await original(self, request, *args, **kwargs)
+        rec.before_attempt(request)
+        try:
+            response = await original(self, request, *args, **kwargs)
+        finally:
+            rec.sending = False
+        rec.after_attempt(response)
+        return response
+
+    setattr(send, _MARK, True)
+    return send
+
+
+# -- one request ---------------------------------------------------------------------------------------
+
+
+def operation_of(url: str) -> str:
+    """``/chat/completions`` -> ``chat.completions``; unknown paths keep their leading non-id segments."""
+    path = url.split("?", 1)[0].strip("/")
+    if path.startswith("v1/"):
+        path = path[3:]
+    known = _KNOWN_OPERATIONS.get(path)
+    if known is not None:
+        return known
+    parts: list[str] = []
+    for segment in path.split("/"):
+        if not segment or _ID_LIKE.search(segment):
+            break
+        parts.append(segment)
+    return ".".join(parts[:2]) or "request"
+
+
+class _Request:
+    """Bookkeeping for one ``client.request(...)``: its call span, attempts and last response."""
+
+    __slots__ = ("attempts", "last_response", "operation", "sending", "span", "stream")
+
+    def __init__(self, span: CallSpan, operation: str, stream: bool) -> None:
+        self.span = span
+        self.operation = operation
+        self.stream = stream
+        self.attempts = 0
+        self.sending = False
+        self.last_response: Any = None
+
+    @classmethod
+    def begin(cls, options: Any, stream: bool) -> _Request | None:
+        try:
+            body = getattr(options, "json_data", None)
+            model = body.get("model") if isinstance(body, dict) else None
+            operation = operation_of(str(getattr(options, "url", "")))
+            if (stream and operation == "chat.completions" and _options["include_usage"]
+                    and isinstance(body, dict) and not (body.get("stream_options") or {}).get("include_usage")):
+                options.json_data = {**body, "stream_options": {**(body.get("stream_options") or {}),
+                                                                "include_usage": True}}
+            span = CallSpan(PROVIDER, operation, model if isinstance(model, str) else None)
+            rec = cls(span, operation, stream)
+            if stream:
+                span.call.set_metadata(stream=True)
+            return rec
+        except Exception as exc:
+            _guard.internal_error("openai_begin", exc)
+            return None
+
+    def before_attempt(self, request: Any) -> None:
+        self.sending = True
+        try:
+            self.attempts += 1
+            self.last_response = None
+            if self.attempts == 1:
+                content = getattr(request, "content", None)
+                if isinstance(content, (bytes, bytearray)):
+                    self.span.call.record_sizes(request_bytes=len(content))
+        except Exception as exc:
+            _guard.internal_error("openai_attempt", exc)
+
+    def after_attempt(self, response: Any) -> None:
+        self.last_response = response
+
+    def _settle(self) -> None:
+        call = self.span.call
+        if self.attempts > 1:
+            call.record_retry(self.attempts - 1)
+        response = self.last_response
+        call.http_status = None
+        if response is not None:
+            call.set_http_status(response.status_code)
+
+    def fail(self, exc: BaseException) -> None:
+        try:
+            self._settle()
+            self._record_response_bytes()
+        except Exception as err:
+            _guard.internal_error("openai_fail", err)
+        self.span.end(exc)
+
+    def succeed(self, result: Any) -> Any:
+        try:
+            self._settle()
+            if isinstance(result, Stream):
+                return _observe_sync_stream(self, result)
+            if isinstance(result, AsyncStream):
+                return _observe_async_stream(self, result)
+            self._record_response_bytes()
+            self._record_result(result)
+        except Exception as exc:
+            _guard.internal_error("openai_result", exc)
+        self.span.end(None)
+        return result
+
+    def _record_response_bytes(self) -> None:
+        response = self.last_response
+        if response is not None:
+            downloaded = getattr(response, "num_bytes_downloaded", None)
+            if isinstance(downloaded, int) and downloaded > 0:
+                self.span.call.record_sizes(response_bytes=downloaded)
+
+    def _record_result(self, result: Any) -> None:
+        usage = attr(result, "usage")
+        if usage is None and not hasattr(result, "usage") and self.last_response is not None:
+            # a raw response (with_raw_response): read usage from the JSON body, already in memory
+            try:
+                body = self.last_response.json()
+            except Exception:
+                body = None
+            if isinstance(body, dict):
+                result, usage = body, body.get("usage")
+        record_usage(self.span.call, usage, attr(result, "model"))
+        choices = attr(result, "choices")
+        if isinstance(choices, list) and choices:
+            self.span.call.set_metadata(finish_reason=attr(choices[0], "finish_reason"))
+        data = attr(result, "data")
+        if self.operation == "embeddings" and isinstance(data, list):
+            self.span.call.set_metadata(embeddings=len(data))
+        status = attr(result, "status")
+        if self.operation == "responses" and isinstance(status, str):
+            self.span.call.set_metadata(response_status=status)
+
+    # -- streams --------------------------------------------------------------------------------------
+    def observe(self, item: Any) -> None:
+        """Look at one streamed chunk or event: first token, usage, model, finish reason."""
+        try:
+            call = self.span.call
+            kind = attr(item, "type")
+            if isinstance(kind, str):  # responses API event
+                if call.first_token_ns is None and kind.endswith(".delta"):
+                    call.mark_first_token()
+                if kind in ("response.completed", "response.incomplete", "response.failed"):
+                    response = attr(item, "response")
+                    record_usage(call, attr(response, "usage"), attr(response, "model"))
+                    call.set_metadata(response_status=attr(response, "status"))
+                return
+            choices = attr(item, "choices")
+            if isinstance(choices, list) and choices:
+                choice = choices[0]
+                delta = attr(choice, "delta")
+                if call.first_token_ns is None and (
+                    attr(delta, "content") or attr(delta, "tool_calls") or attr(delta, "refusal")
+                    or attr(delta, "function_call")
+                ):
+                    call.mark_first_token()
+                finish = attr(choice, "finish_reason")
+                if finish is not None:
+                    call.set_metadata(finish_reason=finish)
+            usage = attr(item, "usage")
+            if usage is not None:
+                record_usage(call, usage, attr(item, "model"))
+            elif call.metadata.get("reported_model") is None:
+                model = attr(item, "model")
+                if isinstance(model, str) and model:
+                    call.record_usage(model=model)
+                    call.metadata["reported_model"] = True
+        except Exception as exc:
+            _guard.internal_error("openai_chunk", exc)
+
+    def end_stream(self, exc: BaseException | None, closed_early: bool = False) -> None:
+        if self.span.closed:
+            return
+        try:
+            call = self.span.call
+            call.metadata.pop("reported_model", None)
+            if closed_early:
+                call.set_metadata(stream_closed_early=True)
+            self._record_response_bytes()
+        except Exception as err:
+            _guard.internal_error("openai_stream_end", err)
+        self.span.end(exc)
+
+
+def record_usage(call: Any, usage: Any, model: Any = None) -> None:
+    """Copy an OpenAI ``usage`` object (chat, responses or embeddings form) onto ``call``."""
+    if usage is not None:
+        input_tokens = as_int(attr(usage, "input_tokens"))
+        if input_tokens is None:
+            input_tokens = as_int(attr(usage, "prompt_tokens"))
+        output_tokens = as_int(attr(usage, "output_tokens"))
+        if output_tokens is None:
+            output_tokens = as_int(attr(usage, "completion_tokens"))
+        if output_tokens is None:  # embeddings report only prompt and total tokens
+            total = as_int(attr(usage, "total_tokens"))
+            if total is not None and input_tokens is not None and total >= input_tokens:
+                output_tokens = total - input_tokens
+        in_details = attr(usage, "input_tokens_details") or attr(usage, "prompt_tokens_details")
+        out_details = attr(usage, "output_tokens_details") or attr(usage, "completion_tokens_details")
+        call.record_usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=as_int(attr(in_details, "cached_tokens")),
+            reasoning_tokens=as_int(attr(out_details, "reasoning_tokens")),
+        )
+    if isinstance(model, str) and model:
+        if call.model is not None and call.model != model:
+            call.set_metadata(request_model=call.model)
+        call.record_usage(model=model)
+
+
+def _observe_sync_stream(rec: _Request, stream: Stream[Any]) -> Stream[Any]:
+    inner: Iterator[Any] = stream._iterator
+
+    def observed() -> Generator[Any, None, None]:
+        try:
+            for item in inner:
+                rec.observe(item)
+                yield item
+        except GeneratorExit:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+            rec.end_stream(None, closed_early=True)
+            raise
+        except BaseException as exc:
+            rec.end_stream(exc)
+            raise
+        rec.end_stream(None)
+
+    generator = observed()
+    original_close = stream.close
+
+    def close() -> None:
+        try:
+            original_close()
+        finally:
+            generator.close()
+            rec.end_stream(None, closed_early=True)  # when iteration never started
+
+    stream._iterator = generator
+    weakref.finalize(stream, rec.end_stream, None, True).atexit = False
+    object.__setattr__(stream, "close", close)
+    return stream
+
+
+def _observe_async_stream(rec: _Request, stream: AsyncStream[Any]) -> AsyncStream[Any]:
+    inner: AsyncIterator[Any] = stream._iterator
+
+    async def observed() -> AsyncGenerator[Any, None]:
+        try:
+            async for item in inner:
+                rec.observe(item)
+                yield item
+        except GeneratorExit:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            rec.end_stream(None, closed_early=True)
+            raise
+        except BaseException as exc:
+            rec.end_stream(exc)
+            raise
+        rec.end_stream(None)
+
+    generator = observed()
+    original_close = stream.close
+
+    async def close() -> None:
+        try:
+            await original_close()
+        finally:
+            await generator.aclose()
+            rec.end_stream(None, closed_early=True)  # when iteration never started
+
+    stream._iterator = generator
+    weakref.finalize(stream, rec.end_stream, None, True).atexit = False
+    object.__setattr__(stream, "close", close)
+    return stream
+

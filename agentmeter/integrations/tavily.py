@@ -1,0 +1,259 @@
+"""Record Tavily searches and extracts as agentmeter calls: ``instrument()`` / ``uninstrument()``.
+
+>>> import agentmeter.integrations.tavily as am_tavily
+>>> am_tavily.instrument()          # every TavilyClient and AsyncTavilyClient
+>>> am_tavily.instrument(client)    # or one client instance only
+
+Each ``search``, ``extract``, ``crawl`` and ``map`` becomes one call record nested under the current step:
+provider ``tavily``, operation (``search``...), latency, the HTTP status of the response, the error type
+(``UsageLimitExceededError`` for a 429, ``TimeoutError``...), request and response sizes, the number of
+results (``metadata.result_count``; ``metadata.failed_count`` for extract) and, when the response reports
+it, the credits used (``units``). Tavily reports credits only when the request asks ``include_usage=True``;
+``instrument(include_usage=True)`` adds it to requests that did not set it (opt-in: your code then sees a
+``usage`` key in the response). Price the calls with ``configure(prices={"tavily:search":
+{"per_credit": ...}})`` or ``{"per_request": ...}`` (see :mod:`agentmeter.pricing`).
+
+The HTTP status comes from a response hook added to the client's own ``requests.Session`` (sync) or
+``httpx.AsyncClient`` (async) the first time an instrumented method runs; the hook does nothing outside
+an instrumented call. tavily-python does not retry, so ``retries`` is 0. Never raises into your code;
+importing this module imports ``tavily``, ``import agentmeter`` does not.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from tavily import AsyncTavilyClient, TavilyClient
+
+from .. import _guard
+from ._span import CallSpan, attr
+
+__all__ = ["OPERATIONS", "instrument", "instrumented", "uninstrument"]
+
+PROVIDER = "tavily"
+OPERATIONS = ("search", "extract", "crawl", "map")
+_MARK = "__agentmeter_tavily__"
+
+_active: ContextVar[_Request | None] = ContextVar("agentmeter_tavily_request", default=None)
+_lock = threading.Lock()
+_class_originals: dict[tuple[type[Any], str], Any] = {}
+_instances: weakref.WeakSet[Any] = weakref.WeakSet()
+_hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions / httpx clients carrying our hook
+_options: dict[str, bool] = {"include_usage": False}
+
+
+def instrument(client: Any = None, *, include_usage: bool | None = None) -> None:
+    """Record the calls of ``client`` (a ``TavilyClient`` or ``AsyncTavilyClient``), or of every client
+    when None. Idempotent: instrumenting again never double-records. ``include_usage=True`` asks Tavily
+    to report credits on requests that did not say. Raises ``TypeError`` for another object; never raises
+    afterwards."""
+    if include_usage is not None:
+        _options["include_usage"] = bool(include_usage)
+    with _lock:
+        if client is None:
+            for cls in (TavilyClient, AsyncTavilyClient):
+                for name in OPERATIONS:
+                    if (cls, name) in _class_originals or name not in cls.__dict__:
+                        continue
+                    original = cls.__dict__[name]
+                    _class_originals[(cls, name)] = original
+                    setattr(cls, name, _wrap(name, cls is AsyncTavilyClient, original))
+            return
+        if not isinstance(client, (TavilyClient, AsyncTavilyClient)):
+            raise TypeError(f"instrument() expects a TavilyClient or AsyncTavilyClient, got "
+                            f"{type(client).__name__}")
+        if getattr(client, _MARK, False):
+            return
+        is_async = isinstance(client, AsyncTavilyClient)
+        for name in OPERATIONS:
+            if hasattr(type(client), name):
+                wrapper = _wrap(name, is_async, functools.partial(_class_method, name))
+                setattr(client, name, functools.partial(wrapper, client))
+        setattr(client, _MARK, True)
+        _instances.add(client)
+
+
+def uninstrument(client: Any = None) -> None:
+    """Restore the original methods: of ``client`` only, or of every class and client when None.
+    Hooks left on sessions stay inert. Never raises."""
+    with _lock:
+        for inst in [client] if client is not None else list(_instances):
+            if inst.__dict__.get(_MARK):
+                for name in (*OPERATIONS, _MARK):
+                    inst.__dict__.pop(name, None)
+            _instances.discard(inst)
+        if client is None:
+            for (cls, name), original in list(_class_originals.items()):
+                setattr(cls, name, original)
+                del _class_originals[(cls, name)]
+            _options["include_usage"] = False
+
+
+def instrumented(client: Any = None) -> bool:
+    """True when ``client`` (or, with None, every client through the classes) is instrumented."""
+    if client is not None and getattr(client, _MARK, False):
+        return True
+    cls = AsyncTavilyClient if isinstance(client, AsyncTavilyClient) else TavilyClient
+    return (cls, "search") in _class_originals
+
+
+def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
+    return getattr(type(self), name)(self, *args, **kwargs)
+
+
+# -- response hooks ------------------------------------------------------------------------------------
+
+
+def _requests_hook(response: Any, *_args: Any, **_kwargs: Any) -> None:
+    rec = _active.get()
+    if rec is not None:
+        rec.response = response
+
+
+async def _httpx_hook(response: Any) -> None:
+    rec = _active.get()
+    if rec is not None:
+        rec.response = response
+
+
+def _ensure_hook(client: Any, is_async: bool) -> None:
+    try:
+        if is_async:
+            http = client._client
+            if http not in _hooked:
+                http.event_hooks["response"].append(_httpx_hook)
+                _hooked.add(http)
+        else:
+            session = client.session
+            if session not in _hooked:
+                hooks = session.hooks.setdefault("response", [])
+                hooks.append(_requests_hook)
+                _hooked.add(session)
+    except Exception as exc:
+        _guard.internal_error("tavily_hook", exc)
+
+
+# -- one call ------------------------------------------------------------------------------------------
+
+
+class _Request:
+    __slots__ = ("response", "span")
+
+    def __init__(self, span: CallSpan) -> None:
+        self.span = span
+        self.response: Any = None
+
+    @classmethod
+    def begin(cls, operation: str, kwargs: dict[str, Any]) -> _Request | None:
+        try:
+            if _options["include_usage"] and kwargs.get("include_usage") is None:
+                kwargs["include_usage"] = True
+            rec = cls(CallSpan(PROVIDER, operation, None))
+            for key in ("search_depth", "extract_depth", "topic"):
+                if isinstance(kwargs.get(key), str):
+                    rec.span.call.set_metadata({key: kwargs[key]})
+            return rec
+        except Exception as exc:
+            _guard.internal_error("tavily_begin", exc)
+            return None
+
+    def _settle(self) -> None:
+        response, call = self.response, self.span.call
+        if response is None:
+            return
+        call.set_http_status(response.status_code)
+        request = getattr(response, "request", None)
+        body = getattr(request, "body", None)  # requests
+        if body is None:
+            try:
+                body = getattr(request, "content", None)  # httpx
+            except Exception:
+                body = None
+        if isinstance(body, (bytes, bytearray, str)):
+            call.record_sizes(request_bytes=len(body.encode() if isinstance(body, str) else body))
+        downloaded = getattr(response, "num_bytes_downloaded", None)  # httpx
+        if not isinstance(downloaded, int):
+            content = getattr(response, "_content", None)  # requests: only once read, never forcing a read
+            downloaded = len(content) if isinstance(content, (bytes, bytearray)) else None
+        if downloaded:
+            call.record_sizes(response_bytes=downloaded)
+
+    def fail(self, exc: BaseException) -> None:
+        try:
+            self._settle()
+        except Exception as err:
+            _guard.internal_error("tavily_fail", err)
+        self.span.end(exc)
+
+    def succeed(self, result: Any) -> None:
+        try:
+            self._settle()
+            call = self.span.call
+            results = attr(result, "results")
+            if isinstance(results, list):
+                call.set_metadata(result_count=len(results))
+            failed = attr(result, "failed_results")
+            if isinstance(failed, list):
+                call.set_metadata(failed_count=len(failed))
+            credits = attr(attr(result, "usage"), "credits")
+            if isinstance(credits, (int, float)) and not isinstance(credits, bool):
+                call.record_usage(units=credits)
+            elapsed = attr(result, "response_time")
+            if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool):
+                call.set_metadata(server_response_time_s=elapsed)
+        except Exception as exc:
+            _guard.internal_error("tavily_result", exc)
+        self.span.end(None)
+
+
+def _wrap(operation: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:
+    if is_async:
+
+        @functools.wraps(original)
+        async def async_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if _active.get() is not None:
+                return await original(self, *args, **kwargs)
+            _ensure_hook(self, True)
+            rec = _Request.begin(operation, kwargs)
+            if rec is None:
+                return await original(self, *args, **kwargs)
+            token = _active.set(rec)
+            try:
+                result = await original(self, *args, **kwargs)
+            except BaseException as exc:
+                rec.fail(exc)
+                raise
+            finally:
+                _active.reset(token)
+            rec.succeed(result)
+            return result
+
+        setattr(async_method, _MARK, True)
+        return async_method
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _active.get() is not None:
+            return original(self, *args, **kwargs)
+        _ensure_hook(self, False)
+        rec = _Request.begin(operation, kwargs)
+        if rec is None:
+            return original(self, *args, **kwargs)
+        token = _active.set(rec)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            rec.fail(exc)
+            raise
+        finally:
+            _active.reset(token)
+        rec.succeed(result)
+        return result
+
+    setattr(method, _MARK, True)
+    return method

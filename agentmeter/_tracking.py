@@ -57,34 +57,24 @@ def _clean_name(func: Callable[..., Any]) -> str:
 
 
 class _Frame:
-    """What one open span needs to close itself: the handle and the ContextVar tokens to restore."""
+    """What one open span needs to close itself: the handle, and the ContextVar bindings it made current."""
 
-    __slots__ = ("handle", "implicit", "previous", "run", "tokens")
+    __slots__ = ("bindings", "handle", "implicit", "run", "tokens")
 
-    def __init__(self, handle: Run | Step | Call, run: Run, implicit: bool) -> None:
+    def __init__(self, handle: Run | Step | Call, run: Run, implicit: bool,
+                 bindings: tuple[tuple[ContextVar[Any], Any], ...]) -> None:
         self.handle = handle
         self.run = run
         self.implicit = implicit
+        self.bindings = bindings
         self.tokens: list[tuple[ContextVar[Any], Token[Any], Any]] = []
-        self.previous: Any = None
 
     def enter(self) -> None:
         """Make this span current in the running context."""
-        handle = self.handle
-        push = self._push
-        if self.implicit or isinstance(handle, Run):
-            push(run_var, self.run)
-            if isinstance(handle, Run):
-                push(step_var, None)
-                push(call_var, None)
-        if isinstance(handle, Step):
-            push(step_var, handle)
-        elif isinstance(handle, Call):
-            push(call_var, handle)
-
-    def _push(self, var: ContextVar[Any], value: Any) -> None:
-        previous = var.get()
-        self.tokens.append((var, var.set(value), previous))
+        tokens = self.tokens
+        for var, value in self.bindings:
+            previous = var.get()
+            tokens.append((var, var.set(value), previous))
 
     def leave(self) -> None:
         tokens = self.tokens
@@ -131,39 +121,52 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> _Frame:
         run = _new_run(name, options.get("agent"), implicit=False)
         tags, metadata = options.get("tags"), options.get("metadata")
         if tags:
-            run.add_tags(*tags) if not isinstance(tags, str) else run.add_tags(tags)
+            run.add_tags(tags)
         if metadata:
             run.set_metadata(metadata)
-        frame = _Frame(run, run, implicit=False)
+        frame = _Frame(run, run, False, ((run_var, run), (step_var, None), (call_var, None)))
         frame.enter()
         return frame
     run_or_none = run_var.get()
-    implicit = run_or_none is None
-    run = _new_run(name, None, implicit=True) if run_or_none is None else run_or_none
-    step = step_var.get()
-    step_id = step.step_id if step is not None and step.run_id == run.run_id else None
-    wall, mono = _now()
+    if run_or_none is None:
+        run = _new_run(name, None, implicit=True)
+        parent_id = None
+    else:
+        run = run_or_none
+        parent = step_var.get()
+        parent_id = parent.step_id if parent is not None and parent.run_id is run.run_id else None
+    mono = _clock.monotonic_ns()
+    # wall time derived from the run's start and the monotonic clock: one clock read, consistent durations
+    wall = run.start_us + (mono - run.start_ns) // 1000
     handle: Step | Call
     if kind is Step:
-        handle = Step(_ids.new_id(), run.run_id, step_id, name, options.get("kind") or "other", wall, mono)
+        handle = Step(_ids.new_id(), run.run_id, parent_id, name, options["kind"], wall, mono)
         run.open_steps[handle.step_id] = handle
+        var: ContextVar[Any] = step_var
     else:
-        handle = Call(
-            _ids.new_id(), run.run_id, step_id, options.get("provider") or "custom",
-            options.get("operation") or name, options.get("model"), wall, mono,
-        )
+        handle = Call(_ids.new_id(), run.run_id, parent_id, options["provider"], options["operation"] or name,
+                      options["model"], wall, mono)
         run.open_calls[handle.call_id] = handle
-    frame = _Frame(handle, run, implicit)
+        var = call_var
+    if run_or_none is None:
+        frame = _Frame(handle, run, True, ((run_var, run), (var, handle)))
+    else:
+        frame = _Frame(handle, run, False, ((var, handle),))
     frame.enter()
     return frame
 
 
 def _end(frame: _Frame, exc: BaseException | None) -> None:
     handle, run = frame.handle, frame.run
-    _finish(handle, exc)
+    if exc is None:
+        if handle.status == RUNNING:
+            handle.status = SUCCESS
+    else:
+        handle.status, handle.error_type, handle.error_message = error_fields(exc)
     frame.leave()
-    if isinstance(handle, Run):
-        _seal_and_submit(handle)
+    kind = type(handle)
+    if kind is Run:
+        _seal_and_submit(run)
         return
     handle.end_ns = end_ns = _clock.monotonic_ns()
     handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
@@ -171,12 +174,12 @@ def _end(frame: _Frame, exc: BaseException | None) -> None:
         _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
                     run=run.name, span=getattr(handle, "name", getattr(handle, "operation", "")))
         return
-    if isinstance(handle, Step):
-        run.steps.append(handle)  # type: ignore[union-attr]
-        run.open_steps.pop(handle.step_id, None)
+    if kind is Step:
+        run.steps.append(handle)  # type: ignore[union-attr,arg-type]
+        run.open_steps.pop(handle.step_id, None)  # type: ignore[union-attr,arg-type]
     else:
-        run.calls.append(handle)  # type: ignore[union-attr]
-        run.open_calls.pop(handle.call_id, None)
+        run.calls.append(handle)  # type: ignore[union-attr,arg-type]
+        run.open_calls.pop(handle.call_id, None)  # type: ignore[union-attr]
     if frame.implicit:
         _finish(run, exc)
         _seal_and_submit(run)
@@ -214,10 +217,6 @@ def close_open_runs(reason: str = "InterpreterExit", message: str = "process exi
 
 
 # -- capture ------------------------------------------------------------------------------------------
-
-
-def _capture_on(option: bool | None) -> bool:
-    return _state.settings().capture if option is None else option
 
 
 def _capture_inputs(frame: _Frame | None, sig: inspect.Signature | None, args: tuple[Any, ...],
@@ -334,7 +333,7 @@ def _wrap(func: Callable[..., Any], kind: type[Any], name: str, capture: bool | 
 
     def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Frame | None:
         frame = _safe_begin(kind, name, options)
-        if frame is not None and sig is not None and _capture_on(capture):
+        if frame is not None and sig is not None and (capture or (capture is None and _state.capture_default)):
             _capture_inputs(frame, sig, args, kwargs)
         return frame
 
@@ -428,9 +427,26 @@ def _wrap(func: Callable[..., Any], kind: type[Any], name: str, capture: bool | 
 
         return async_wrapper
 
+    if sig is None:  # capture can never apply: the leanest wrapper
+
+        @functools.wraps(func)
+        def lean_wrapper(*args: Any, **kwargs: Any) -> Any:
+            frame = _safe_begin(kind, name, options)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                _safe_end(frame, exc)
+                raise
+            _safe_end(frame, None)
+            return result
+
+        return lean_wrapper
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        frame = begin(args, kwargs)
+        frame = _safe_begin(kind, name, options)
+        if frame is not None and (capture or (capture is None and _state.capture_default)):
+            _capture_inputs(frame, sig, args, kwargs)
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
@@ -532,10 +548,11 @@ def track_call(provider: Any = None, operation: str | None = None, *, model: str
     """
     if _is_target(provider):
         target = getattr(provider, "__func__", provider)
-        return _Tracker(Call, None, False, {"provider": "custom", "operation": _clean_name(target)})(provider)
+        options = {"provider": "custom", "operation": _clean_name(target), "model": None}
+        return _Tracker(Call, None, False, options)(provider)
     _check_str("track_call provider", provider)
     _check_str("track_call operation", operation)
     _check_str("track_call model", model)
     return _Tracker(Call, operation or provider, False,
-                    {"provider": provider, "operation": operation, "model": model})
+                    {"provider": provider or "custom", "operation": operation, "model": model})
 

@@ -49,9 +49,8 @@ def assert_usage_matches(call: dict[str, Any], usage: dict[str, Any]) -> None:
 def test_chat_completion_is_recorded_exactly_under_its_step(stub: StubServer, captured: CapturedRuns) -> None:
     am_openai.instrument()
     c = client(stub)
-    with agentmeter.track_run("research"):
-        with agentmeter.track_step("summarize", kind="llm"):
-            result = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with agentmeter.track_run("research"), agentmeter.track_step("summarize", kind="llm"):
+        result = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
     (run,) = captured.runs
     (step,) = run["steps"]
@@ -195,7 +194,7 @@ def test_responses_api_plain_and_streamed(stub: StubServer, captured: CapturedRu
 
     plain, helper, raw_stream = captured.calls
     reqs = stub.requests
-    for call, req in zip((plain, helper, raw_stream), reqs):
+    for call, req in zip((plain, helper, raw_stream), reqs, strict=True):
         assert call["operation"] == "responses"
         assert call["model"] == req.model
         assert req.usage is not None
@@ -324,7 +323,7 @@ def test_async_client_plain_stream_and_retry(stub: StubServer, captured: Capture
     plain, streamed, retried, early = sorted(run["calls"], key=lambda c: c["started_at"])
     reqs = answered(stub)
     assert plain["step_id"] == steps["a"] and streamed["step_id"] == steps["b"] and retried["step_id"] is None
-    for call, req in zip((plain, streamed, retried), reqs):
+    for call, req in zip((plain, streamed, retried), reqs[:3], strict=True):
         assert req.usage is not None
         assert_usage_matches(call, req.usage)
     assert streamed["time_to_first_token_ms"] is not None

@@ -25,6 +25,7 @@ __all__ = [
     "RAW_TABLE",
     "STAGE_NAME",
     "SnowflakeNames",
+    "check_identifier",
     "pipe_copy_statements",
     "render",
     "split_statements",
@@ -56,7 +57,8 @@ _ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)(?::([a-z_]+))?\s*\}\}")
 
 
-def _identifier(option: str, value: str) -> str:
+def check_identifier(option: str, value: str) -> str:
+    """``value`` if it is a plain (unquoted) Snowflake identifier, else ``ValueError`` naming ``option``."""
     if not _IDENTIFIER.fullmatch(value):
         raise ValueError(
             f"{option} must be a plain Snowflake identifier (a letter or _, then letters, digits, _ or $; "
@@ -87,11 +89,11 @@ class SnowflakeNames:
 
     def __post_init__(self) -> None:
         for option in ("database", "schema", "integration", "role"):
-            _identifier(f"--{option}", getattr(self, option))
+            check_identifier(f"--{option}", getattr(self, option))
         if self.reader_role is not None:
-            _identifier("--reader-role", self.reader_role)
+            check_identifier("--reader-role", self.reader_role)
         if self.warehouse is not None:
-            _identifier("--warehouse", self.warehouse)
+            check_identifier("--warehouse", self.warehouse)
         if not _BUCKET.fullmatch(self.bucket) or ".." in self.bucket:
             raise ValueError(
                 "--bucket must be an S3 bucket name (3-63 characters: lowercase letters, digits, dots and "

@@ -1,0 +1,409 @@
+"""Snowflake as a dashboard :class:`~agentmeter.queries.base.Source` (``agentmeter[snowflake]``).
+
+Reads the typed views ``AGENT_RUNS``, ``RUN_STEPS`` and ``API_CALLS`` that ``agentmeter sql`` creates
+(one row per record id, so records Firehose delivered twice count once). Counts, sums, percentiles
+(``PERCENTILE_CONT``) and groupings all run in Snowflake; only the rows a panel shows come back. Every
+filter value is a bound parameter; the database and schema names are validated identifiers.
+
+Connection, first match wins:
+
+1. ``connection_name=`` (or ``AGENTMETER_SNOWFLAKE_CONNECTION``): that entry of ``connections.toml``;
+2. ``SNOWFLAKE_ACCOUNT`` set: the standard ``SNOWFLAKE_*`` variables (``USER``, ``PASSWORD``, ``ROLE``,
+   ``WAREHOUSE``, ``AUTHENTICATOR``, ``PRIVATE_KEY_FILE``...);
+3. otherwise the connector's default ``connections.toml`` entry (``SNOWFLAKE_DEFAULT_CONNECTION_NAME``).
+
+Views are looked up in ``database``/``schema`` (default ``AGENTMETER_SNOWFLAKE_DATABASE`` /
+``AGENTMETER_SNOWFLAKE_SCHEMA``, then ``SNOWFLAKE_DATABASE`` / ``SNOWFLAKE_SCHEMA``, then the defaults
+of ``agentmeter sql``: ``AGENTMETER`` / ``METRICS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from . import base, derive
+from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform
+
+__all__ = ["SnowflakeSource", "connection_params", "from_env"]
+
+#: SNOWFLAKE_<NAME> environment variables passed to ``snowflake.connector.connect`` as ``<name>``
+_ENV_PARAMS = (
+    "account", "user", "password", "role", "warehouse", "database", "schema", "authenticator",
+    "private_key_file", "private_key_file_pwd", "token", "host", "port", "protocol", "region",
+)
+_BUCKET_SQL = {"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})"}
+_HINT = (
+    "Check the connection: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and a credential (SNOWFLAKE_PASSWORD, "
+    "SNOWFLAKE_PRIVATE_KEY_FILE or SNOWFLAKE_AUTHENTICATOR), or a connections.toml entry "
+    "(AGENTMETER_SNOWFLAKE_CONNECTION); SNOWFLAKE_WAREHOUSE must name a warehouse the role may use. "
+    "The views must exist ({where}.AGENT_RUNS...: deploy them with `agentmeter sql`) and the role needs "
+    "SELECT on them (the reader role of `agentmeter sql`). See docs/snowflake.md."
+)
+
+
+def connection_params(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Connector keywords from the ``SNOWFLAKE_*`` variables; empty when ``SNOWFLAKE_ACCOUNT`` is unset."""
+    env = os.environ if environ is None else environ
+    if not env.get("SNOWFLAKE_ACCOUNT"):
+        return {}
+    params: dict[str, Any] = {}
+    for name in _ENV_PARAMS:
+        value = env.get(f"SNOWFLAKE_{name.upper()}")
+        if value:
+            params[name] = int(value) if name == "port" else value
+    return params
+
+
+def from_env(
+    connection_name: str | None = None,
+    database: str | None = None,
+    schema: str | None = None,
+    **connect_params: Any,
+) -> SnowflakeSource:
+    """A source configured from the arguments and the environment (see the module docstring).
+
+    Does not connect. Raises ``ValueError`` for a database or schema that is not a plain identifier.
+    """
+    env = os.environ
+    name = connection_name or env.get("AGENTMETER_SNOWFLAKE_CONNECTION") or None
+    db = database or env.get("AGENTMETER_SNOWFLAKE_DATABASE") or env.get("SNOWFLAKE_DATABASE") or "AGENTMETER"
+    sch = schema or env.get("AGENTMETER_SNOWFLAKE_SCHEMA") or env.get("SNOWFLAKE_SCHEMA") or "METRICS"
+    params = {} if name else connection_params()
+    params.update(connect_params)
+    if name:
+        params["connection_name"] = name
+    return SnowflakeSource(database=db, schema=sch, **params)
+
+
+def _where(f: Filters, table: str, prefix: str = "") -> tuple[str, list[Any]]:
+    """``WHERE ...`` for ``table`` (AGENT_RUNS, RUN_STEPS or API_CALLS) and its parameters."""
+    col = f"{prefix}." if prefix else ""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        clauses.append(f"{col}started_at >= TO_TIMESTAMP_TZ(%s)")
+        params.append(f.since)
+    if f.until is not None:
+        clauses.append(f"{col}started_at < TO_TIMESTAMP_TZ(%s)")
+        params.append(f.until)
+    if f.agents:
+        clauses.append(f"{col}agent IN ({', '.join('%s' for _ in f.agents)})")
+        params.extend(f.agents)
+    if f.statuses:
+        marks = ", ".join("%s" for _ in f.statuses)
+        if table == "AGENT_RUNS":
+            clauses.append(f"{col}status IN ({marks})")
+        else:
+            clauses.append(f"{col}run_id IN (SELECT run_id FROM {{runs}} WHERE status IN ({marks}))")
+        params.extend(f.statuses)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _and(where: str, clause: str) -> str:
+    return f"{where} AND {clause}" if where else f" WHERE {clause}"
+
+
+def _names(spec: base.Spec) -> list[str]:
+    return [name for name, _ in spec]
+
+
+_PCTS = (
+    "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50, "
+    "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95, "
+    "PERCENTILE_CONT(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99"
+)
+
+
+class SnowflakeSource(Source):
+    """Reads the agentmeter views in ``database.schema`` over one lazily opened connection.
+
+    ``connect`` (tests, custom auth) replaces ``snowflake.connector.connect``; the remaining keywords are
+    passed to it. Never writes. Methods raise :class:`SourceUnavailable` (with a hint) when Snowflake
+    cannot be reached or the views cannot be read.
+    """
+
+    kind = "snowflake"
+
+    #: seconds a calls summary is reused (the call views of one page share one query)
+    SUMMARY_TTL = 10.0
+
+    def __init__(
+        self,
+        database: str = "AGENTMETER",
+        schema: str = "METRICS",
+        connect: Callable[..., Any] | None = None,
+        **connect_params: Any,
+    ) -> None:
+        from ..snowflake_sql import check_identifier
+
+        self.database = check_identifier("database", database)
+        self.schema = check_identifier("schema", schema)
+        self._connect_fn = connect
+        self._params = dict(connect_params)
+        self._params.setdefault("login_timeout", 20)
+        self._params.setdefault("network_timeout", 60)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._memo: dict[Filters, tuple[float, pd.DataFrame]] = {}
+        self._memo_lock = threading.Lock()
+        q = f"{self.database}.{self.schema}"
+        self._tables = {"runs": f"{q}.AGENT_RUNS", "steps": f"{q}.RUN_STEPS", "calls": f"{q}.API_CALLS"}
+
+    def describe(self) -> str:
+        where = self._params.get("connection_name") or self._params.get("account") or "default connection"
+        return f"Snowflake {where} - {self.database}.{self.schema}"
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> SourceUnavailable:
+        return SourceUnavailable(
+            f"cannot read Snowflake ({self.database}.{self.schema}): {exc}",
+            _HINT.format(where=f"{self.database}.{self.schema}"),
+        )
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            try:
+                if self._connect_fn is not None:
+                    self._conn = self._connect_fn(**self._params)
+                else:
+                    import snowflake.connector
+
+                    self._conn = snowflake.connector.connect(**self._params)
+            except ImportError as exc:
+                raise SourceUnavailable(
+                    f"snowflake-connector-python is not installed: {exc}",
+                    "pip install 'agentmeter[snowflake]'",
+                ) from exc
+            except Exception as exc:
+                raise self._unavailable(exc) from exc
+        return self._conn
+
+    def _sql(self, sql: str) -> str:
+        return sql.format(runs=self._tables["runs"], steps=self._tables["steps"], calls=self._tables["calls"])
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                cur = conn.cursor()
+                try:
+                    cur.execute(self._sql(sql), list(params) or None)
+                    return [tuple(r) for r in cur.fetchall()]
+                finally:
+                    cur.close()
+            except SourceUnavailable:
+                raise
+            except Exception as exc:
+                if _is_connection_error(exc):  # reconnect on the next call
+                    self._close_locked()
+                raise self._unavailable(exc) from exc
+
+    def _frame(self, sql: str, params: Sequence[Any], names: Sequence[str], spec: base.Spec) -> pd.DataFrame:
+        rows = self._rows(sql, params)
+        return conform(pd.DataFrame.from_records(rows, columns=list(names)), spec)
+
+    def _close_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail; nothing to do
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    # -- Source --------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        self._rows("SELECT COUNT(*) FROM (SELECT 1 FROM {runs} LIMIT 1)")
+
+    def has_runs(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM {runs} LIMIT 1"))
+
+    def agents(self) -> pd.DataFrame:
+        sql = ("SELECT agent, COUNT(*) AS runs, MAX(started_at) AS last_seen FROM {runs} WHERE agent IS NOT NULL "
+               "GROUP BY agent ORDER BY agent")
+        return self._frame(sql, [], _names(base.AGENTS), base.AGENTS)
+
+    def kpis(self, f: Filters) -> pd.DataFrame:
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (
+            "SELECT COUNT(*) AS runs, COUNT_IF(status = 'success') AS ok, COUNT_IF(status = 'error') AS err, "
+            "COUNT_IF(status = 'cancelled') AS canc, "
+            f"{_PCTS}, "
+            "COALESCE(SUM(input_tokens), 0) AS tin, COALESCE(SUM(output_tokens), 0) AS tout, "
+            "COALESCE(SUM(total_tokens), 0) AS ttot, COALESCE(SUM(cost_usd), 0) AS cost, "
+            "COALESCE(SUM(call_count), 0) AS calls, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
+            f"FROM {{runs}}{where}"
+        )
+        rows = self._rows(sql, params)
+        n, ok, err, canc, p50, p95, p99, tin, tout, ttot, cost, calls, unpriced = rows[0]
+        n, ok, err = int(n or 0), int(ok or 0), int(err or 0)
+        row = {
+            "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": canc,
+            "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+            "input_tokens": tin, "output_tokens": tout, "total_tokens": ttot, "cost_usd": _float(cost),
+            "calls": calls, "unpriced_calls": unpriced,
+        }
+        return conform([row], base.KPIS)
+
+    def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (f"SELECT {b} AS b, status, COUNT(*) AS runs FROM {{runs}}{where} "
+               "GROUP BY b, status ORDER BY b, status NULLS FIRST")
+        return self._frame(sql, params, ["bucket", "status", "runs"], base.STATUS_OVER_TIME)
+
+    def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (f"SELECT {b} AS b, COUNT(*) AS runs, {_PCTS} FROM {{runs}}"
+               f"{_and(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
+        return self._frame(sql, params, _names(base.LATENCY_OVER_TIME), base.LATENCY_OVER_TIME)
+
+    def _latency_groups(
+        self, f: Filters, table: str, keys: Sequence[str], spec: base.Spec
+    ) -> pd.DataFrame:
+        where, params = _where(f, table)
+        key_sql = ", ".join(keys)
+        order = ", ".join(f"{k} NULLS FIRST" for k in keys)
+        sql = (
+            f"SELECT {key_sql}, COUNT(*) AS n, COUNT_IF(status = 'error') AS errors, "
+            f"AVG(duration_ms) AS mean_ms, {_PCTS} "
+            f"FROM {{{'steps' if table == 'RUN_STEPS' else 'calls'}}}{where} GROUP BY {key_sql} "
+            f"ORDER BY p95 DESC NULLS LAST, {order}"
+        )
+        return self._frame(sql, params, _names(spec), spec)
+
+    def step_latency(self, f: Filters) -> pd.DataFrame:
+        return self._latency_groups(f, "RUN_STEPS", ["name"], base.STEP_LATENCY)
+
+    def api_latency(self, f: Filters) -> pd.DataFrame:
+        return self._latency_groups(f, "API_CALLS", ["provider", "model"], base.API_LATENCY)
+
+    _RUN_COLS = ("run_id, name, agent, status, started_at, duration_ms, step_count, call_count, "
+                 "total_tokens, cost_usd")
+
+    def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (f"SELECT {self._RUN_COLS} FROM {{runs}}{_and(where, 'duration_ms IS NOT NULL')} "
+               "ORDER BY duration_ms DESC, run_id LIMIT %s")
+        return self._frame(sql, [*params, check_limit(limit)], _names(base.SLOWEST_RUNS), base.SLOWEST_RUNS)
+
+    def recent_failures(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        where, params = _where(f, "AGENT_RUNS")
+        failed = "status = 'error'"
+        sql = ("SELECT run_id, name, agent, started_at, duration_ms, error_type, error_message "
+               f"FROM {{runs}}{_and(where, failed)} ORDER BY started_at DESC, run_id LIMIT %s")
+        names = _names(base.RECENT_FAILURES)
+        return self._frame(sql, [*params, check_limit(limit)], names, base.RECENT_FAILURES)
+
+    def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (f"SELECT {b} AS b, agent, COUNT(*) AS runs FROM {{runs}}{where} GROUP BY b, agent "
+               "ORDER BY b, agent NULLS FIRST")
+        return self._frame(sql, params, ["bucket", "agent", "runs"], base.RUNS_PER_AGENT)
+
+    def calls_summary(self, f: Filters) -> pd.DataFrame:
+        """:data:`~agentmeter.queries.base.CALLS_SUMMARY`: one aggregate query over API_CALLS, reused for
+        ``SUMMARY_TTL`` seconds per filters, from which the five call views are derived."""
+        now = time.monotonic()
+        with self._memo_lock:
+            hit = self._memo.get(f)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        where, params = _where(f, "API_CALLS")
+        sql = ("SELECT provider, operation, model, priced, COUNT(*) AS n, COUNT_IF(status = 'error') AS errors, "
+               "COALESCE(SUM(input_tokens), 0) AS tin, COALESCE(SUM(output_tokens), 0) AS tout, "
+               "COALESCE(SUM(total_tokens), 0) AS t, COALESCE(SUM(cost_usd), 0) AS c, "
+               f"MAX(started_at) AS last_seen FROM {{calls}}{where} GROUP BY provider, operation, model, priced")
+        frame = self._frame(sql, params, _names(base.CALLS_SUMMARY), base.CALLS_SUMMARY)
+        with self._memo_lock:
+            self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
+            self._memo[f] = (now + self.SUMMARY_TTL, frame)
+        return frame
+
+    def calls_by_provider(self, f: Filters) -> pd.DataFrame:
+        return derive.calls_by_provider(self.calls_summary(f))
+
+    def tokens_by_model(self, f: Filters) -> pd.DataFrame:
+        return derive.tokens_by_model(self.calls_summary(f))
+
+    def cost_by_model(self, f: Filters) -> pd.DataFrame:
+        return derive.cost_by_model(self.calls_summary(f))
+
+    def cost_by_provider(self, f: Filters) -> pd.DataFrame:
+        return derive.cost_by_provider(self.calls_summary(f))
+
+    def unpriced_calls(self, f: Filters) -> pd.DataFrame:
+        return derive.unpriced_calls(self.calls_summary(f))
+
+    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (f"SELECT {b} AS b, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
+               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
+               f"FROM {{runs}}{where} GROUP BY b ORDER BY b")
+        return self._frame(sql, params, _names(base.COST_OVER_TIME), base.COST_OVER_TIME)
+
+    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
+        where, params = _where(f, "AGENT_RUNS")
+        sql = ("SELECT agent, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
+               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
+               f"FROM {{runs}}{where} GROUP BY agent ORDER BY c DESC, agent NULLS FIRST")
+        return self._frame(sql, params, _names(base.COST_BY_AGENT), base.COST_BY_AGENT)
+
+    def expensive_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        where, params = _where(f, "AGENT_RUNS")
+        sql = (f"SELECT {self._RUN_COLS}, unpriced_call_count FROM {{runs}}"
+               f"{_and(where, 'cost_usd IS NOT NULL')} ORDER BY cost_usd DESC, run_id LIMIT %s")
+        names = _names(base.EXPENSIVE_RUNS)
+        return self._frame(sql, [*params, check_limit(limit)], names, base.EXPENSIVE_RUNS)
+
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
+        where, params = _where(f, "AGENT_RUNS")
+        prefix = str(run_id_prefix or "").strip()
+        if prefix:
+            # a substring comparison, not LIKE: no wildcard or escape character can change the match
+            where = _and(where, "SUBSTR(run_id, 1, %s) = %s")
+            params += [len(prefix), prefix]
+        sql = (f"SELECT {self._RUN_COLS}, error_type FROM {{runs}}{where} "
+               "ORDER BY started_at DESC, run_id DESC LIMIT %s")
+        return self._frame(sql, [*params, check_limit(limit)], _names(base.RUN_SEARCH), base.RUN_SEARCH)
+
+    def run_detail(self, run_id: str) -> RunDetail | None:
+        specs = (
+            (base.RUN_SUMMARY, "{runs}", "run_id"),
+            (base.RUN_STEPS, "{steps}", "started_at, step_id"),
+            (base.RUN_CALLS, "{calls}", "started_at, call_id"),
+        )
+        frames = []
+        for spec, table, order in specs:
+            names = _names(spec)
+            sql = f"SELECT {', '.join(names)} FROM {table} WHERE run_id = %s ORDER BY {order}"
+            frames.append(self._frame(sql, [str(run_id)], names, spec))
+        if frames[0].empty:
+            return None
+        return RunDetail(*frames)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        from snowflake.connector import errors
+    except ImportError:  # pragma: no cover - the connector is what raised
+        return False
+    return isinstance(exc, (errors.OperationalError, errors.InterfaceError))

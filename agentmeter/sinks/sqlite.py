@@ -7,6 +7,7 @@ duplicates; indexes cover the dashboard's filters (time, agent, status, provider
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -35,6 +36,10 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_calls_provider ON api_calls (provider, model)",
     "CREATE INDEX IF NOT EXISTS ix_calls_model ON api_calls (model)",
 )
+
+
+#: connections inherited across fork, kept referenced so they are never closed in the child
+_inherited: list[sqlite3.Connection] = []
 
 
 def table_columns(table: str) -> list[contract.Column]:
@@ -90,6 +95,7 @@ class SQLiteSink(Sink):
         self.name = name
         self.path = Path(path).expanduser() if path is not None else default_db_path()
         self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._statements = {table: _upsert_sql(table) for table in contract.TABLES}
 
@@ -98,7 +104,12 @@ class SQLiteSink(Sink):
         return cls()
 
     def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid != os.getpid():
+            # a forked child: the parent's connection must be neither used nor closed here
+            _inherited.append(self._conn)
+            self._conn = None
         if self._conn is None:
+            self._pid = os.getpid()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")

@@ -14,6 +14,8 @@ from typing import Any
 import boto3
 import pytest
 
+import agentmeter
+
 from tests.sinks._fault_proxy import FaultProxy
 from tests.sinks._mini_mongod import MiniMongod
 
@@ -114,6 +116,12 @@ class MongoTarget:
         self.uri = uri
         self.mini = mini
         self.database = f"agentmeter_test_{uuid.uuid4().hex[:8]}"
+        self.sinks: list[Any] = []  # sinks a test made; closed before the server stops
+
+    def close_sinks(self) -> None:
+        agentmeter.shutdown(timeout=2)
+        for sink in self.sinks:
+            sink.close()
 
     def client(self) -> Any:
         from pymongo import MongoClient
@@ -147,13 +155,16 @@ def mongo(request: pytest.FixtureRequest) -> Iterator[MongoTarget]:
         try:
             yield target
         finally:
+            target.close_sinks()
             target.clear_faults()
             client = target.client()
             client.drop_database(target.database)
             client.close()
         return
     mini = MiniMongod()
+    target = MongoTarget(mini.uri, mini)
     try:
-        yield MongoTarget(mini.uri, mini)
+        yield target
     finally:
+        target.close_sinks()  # close the sinks' clients before the server goes away
         mini.stop()

@@ -98,3 +98,17 @@ def write_ndjson(path: Path, documents: Iterable[Mapping[str, Any]]) -> Path:
                 for row in rows:
                     fh.write(json.dumps(row, separators=(",", ":")) + "\n")
     return path
+
+
+def mirror_prefix(s3: Any, bucket: str, prefix: str, folder: Path) -> list[Path]:
+    """Download every object under ``s3://bucket/prefix`` into ``folder`` (flat: fakesnow's COPY does not
+    recurse), keeping files already there, as a stage keeps its files. Returns the new files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    new = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            target = folder / obj["Key"][len(prefix):].replace("/", "__")
+            if not target.exists():
+                target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                new.append(target)
+    return new

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import fakesnow
 import pytest
+import requests
 import snowflake.connector
 
 from agentmeter.snowflake_sql import SnowflakeNames, render
 
 from ._fakesnow import NAMES, NOP_REGEXES, Snowflake
+
+REGION = "us-east-1"
 
 
 @pytest.fixture
@@ -29,3 +33,55 @@ def sf(names: SnowflakeNames) -> Iterator[Snowflake]:
             yield env
         finally:
             conn.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's threaded HTTP server on loopback (Firehose and S3); yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials so boto3's standard chain never looks further (no instance metadata calls)."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def firehose_stream(moto_url: str, aws_env: None, names: SnowflakeNames) -> str:
+    """A DirectPut delivery stream writing to ``s3://<names.bucket>/<names.prefix>`` on the moto server."""
+    import boto3
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
+    s3.create_bucket(Bucket=names.bucket)
+    stream = "agentmeter-e2e"
+    boto3.client("firehose", region_name=REGION, endpoint_url=moto_url).create_delivery_stream(
+        DeliveryStreamName=stream,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose-agentmeter",
+            "BucketARN": f"arn:aws:s3:::{names.bucket}",
+            "Prefix": names.prefix,
+            "ErrorOutputPrefix": "firehose-errors/",
+            "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 60},
+        },
+    )
+    return stream

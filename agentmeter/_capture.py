@@ -22,6 +22,8 @@ REDACTED = "[REDACTED]"
 SECRET_KEY_PATTERN = re.compile(
     r"api[_-]?key|authorization|password|passwd|token|secret|cookie|credential|private[_-]?key", re.I
 )
+# A credential inside a value ("Bearer abc...", "Basic ..."), whatever the key it sits under.
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.I)
 # Keys that contain a secret word but are metrics, not secrets.
 _NOT_SECRET = frozenset(
     {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens", "max_tokens",
@@ -58,13 +60,19 @@ class _Walker:
         self.seen: set[int] = set()
 
     def text(self, s: str) -> str:
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:
-            s = s.encode("utf-8", "replace").decode("utf-8")
-        if len(s) > self.budget:
+        if len(s) > self.budget:  # cut first: never copy a 10 MB string to check its encoding
             self.truncated = True
+            _count("truncated")
             s = s[: max(self.budget, 0)] + "...[truncated]"
+        if not s.isascii():
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                _count("invalid_unicode")
+                s = s.encode("utf-8", "replace").decode("utf-8")
+        if _BEARER.search(s):
+            _count("redacted")
+            s = _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, s)
         self.budget -= len(s)
         return s
 
@@ -76,24 +84,31 @@ class _Walker:
             return value
         if isinstance(value, int):
             self.budget -= 8
-            return value if -(2**63) <= value < 2**63 else self.text(str(value))
+            if -(2**63) <= value < 2**63:
+                return value
+            _count("big_int")  # str() of a huge int raises past 4300 digits: describe it instead
+            return self.text(f"<int of {value.bit_length()} bits>") if value.bit_length() > 4000 else str(value)
         if isinstance(value, float):
             self.budget -= 8
             if math.isnan(value):
+                _count("non_finite")
                 return "NaN"
             if math.isinf(value):
+                _count("non_finite")
                 return "Infinity" if value > 0 else "-Infinity"
             return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, (bytes, bytearray, memoryview)):
             self.budget -= 24
+            _count("bytes")
             return f"<{type(value).__name__} len={len(value)}>"
         if depth >= _MAX_DEPTH:
             self.truncated = True
             return self.text(f"<{type(value).__name__} at depth {depth}>")
         ident = id(value)
         if ident in self.seen:
+            _count("recursive")
             return "<recursive>"
         self.seen.add(ident)
         try:
@@ -104,9 +119,14 @@ class _Walker:
                         self.truncated = True
                         break
                     if not isinstance(key, str):
+                        _count("non_string_key")
                         key = str(key) if key is None or isinstance(key, (int, float)) else _safe_repr(key)
                     skey = self.text(key)
-                    out[skey] = REDACTED if is_secret_key(skey) else self.walk(item, depth + 1)
+                    if is_secret_key(skey):
+                        _count("redacted")
+                        out[skey] = REDACTED
+                    else:
+                        out[skey] = self.walk(item, depth + 1)
                 return out
             if isinstance(value, (list, tuple, set, frozenset)):
                 items = list(value) if not isinstance(value, (list, tuple)) else value
@@ -115,6 +135,11 @@ class _Walker:
                     if i >= _MAX_ITEMS or self.budget <= 0:
                         self.truncated = True
                         break
+                    if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (str, bytes))
+                            and is_secret_key(_key_text(item[0]))):  # a header pair: ("Authorization", ...)
+                        _count("redacted")
+                        result.append([self.text(_key_text(item[0])), REDACTED])
+                        continue
                     result.append(self.walk(item, depth + 1))
                 return result
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -126,9 +151,18 @@ class _Walker:
                     return self.walk(dump(), depth)
                 except Exception:
                     pass  # fall through to repr
+            _count("repr")
             return self.text(_safe_repr(value))
         finally:
             self.seen.discard(ident)
+
+
+def _count(kind: str) -> None:
+    _guard.counters[f"capture.{kind}"] += 1
+
+
+def _key_text(key: str | bytes) -> str:
+    return key if isinstance(key, str) else key.decode("latin-1")
 
 
 def _safe_repr(value: Any) -> str:

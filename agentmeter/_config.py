@@ -79,6 +79,13 @@ def _check_spill(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"spool_full_policy must be 'drop_oldest' or 'drop_newest', got {value!r}")
 
 
+def _check_slow(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"slow_run_ms must be None or a number >= 0 (milliseconds), got {value!r}")
+
+
 @attrs.frozen
 class Settings:
     """Every setting, with its default. Build with :func:`agentmeter.configure`."""
@@ -97,6 +104,11 @@ class Settings:
     retry_initial: float = attrs.field(default=0.5, validator=_positive_float("retry_initial", True))
     retry_max: float = attrs.field(default=10.0, validator=_positive_float("retry_max", True))
     exit_timeout: float = attrs.field(default=5.0, validator=_positive_float("exit_timeout", True))
+    #: a sink.write (with its retries) still running after this many seconds is treated as hung: its batch
+    #: is spooled and the sink's lane spools directly until the write returns
+    write_timeout: float = attrs.field(default=30.0, validator=_positive_float("write_timeout"))
+    #: install the SIGTERM handler (open runs recorded as cancelled, flush, then the previous handler)
+    handle_sigterm: bool = False
     propagate_threads: bool = True
     sync_export: bool = False
     prices: Mapping[str, Any] = attrs.field(factory=dict)
@@ -105,7 +117,7 @@ class Settings:
     spool_full_policy: str = attrs.field(default="drop_oldest", validator=_check_spill)
     sample_rate: float = attrs.field(default=1.0, validator=_fraction("sample_rate"))
     always_keep_errors: bool = True
-    slow_run_ms: float | None = None
+    slow_run_ms: float | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_slow(v))
 
 
 # env var -> (setting, parser). Parsers raise ValueError naming the variable.
@@ -146,6 +158,10 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
                                 "attempts per batch before it is spooled"),
     "AGENTMETER_EXIT_TIMEOUT": ("exit_timeout", _num("AGENTMETER_EXIT_TIMEOUT", float),
                                 "seconds to deliver at interpreter exit before spooling the rest"),
+    "AGENTMETER_WRITE_TIMEOUT": ("write_timeout", _num("AGENTMETER_WRITE_TIMEOUT", float),
+                                 "seconds before a sink write is treated as hung and its batch spooled"),
+    "AGENTMETER_HANDLE_SIGTERM": ("handle_sigterm", _bool("AGENTMETER_HANDLE_SIGTERM"),
+                                  "record open runs as cancelled and flush on SIGTERM"),
     "AGENTMETER_PROPAGATE_THREADS": ("propagate_threads", _bool("AGENTMETER_PROPAGATE_THREADS"),
                                      "carry the current run into ThreadPoolExecutor tasks"),
     "AGENTMETER_SYNC": ("sync_export", _bool("AGENTMETER_SYNC"), "export on the caller's thread (tests only)"),
@@ -155,6 +171,10 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "AGENTMETER_SPOOL_FULL_POLICY": ("spool_full_policy", str, "drop_oldest or drop_newest when the spool is full"),
     "AGENTMETER_SAMPLE_RATE": ("sample_rate", _num("AGENTMETER_SAMPLE_RATE", float),
                                "fraction of runs whose captured payloads are kept"),
+    "AGENTMETER_ALWAYS_KEEP_ERRORS": ("always_keep_errors", _bool("AGENTMETER_ALWAYS_KEEP_ERRORS"),
+                                      "keep payloads of failed runs whatever the sample rate"),
+    "AGENTMETER_SLOW_RUN_MS": ("slow_run_ms", _num("AGENTMETER_SLOW_RUN_MS", float),
+                               "keep payloads of runs at least this long (ms) whatever the sample rate"),
 }
 
 

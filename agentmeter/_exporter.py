@@ -1,18 +1,36 @@
 """The exporter: finished runs in, documents out to every sink, in the background.
 
 The caller's side is :meth:`Exporter.submit`: it appends the sealed run to each sink's lane and returns; it
-never blocks on I/O and never raises. Each sink has its own lane: a bounded queue, a daemon worker thread,
-retries with tenacity (waits that shutdown cuts short), and a lane in the durable spool for what the sink
-cannot take now. A hung or slow sink therefore never delays another one, nor the agent.
+never blocks on I/O and never raises.
+
+Each sink has its own lane, so a hung or slow sink never delays another one, nor the agent:
+
+* a **manager** thread turns queued runs into documents and hands one batch at a time to the writer; it
+  never calls the sink, so it never hangs. It spills batches to the durable spool when the sink is known
+  to be down, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory
+  budget, so memory stays bounded whatever the sink does;
+* a **writer** thread calls ``sink.write`` with tenacity retries (waits that shutdown cuts short). When
+  retries are exhausted the batch is spooled and the lane is degraded for a backoff period (batches go
+  straight to the spool), after which the next batch, or a replay from the spool, probes the sink again;
+* the spool is replayed through the writer whenever the sink answers, including documents another process
+  left there (at the next start of any process that uses the same spool).
+
+Delivery is at least once (a write that hangs past its deadline is spooled and may still land later);
+sinks store by id, so the stores hold each run once.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import json
+import math
 import os
+import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -20,12 +38,12 @@ import tenacity
 
 from . import _guard
 from ._config import Settings
-from ._model import Run
+from ._model import ERROR, SUCCESS, Run
 from ._spool import Spool, default_spool_dir
 from .contract import Pricer, run_document
 from .sinks._base import Sink, WriteResult
 
-__all__ = ["Exporter", "FlushResult", "SinkFlushResult"]
+__all__ = ["Exporter", "FlushResult", "SinkFlushResult", "keep_payloads"]
 
 
 @attrs.frozen
@@ -56,14 +74,40 @@ class FlushResult:
     def delivered(self) -> int:
         return sum(r.delivered for r in self.sinks.values())
 
+    @property
+    def spooled(self) -> int:
+        return sum(r.spooled for r in self.sinks.values())
+
+    @property
+    def dropped(self) -> int:
+        return sum(r.dropped for r in self.sinks.values())
+
 
 class _Marker:
-    """Put in a lane's queue by flush(): set once everything before it was handled."""
+    """Put in a lane's queue by flush(): set once everything before it was delivered or spooled, and one
+    replay of the spool was tried."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "need_gen", "replay_tried")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.need_gen = 0
+        self.replay_tried = False
+
+
+class _Job:
+    """One batch handed to the writer thread (fresh documents, or a replay of the spool)."""
+
+    __slots__ = ("abandoned", "docs", "finished", "gen", "lock", "replay", "started")
+
+    def __init__(self, gen: int, docs: list[dict[str, Any]], replay: bool) -> None:
+        self.gen = gen
+        self.docs = docs
+        self.replay = replay
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+        self.finished = False
+        self.abandoned = False  # the manager gave up waiting (hung past write_timeout, or shutdown)
 
 
 class _RetryBatch(Exception):
@@ -80,107 +124,264 @@ def _estimate_bytes(run: Run) -> int:
 
 
 class _Lane:
-    """One sink's queue, worker thread and retry policy."""
+    """One sink's queue, manager and writer threads, retry policy and spool lane."""
 
     def __init__(self, exporter: Exporter, sink: Sink) -> None:
         self.exporter = exporter
         self.sink = sink
         self.name = sink.name
         s = exporter.settings
+        self.settings = s
         self.queue: collections.deque[Run | _Marker] = collections.deque()
         self.queued_bytes = 0
+        self.spill_runs = max(1, s.max_queue_runs // 2)
+        self.spill_bytes = max(1, s.max_queue_bytes // 2)
         self.wake = threading.Event()
+        self.writer_wake = threading.Event()
         self.stopping = False
-        self.inflight: list[dict[str, Any]] = []
-        # counters, written by this lane's worker (and by submit under the exporter's lock for drops)
+        # counters: written by this lane's threads (drops at submit under the exporter's lock)
         self.delivered = self.spooled = self.dropped = self.failed = self.retries = self.replayed = 0
         self.degraded_until = 0.0  # while the sink is failing, new batches go to the spool directly
-        self.backoff = s.retry_initial or 0.5
-        self.thread: threading.Thread | None = None
+        self.backoff_base = max(s.retry_initial, 0.05)
+        self.backoff = self.backoff_base
+        self.job: _Job | None = None  # set by the manager when the writer is idle, cleared by the writer
+        self.gen = 0  # jobs started
+        self.resolved_gen = 0  # highest job finished or abandoned
+        self.markers: list[_Marker] = []
+        self.next_spool_check = 0.0
+        self.manager: threading.Thread | None = None
+        self.writer: threading.Thread | None = None
         if not s.sync_export:
-            self.thread = threading.Thread(target=self._loop, name=f"agentmeter-{self.name}", daemon=True)
-            self.thread.start()
+            self.manager = threading.Thread(target=self._manager_loop, name=f"agentmeter-{self.name}",
+                                            daemon=True)
+            self.writer = threading.Thread(target=self._writer_loop, name=f"agentmeter-{self.name}-write",
+                                           daemon=True)
+            try:
+                self.manager.start()
+                self.writer.start()
+            except RuntimeError as exc:  # no new threads at interpreter shutdown (3.12+): spool at exit
+                _guard.warn("exporter.threads", "cannot start worker threads; runs will be spooled",
+                            error=repr(exc)[:200])
+                self.manager = self.writer = None
 
-    # -- worker ----------------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        interval = self.exporter.settings.flush_interval
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def hung(self) -> bool:
+        job = self.job
+        return job is not None and job.abandoned
+
+    def degraded(self, now: float) -> bool:
+        return self.degraded_until > now
+
+    def _spool_usable(self) -> bool:
+        spool = self.exporter.spool
+        return spool is not None and not spool.broken
+
+    def _mark_down(self) -> None:
+        self.degraded_until = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, max(self.settings.retry_max, self.backoff_base))
+
+    def _mark_up(self) -> None:
+        self.backoff = self.backoff_base
+        self.degraded_until = 0.0
+
+    # -- manager thread --------------------------------------------------------------------------------
+    def _manager_loop(self) -> None:
         while True:
-            self.wake.wait(interval)
+            self.wake.wait(self._wait_time())
             self.wake.clear()
             try:
-                self.drain()
-                self.replay_spool()
+                if self.stopping:
+                    self._stop_drain()
+                    return
+                self._tick()
             except Exception as exc:
-                _guard.internal_error(f"lane.{self.name}", exc)
-            if self.stopping and not self.queue:
-                return
+                _report("lane.manager", exc)
+
+    def _wait_time(self) -> float:
+        wait = self.settings.flush_interval
+        job = self.job
+        if job is not None and not job.abandoned:
+            wait = min(wait, max(0.005, job.started + self.settings.write_timeout - time.monotonic()))
+        return wait
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        job = self.job
+        if job is not None and not job.abandoned and now - job.started > self.settings.write_timeout:
+            self._abandon(job, "sink.write did not return within write_timeout; batch spooled")
+        while self.queue:
+            head = self.queue[0]
+            if isinstance(head, _Marker):
+                self._pop_batch()
+                self._park(head)
+                continue
+            if self.job is None and not self.degraded(now):
+                runs, marker = self._pop_batch()
+                docs = self._documents(runs)
+                if docs:
+                    self._start(docs, replay=False)
+                if marker is not None:
+                    self._park(marker)
+                continue
+            if self._spool_usable() and (self.hung or self.degraded(now) or self._over_watermark()):
+                runs, marker = self._pop_batch()
+                self._spool(self._documents(runs))
+                if marker is not None:
+                    self._park(marker)
+                continue
+            break  # the writer is busy with a healthy sink: keep the rest in memory for now
+        self._resolve_markers()
+        if (self.job is None and not self.queue and not self.degraded(now) and now >= self.next_spool_check
+                and self._spool_usable()):
+            self.next_spool_check = now + self.settings.flush_interval
+            if self.exporter.spool is not None and self.exporter.spool.count(self.name):
+                self._start([], replay=True)
+
+    def _over_watermark(self) -> bool:
+        return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
 
     def _pop_batch(self) -> tuple[list[Run], _Marker | None]:
-        size = self.exporter.settings.batch_size
+        size = self.settings.batch_size
         runs: list[Run] = []
         with self.exporter.lock:
-            while self.queue and len(runs) < size:
-                item = self.queue.popleft()
+            queue = self.queue
+            while queue and len(runs) < size:
+                item = queue.popleft()
                 if isinstance(item, _Marker):
                     return runs, item
                 runs.append(item)
                 self.queued_bytes -= _estimate_bytes(item)
         return runs, None
 
-    def drain(self) -> None:
+    def _documents(self, runs: list[Run]) -> list[dict[str, Any]]:
+        docs = []
+        for run in runs:
+            try:
+                docs.append(self.exporter.document(run))
+            except Exception as exc:
+                self.failed += 1
+                _report("build_document", exc)
+        return docs
+
+    def _start(self, docs: list[dict[str, Any]], replay: bool) -> None:
+        self.gen += 1
+        self.job = _Job(self.gen, docs, replay)
+        self.writer_wake.set()
+
+    def _abandon(self, job: _Job, why: str) -> None:
+        """Stop waiting for a job: its fresh documents go to the spool (at least once; ids dedupe), and the
+        lane spools directly until the write returns. flush() still waits for it (within its timeout)."""
+        with job.lock:
+            if job.finished or job.abandoned:
+                return
+            job.abandoned = True
+            if not job.replay:
+                self._spool(job.docs)
+        _guard.warn(f"sink.{self.name}.hung", why, sink=self.name, docs=len(job.docs),
+                    write_timeout=self.settings.write_timeout)
+
+    def _park(self, marker: _Marker) -> None:
+        marker.need_gen = self.gen
+        self.markers.append(marker)
+
+    def _resolve_markers(self) -> None:
+        for marker in list(self.markers):
+            if self.resolved_gen < marker.need_gen:
+                continue
+            if not marker.replay_tried and not self.hung and not self.stopping and self._spool_usable():
+                # flush() also tries to drain the spool once, even inside a backoff period
+                spool = self.exporter.spool
+                if spool is not None and spool.count(self.name):
+                    if self.job is not None:
+                        continue
+                    marker.replay_tried = True
+                    self._start([], replay=True)
+                    marker.need_gen = self.gen
+                    continue
+            self.markers.remove(marker)
+            marker.done.set()
+
+    def _stop_drain(self) -> None:
+        """At shutdown, on the manager thread: everything still queued goes to the spool."""
         while True:
             runs, marker = self._pop_batch()
             if runs:
-                docs = []
-                for run in runs:
-                    try:
-                        docs.append(self.exporter.document(run))
-                    except Exception as exc:
-                        self.failed += 1
-                        _guard.internal_error("build_document", exc)
-                self.deliver(docs)
+                self._spool(self._documents(runs))
             if marker is not None:
                 marker.done.set()
             if not runs and marker is None:
+                break
+        for marker in self.markers:
+            marker.done.set()
+        self.markers.clear()
+
+    # -- writer thread ---------------------------------------------------------------------------------
+    def _writer_loop(self) -> None:
+        while True:
+            self.writer_wake.wait()
+            self.writer_wake.clear()
+            job = self.job
+            if job is not None:
+                try:
+                    self.run_job(job)
+                except Exception as exc:
+                    _report("lane.writer", exc)
+                finally:
+                    self.resolved_gen = max(self.resolved_gen, job.gen)
+                    self.job = None
+                    self.wake.set()
+            if self.stopping:
                 return
 
-    def deliver(self, docs: list[dict[str, Any]]) -> None:
-        if not docs:
-            return
-        spool = self.exporter.spool
-        if self.degraded_until > time.monotonic() and spool is not None and not spool.broken:
-            self._spool(docs)  # the sink is known to be down: don't make the queue wait on retries
-            return
-        self.inflight = docs
-        try:
-            rejected = self._write_with_retries(docs)
-        except _RetryBatch as err:
-            self._spool(err.pending)
-            self.degraded_until = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, max(self.exporter.settings.retry_max, 0.5))
-            self.delivered += len(docs) - len(err.pending)
+    def run_job(self, job: _Job) -> None:
+        if job.replay:
+            self._replay(job)
         else:
-            self.delivered += len(docs) - len(rejected)
-            self.backoff = self.exporter.settings.retry_initial or 0.5
-            self.degraded_until = 0.0
-            if rejected:
-                self.failed += len(rejected)
-                _guard.warn(f"sink.{self.name}.rejected", "sink rejected documents permanently",
-                            sink=self.name, count=len(rejected))
-                if spool is not None:
-                    spool.put(f"{self.name}:rejected", rejected)
-        finally:
-            self.inflight = []
+            self._deliver(job)
 
-    def _write_with_retries(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write, retrying only what failed. Returns rejected documents; raises _RetryBatch when exhausted."""
-        pending = docs
+    def _deliver(self, job: _Job) -> None:
+        docs = job.docs
         rejected: list[dict[str, Any]] = []
-        s = self.exporter.settings
+        try:
+            self._write_with_retries(job, rejected)
+        except _RetryBatch as err:
+            pending = err.pending
+            with job.lock:
+                job.finished = True
+                if not job.abandoned:
+                    self._spool(pending)
+                else:  # the manager spooled everything already: forget what did land
+                    self._forget(docs, pending)
+            self.delivered += len(docs) - len(pending) - len(rejected)
+            self._dead_letter(rejected)
+            self._mark_down()
+            return
+        with job.lock:
+            job.finished = True
+            if job.abandoned:
+                self._forget(docs, [])
+        self.delivered += len(docs) - len(rejected)
+        self._dead_letter(rejected)
+        self._mark_up()
+
+    def _forget(self, docs: Sequence[Mapping[str, Any]], still_pending: Sequence[Mapping[str, Any]]) -> None:
+        spool = self.exporter.spool
+        if spool is None:
+            return
+        keep = {d["run_id"] for d in still_pending}
+        spool.remove(self.name, [d["run_id"] for d in docs if d["run_id"] not in keep])
+
+    def _write_with_retries(self, job: _Job, rejected: list[dict[str, Any]]) -> None:
+        """Write, retrying only what failed; raises _RetryBatch when attempts run out or stop is asked."""
+        pending = job.docs
+        s = self.settings
         stop_event = self.exporter.stop_event
+
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(s.max_attempts) | tenacity.stop_when_event_set(stop_event),
-            wait=tenacity.wait_exponential_jitter(initial=s.retry_initial, max=s.retry_max),
+            stop=(tenacity.stop_after_attempt(s.max_attempts) | tenacity.stop_when_event_set(stop_event)
+                  | _StopWhenAbandoned(job)),
+            wait=_Backoff(s.retry_initial, s.retry_max),
             sleep=self.exporter.interruptible_sleep,
             retry=tenacity.retry_if_exception_type(_RetryBatch),
             reraise=True,
@@ -195,65 +396,140 @@ class _Lane:
                     _guard.warn(f"sink.{self.name}.write", "sink write failed; will retry or spool",
                                 sink=self.name, error=repr(exc)[:300])
                     raise _RetryBatch(pending, repr(exc)) from exc
-                if not isinstance(result, WriteResult):
-                    result = WriteResult()
-                rejected.extend(pending[i] for i in result.rejected)
-                if result.failed:
-                    pending = [pending[i] for i in sorted(result.failed)]
+                failed, bad = _result_sets(result, len(pending))
+                rejected.extend(pending[i] for i in sorted(bad))
+                if failed:
+                    pending = [pending[i] for i in sorted(failed)]
                     raise _RetryBatch(pending, f"{len(pending)} failed")
-        return rejected
 
-    def _spool(self, docs: list[dict[str, Any]]) -> None:
+    def _replay(self, job: _Job) -> None:
+        """Deliver what this lane has in the spool, batch by batch, until it is empty or the sink fails."""
         spool = self.exporter.spool
-        kept = spool.put(self.name, docs) if spool is not None else 0
-        self.spooled += kept
-        if kept < len(docs):
-            self.dropped += len(docs) - kept
-            _guard.warn(f"sink.{self.name}.dropped", "runs could not be delivered nor spooled; dropped",
-                        sink=self.name, count=len(docs) - kept)
-
-    def replay_spool(self) -> None:
-        """Deliver what this lane has in the spool, once the sink answers again."""
-        spool = self.exporter.spool
-        if spool is None or spool.broken or self.degraded_until > time.monotonic() or self.stopping:
+        if spool is None:
             return
-        size = self.exporter.settings.batch_size
-        while not self.exporter.stop_event.is_set():
-            docs = spool.take(self.name, size)
+        stop_event = self.exporter.stop_event
+        while not stop_event.is_set() and not job.abandoned:
+            docs = spool.take(self.name, self.settings.batch_size)
             if not docs:
-                return
+                break
+            job.docs = docs
+            job.started = time.monotonic()
             try:
                 result = self.sink.write(docs)
             except Exception as exc:
-                self.degraded_until = time.monotonic() + self.backoff
-                self.backoff = min(self.backoff * 2, max(self.exporter.settings.retry_max, 0.5))
                 _guard.warn(f"sink.{self.name}.replay", "spool replay failed; will try again later",
                             sink=self.name, error=repr(exc)[:300])
-                return
-            failed = set(result.failed) if isinstance(result, WriteResult) else set()
-            done = [d["run_id"] for i, d in enumerate(docs) if i not in failed]
+                self._mark_down()
+                break
+            failed, bad = _result_sets(result, len(docs))
+            done = [d["run_id"] for i, d in enumerate(docs) if i not in failed and i not in bad]
             spool.remove(self.name, done)
             self.replayed += len(done)
+            if bad:
+                self.failed += len(bad)
+                spool.move(self.name, f"{self.name}:rejected", [docs[i]["run_id"] for i in bad])
+                _guard.warn(f"sink.{self.name}.rejected", "sink rejected documents permanently",
+                            sink=self.name, count=len(bad))
             if failed:
-                self.degraded_until = time.monotonic() + self.backoff
-                return
+                self._mark_down()
+                break
+            self._mark_up()
+        job.finished = True
+
+    def _dead_letter(self, rejected: list[dict[str, Any]]) -> None:
+        if not rejected:
+            return
+        self.failed += len(rejected)
+        _guard.warn(f"sink.{self.name}.rejected", "sink rejected documents permanently",
+                    sink=self.name, count=len(rejected))
+        spool = self.exporter.spool
+        if spool is not None:
+            spool.put(f"{self.name}:rejected", rejected)
+
+    def _spool(self, docs: list[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        spool = self.exporter.spool
+        kept = spool.put(self.name, docs) if spool is not None else 0
+        self.spooled += kept
+        if kept < len(docs) and (spool is None or spool.broken):
+            self.dropped += len(docs) - kept
+            _guard.counters["exporter.dropped"] += len(docs) - kept
+            _guard.warn(f"sink.{self.name}.dropped", "runs could not be delivered nor spooled; dropped",
+                        sink=self.name, count=len(docs) - kept)
+
+    # -- synchronous mode (tests): the caller's thread does the writer's work ---------------------------
+    def deliver_now(self, docs: list[dict[str, Any]]) -> None:
+        if self.degraded(time.monotonic()) and self._spool_usable():
+            self._spool(docs)
+            return
+        self.gen += 1
+        job = _Job(self.gen, docs, replay=False)
+        self.run_job(job)
+        self.resolved_gen = job.gen
 
     # -- caller side -----------------------------------------------------------------------------------
     def pending(self) -> int:
-        n = sum(1 for item in list(self.queue) if not isinstance(item, _Marker)) + len(self.inflight)
+        n = sum(1 for item in list(self.queue) if not isinstance(item, _Marker))
+        job = self.job
+        if job is not None and not job.replay and not job.abandoned and not job.finished:
+            n += len(job.docs)
         spool = self.exporter.spool
         return n + (spool.count(self.name) if spool is not None else 0)
 
     def snapshot(self) -> dict[str, int]:
+        spool = self.exporter.spool
+        spool_dropped = spool.dropped_by_lane[self.name] if spool is not None else 0
         return {
             "delivered": self.delivered + self.replayed,
             "spooled": self.spooled,
-            "dropped": self.dropped,
+            "dropped": self.dropped + spool_dropped,
             "failed": self.failed,
             "retries": self.retries,
             "replayed": self.replayed,
             "queued": sum(1 for item in list(self.queue) if not isinstance(item, _Marker)),
+            "degraded": int(self.degraded(time.monotonic()) or self.hung),
         }
+
+
+class _Backoff(tenacity.wait.wait_base):
+    """Exponential backoff with "equal jitter": ``initial * 2**(n-1)``, capped at ``maximum``, times 0.5-1."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        n = max(retry_state.attempt_number - 1, 0)
+        base = min(self.maximum, self.initial * (2.0 ** min(n, 30)))
+        return base * (0.5 + random.random() / 2)
+
+
+class _StopWhenAbandoned(tenacity.stop.stop_base):
+    """Stop retrying a batch the manager already spooled (hung past write_timeout): replay takes over."""
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.job.abandoned
+
+
+def _result_sets(result: Any, n: int) -> tuple[set[int], set[int]]:
+    """(failed, rejected) positions of a WriteResult, ignoring out-of-range positions."""
+    if not isinstance(result, WriteResult):
+        return set(), set()
+    failed = {i for i in result.failed if isinstance(i, int) and 0 <= i < n}
+    rejected = {i for i in result.rejected if isinstance(i, int) and 0 <= i < n} - failed
+    return failed, rejected
+
+
+def _report(where: str, exc: BaseException) -> None:
+    """internal_error from a worker thread: under the test suite it re-raises; a worker must survive."""
+    try:
+        _guard.internal_error(where, exc)
+    except Exception:
+        pass
 
 
 class Exporter:
@@ -261,7 +537,8 @@ class Exporter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.lock = threading.Lock()
+        # re-entrant: the opt-in SIGTERM handler submits runs on the main thread, maybe inside submit()
+        self.lock = threading.RLock()
         self.stop_event = threading.Event()
         self.pid = os.getpid()
         self.submitted = 0
@@ -269,44 +546,62 @@ class Exporter:
         self._pricer: Pricer | None = None
         sinks: Sequence[Sink] = settings.sinks if settings.sinks is not None else _default_sinks()
         self.spool = _open_spool(settings)
-        self.lanes = [_Lane(self, sink) for sink in sinks]
         self._closed = False
+        self.lanes = [_Lane(self, sink) for sink in sinks]
 
     # -- caller's side: never blocks, never raises ------------------------------------------------------
     def submit(self, run: Run) -> None:
+        """Hand a sealed run to every lane. Never blocks on I/O, never raises."""
         try:
-            if self.settings.sync_export:
+            s = self.settings
+            if s.sync_export:
                 self._export_now(run)
                 return
+            if self._closed:  # after shutdown (a run ending during interpreter exit): keep it on disk
+                self._spool_late(run)
+                return
             size = _estimate_bytes(run)
-            s = self.settings
             with self.lock:
                 self.submitted += 1
                 for lane in self.lanes:
                     queue = lane.queue
                     if len(queue) >= s.max_queue_runs or lane.queued_bytes + size > s.max_queue_bytes:
-                        # over the memory budget: the configured policy decides which run goes
-                        lane.dropped += 1
-                        if s.spool_full_policy == "drop_oldest" and queue:
-                            victim = _pop_oldest_run(queue)
-                            if victim is not None:
-                                lane.queued_bytes -= _estimate_bytes(victim)
-                                queue.append(run)
-                                lane.queued_bytes += size
-                        _guard.counters["queue.dropped"] += 1
+                        self._overflow(lane, run, size)
                         continue
                     queue.append(run)
                     lane.queued_bytes += size
-                    if len(queue) >= s.batch_size:
+                    if len(queue) >= s.batch_size and not lane.wake.is_set():
                         lane.wake.set()
         except Exception as exc:
             _guard.internal_error("submit", exc)
 
+    def _overflow(self, lane: _Lane, run: Run, size: int) -> None:
+        # Only reached when even the spool cannot keep up (or is unusable): the memory budget wins and
+        # the configured policy decides which run goes; every drop is counted.
+        lane.dropped += 1
+        self.dropped_at_submit += 1
+        _guard.counters["queue.dropped"] += 1
+        _guard.warn(f"sink.{lane.name}.queue_full", "queue over its memory budget; run dropped by policy",
+                    sink=lane.name, policy=self.settings.spool_full_policy)
+        if self.settings.spool_full_policy == "drop_oldest":
+            victim = _pop_oldest_run(lane.queue)
+            if victim is not None:
+                lane.queued_bytes -= _estimate_bytes(victim)
+                lane.queue.append(run)
+                lane.queued_bytes += size
+        lane.wake.set()
+
     def _export_now(self, run: Run) -> None:
-        doc = self.document(run)
         self.submitted += 1
+        doc = self.document(run)
         for lane in self.lanes:
-            lane.deliver([doc])
+            lane.deliver_now([doc])
+
+    def _spool_late(self, run: Run) -> None:
+        self.submitted += 1
+        doc = self.document(run)
+        for lane in self.lanes:
+            lane._spool([doc])
 
     # -- worker's side -----------------------------------------------------------------------------------
     def pricer(self) -> Pricer:
@@ -317,9 +612,14 @@ class Exporter:
         return self._pricer
 
     def document(self, run: Run) -> dict[str, Any]:
+        """The run's document, built once and shared by every lane (sampling applied, JSON-safe)."""
         doc = run.document
         if doc is None:
-            doc = run.document = run_document(run, self.pricer(), self.settings.capture_max_chars)
+            keep = keep_payloads(run, self.settings)
+            if not keep:
+                _guard.counters["sampling.payloads_dropped"] += 1
+            doc = _json_safe(run_document(run, self.pricer(), self.settings.capture_max_chars, sampled=keep))
+            run.document = doc
         return doc
 
     def interruptible_sleep(self, seconds: float) -> None:
@@ -327,14 +627,16 @@ class Exporter:
 
     # -- flush, shutdown, stats -----------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait until every lane has delivered or spooled what was queued, and tried its spool once."""
         before = {lane.name: lane.snapshot() for lane in self.lanes}
         deadline = None if timeout is None else time.monotonic() + timeout
         markers = []
         for lane in self.lanes:
-            if lane.thread is None or not lane.thread.is_alive():
+            if lane.manager is None or not lane.manager.is_alive() or lane.stopping:
                 continue
             marker = _Marker()
-            lane.queue.append(marker)
+            with self.lock:
+                lane.queue.append(marker)
             lane.wake.set()
             markers.append(marker)
         timed_out = False
@@ -358,64 +660,141 @@ class Exporter:
         return FlushResult(out, timed_out)
 
     def shutdown(self, timeout: float | None = None) -> FlushResult:
-        """Deliver what is queued within ``timeout``, then spool the rest and stop the workers."""
+        """Deliver what is queued within ``timeout``, spool the rest (including batches a hung sink still
+        holds), and stop the workers. Returns within ``timeout`` plus the time to write the spool."""
         if self._closed:
             return FlushResult({lane.name: SinkFlushResult(pending=lane.pending()) for lane in self.lanes})
         before = {lane.name: lane.snapshot() for lane in self.lanes}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        result = self.flush(timeout)
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        reserve = 0.0 if timeout is None else min(1.0, 0.2 * timeout)  # time kept for spooling leftovers
+        result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.05, deadline - time.monotonic())
+
+        self._closed = True
         self.stop_event.set()  # cuts retry waits short
         for lane in self.lanes:
             lane.stopping = True
             lane.wake.set()
+            lane.writer_wake.set()
         for lane in self.lanes:
-            if lane.thread is not None:
-                remaining = None if deadline is None else max(0.05, deadline - time.monotonic())
-                lane.thread.join(remaining)
+            if lane.manager is not None:
+                lane.manager.join(remaining())
         for lane in self.lanes:
-            self._spool_leftovers(lane)
-            try:
-                lane.sink.close(0.5)
-            except Exception as exc:
-                _guard.internal_error(f"close.{lane.name}", exc)
-        self._closed = True
-        final = self._result(before, result.timed_out)
-        if self.spool is not None:
-            self.spool.close()
-        return final
-
-    def _spool_leftovers(self, lane: _Lane) -> None:
-        """At shutdown: whatever is still queued or in flight (a hung sink) goes to the spool."""
-        docs = list(lane.inflight)
-        with self.lock:
-            runs = [item for item in lane.queue if isinstance(item, Run)]
-            lane.queue.clear()
-        for run in runs:
-            try:
-                docs.append(self.document(run))
-            except Exception as exc:
-                _guard.internal_error("build_document", exc)
-        if docs:
-            lane._spool(docs)
+            if lane.manager is None or not lane.manager.is_alive():
+                lane._stop_drain()  # no manager (sync mode, after fork): drain here
+            if lane.writer is not None:
+                lane.writer.join(remaining())
+            job = lane.job
+            if job is not None:
+                lane._abandon(job, "sink.write still running at shutdown; batch spooled")
+                lane.resolved_gen = max(lane.resolved_gen, job.gen)
+        for lane in self.lanes:
+            _call_with_deadline(f"close.{lane.name}", functools.partial(lane.sink.close, remaining()),
+                                remaining())
+        return self._result(before, result.timed_out)
 
     def abandon_after_fork(self) -> None:
-        """In a forked child: the parent owns these queued runs; forget them without sending."""
+        """In a forked child: the parent owns these queued runs; forget them without sending. The spool's
+        connections are left untouched (closing inherited SQLite handles in a child is unsafe)."""
         for lane in self.lanes:
             lane.queue.clear()
+            lane.markers.clear()
             lane.stopping = True
+            lane.job = None
         self._closed = True
 
     def stats(self) -> dict[str, Any]:
         sinks = {lane.name: {**lane.snapshot(), "pending": lane.pending()} for lane in self.lanes}
+        spool = self.spool
         return {
             "runs_finished": self.submitted,
             "runs_exported": sum(s["delivered"] for s in sinks.values()),
             "runs_dropped": sum(s["dropped"] for s in sinks.values()),
             "runs_failed": sum(s["failed"] for s in sinks.values()),
             "runs_spooled": sum(s["spooled"] for s in sinks.values()),
-            "spool_bytes": self.spool.size_bytes() if self.spool is not None else 0,
+            "spool_bytes": spool.size_bytes() if spool is not None else 0,
+            "spool_dropped": spool.dropped if spool is not None else 0,
+            "spool_broken": bool(spool is None or spool.broken),
             "sinks": sinks,
         }
+
+
+# -- sampling -----------------------------------------------------------------------------------------
+
+
+def keep_payloads(run: Run, settings: Settings) -> bool:
+    """Whether the sampler keeps this run's captured payloads (inputs and outputs).
+
+    Counts, latencies, tokens and cost are exported for every run whatever this says. Failed runs (and runs
+    with a failed step or call) are always kept when ``always_keep_errors``; runs at least ``slow_run_ms``
+    long are always kept. Otherwise the decision is a hash of the run id, so every sink and every replay
+    agrees. Never raises.
+    """
+    rate = settings.sample_rate
+    if rate >= 1.0:
+        return True
+    if settings.always_keep_errors and (
+        run.status != SUCCESS
+        or any(s.status == ERROR for s in run.steps)
+        or any(c.status == ERROR for c in run.calls)
+    ):
+        return True
+    if settings.slow_run_ms is not None:
+        duration = run.duration_ms
+        if duration is not None and duration >= settings.slow_run_ms:
+            return True
+    return zlib.crc32(run.run_id.encode("utf-8", "replace")) / 4294967296.0 < rate
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _json_safe(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document itself when it is strict JSON in valid UTF-8 (the usual case, one C-speed check),
+    else a repaired copy: lone surrogates replaced, NaN/infinity as strings, unknown types as repr()."""
+    try:
+        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return doc
+    except (TypeError, ValueError):
+        pass
+    _guard.warn("document.repaired", "run document had invalid Unicode or non-JSON values; repaired")
+    repaired = _repair(doc)
+    return repaired if isinstance(repaired, dict) else doc
+
+
+def _repair(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {_repair(str(k)): _repair(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repair(v) for v in value]
+    return _repair(repr(value))
+
+
+def _call_with_deadline(where: str, fn: Callable[[], Any], timeout: float | None) -> None:
+    """Run ``fn`` on a helper thread and wait at most ``timeout``: a sink's close() may hang too."""
+
+    def target() -> None:
+        try:
+            fn()
+        except Exception as exc:
+            _report(where, exc)
+
+    thread = threading.Thread(target=target, name=f"agentmeter-{where}", daemon=True)
+    thread.start()
+    thread.join(timeout)
 
 
 def _pop_oldest_run(queue: collections.deque[Run | _Marker]) -> Run | None:
@@ -439,4 +818,3 @@ def _open_spool(settings: Settings) -> Spool | None:
     except Exception as exc:
         _guard.internal_error("open_spool", exc)
         return None
-

@@ -1,16 +1,24 @@
 """The durable spool: what a sink cannot take now is kept on disk and delivered later.
 
 One SQLite file (WAL mode) per spool folder, with one lane per sink name. A document is written once per
-lane and deleted when that sink has taken it, so a ``kill -9`` at any moment loses nothing that reached
-the spool, and a replay after a restart delivers again at most what was in flight (ids make that
-idempotent). The total size is bounded; when full, the configured policy drops the oldest or the newest
-documents, and every drop is counted and logged. A spool that cannot be opened or written degrades to a
-logged warning: the exporter keeps running without it.
+lane and deleted when that sink has taken it. Every write is one transaction, so a ``kill -9`` at any
+moment loses nothing that reached the spool, and a replay after a restart delivers again at most what was
+in flight (ids make that idempotent). Several processes may share one spool.
+
+The total size is bounded (``spool_max_bytes``); when full, the configured policy drops the oldest or the
+newest documents, and every drop is counted (per lane) and logged. The running size is kept by triggers
+in the same file, so checking it costs one indexed read whatever the spool holds.
+
+A spool file that is not a database (corrupt) is moved aside once and a fresh one is started; a spool that
+still cannot be opened or written (an unwritable folder, a full disk) degrades to a logged warning: the
+exporter keeps running without it and counts what it could not keep. Nothing here ever raises.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -22,6 +30,20 @@ from . import _guard
 
 __all__ = ["Spool", "default_spool_dir"]
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS spool (lane TEXT NOT NULL, run_id TEXT NOT NULL, doc TEXT NOT NULL, "
+    "bytes INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (lane, run_id))",
+    "CREATE INDEX IF NOT EXISTS ix_spool_lane_created ON spool (lane, created)",
+    "CREATE INDEX IF NOT EXISTS ix_spool_created ON spool (created)",
+    "CREATE TABLE IF NOT EXISTS spool_lanes (lane TEXT PRIMARY KEY, docs INTEGER NOT NULL, "
+    "bytes INTEGER NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS spool_ins AFTER INSERT ON spool BEGIN "
+    "INSERT INTO spool_lanes (lane, docs, bytes) VALUES (NEW.lane, 1, NEW.bytes) "
+    "ON CONFLICT(lane) DO UPDATE SET docs = docs + 1, bytes = bytes + excluded.bytes; END",
+    "CREATE TRIGGER IF NOT EXISTS spool_del AFTER DELETE ON spool BEGIN "
+    "UPDATE spool_lanes SET docs = docs - 1, bytes = bytes - OLD.bytes WHERE lane = OLD.lane; END",
+)
+
 
 def default_spool_dir() -> Path:
     from ._config import default_db_path
@@ -29,111 +51,177 @@ def default_spool_dir() -> Path:
     return default_db_path().parent / "spool"
 
 
+def _encode(doc: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        # documents are JSON-safe by contract; a broken one is still kept, readably, rather than lost
+        _guard.warn("spool.encode", "document not strictly JSON-safe; spooled with repr() fallbacks")
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, default=repr)
+
+
 class Spool:
-    """A size-bounded, crash-safe store of undelivered documents, keyed by (lane, run_id)."""
+    """A size-bounded, crash-safe store of undelivered documents, keyed by (lane, run_id). Never raises."""
 
     def __init__(self, folder: str | Path, max_bytes: int, policy: str = "drop_oldest") -> None:
         self.path = Path(folder).expanduser() / "spool.db"
         self.max_bytes = max_bytes
         self.policy = policy
         self._local = threading.local()
-        self._lock = threading.Lock()  # serializes size accounting and eviction across lanes
+        self._conns: list[sqlite3.Connection] = []
+        # re-entrant: a SIGTERM handler may spool on the main thread while it was inside put()
+        self._lock = threading.RLock()
+        self._quarantined = False
         self.broken = False
         self.dropped = 0
+        self.dropped_by_lane: collections.Counter[str] = collections.Counter()
 
-    # connections are per thread: each lane's worker has its own
+    # -- connections: one per thread (each lane's workers have their own) -------------------------------
     def _conn(self, create: bool = True) -> sqlite3.Connection | None:
         if self.broken:
             return None
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if not create and not self.path.exists():
-                return None  # nothing was ever spooled: don't create files just to count
-            try:
-                with self._lock:  # one connection at a time switches the journal mode
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                           check_same_thread=False)
-                    conn.execute("PRAGMA busy_timeout=10000")
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA synchronous=NORMAL")
-                    conn.execute(
-                        "CREATE TABLE IF NOT EXISTS spool (lane TEXT NOT NULL, run_id TEXT NOT NULL, "
-                        "doc TEXT NOT NULL, bytes INTEGER NOT NULL, created REAL NOT NULL, "
-                        "PRIMARY KEY (lane, run_id))"
-                    )
-                    conn.execute("CREATE INDEX IF NOT EXISTS ix_spool_created ON spool (lane, created)")
-                    conn.execute("SELECT count(*) FROM spool").fetchone()  # detects a corrupt file now
-            except (sqlite3.Error, OSError) as exc:
-                self._degrade(exc)
+        if conn is not None:
+            return conn
+        if not create and not self.path.exists():
+            return None  # nothing was ever spooled: don't create files just to count
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    conn = self._open()
+                    break
+                except sqlite3.DatabaseError as exc:
+                    # "file is not a database" / "malformed": keep the evidence, start a fresh spool
+                    if attempt == 1 and self._quarantine(exc):
+                        continue
+                    self._degrade(exc)
+                    return None
+                except (sqlite3.Error, OSError) as exc:
+                    self._degrade(exc)
+                    return None
+            else:  # pragma: no cover - the loop always breaks or returns
                 return None
             self._local.conn = conn
+            self._conns.append(conn)
+            return conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives kill -9 (not power loss)
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute("SELECT count(*) FROM spool_lanes").fetchone()  # detects a corrupt file now
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
+    def _quarantine(self, exc: BaseException) -> bool:
+        if self._quarantined or not self.path.exists():
+            return False
+        self._quarantined = True
+        aside = self.path.with_name(f"spool.db.corrupt-{int(time.time())}-{os.getpid()}")
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, aside.with_name(aside.name + suffix))
+        except OSError:
+            return False
+        _guard.warn("spool.corrupt", "spool file was unreadable; moved aside and a fresh spool started",
+                    path=str(self.path), moved_to=str(aside), error=repr(exc)[:300])
+        return True
+
     def _degrade(self, exc: BaseException) -> None:
+        if isinstance(exc, sqlite3.ProgrammingError):  # a connection closed under us by close(): reopen later
+            self._local = threading.local()
+            return
         self.broken = True
         _guard.warn("spool.unavailable", "spool cannot be used; undeliverable runs will be counted as dropped",
                     path=str(self.path), error=repr(exc)[:300])
 
+    # -- writing ---------------------------------------------------------------------------------------
     def put(self, lane: str, documents: Sequence[Mapping[str, Any]]) -> int:
-        """Keep ``documents`` for ``lane``. Returns how many were kept (the rest were dropped by policy)."""
-        conn = self._conn()
-        if conn is None or not documents:
+        """Keep ``documents`` for ``lane``. Returns how many are kept (the rest were dropped by policy, or
+        the spool is unusable). A document already spooled for the lane counts as kept. Never raises."""
+        if not documents:
             return 0
+        conn = self._conn()
+        if conn is None:
+            return 0
+        now = time.time()
         rows = []
         for doc in documents:
-            text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-            rows.append((lane, doc["run_id"], text, len(text), time.time()))
-        incoming = sum(r[3] for r in rows)
+            text = _encode(doc)
+            rows.append((lane, str(doc["run_id"]), text, len(text.encode("utf-8", "surrogatepass")), now))
         try:
             with self._lock:
-                used = conn.execute("SELECT coalesce(sum(bytes), 0) FROM spool").fetchone()[0]
-                if used + incoming > self.max_bytes:
-                    if self.policy == "drop_newest":
-                        kept = []
-                        for row in rows:
-                            if used + row[3] <= self.max_bytes:
-                                kept.append(row)
-                                used += row[3]
-                        self._count_drops(len(rows) - len(kept), "drop_newest")
-                        rows = kept
-                    else:
-                        self._evict_oldest(conn, used + incoming - self.max_bytes)
-                        if incoming > self.max_bytes:  # a batch bigger than the whole spool
-                            keep_from = 0
-                            total = incoming
-                            while total > self.max_bytes and keep_from < len(rows):
-                                total -= rows[keep_from][3]
-                                keep_from += 1
-                            self._count_drops(keep_from, "drop_oldest")
-                            rows = rows[keep_from:]
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT OR REPLACE INTO spool VALUES (?, ?, ?, ?, ?)", rows)
-                conn.execute("COMMIT")
+                try:
+                    rows = self._make_room(conn, rows)
+                    if rows:
+                        conn.executemany("INSERT OR IGNORE INTO spool VALUES (?, ?, ?, ?, ?)", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             return len(rows)
         except sqlite3.Error as exc:
             self._degrade(exc)
             return 0
 
-    def _evict_oldest(self, conn: sqlite3.Connection, need: int) -> None:
-        freed = dropped = 0
-        victims = []
-        for lane, run_id, size in conn.execute("SELECT lane, run_id, bytes FROM spool ORDER BY created"):
-            if freed >= need:
-                break
-            victims.append((lane, run_id))
-            freed += size
-            dropped += 1
-        conn.executemany("DELETE FROM spool WHERE lane = ? AND run_id = ?", victims)
-        self._count_drops(dropped, "drop_oldest")
+    def _used(self, conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT coalesce(sum(bytes), 0) FROM spool_lanes").fetchone()[0])
 
-    def _count_drops(self, n: int, policy: str) -> None:
-        if n:
-            self.dropped += n
-            _guard.counters["spool.dropped"] += n
-            _guard.warn("spool.full", "spool is full; documents dropped by policy", policy=policy, dropped=n,
-                        total_dropped=self.dropped)
+    def _make_room(self, conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, float]]
+                   ) -> list[tuple[str, str, str, int, float]]:
+        """Apply the policy inside the caller's transaction; returns the rows that may be inserted."""
+        used = self._used(conn)
+        incoming = sum(r[3] for r in rows)
+        if used + incoming <= self.max_bytes:
+            return rows
+        if self.policy == "drop_newest":
+            kept = []
+            for row in rows:
+                if used + row[3] <= self.max_bytes:
+                    kept.append(row)
+                    used += row[3]
+                else:
+                    self._count_drop(row[0], 1)
+            return kept
+        # drop_oldest: the incoming batch is the newest; if it alone is over the limit, its oldest go
+        while rows and incoming > self.max_bytes:
+            self._count_drop(rows[0][0], 1)
+            incoming -= rows[0][3]
+            rows = rows[1:]
+        need = used + incoming - self.max_bytes
+        if need > 0:
+            victims: list[tuple[str, str]] = []
+            freed = 0
+            for lane, run_id, size in conn.execute("SELECT lane, run_id, bytes FROM spool ORDER BY created"):
+                if freed >= need:
+                    break
+                victims.append((lane, run_id))
+                freed += size
+            conn.executemany("DELETE FROM spool WHERE lane = ? AND run_id = ?", victims)
+            for lane, _ in victims:
+                self._count_drop(lane, 1)
+        return rows
 
+    def _count_drop(self, lane: str, n: int) -> None:
+        self.dropped += n
+        self.dropped_by_lane[lane] += n
+        _guard.counters["spool.dropped"] += n
+        _guard.warn("spool.full", "spool is full; documents dropped by policy", policy=self.policy,
+                    total_dropped=self.dropped, max_bytes=self.max_bytes)
+
+    # -- reading ---------------------------------------------------------------------------------------
     def take(self, lane: str, limit: int) -> list[dict[str, Any]]:
         """The oldest ``limit`` documents of ``lane`` (they stay in the spool until :meth:`remove`)."""
         conn = self._conn(create=False)
@@ -141,38 +229,73 @@ class Spool:
             return []
         try:
             rows = conn.execute(
-                "SELECT doc FROM spool WHERE lane = ? ORDER BY created LIMIT ?", (lane, limit)
+                "SELECT run_id, doc FROM spool WHERE lane = ? ORDER BY created LIMIT ?", (lane, limit)
             ).fetchall()
         except sqlite3.Error as exc:
             self._degrade(exc)
             return []
         out = []
-        for (text,) in rows:
+        unreadable = []
+        for run_id, text in rows:
             try:
-                out.append(json.loads(text))
+                doc = json.loads(text)
+                if not isinstance(doc, dict) or doc.get("run_id") != run_id:
+                    raise ValueError("not a run document")
+                out.append(doc)
             except ValueError:
-                _guard.warn("spool.corrupt_row", "unreadable spooled document skipped")
+                unreadable.append(run_id)
+        if unreadable:  # never let one bad row block the lane forever: move it to a dead-letter lane
+            _guard.warn("spool.corrupt_row", "unreadable spooled document moved to the dead-letter lane",
+                        lane=lane, count=len(unreadable))
+            self.move(lane, f"{lane}:unreadable", unreadable)
         return out
 
     def remove(self, lane: str, run_ids: Sequence[str]) -> None:
-        conn = self._conn()
+        """Forget ``run_ids`` of ``lane`` (delivered). Never raises."""
+        if not run_ids:
+            return
+        conn = self._conn(create=False)
+        if conn is None:
+            return
+        try:
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("DELETE FROM spool WHERE lane = ? AND run_id = ?", [(lane, r) for r in run_ids])
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._degrade(exc)
+
+    def move(self, lane: str, to_lane: str, run_ids: Sequence[str]) -> None:
+        """Move documents to another lane (a dead-letter lane that is never replayed). Never raises."""
+        conn = self._conn(create=False)
         if conn is None or not run_ids:
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("DELETE FROM spool WHERE lane = ? AND run_id = ?", [(lane, r) for r in run_ids])
-            conn.execute("COMMIT")
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                for run_id in run_ids:
+                    conn.execute("INSERT OR IGNORE INTO spool SELECT ?, run_id, doc, bytes, created FROM spool "
+                                 "WHERE lane = ? AND run_id = ?", (to_lane, lane, run_id))
+                    conn.execute("DELETE FROM spool WHERE lane = ? AND run_id = ?", (lane, run_id))
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._degrade(exc)
 
     def count(self, lane: str | None = None) -> int:
+        """Documents waiting in ``lane`` (or in every lane). Never raises."""
         conn = self._conn(create=False)
         if conn is None:
             return 0
         try:
             if lane is None:
-                return int(conn.execute("SELECT count(*) FROM spool").fetchone()[0])
-            return int(conn.execute("SELECT count(*) FROM spool WHERE lane = ?", (lane,)).fetchone()[0])
+                return int(conn.execute("SELECT coalesce(sum(docs), 0) FROM spool_lanes").fetchone()[0])
+            row = conn.execute("SELECT docs FROM spool_lanes WHERE lane = ?", (lane,)).fetchone()
+            return int(row[0]) if row else 0
         except sqlite3.Error:
             return 0
 
@@ -181,12 +304,17 @@ class Spool:
         if conn is None:
             return 0
         try:
-            return int(conn.execute("SELECT coalesce(sum(bytes), 0) FROM spool").fetchone()[0])
+            return self._used(conn)
         except sqlite3.Error:
             return 0
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every connection this spool opened. Never raises."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+            self._local = threading.local()
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:
+                pass

@@ -13,7 +13,7 @@ from .._version import __version__
 __all__ = ["main"]
 
 #: command modules, in the order ``agentmeter --help`` lists them
-COMMANDS = ("demo", "report", "sql")
+COMMANDS = ("dashboard", "demo", "report", "sql", "stream")
 
 
 def build_parser() -> argparse.ArgumentParser:

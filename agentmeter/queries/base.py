@@ -45,6 +45,7 @@ __all__ = [
     "API_LATENCY",
     "BUCKETS",
     "CALLS_BY_PROVIDER",
+    "CALLS_SUMMARY",
     "COST_BY_AGENT",
     "COST_BY_MODEL",
     "COST_BY_PROVIDER",
@@ -134,9 +135,10 @@ TOKENS_BY_MODEL: Final[Spec] = (
     ("provider", "str"), ("model", "str"), ("calls", "int"), ("input_tokens", "int"),
     ("output_tokens", "int"), ("total_tokens", "int"),
 )
-#: Cost of calls per bucket; ordered by bucket.
+#: Cost of runs per bucket of the run's start (sums of the runs' cost_usd, call_count and
+#: unpriced_call_count: cheap on any store, as agent_runs is ~10x smaller than api_calls); ordered by bucket.
 COST_OVER_TIME: Final[Spec] = (
-    ("bucket", "time"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
+    ("bucket", "time"), ("runs", "int"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
 )
 #: Cost per provider and model; ordered by cost_usd descending, provider, model (nulls first).
 COST_BY_MODEL: Final[Spec] = (
@@ -146,9 +148,10 @@ COST_BY_MODEL: Final[Spec] = (
 COST_BY_PROVIDER: Final[Spec] = (
     ("provider", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
 )
-#: Cost of calls per agent (agent may be null); ordered by cost_usd descending, agent (nulls first).
+#: Cost of runs per agent (agent may be null), from agent_runs like :data:`COST_OVER_TIME`; ordered by
+#: cost_usd descending, agent (nulls first).
 COST_BY_AGENT: Final[Spec] = (
-    ("agent", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
+    ("agent", "str"), ("runs", "int"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
 )
 #: The ``limit`` costliest runs (runs with null cost excluded); ordered by cost_usd descending, run_id.
 EXPENSIVE_RUNS: Final[Spec] = (*_RUN_ROW, ("unpriced_call_count", "int"))
@@ -157,6 +160,15 @@ EXPENSIVE_RUNS: Final[Spec] = (*_RUN_ROW, ("unpriced_call_count", "int"))
 UNPRICED_CALLS: Final[Spec] = (
     ("provider", "str"), ("operation", "str"), ("model", "str"), ("calls", "int"), ("total_tokens", "int"),
     ("last_seen", "time"),
+)
+#: API calls grouped by provider, operation, model and priced, with every measure the call views need:
+#: sources may compute :meth:`Source.calls_by_provider`, ``tokens_by_model``, ``cost_by_model``,
+#: ``cost_by_provider`` and ``unpriced_calls`` from this one aggregate (one scan of api_calls) with the
+#: functions of :mod:`agentmeter.queries.derive`. Order unspecified.
+CALLS_SUMMARY: Final[Spec] = (
+    ("provider", "str"), ("operation", "str"), ("model", "str"), ("priced", "bool"), ("calls", "int"),
+    ("errors", "int"), ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
+    ("cost_usd", "float"), ("last_seen", "time"),
 )
 #: Runs found by :meth:`Source.search_runs`; ordered by started_at descending, run_id descending.
 RUN_SEARCH: Final[Spec] = (*_RUN_ROW, ("error_type", "str"))

@@ -1,0 +1,67 @@
+"""``agentmeter dashboard``: start Streamlit on the dashboard shipped in the package."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._config import default_db_path
+from .._resources import bundled_path
+
+__all__ = ["build_command", "register", "run"]
+
+SOURCES = ("local", "mongodb", "snowflake")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("dashboard", help="open the Streamlit dashboard (health, performance, usage, cost, runs)")
+    p.add_argument("--source", choices=SOURCES, default=None,
+                   help="where to read runs (default: $AGENTMETER_DASHBOARD_SOURCE or local)")
+    p.add_argument("--db", default=None,
+                   help="local SQLite store (default: $AGENTMETER_DB or ~/.agentmeter/agentmeter.db)")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(func=run)
+
+
+def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The streamlit command line and environment for ``args`` (pure; for tests and ``run``)."""
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    app = bundled_path("dashboard") / "app.py"
+    env = dict(os.environ)
+    source = args.source or env.get("AGENTMETER_DASHBOARD_SOURCE") or "local"
+    if source not in SOURCES:
+        raise ValueError(f"AGENTMETER_DASHBOARD_SOURCE must be one of {', '.join(SOURCES)}; got {source!r}")
+    env["AGENTMETER_DASHBOARD_SOURCE"] = source
+    if args.db:
+        env["AGENTMETER_DB"] = str(Path(args.db).expanduser().resolve())
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(args.port), "--server.address", args.host,
+        "--server.headless", "true" if args.headless else "false",
+        "--browser.gatherUsageStats", "false",
+        "--theme.base", "light",
+    ]
+    return cmd, env
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        print("The dashboard needs Streamlit: pip install 'agentmeter[dashboard]'", file=sys.stderr)
+        return 1
+    cmd, env = build_command(args)
+    where = (f"local store {env.get('AGENTMETER_DB') or default_db_path()}"
+             if env["AGENTMETER_DASHBOARD_SOURCE"] == "local" else env["AGENTMETER_DASHBOARD_SOURCE"])
+    print(f"agentmeter dashboard on http://{args.host}:{args.port} ({where}); Ctrl+C to stop", flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130

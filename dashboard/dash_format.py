@@ -1,0 +1,47 @@
+"""How the dashboard writes numbers. Pure functions; every one accepts None/NaN and returns "-" for it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["fmt_count", "fmt_ms", "fmt_pct", "fmt_usd", "is_missing"]
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(math.isnan(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_count(value: Any) -> str:
+    """``12,345``."""
+    return "-" if is_missing(value) else f"{round(float(value)):,}"
+
+
+def fmt_pct(value: Any) -> str:
+    """A fraction 0..1 as ``87.50%``."""
+    return "-" if is_missing(value) else f"{float(value) * 100:.2f}%"
+
+
+def fmt_ms(value: Any) -> str:
+    """Milliseconds: ``812.345 ms`` below ten seconds, ``12.346 s`` from there."""
+    if is_missing(value):
+        return "-"
+    v = float(value)
+    return f"{v:,.3f} ms" if v < 10_000 else f"{v / 1000:,.3f} s"
+
+
+def fmt_usd(value: Any) -> str:
+    """Dollars: ``$1,234.56`` from $100, ``$12.3456`` from $1, ``$0.001234`` below."""
+    if is_missing(value):
+        return "-"
+    v = float(value)
+    if v >= 100:
+        return f"${v:,.2f}"
+    if v >= 1:
+        return f"${v:,.4f}"
+    return f"${v:.6f}"

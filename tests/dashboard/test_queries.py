@@ -1,0 +1,161 @@
+"""The query interface: every source returns the documented frames, and they agree with each other and
+with numbers computed in Python from the same runs."""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agentmeter._percentile import percentile_cont
+from agentmeter.queries import open_source
+from agentmeter.queries._stats import grouped_percentiles, percentiles
+from agentmeter.queries.base import FRAMES, Filters
+from agentmeter.queries.local import LocalSource
+from agentmeter.queries.mongodb import MongoSource
+
+from .conftest import NASTY_AGENT, expected
+
+Seeded = tuple[Path, list[dict[str, Any]]]
+
+
+def _call(source: Any, method: str, f: Filters) -> pd.DataFrame:
+    return source.agents() if method == "agents" else getattr(source, method)(f)
+
+
+def _filters(docs: list[dict[str, Any]]) -> list[Filters]:
+    times = sorted(d["started_at"] for d in docs)
+    return [
+        Filters(),
+        Filters(agents=("researcher",)),
+        Filters(agents=(NASTY_AGENT,)),
+        Filters(statuses=("error", "cancelled")),
+        Filters(since=times[5], until=times[20]),
+        Filters(since=times[10], agents=("writer", NASTY_AGENT), statuses=("success",)),
+    ]
+
+
+def test_frames_have_the_documented_columns(seeded: Seeded, mongo_collection: Any) -> None:
+    for source in (LocalSource(seeded[0]), MongoSource(mongo_collection)):
+        for method, spec in FRAMES.items():
+            df = _call(source, method, Filters())
+            assert list(df.columns) == [name for name, _ in spec], (source.kind, method)
+            assert len(df) > 0, (source.kind, method)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_local_and_mongodb_return_the_same_frames(seeded: Seeded, mongo_collection: Any, index: int) -> None:
+    f = _filters(seeded[1])[index]
+    local, mongo = LocalSource(seeded[0]), MongoSource(mongo_collection)
+    for method in FRAMES:
+        a, b = _call(local, method, f), _call(mongo, method, f)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12, obj=f"{method} {f}")
+    for bucket in ("hour", "day"):
+        for method in ("status_over_time", "latency_over_time", "runs_per_agent", "cost_over_time"):
+            pd.testing.assert_frame_equal(getattr(local, method)(f, bucket), getattr(mongo, method)(f, bucket))
+    run_id = local.search_runs(f)["run_id"].iloc[0] if len(local.search_runs(f)) else None
+    if run_id is not None:
+        for x, y in zip(local.run_detail(run_id), mongo.run_detail(run_id), strict=True):
+            pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("agents", [(), ("writer",), (NASTY_AGENT,)])
+def test_kpis_equal_values_computed_in_python(seeded: Seeded, mongo_collection: Any, agents: tuple[str, ...]) -> None:
+    want = expected(seeded[1], agents)
+    for source in (LocalSource(seeded[0]), MongoSource(mongo_collection)):
+        k = source.kpis(Filters(agents=agents)).iloc[0]
+        assert k["runs"] == want["runs"] > 0
+        assert k["success_rate"] == pytest.approx(want["success_rate"])
+        assert k["error_rate"] == pytest.approx(want["error_rate"])
+        assert k["p50_ms"] == pytest.approx(want["p50_ms"])
+        assert k["p95_ms"] == pytest.approx(want["p95_ms"])
+        assert k["total_tokens"] == want["total_tokens"]
+        assert k["cost_usd"] == pytest.approx(want["cost_usd"], rel=1e-9)
+        assert k["unpriced_calls"] == want["unpriced_calls"]
+        by_model = source.cost_by_model(Filters(agents=agents))
+        got = {(r.provider, r.model): r.cost_usd for r in by_model.itertuples()}
+        assert got == pytest.approx(want["cost_by_model"])
+
+
+def test_hostile_filter_values_change_nothing_but_the_filter(seeded: Seeded) -> None:
+    db, docs = seeded
+    source = LocalSource(db)
+    for hostile in ("' OR '1'='1", "x'); DROP TABLE agent_runs; --", '" OR ""="', "%", "_", "\\"):
+        assert source.kpis(Filters(agents=(hostile,))).iloc[0]["runs"] == 0
+        assert source.search_runs(Filters(), run_id_prefix=hostile).empty
+        assert source.run_detail(hostile) is None
+    nasty = source.kpis(Filters(agents=(NASTY_AGENT,))).iloc[0]
+    assert nasty["runs"] == expected(docs, (NASTY_AGENT,))["runs"] > 0
+    with sqlite3.connect(db) as conn:  # the store is intact
+        assert conn.execute("SELECT count(*) FROM agent_runs").fetchone()[0] == len(docs)
+
+
+def test_run_id_prefix_finds_runs(seeded: Seeded) -> None:
+    source = LocalSource(seeded[0])
+    run_id = seeded[1][7]["run_id"]
+    found = source.search_runs(Filters(), run_id_prefix=run_id)
+    assert list(found["run_id"]) == [run_id]
+    detail = source.run_detail(run_id)
+    assert detail is not None
+    doc = seeded[1][7]
+    assert len(detail.steps) == len(doc["steps"]) and len(detail.calls) == len(doc["calls"])
+    assert detail.run.iloc[0]["status"] == doc["status"]
+
+
+def test_empty_and_missing_stores_read_as_empty(tmp_path: Path) -> None:
+    source = LocalSource(tmp_path / "nothing-here.db")
+    source.check()
+    assert not source.has_runs()
+    k = source.kpis(Filters()).iloc[0]
+    assert k["runs"] == 0 and math.isnan(k["success_rate"]) and math.isnan(k["p95_ms"])
+    for method in FRAMES:
+        if method != "kpis":
+            assert _call(source, method, Filters()).empty
+
+
+def test_unreadable_store_raises_source_unavailable(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    from agentmeter.queries import SourceUnavailable
+
+    with pytest.raises(SourceUnavailable) as info:
+        LocalSource(bad).check()
+    assert "--db" in info.value.hint
+
+
+def test_open_source_picks_by_name_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(open_source("local", db=tmp_path / "a.db"), LocalSource)
+    monkeypatch.setenv("AGENTMETER_DASHBOARD_SOURCE", "local")
+    assert open_source().kind == "local"
+    with pytest.raises(ValueError, match="source must be one of"):
+        open_source("postgres")
+
+
+def test_filters_normalize_and_validate() -> None:
+    f = Filters(since="2026-01-02", until="2026-01-03T04:05Z", agents=["b", "a", "b"], statuses=["error"])
+    assert f.since == "2026-01-02T00:00:00.000000Z" and f.until == "2026-01-03T04:05:00.000000Z"
+    assert f.agents == ("a", "b")
+    with pytest.raises(ValueError, match="statuses"):
+        Filters(statuses=("success'; --",))
+    with pytest.raises(ValueError, match="ISO"):
+        Filters(since="yesterday'; DROP TABLE x")
+
+
+def test_vectorized_percentiles_equal_percentile_cont() -> None:
+    rng = random.Random(5)
+    for n in (1, 2, 3, 10, 101, 1000):
+        values = [rng.lognormvariate(5, 1) for _ in range(n)]
+        for q, got in zip((0.5, 0.95, 0.99), percentiles(values), strict=True):
+            assert got == pytest.approx(percentile_cont(values, q), rel=1e-12)
+    codes = np.array([rng.randrange(4) for _ in range(500)])
+    values = np.array([rng.random() for _ in range(500)])
+    table = grouped_percentiles(codes, values, 5)
+    for g in range(4):
+        assert table[g, 1] == pytest.approx(percentile_cont(values[codes == g].tolist(), 0.95))
+    assert np.isnan(table[4]).all()

@@ -16,6 +16,7 @@ from ._context import current_call, current_run, current_step
 from ._context import wrap as wrap_context
 from ._exporter import FlushResult, SinkFlushResult
 from ._model import Call, Run, Step
+from ._signals import install_signal_handlers
 from ._tracking import track_call, track_run, track_step
 from ._version import __version__
 
@@ -32,6 +33,7 @@ __all__ = [
     "current_run",
     "current_step",
     "flush",
+    "install_signal_handlers",
     "shutdown",
     "stats",
     "track_call",

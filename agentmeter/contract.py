@@ -100,6 +100,8 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
         Column("inputs", "json", "captured arguments (capture is opt-in), else null"),
         Column("output", "json", "captured return value (capture is opt-in), else null"),
         Column("truncated", "boolean", "true when a captured value was cut to fit a size limit"),
+        Column("sampled", "boolean",
+               "false when sample_rate left out this run's captured inputs/outputs (metrics stay exact)"),
     ),
     "run_steps": (
         *_COMMON,
@@ -259,14 +261,15 @@ def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int) -> dict[str, Any]:
+def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int,
+              sampled: bool = True) -> dict[str, Any]:
     end_us, end_ns = step.end_us, step.end_ns
     status = {"status": step.status, "error_type": step.error_type, "error_message": step.error_message}
     if step.status == RUNNING:
         end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
     metadata, t1 = _json(step.metadata, max_chars)
-    inputs, t2 = _json(step.inputs, max_chars) if step.captured else (None, False)
-    output, t3 = _json(step.output, max_chars) if step.captured else (None, False)
+    inputs, t2 = _json(step.inputs, max_chars) if step.captured and sampled else (None, False)
+    output, t3 = _json(step.output, max_chars) if step.captured and sampled else (None, False)
     rollup = _rollup(calls)
     return {
         "step_id": step.step_id,
@@ -291,13 +294,17 @@ def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int)
     }
 
 
-def run_document(run: Run, pricer: Pricer | None = None, max_chars: int = 65536) -> dict[str, Any]:
+def run_document(
+    run: Run, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True
+) -> dict[str, Any]:
     """The run document: the run's fields and rollups, with ``steps`` and ``calls`` as lists of rows.
 
     ``run`` must be finished (sealed). Steps and calls that never finished are recorded with status
     ``cancelled`` and error type ``Unfinished``, ending when the run ended. ``pricer`` prices each call
     (the exporter passes the configured one); without it every call is unpriced. Pure: no I/O, and the
-    same run always gives the same document.
+    same run always gives the same document. ``sampled=False`` (the sampler's decision, see
+    ``sample_rate``) leaves out the captured ``inputs`` and ``output`` of the run and its steps; every count,
+    latency, token and cost stays.
     """
     price = pricer or _unpriced
     all_calls = list(run.calls) + list(run.open_calls.values())
@@ -307,12 +314,12 @@ def run_document(run: Run, pricer: Pricer | None = None, max_chars: int = 65536)
     for row in call_rows:
         by_step.setdefault(row["step_id"], []).append(row)
     step_rows = sorted(
-        (_step_row(s, run, by_step.get(s.step_id, []), max_chars) for s in all_steps),
+        (_step_row(s, run, by_step.get(s.step_id, []), max_chars, sampled) for s in all_steps),
         key=lambda r: r["step_id"],
     )
     metadata, t1 = _json(run.metadata, max_chars)
-    inputs, t2 = _json(run.inputs, max_chars) if run.captured else (None, False)
-    output, t3 = _json(run.output, max_chars) if run.captured else (None, False)
+    inputs, t2 = _json(run.inputs, max_chars) if run.captured and sampled else (None, False)
+    output, t3 = _json(run.output, max_chars) if run.captured and sampled else (None, False)
     rollup = _rollup(call_rows)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -342,6 +349,7 @@ def run_document(run: Run, pricer: Pricer | None = None, max_chars: int = 65536)
         "steps": step_rows,
         "calls": call_rows,
     }
+        "sampled": sampled,
 
 
 def document_records(document: Mapping[str, Any]) -> Records:

@@ -5,14 +5,14 @@
 -- changes nothing that already exists.
 --
 -- Roles (least privilege):
---   * {{role}} owns the stage, raw table, pipe and views; the pipe loads as this role. It can create
+--   * {{role}} owns the stage, raw table, pipe and views. The pipe loads as this role. It can create
 --     objects in {{database}}.{{schema}} only, and use one storage integration.
 --   * {{reader_role}} is what the dashboard connects with: SELECT on the views, nothing else.
 
 USE ROLE SECURITYADMIN;
 CREATE ROLE IF NOT EXISTS {{role}} COMMENT = 'agentmeter: owns the Snowpipe objects and loads agent metrics';
 CREATE ROLE IF NOT EXISTS {{reader_role}} COMMENT = 'agentmeter: reads the agent-metrics views (dashboard)';
--- Role hierarchy: SYSADMIN can manage both roles' objects; the loader can read what it loads.
+-- Role hierarchy: SYSADMIN can manage the objects of both roles, and the loader can read what it loads.
 GRANT ROLE {{role}} TO ROLE SYSADMIN;
 GRANT ROLE {{reader_role}} TO ROLE {{role}};
 
@@ -32,8 +32,8 @@ GRANT USAGE ON WAREHOUSE {{warehouse}} TO ROLE {{reader_role}};
 
 -- @if aws_role_arn
 -- The storage integration lets Snowflake read s3://{{bucket}}/{{prefix}} by assuming an IAM role in your
--- AWS account; no AWS keys are stored in Snowflake. After this runs, DESC INTEGRATION (at the end of this
--- script) prints STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID for that role's trust policy
+-- AWS account. No AWS keys are stored in Snowflake. After this runs, DESC INTEGRATION (at the end of this
+-- script) prints STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID for the trust policy of that role
 -- (docs/snowflake.md, "IAM role and trust").
 USE ROLE ACCOUNTADMIN;
 CREATE STORAGE INTEGRATION IF NOT EXISTS {{integration}}
@@ -46,7 +46,7 @@ CREATE STORAGE INTEGRATION IF NOT EXISTS {{integration}}
 -- @endif
 -- @if !aws_role_arn
 -- The storage integration {{integration}} is expected to exist already (pass --aws-role-arn to create it
--- here). It must allow s3://{{bucket}}/{{prefix}}; granting USAGE on it needs its owner or ACCOUNTADMIN.
+-- here). It must allow s3://{{bucket}}/{{prefix}}. Granting USAGE on it needs its owner or ACCOUNTADMIN.
 USE ROLE ACCOUNTADMIN;
 -- @endif
 GRANT USAGE ON INTEGRATION {{integration}} TO ROLE {{role}};

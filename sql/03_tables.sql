@@ -1,7 +1,7 @@
 -- agentmeter Snowpipe setup, part 3 of 4: the typed objects agent_runs, run_steps and api_calls.
 --
 -- Views over AGENTMETER_RAW, one row per record_id. Firehose and Snowpipe deliver at least once, so a
--- record may sit in the raw table twice; QUALIFY ROW_NUMBER() keeps one copy (the newest schema, then
+-- record may sit in the raw table twice. QUALIFY ROW_NUMBER() keeps one copy (the newest schema, then
 -- the latest end), whenever the duplicate arrives and without any task, stream or extra credits.
 -- Columns follow agentmeter.contract.TABLES (rendered by `agentmeter sql`): timestamps are TIMESTAMP_TZ
 -- in UTC, durations FLOAT milliseconds, tokens NUMBER (null when unknown), JSON fields VARIANT.

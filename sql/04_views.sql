@@ -1,8 +1,8 @@
 -- agentmeter Snowpipe setup, part 4 of 4: the views the dashboard and your own BI read.
 --
 -- Days are UTC calendar days of started_at. Percentiles use PERCENTILE_CONT (linear interpolation, the
--- same definition as agentmeter's Python code). Rates are FLOAT. Token and cost sums ignore unknown
--- (null) values; cost_usd is null for a group where no call has a known price.
+-- same definition as the Python code of agentmeter). Rates are FLOAT. Token and cost sums ignore unknown
+-- (null) values, and cost_usd is null for a group where no call has a known price.
 
 USE ROLE {{role}};
 USE SCHEMA {{database}}.{{schema}};
@@ -104,6 +104,6 @@ FROM {{database}}.{{schema}}.API_CALLS
 GROUP BY TO_DATE(started_at), agent, provider, model;
 
 -- What to do next (docs/snowflake.md): the notification_channel column below is the SQS queue ARN that
--- the bucket's event notification must target, so new files reach the pipe.
+-- the event notification of the bucket must target, so new files reach the pipe.
 USE ROLE {{role}};
 DESC PIPE {{database}}.{{schema}}.AGENTMETER_PIPE;

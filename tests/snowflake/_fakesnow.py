@@ -68,7 +68,7 @@ class Snowflake:
         n = self.names
         self.conn.cursor().execute(
             f"CREATE OR REPLACE STAGE {n.qualified(STAGE_NAME)} URL = 'file://{folder}/' "
-            f"FILE_FORMAT = {n.qualified(FILE_FORMAT)}"
+            f"FILE_FORMAT = (FORMAT_NAME = '{n.qualified(FILE_FORMAT)}')"
         )
 
     def run_pipe(self) -> list[tuple[Any, ...]]:

@@ -199,3 +199,25 @@ def test_cli_refuses_a_bad_name_with_a_clear_error(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "agentmeter sql: error: --database must be a plain Snowflake identifier" in captured.err
+
+
+def test_templates_keep_semicolons_and_quotes_out_of_comments() -> None:
+    # snowsql and other clients split scripts on ';' and may not know that a comment holds one
+    from agentmeter._resources import bundled_path
+    from agentmeter.snowflake_sql import template_files
+
+    files = template_files()
+    assert [p.name for p in files] == ["01_account.sql", "02_ingest.sql", "03_tables.sql", "04_views.sql"]
+    assert all(p.parent == bundled_path("sql") for p in files)
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith("--"):
+                assert ";" not in line and "'" not in line, f"{path.name}:{number}: {line}"
+
+
+def test_every_statement_ends_with_a_semicolon_on_its_own_terms() -> None:
+    script = render(NAMES)
+    statements = split_statements(script)
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
+    assert code.count(";") == len(statements)
+    assert not code.rstrip().endswith(tuple("abcdefghijklmnopqrstuvwxyz)")), "last statement lacks ';'"

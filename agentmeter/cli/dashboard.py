@@ -46,7 +46,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "--server.port", str(args.port), "--server.address", args.host,
         "--server.headless", "true" if args.headless else "false",
         "--browser.gatherUsageStats", "false",
-        "--theme.base", "light",
+        "--theme.base", "light", "--client.toolbarMode", "minimal",
     ]
     return cmd, env
 

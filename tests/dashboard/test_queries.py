@@ -159,3 +159,17 @@ def test_vectorized_percentiles_equal_percentile_cont() -> None:
     for g in range(4):
         assert table[g, 1] == pytest.approx(percentile_cont(values[codes == g].tolist(), 0.95))
     assert np.isnan(table[4]).all()
+
+
+def test_dashboard_command_runs_streamlit_on_the_bundled_app(tmp_path: Path) -> None:
+    from agentmeter.cli import build_parser
+    from agentmeter.cli.dashboard import build_command
+
+    args = build_parser().parse_args(["dashboard", "--db", str(tmp_path / "x.db"), "--port", "8611"])
+    cmd, env = build_command(args)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app.py") and Path(cmd[4]).exists()
+    assert cmd[cmd.index("--server.port") + 1] == "8611"
+    assert env["AGENTMETER_DASHBOARD_SOURCE"] == "local" and env["AGENTMETER_DB"] == str(tmp_path / "x.db")
+    bad = build_parser().parse_args(["dashboard", "--port", "70000"])
+    with pytest.raises(ValueError, match="--port"):
+        build_command(bad)

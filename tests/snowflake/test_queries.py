@@ -157,3 +157,42 @@ def test_connection_settings_come_from_the_environment(monkeypatch: pytest.Monke
     assert named._params["connection_name"] == "prod" and "password" not in named._params
     with pytest.raises(ValueError, match="schema must be"):
         from_env(schema="METRICS; DROP")
+
+
+def test_real_connector_over_fakesnow_server_gives_the_same_frames(tmp_path: Path) -> None:
+    """The real connector end to end over HTTP (its own client-side parameter binding, as in production),
+    against fakesnow's server: same frames as the local store, hostile filters included."""
+    import fakesnow
+    import snowflake.connector
+
+    from agentmeter.snowflake_sql import render, split_statements
+
+    from ._fakesnow import NAMES, is_nop
+
+    memory = MemorySink()
+    db = tmp_path / "local.db"
+    agentmeter.configure(sinks=[SQLiteSink(db), memory], prices=PRICES, flush_interval=3600)
+    track_workload(n_runs=12, seed=9)
+    agentmeter.flush()
+    write_ndjson(tmp_path / "s3" / "part-1.json", memory.documents)
+    with fakesnow.server() as kwargs:
+        conn = snowflake.connector.connect(**kwargs)
+        script = render(NAMES)
+        for stmt in split_statements(script):
+            if not is_nop(stmt):  # the server has no nop_regexes: skip the same statements client-side
+                conn.cursor().execute(stmt)
+        env = Snowflake(conn, NAMES, script)
+        env.point_stage_at(tmp_path / "s3")
+        env.run_pipe()
+        snow = SnowflakeSource(database=NAMES.database, schema=NAMES.schema, **kwargs)
+        local = LocalSource(db)
+        try:
+            for f in (Filters(), Filters(agents=("writer", SPECIAL)), Filters(statuses=("error",))):
+                for method in FRAMES:
+                    args: tuple[Any, ...] = () if method == "agents" else (f,)
+                    _assert_same(getattr(local, method)(*args), getattr(snow, method)(*args), f"{method} {f}")
+            assert snow.kpis(Filters()).iloc[0]["runs"] == 12
+            _assert_same(local.search_runs(Filters(), SPECIAL), snow.search_runs(Filters(), SPECIAL), "search")
+        finally:
+            snow.close()
+            conn.close()

@@ -356,6 +356,7 @@ class _Cut(Exception):
 class _Handler(BaseHTTPRequestHandler):
     cfg: _Config
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms delayed-ACK stall
     server_version = "agentmeter-stub/1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -478,20 +479,26 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in reply.headers.items():
             self.send_header(key, value)
         self.end_headers()
+        # Each event is written when the next one is due, and the last one together with the end of the
+        # chunked body, so a client that stops reading at the last event still finds the body complete
+        # and can reuse the connection (as with the real API).
+        pending = b""
         for sent, (event, data) in enumerate(events):
             if reply.cut_after_chunks is not None and sent >= reply.cut_after_chunks:
+                self.wfile.write(pending)
                 self.wfile.flush()
                 self.close_connection = True
                 raise _Cut()
             pause = self.cfg.draw(self.cfg.chunk_ms) if sent else 0.0
             if pause > 0 and self.cfg.stop.wait(pause / 1000.0):
                 raise _Cut()
+            if pending:
+                self.wfile.write(pending)
+                self.wfile.flush()
             text = data if isinstance(data, str) else json.dumps(data)
-            frame = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
-            chunk = frame.encode()
-            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
+            chunk = ((f"event: {event}\n" if event else "") + f"data: {text}\n\n").encode()
+            pending = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        self.wfile.write(pending + b"0\r\n\r\n")
         self.wfile.flush()
 
     # -- OpenAI ---------------------------------------------------------------------------------------

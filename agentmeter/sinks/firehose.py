@@ -163,7 +163,7 @@ class FirehoseSink(Sink):
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
+        read_timeout: float = 10.0,
         client: Any = None,
     ) -> None:
         if not isinstance(stream_name, str) or not stream_name.strip():

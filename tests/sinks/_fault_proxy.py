@@ -89,7 +89,7 @@ class FaultProxy:
             forwarded = json.dumps({**request, "Records": [records[i] for i in kept]}).encode()
             status, _h, payload = self.forward("POST", "/", headers, forwarded)
             assert status == 200, payload
-            for i, answer in zip(kept, json.loads(payload)["RequestResponses"]):
+            for i, answer in zip(kept, json.loads(payload)["RequestResponses"], strict=False):
                 answers[i] = answer
         failed = len(records) - len(kept)
         reply = {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": answers}

@@ -75,7 +75,8 @@ class MiniMongod:
                 return bool(request.replies(self.find(ns, doc)))
             if name == "createindexes":
                 self.indexes.setdefault(ns, []).extend(doc["indexes"])
-                return bool(request.replies({"ok": 1, "numIndexesBefore": 1, "numIndexesAfter": 1 + len(doc["indexes"])}))
+                after = 1 + len(self.indexes[ns])
+                return bool(request.replies({"ok": 1, "numIndexesBefore": 1, "numIndexesAfter": after}))
             if name == "listindexes":
                 batch = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}, *self.indexes.get(ns, [])]
                 return bool(request.replies({"ok": 1, "cursor": {"id": 0, "ns": ns, "firstBatch": batch}}))

@@ -15,7 +15,6 @@ import boto3
 import pytest
 
 import agentmeter
-
 from tests.sinks._fault_proxy import FaultProxy
 from tests.sinks._mini_mongod import MiniMongod
 

@@ -3,6 +3,7 @@ loses and duplicates nothing, and keeps each run's records in order."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -71,7 +72,7 @@ def test_packed_calls_respect_every_limit_and_lose_nothing(specs: list[Any]) -> 
     sent = [i for call in calls for i in call]
     assert sent == list(range(len(payloads)))  # every record once, in order
     # greedy in order is optimal: no call could have taken the next record too
-    for call, nxt in zip(calls, calls[1:], strict=False):
+    for call, nxt in itertools.pairwise(calls):
         size = sum(len(payloads[i][1]) for i in call)
         assert len(call) == MAX_RECORDS_PER_CALL or size + len(payloads[nxt[0]][1]) > MAX_BYTES_PER_CALL
 
@@ -99,7 +100,7 @@ def test_packed_calls_respect_every_limit_and_lose_nothing(specs: list[Any]) -> 
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(MAX_RECORD_BYTES - 500, 3 * MAX_RECORD_BYTES), st.sampled_from(["agent_run", "run_step", "api_call"]))
+@given(st.integers(MAX_RECORD_BYTES - 500, 3 * MAX_RECORD_BYTES), st.sampled_from(list(contract.RECORD_TYPES)))
 def test_a_record_over_the_limit_is_shrunk_and_flagged(chars: int, record_type: str) -> None:
     row = {"record_type": record_type, "record_id": "x", "schema_version": 1, "run_id": "x",
            "metadata": {"note": "m" * chars}, "output": ["z" * chars], "inputs": None}

@@ -221,3 +221,16 @@ def test_every_statement_ends_with_a_semicolon_on_its_own_terms() -> None:
     code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
     assert code.count(";") == len(statements)
     assert not code.rstrip().endswith(tuple("abcdefghijklmnopqrstuvwxyz)")), "last statement lacks ';'"
+
+
+def test_gzip_objects_load_too(sf: Snowflake, tmp_path: Path) -> None:
+    # Firehose with CompressionFormat GZIP writes .gz objects: COMPRESSION = AUTO in the file format reads them
+    import gzip
+
+    folder = tmp_path / "s3"
+    plain = write_ndjson(tmp_path / "plain.json", _documents(3))
+    folder.mkdir()
+    (folder / "part-1.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    sf.point_stage_at(folder)
+    assert [(r[1], r[3]) for r in sf.run_pipe()] == [("LOADED", 6)]
+    assert sf.query(f"SELECT COUNT(*) AS n FROM {sf.table('API_CALLS')}") == [{"n": 3}]

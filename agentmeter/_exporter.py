@@ -561,23 +561,46 @@ class Exporter:
                 self._spool_late(run)
                 return
             size = _estimate_bytes(run)
+            full: list[_Lane] | None = None
             with self.lock:
                 self.submitted += 1
                 for lane in self.lanes:
                     queue = lane.queue
                     if len(queue) >= s.max_queue_runs or lane.queued_bytes + size > s.max_queue_bytes:
-                        self._overflow(lane, run, size)
+                        full = [lane] if full is None else [*full, lane]
                         continue
                     queue.append(run)
                     lane.queued_bytes += size
                     if len(queue) >= s.batch_size and not lane.wake.is_set():
                         lane.wake.set()
+            if full is not None:
+                for lane in full:
+                    self._relieve(lane, run, size)
         except Exception as exc:
             _guard.internal_error("submit", exc)
 
+    def _relieve(self, lane: _Lane, run: Run, size: int) -> None:
+        """The queue is at its memory budget: the background spilling could not keep up with the caller
+        (a tight loop holds the GIL). Rather than drop, the caller spills the oldest batch to the spool
+        itself; this is the only case where the caller's thread does I/O, and it is counted."""
+        if lane._spool_usable():
+            runs, marker = lane._pop_batch()
+            if marker is not None:  # flush markers belong to the manager: put it back in order
+                with self.lock:
+                    lane.queue.appendleft(marker)
+            lane._spool(lane._documents(runs))
+            _guard.counters["queue.caller_spills"] += 1
+            with self.lock:
+                lane.queue.append(run)
+                lane.queued_bytes += size
+            lane.wake.set()
+            return
+        with self.lock:
+            self._overflow(lane, run, size)
+
     def _overflow(self, lane: _Lane, run: Run, size: int) -> None:
-        # Only reached when even the spool cannot keep up (or is unusable): the memory budget wins and
-        # the configured policy decides which run goes; every drop is counted.
+        # Only reached when the spool is unusable: the memory budget wins and the configured policy
+        # decides which run goes; every drop is counted.
         lane.dropped += 1
         self.dropped_at_submit += 1
         _guard.counters["queue.dropped"] += 1
@@ -618,7 +641,13 @@ class Exporter:
             keep = keep_payloads(run, self.settings)
             if not keep:
                 _guard.counters["sampling.payloads_dropped"] += 1
-            doc = _json_safe(run_document(run, self.pricer(), self.settings.capture_max_chars, sampled=keep))
+            max_chars = self.settings.capture_max_chars
+            try:
+                doc = run_document(run, self.pricer(), max_chars, sampled=keep)
+            except Exception as exc:  # a pricing failure must not cost the run: export it unpriced
+                _report("pricing", exc)
+                doc = run_document(run, None, max_chars, sampled=keep)
+            doc = _json_safe(doc)
             run.document = doc
         return doc
 

@@ -92,7 +92,9 @@ class Spool:
                     break
                 except sqlite3.DatabaseError as exc:
                     # "file is not a database" / "malformed": keep the evidence, start a fresh spool
-                    if attempt == 1 and self._quarantine(exc):
+                    text = str(exc).lower()
+                    corrupt = "not a database" in text or "malformed" in text
+                    if attempt == 1 and corrupt and self._quarantine(exc):
                         continue
                     self._degrade(exc)
                     return None

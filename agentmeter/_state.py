@@ -64,6 +64,8 @@ def configure(**kwargs: Any) -> Settings:
         _apply_side_effects(new)
     if old_exporter is not None:
         old_exporter.shutdown(timeout=new.exit_timeout)
+    if new.enabled:
+        exporter()  # start the lanes now: they replay what an earlier process left in the spool
     return new
 
 

@@ -144,13 +144,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 @pytest.fixture
-def record_fault() -> Iterator[Any]:
+def record_fault() -> Any:
     """Call with a row dict; the row lands in the results table."""
 
     def record(**row: Any) -> None:
         _ROWS.append(row)
 
-    yield record
+    return record
 
 
 @pytest.fixture(autouse=True)

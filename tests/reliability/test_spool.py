@@ -1,0 +1,187 @@
+"""The durable spool: size limit and policy, corrupt and unwritable files, and kill -9 of the process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+import agentmeter
+from agentmeter import _guard, track_run, track_step
+from agentmeter._spool import Spool
+from agentmeter.sinks import MemorySink
+
+from .conftest import ROOT, FaultSink, child_env, run_python, spool_rows, store_ids
+
+
+def _doc(i: int, pad: int = 900) -> dict[str, Any]:
+    return {"run_id": f"run-{i:05d}", "pad": "x" * pad}
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_spool_at_its_limit_applies_the_policy_and_counts_drops(tmp_path: Path, policy: str) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000, policy=policy)
+    kept = sum(spool.put("lane", [_doc(i)]) for i in range(30))
+    assert spool.size_bytes() <= 10_000
+    left = sorted(d["run_id"] for d in spool.take("lane", 100))
+    assert len(left) == spool.count("lane") > 0
+    assert kept == (30 if policy == "drop_oldest" else len(left))  # drop_oldest evicts earlier ones
+    assert spool.dropped == 30 - len(left) > 0
+    assert spool.dropped_by_lane["lane"] == spool.dropped
+    expected = [f"run-{i:05d}" for i in range(30)]
+    # drop_oldest keeps the newest documents, drop_newest keeps the oldest
+    assert left == (expected[-len(left):] if policy == "drop_oldest" else expected[:len(left)])
+    # the running size (kept by triggers) equals the real size of the rows
+    with sqlite3.connect(spool.path) as conn:
+        assert conn.execute("SELECT sum(bytes) FROM spool").fetchone()[0] == spool.size_bytes()
+
+
+def test_spool_limit_through_the_exporter_is_counted_and_logged(tmp_path: Path) -> None:
+    sink = FaultSink(MemorySink("store"), "raise")
+    agentmeter.configure(sinks=[sink], spool_dir=str(tmp_path / "spool"), spool_max_bytes=20_000,
+                         max_attempts=1, retry_initial=0, flush_interval=0.05, spool_full_policy="drop_oldest")
+    with structlog.testing.capture_logs() as logs:
+        for i in range(60):
+            with track_run("r", metadata={"pad": "y" * 500, "i": i}), track_step("s"):
+                pass
+        result = agentmeter.flush(timeout=30)
+    store = result.sinks["store"]
+    assert store.dropped > 0 and store.spooled + store.dropped == 60 and store.pending == store.spooled
+    assert agentmeter.stats()["spool_dropped"] == store.dropped
+    assert agentmeter.stats()["spool_bytes"] <= 20_000
+    assert any(e.get("key") == "spool.full" and e["log_level"] == "warning" for e in logs)
+    # the newest runs survived and are delivered once the sink is back
+    sink.active.clear()
+    assert agentmeter.flush(timeout=30).sinks["store"].pending == 0
+    kept = sorted(d["metadata"]["i"] for d in sink.inner.documents)  # type: ignore[attr-defined]
+    assert kept == list(range(60 - len(kept), 60))
+
+
+def test_a_corrupt_spool_file_is_moved_aside_with_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "spool.db").write_bytes(b"this is not a database, it is garbage" * 100)
+    sink = FaultSink(MemorySink("store"), "raise")
+    agentmeter.configure(sinks=[sink], spool_dir=str(folder), max_attempts=1, retry_initial=0)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            with track_run("r"):
+                pass
+        result = agentmeter.flush(timeout=30)
+    assert result.sinks["store"].spooled == 5 and result.sinks["store"].dropped == 0
+    assert any(e.get("key") == "spool.corrupt" for e in logs)
+    assert list(folder.glob("spool.db.corrupt-*"))
+    assert len(spool_rows(folder, "store")) == 5
+
+
+@pytest.mark.parametrize("how", ["folder_is_a_file", "database_is_a_folder"])
+def test_an_unusable_spool_degrades_to_a_warning_and_counts_drops(tmp_path: Path, how: str) -> None:
+    if how == "folder_is_a_file":
+        (tmp_path / "file").write_text("x")
+        folder = tmp_path / "file" / "spool"
+    else:
+        folder = tmp_path / "spool"
+        (folder / "spool.db").mkdir(parents=True)
+    down = FaultSink(MemorySink("down"), "raise")
+    healthy = MemorySink("healthy")
+    agentmeter.configure(sinks=[down, healthy], spool_dir=str(folder), max_attempts=1, retry_initial=0)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(4):
+            with track_run("r"):
+                pass
+        result = agentmeter.flush(timeout=30)
+    assert result.sinks["healthy"].delivered == 4  # a broken spool never affects a healthy sink
+    assert result.sinks["down"].dropped == 4 and result.sinks["down"].spooled == 0
+    assert agentmeter.stats()["spool_broken"] is True
+    assert any(e.get("key") == "spool.unavailable" and e["log_level"] == "warning" for e in logs)
+    assert _guard.counters["exporter.dropped"] == 4
+
+
+_PRODUCER = r"""
+import json, sys
+import agentmeter
+from agentmeter import track_run, track_step
+from agentmeter.sinks import Sink
+
+class Down(Sink):
+    name = "store"
+    def write(self, documents):
+        raise ConnectionError("backend down")
+
+agentmeter.configure(sinks=[Down()], spool_dir=sys.argv[1], max_attempts=1, retry_initial=0,
+                     flush_interval=0.02, batch_size=5)
+ids = []
+for i in range(40):
+    with track_run("before-flush") as run:
+        with track_step("s"):
+            pass
+    ids.append(run.run_id)
+result = agentmeter.flush(timeout=30)
+print("IDS", json.dumps({"ids": ids, "spooled": result.sinks["store"].spooled}), flush=True)
+while True:  # keep tracking (and spooling) until killed
+    with track_run("after-flush") as run:
+        with track_step("s"):
+            pass
+    print("RUN", run.run_id, flush=True)
+"""
+
+_CONSUMER = r"""
+import collections, json, sys
+import agentmeter
+from agentmeter.sinks import SQLiteSink, WriteResult
+
+class Counting(SQLiteSink):
+    deliveries = collections.Counter()
+    def write(self, documents):
+        result = super().write(documents)
+        self.deliveries.update(d["run_id"] for d in documents)
+        return result
+
+sink = Counting(sys.argv[2], name="store")
+agentmeter.configure(sinks=[sink], spool_dir=sys.argv[1])
+result = agentmeter.flush(timeout=60)
+print("REPORT", json.dumps({"pending": result.sinks["store"].pending, "deliveries": sink.deliveries}))
+"""
+
+
+def _next_line(stream: Any, prefix: str) -> str:
+    """The next line starting with ``prefix`` (log lines in between are skipped), without the prefix."""
+    for line in stream:
+        if line.startswith(prefix + " "):
+            return str(line[len(prefix) + 1:].strip())
+    raise AssertionError(f"the child exited before printing {prefix}")
+
+
+def test_runs_spooled_before_kill_9_are_delivered_exactly_once_by_the_next_process(tmp_path: Path) -> None:
+    spool_dir, db = tmp_path / "spool", tmp_path / "store.db"
+    proc = subprocess.Popen([sys.executable, "-c", _PRODUCER, str(spool_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
+    assert proc.stdout is not None
+    first = json.loads(_next_line(proc.stdout, "IDS"))
+    extra = [_next_line(proc.stdout, "RUN") for _ in range(60)]  # it is busy spooling more runs now
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert first["spooled"] == 40
+    on_disk = spool_rows(spool_dir, "store")
+    assert set(first["ids"]) <= set(on_disk)  # everything flushed survived the kill
+    assert len(on_disk) == len(set(on_disk))
+    produced = set(first["ids"]) | set(extra)
+
+    out = run_python(_CONSUMER, str(spool_dir), str(db))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("REPORT "))[7:])
+    assert report["pending"] == 0
+    stored, _, _ = store_ids(db)
+    assert sorted(stored) == sorted(on_disk)  # every spooled run, once
+    assert set(report["deliveries"]) == set(on_disk) and max(report["deliveries"].values()) == 1
+    # nothing unknown: at most the one run that finished between its last print and the kill
+    assert len(set(stored) - produced) <= 1
+    assert spool_rows(spool_dir, "store") == []

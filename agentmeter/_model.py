@@ -149,7 +149,7 @@ class Call:
                 continue
             setattr(self, field, value)
         if units is not None:
-            if isinstance(units, bool) or not isinstance(units, (int, float)) or not units >= 0:
+            if isinstance(units, bool) or not isinstance(units, (int, float)) or not 0 <= units < float("inf"):
                 _guard.warn("usage.units", "units must be a non-negative number; recorded as unknown")
             else:
                 self.units = float(units)

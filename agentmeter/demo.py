@@ -33,6 +33,7 @@ from ._resources import bundled_path
 __all__ = [
     "DEFAULT_COMPANIES",
     "DEMO_STUB_OPTIONS",
+    "TAVILY_PRICES",
     "DemoClients",
     "Mode",
     "agent_path",
@@ -43,6 +44,9 @@ __all__ = [
 
 #: fictional companies, so the offline answers invent nothing about real ones
 DEFAULT_COMPANIES = ("Acme Corp", "Globex", "Initech", "Umbrella Corp", "Hooli", "Stark Industries")
+
+#: Tavily's published pay-as-you-go price (USD per API credit); configured by the demo so search has a cost
+TAVILY_PRICES: Mapping[str, Any] = {"tavily": {"per_credit": 0.008}}
 
 _MODULE_NAME = "agentmeter_example_company_research"
 _STUB_KEYS = {"tavily": "tvly-offline-demo", "openai": "sk-offline-demo"}

@@ -75,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
     import agentmeter
 
-    from ..demo import load_agent, open_clients
+    from .. import _state
+    from ..demo import TAVILY_PRICES, load_agent, open_clients
     from .report import render, summarize
 
     companies = _check_args(args)
     console = Console()
     sinks, db, temporary = _sinks(args.db)
-    agentmeter.configure(sinks=sinks)
+    # Your own prices (configure(prices=...)) win; Tavily's list price is added when none is set for it.
+    agentmeter.configure(sinks=sinks, prices={**TAVILY_PRICES, **_state.settings().prices})
     module = load_agent()
     ok = failed = 0
     errors: dict[str, int] = {}
@@ -113,12 +115,17 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]Not every run reached every sink: {dict(result.sinks)} "
                       "(undelivered runs are kept in the spool and retried later).[/]")
     since = f"{math.ceil(elapsed) + 2}s"  # this demo's runs only
-    render(summarize(db, since=since, agent=module.AGENT), db, since)
+    try:
+        summary = summarize(db, since=since, agent=module.AGENT)
+    except FileNotFoundError:
+        console.print(f"[red]No run reached the local store {db}: nothing to report.[/]")
+        return 1
+    render(summary, db, since)
     if temporary:
         console.print(f"Runs were sent to: {', '.join(s.name for s in sinks[:-1])}. The report above was "
                       f"read from a temporary local copy ({db}).")
     else:
-        env = "" if args.db is None else f"AGENTMETER_DB={db} "
-        console.print(f"\nAll runs: [bold]{env}agentmeter report[/].  "
-                      f"Open the dashboard: [bold]{env}agentmeter dashboard[/]")
-    return 0 if result.delivered > 0 else 1
+        opt = "" if args.db is None else f" --db {db}"
+        console.print(f"\nEvery run in the store: [bold]agentmeter report{opt}[/]\n"
+                      f"Open the dashboard:     [bold]agentmeter dashboard{opt}[/]")
+    return 0 if summary["total"]["runs"] else 1

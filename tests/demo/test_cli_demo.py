@@ -1,0 +1,101 @@
+"""``agentmeter demo`` as a user runs it: a subprocess with no API keys, offline against the stub servers,
+writing to the store given with --db; the printed report must match what the store holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentmeter._percentile import percentile_cont
+from agentmeter.demo import Mode, choose_mode
+
+
+def _demo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentmeter", "demo", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+
+
+def _fmt_ms(v: float) -> str:  # the report's format for durations under 10 s
+    return f"{v:,.1f} ms"
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_prints_the_report(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    db = tmp_path / "demo.db"
+    proc = _demo(["--runs", "5", "--db", str(db), "--seed", "3"], offline_env, tmp_path)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    assert "Mode: offline" in out and "seed 3" in out
+    assert not (tmp_path / "default.db").exists()  # --db wins over $AGENTMETER_DB
+
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    runs = conn.execute("SELECT * FROM agent_runs").fetchall()
+    calls = conn.execute("SELECT * FROM api_calls").fetchall()
+    conn.close()
+    assert len(runs) == 5
+    assert {r["agent"] for r in runs} == {"company-research"}
+    companies = [json.loads(r["metadata"])["company"] for r in sorted(runs, key=lambda r: r["started_at"])]
+    assert companies == ["Acme Corp", "Globex", "Initech", "Umbrella Corp", "Hooli"]  # the defaults, in turn
+    ok = sum(r["status"] == "success" for r in runs)
+    assert "5 runs in" in out and f"{ok} succeeded, {5 - ok} failed" in out
+    openai_calls = [c for c in calls if c["provider"] == "openai" and c["status"] == "success"]
+    assert openai_calls and all(c["input_tokens"] and c["cost_usd"] for c in openai_calls)
+
+    # the TOTAL row of the report, read back and compared with the store
+    (total,) = [line for line in out.splitlines() if "TOTAL" in line]
+    cells = [c.strip() for c in re.split(r"[│|]", total) if c.strip()]
+    assert cells[0] == "TOTAL"
+    assert cells[1] == "5"
+    assert cells[2] == f"{ok / 5:.1%}"
+    durations = [r["duration_ms"] for r in runs]
+    assert cells[3] == _fmt_ms(percentile_cont(durations, 0.5))
+    assert cells[4] == _fmt_ms(percentile_cont(durations, 0.95))
+    assert cells[5] == f"{sum(r['step_count'] for r in runs):,}"
+    assert cells[6] == f"{len(calls):,}"
+    assert cells[7] == f"{sum(r['total_tokens'] or 0 for r in runs):,}"
+    cost = sum(r["cost_usd"] for r in runs if r["cost_usd"] is not None)
+    assert cost > 0
+    assert cells[8] == f"${cost:,.4f}"
+    assert cells[9] == "0" and "no known price" not in out  # OpenAI from the price library, Tavily's list price
+    assert "agentmeter dashboard" in out
+
+
+@pytest.mark.slow
+def test_demo_is_repeatable_with_a_seed(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    outcomes = []
+    for name in ("a", "b"):
+        db = tmp_path / f"{name}.db"
+        proc = _demo(["--runs", "4", "--db", str(db), "--seed", "11", "--companies", "Acme Corp", "Hooli"],
+                     offline_env, tmp_path)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        with sqlite3.connect(db) as conn:
+            outcomes.append(conn.execute(
+                "SELECT c.provider, c.operation, c.status, c.http_status, c.input_tokens, c.output_tokens "
+                "FROM api_calls c JOIN agent_runs r USING (run_id) ORDER BY r.started_at, c.started_at"
+            ).fetchall())
+    assert outcomes[0] == outcomes[1] and len(outcomes[0]) >= 4 * 4
+
+
+def test_bad_arguments_fail_with_a_message(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    proc = _demo(["--runs", "0", "--db", str(tmp_path / "x.db")], offline_env, tmp_path)
+    assert proc.returncode == 2
+    assert "--runs must be at least 1" in proc.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_mode_follows_the_keys() -> None:
+    assert choose_mode({}) == Mode("stub", "stub")
+    assert choose_mode({"OPENAI_API_KEY": "sk-x"}) == Mode("stub", "stub")  # no live LLM on stub search
+    assert choose_mode({"TAVILY_API_KEY": "tvly-x"}) == Mode("live", None)
+    assert choose_mode({"TAVILY_API_KEY": "tvly-x", "OPENAI_API_KEY": "sk-x"}) == Mode("live", "live")
+    assert choose_mode({"TAVILY_API_KEY": "tvly-x", "OPENAI_API_KEY": "sk-x"}, offline=True).offline
+    assert choose_mode({"TAVILY_API_KEY": "  "}).label == "offline"

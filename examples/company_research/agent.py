@@ -220,14 +220,20 @@ def research_company(company: str, tavily: Any, openai: Any | None = None, **opt
 
 def main(argv: list[str] | None = None) -> int:
     """Research the companies named on the command line and print the reports."""
+    import argparse
+
     import agentmeter
     from agentmeter.demo import open_clients
 
-    companies = (argv if argv is not None else sys.argv[1:]) or ["Acme Corp"]
-    with open_clients() as clients:
+    parser = argparse.ArgumentParser(description="Research companies with Tavily (and OpenAI).")
+    parser.add_argument("companies", nargs="*", default=["Acme Corp"], metavar="COMPANY")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the offline stub servers")
+    parser.add_argument("--offline", action="store_true", help="use the stub servers even with API keys")
+    args = parser.parse_args(argv)
+    with open_clients(offline=args.offline, seed=args.seed) as clients:
         print(clients.describe())
         agent = CompanyResearcher(clients.tavily, clients.openai)
-        for company in companies:
+        for company in args.companies:
             try:
                 print(agent.research(company), end="\n\n")
             except Exception as exc:

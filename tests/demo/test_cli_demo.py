@@ -99,3 +99,34 @@ def test_mode_follows_the_keys() -> None:
     assert choose_mode({"TAVILY_API_KEY": "tvly-x", "OPENAI_API_KEY": "sk-x"}) == Mode("live", "live")
     assert choose_mode({"TAVILY_API_KEY": "tvly-x", "OPENAI_API_KEY": "sk-x"}, offline=True).offline
     assert choose_mode({"TAVILY_API_KEY": "  "}).label == "offline"
+
+
+@pytest.mark.slow
+def test_demo_uses_the_configured_store_and_sinks(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    # No --db: the runs go to the configured sinks; the report reads the SQLite one ($AGENTMETER_DB).
+    env = {**offline_env, "AGENTMETER_SINKS": "sqlite,memory"}
+    proc = _demo(["--runs", "2", "--seed", "1"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert f"agentmeter report - {env['AGENTMETER_DB']}" in proc.stdout.replace("\n", "")
+    with sqlite3.connect(env["AGENTMETER_DB"]) as conn:
+        assert conn.execute("SELECT count(*) FROM agent_runs").fetchone() == (2,)
+
+    # Only sinks without a local store: the report is read from a temporary local copy, and says so.
+    env = {**offline_env, "AGENTMETER_SINKS": "memory"}
+    proc = _demo(["--runs", "2", "--seed", "1"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = " ".join(proc.stdout.split())
+    assert "Runs were sent to: memory. The report above was read from a temporary local copy" in out
+    assert "TOTAL" in out
+
+
+@pytest.mark.slow
+def test_example_agent_runs_on_its_own(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    from agentmeter.demo import agent_path
+
+    proc = subprocess.run([sys.executable, str(agent_path()), "Acme Corp", "--seed", "2"], env=offline_env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert proc.stdout.startswith("Mode: offline") and "# Acme Corp" in proc.stdout
+    with sqlite3.connect(offline_env["AGENTMETER_DB"]) as conn:
+        assert conn.execute("SELECT agent, step_count FROM agent_runs").fetchall() == [("company-research", 6)]

@@ -183,8 +183,9 @@ class FirehoseSink(Sink):
         self._closed = threading.Event()
         # run_id -> record ids already delivered, for runs reported failed (so a replay sends only the rest)
         self._partial: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
-        #: counters: PutRecordBatch calls made, records accepted, retries (tries after the first), records
-        #: failed for good, partial failures, whole-call errors (throttling, 5xx)
+        #: counters: PutRecordBatch ``calls`` made, ``records`` and ``bytes`` accepted, ``retries`` (tries
+        #: after the first), ``failed_records`` (for good), ``partial_failures``, ``throttled`` (whole-call
+        #: errors: throttling, 5xx)
         self.stats: collections.Counter[str] = collections.Counter()
 
     @classmethod
@@ -291,6 +292,7 @@ class FirehoseSink(Sink):
                 again.append(i)
                 reason = reason or f"{answer['ErrorCode']}: {answer.get('ErrorMessage', '')}"[:300]
         self.stats["records"] += len(indices) - len(again)
+        self.stats["bytes"] += sum(len(payloads[i]) for i in indices) - sum(len(payloads[i]) for i in again)
         if again:
             self.stats["partial_failures"] += 1
             raise _Retry(again, reason)

@@ -146,9 +146,10 @@ class MongoTarget:
 
 @pytest.fixture(params=["mockupdb"] + (["real"] if os.environ.get("AGENTMETER_TEST_MONGODB_URI") else []))
 def mongo(request: pytest.FixtureRequest) -> Iterator[MongoTarget]:
-    """A MongoDB for the sink tests: always the wire-protocol test server, plus a real server (which must
-    allow test commands: ``mongod --setParameter enableTestCommands=1``) when
-    ``AGENTMETER_TEST_MONGODB_URI`` is set."""
+    """A MongoDB for the sink tests: always the wire-protocol test server, plus a real server when
+    ``AGENTMETER_TEST_MONGODB_URI`` is set. The real server must be a replica set (one member is enough:
+    pymongo retries writes only on replica sets) that allows test commands, for the failCommand fail point:
+    ``mongod --replSet rs0 --setParameter enableTestCommands=1``, then ``rs.initiate()``."""
     if request.param == "real":
         target = MongoTarget(os.environ["AGENTMETER_TEST_MONGODB_URI"], None)
         try:

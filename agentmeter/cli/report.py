@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,8 @@ def render(summary: dict[str, Any], db: Path, since: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # rich draws 80 columns when stdout is not a terminal (CI logs, pipes): too narrow for this table
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     total = summary["total"]
     if not total["runs"]:
         console.print(f"No runs in [bold]{db}[/] for the last {since}. Run [bold]agentmeter demo[/] to make some.")

@@ -237,6 +237,9 @@ def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str,
         "reasoning_tokens": call.reasoning_tokens,
         "total_tokens": _total(call.input_tokens, call.output_tokens),
         "units": call.units,
+        "cost_usd": None,
+        "priced": False,
+        "price_source": None,
         "metadata": metadata or {},
     }
     price = pricer(row)
@@ -346,10 +349,10 @@ def run_document(
         "inputs": inputs,
         "output": output,
         "truncated": t1 or t2 or t3,
+        "sampled": sampled,
         "steps": step_rows,
         "calls": call_rows,
     }
-        "sampled": sampled,
 
 
 def document_records(document: Mapping[str, Any]) -> Records:

@@ -7,14 +7,14 @@ import os
 # Must be set before agentmeter is imported anywhere: internal errors re-raise under our own tests.
 os.environ["AGENTMETER_RAISE_INTERNAL"] = "1"
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-import agentmeter  # noqa: E402
-from agentmeter import _guard, _state  # noqa: E402
-from agentmeter._config import Settings  # noqa: E402
+import agentmeter
+from agentmeter import _guard, _state
+from agentmeter._config import Settings
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import machine, write_json  # noqa: E402
+from _common import machine, write_json
 
 TARGET_FILL = 0.95
 REGION = "us-east-1"
@@ -89,9 +89,9 @@ class Moto:
 
 
 def _track(runs: int, steps: int, calls: int, chars: int) -> None:
-    import agentmeter
-
     import random
+
+    import agentmeter
 
     rng = random.Random(42)
     text = "x" * chars
@@ -106,6 +106,12 @@ def _track(runs: int, steps: int, calls: int, chars: int) -> None:
                     for _k in range(rng.randint(0, calls)):
                         with agentmeter.track_call("openai", "chat.completions", model="gpt-4o-mini") as call:
                             call.record_usage(input_tokens=120, output_tokens=40)
+
+
+def _check(condition: bool, message: str) -> None:
+    """A figure that lost or duplicated data must not be reported (kept under ``python -O`` too)."""
+    if not condition:
+        raise SystemExit(f"bench_firehose: {message}")
 
 
 def _fill(sink: Any, sizes: list[int]) -> dict[str, Any]:
@@ -145,10 +151,10 @@ def exporter_case(moto: Moto, profile: tuple[int, int, int, int], batch_size: in
         result = agentmeter.flush(timeout=600)
         seconds = time.perf_counter() - t0
         agentmeter.shutdown(timeout=10)
-    assert result.ok, result
+    _check(result.ok, f"exporter did not deliver everything: {result}")
     sizes = [len(data) for doc in memory.documents for _rid, data in document_payloads(doc)]
     landed = moto.landed(stream)
-    assert len(landed) == len(set(landed)) == len(sizes), "records lost or duplicated"
+    _check(len(landed) == len(set(landed)) == len(sizes), "records lost or duplicated")
     return {"path": f"exporter, batch_size={batch_size}", "runs": runs, "seconds": round(seconds, 2),
             **_fill(sink, sizes), "_docs": memory.documents}
 
@@ -168,10 +174,10 @@ def streamer_case(moto: Moto, documents: list[dict[str, Any]]) -> dict[str, Any]
     sink = FirehoseSink(stream, region=REGION, endpoint_url=moto.url)
     with tempfile.TemporaryDirectory() as tmp:
         summary = MetadataStreamer(coll, sink, os.path.join(tmp, "cp")).backfill(since=None)
-    assert summary.ok and summary.sent == len(documents)
+    _check(summary.ok and summary.sent == len(documents), f"streamer did not send everything: {summary}")
     sizes = [len(data) for doc in documents for _rid, data in document_payloads(doc)]
     landed = moto.landed(stream)
-    assert len(landed) == len(set(landed)) == len(sizes), "records lost or duplicated"
+    _check(len(landed) == len(set(landed)) == len(sizes), "records lost or duplicated")
     return {"path": "streamer (backfill)", "runs": len(documents), "seconds": round(summary.seconds, 2),
             "runs_per_s": round(summary.runs_per_second, 1), **_fill(sink, sizes)}
 
@@ -211,7 +217,7 @@ def main() -> None:
     streamer_rows = [r for r in rows if r["path"].startswith("streamer")]
     verdict = all(r["fill"] >= TARGET_FILL for r in streamer_rows)
     print(f"streamer fill >= {TARGET_FILL:.0%} on every profile: {'yes' if verdict else 'NO'}")
-    path = write_json("firehose.json", {
+    path = write_json("firehose-quick.json" if args.quick else "firehose.json", {
         "benchmark": "firehose", "target_fill": TARGET_FILL, "quick": args.quick, "machine": machine(),
         "cases": rows, "streamer_meets_target": verdict,
         "note": "fill = fewest calls the limits allow for the same records in order / calls made; "

@@ -1,0 +1,203 @@
+"""The Streamlit app under AppTest on the Snowflake source: the dashboard's seeded runs, loaded into
+fakesnow exactly as Snowpipe loads them (the rendered DDL deployed, the runs' records as an NDJSON object
+on the stage, the pipe's COPY run verbatim), read by the real snowflake-connector-python over fakesnow's
+HTTP server. Every view shows the numbers the local store shows and the numbers computed in Python;
+an empty deployment shows the empty state; an unreachable account or missing views show the error panel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from agentmeter._resources import bundled_path
+from agentmeter.queries.local import LocalSource
+from agentmeter.queries.snowflake import SnowflakeSource
+from agentmeter.snowflake_sql import SnowflakeNames, render, split_statements
+
+from ..snowflake._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
+from .conftest import NASTY_AGENT, expected
+
+APP = str(bundled_path("dashboard") / "app.py")
+VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
+Seeded = tuple[Path, list[dict[str, Any]]]
+#: a second database on the same server with the DDL deployed and nothing loaded
+EMPTY = dataclasses.replace(NAMES, database="AM_EMPTY")
+
+
+def _deploy(conn: Any, names: SnowflakeNames) -> Snowflake:
+    script = render(names)
+    for stmt in split_statements(script):
+        if not is_nop(stmt):  # the server takes no nop_regexes: skip exactly those statements client-side
+            conn.cursor().execute(stmt)
+    return Snowflake(conn, names, script)
+
+
+@pytest.fixture(scope="module")
+def snowflake(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """fakesnow's server with the rendered DDL deployed and the seeded runs loaded through the pipe's
+    COPY; yields the real connector's keyword arguments for it."""
+    import fakesnow
+    import snowflake.connector
+
+    folder = tmp_path_factory.mktemp("snowflake-stage")
+    docs = seeded[1]
+    write_ndjson(folder / "part-1.json", docs[: len(docs) // 2])
+    write_ndjson(folder / "part-2.json", docs[len(docs) // 2:])
+    write_ndjson(folder / "part-2-redelivered.json", docs[len(docs) // 2:])  # at-least-once delivery
+    with fakesnow.server() as kwargs:
+        conn = snowflake.connector.connect(**kwargs)
+        try:
+            env = _deploy(conn, NAMES)
+            env.point_stage_at(folder)
+            env.run_pipe()
+            _deploy(conn, EMPTY)
+            yield kwargs
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def snow(snowflake: dict[str, Any]) -> Iterator[SnowflakeSource]:
+    source = SnowflakeSource(database=NAMES.database, schema=NAMES.schema, **snowflake)
+    yield source
+    source.close()
+
+
+def _app(source: Any) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["agentmeter_source"] = source
+    return at
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _number(text: str) -> float:
+    t = text.replace("$", "").replace(",", "").replace("%", "").strip()
+    if t.endswith(" ms"):
+        return float(t[:-3])
+    if t.endswith(" s"):
+        return float(t[:-2]) * 1000
+    return float(t)
+
+
+def _check_headline(shown: dict[str, str], want: dict[str, Any]) -> None:
+    assert int(_number(shown["Runs"])) == want["runs"]
+    assert _number(shown["Success rate"]) == pytest.approx(want["success_rate"] * 100, abs=0.0051)
+    assert _number(shown["p95 latency"]) == pytest.approx(want["p95_ms"], abs=0.00051)
+    assert int(_number(shown["Tokens"])) == want["total_tokens"]
+    assert _number(shown["Cost"]) == pytest.approx(want["cost_usd"], abs=5.1e-7)
+    assert int(_number(shown["Unpriced calls"])) == want["unpriced_calls"]
+
+
+def _tables(at: AppTest) -> list[pd.DataFrame]:
+    return [pd.DataFrame(d.value).reset_index(drop=True) for d in at.dataframe]
+
+
+def _page(source: Any, view: str, agents: tuple[str, ...] = ()) -> AppTest:
+    at = _app(source).run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    if agents:
+        at.sidebar.multiselect(key="agents").set_value(list(agents)).run()
+    if view != "Health":
+        at.sidebar.radio(key="view").set_value(view).run()
+    assert not at.exception, (view, [e.value for e in at.exception])
+    # the only error a page may show is the picked run's own error (Run explorer), never the error panel
+    assert all("Cannot reach" not in e.value for e in at.error), (view, [e.value for e in at.error])
+    return at
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_snowflake_shows_what_the_local_store_shows(view: str, snow: SnowflakeSource, seeded: Seeded) -> None:
+    """Same metrics (as displayed), same tables, same charts' row counts as the local store, per view."""
+    local_at = _page(LocalSource(seeded[0]), view)
+    snow_at = _page(snow, view)
+    local_metrics, snow_metrics = _metrics(local_at), _metrics(snow_at)
+    assert snow_metrics == local_metrics
+    assert [e.value for e in snow_at.error] == [e.value for e in local_at.error]
+    assert len(snow_metrics) >= (5 if view == "Run explorer" else 6)
+    local_tables, snow_tables = _tables(local_at), _tables(snow_at)
+    assert len(snow_tables) == len(local_tables) > 0
+    for i, (lo, sn) in enumerate(zip(local_tables, snow_tables, strict=True)):
+        pd.testing.assert_frame_equal(sn, lo, check_exact=False, rtol=1e-9, atol=1e-12, obj=f"{view} table {i}")
+    assert len(snow_at.get("vega_lite_chart")) == len(local_at.get("vega_lite_chart")) > 0
+    if view != "Run explorer":
+        _check_headline(snow_metrics, expected(seeded[1]))
+
+
+def test_snowflake_headline_equals_python_for_hostile_agent_filter(snow: SnowflakeSource, seeded: Seeded) -> None:
+    at = _page(snow, "Health", agents=(NASTY_AGENT,))
+    want = expected(seeded[1], (NASTY_AGENT,))
+    assert 0 < want["runs"] < len(seeded[1])
+    _check_headline(_metrics(at), want)
+    assert _metrics(at) == _metrics(_page(LocalSource(seeded[0]), "Health", agents=(NASTY_AGENT,)))
+
+
+def test_snowflake_status_filter_shows_only_those_runs(snow: SnowflakeSource, seeded: Seeded) -> None:
+    at = _app(snow).run()
+    at.sidebar.multiselect(key="statuses").select("error").run()
+    assert not at.exception and not at.error
+    shown = _metrics(at)
+    assert int(_number(shown["Runs"])) == sum(1 for d in seeded[1] if d["status"] == "error") > 0
+    assert shown["Success rate"] == "0.00%"
+
+
+def test_snowflake_cost_per_model_equals_python(snow: SnowflakeSource, seeded: Seeded) -> None:
+    at = _page(snow, "Cost")
+    by_model = at.dataframe[0].value
+    want = expected(seeded[1])["cost_by_model"]
+    got = {label: cost for label, cost in zip(by_model["model"], by_model["cost_usd"], strict=True)}
+    assert got == pytest.approx({f"{p} · {m or '(none)'}": v for (p, m), v in want.items()})
+    assert any("no known price" in w.value for w in at.warning)
+
+
+def test_empty_snowflake_deployment_shows_how_to_make_data(snowflake: dict[str, Any]) -> None:
+    source = SnowflakeSource(database=EMPTY.database, schema=EMPTY.schema, **snowflake)
+    try:
+        at = _app(source).run()
+    finally:
+        source.close()
+    assert not at.exception and not at.error
+    assert any("agentmeter demo" in i.value for i in at.info)
+    assert not at.metric
+
+
+def test_snowflake_without_the_views_shows_what_to_check(snowflake: dict[str, Any]) -> None:
+    source = SnowflakeSource(database=NAMES.database, schema="NOT_DEPLOYED", **snowflake)
+    try:
+        at = _app(source).run()
+    finally:
+        source.close()
+    assert not at.exception
+    assert any("Cannot reach the snowflake source" in e.value and "NOT_DEPLOYED" in e.value for e in at.error)
+    assert any("agentmeter sql" in m.value for m in at.markdown)
+    assert not at.metric
+
+
+def test_unreachable_snowflake_from_the_environment_shows_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `agentmeter dashboard --source snowflake` runs it: the standard SNOWFLAKE_* variables, the real
+    connector, an account endpoint on a loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"AGENTMETER_DASHBOARD_SOURCE": "snowflake", "SNOWFLAKE_ACCOUNT": "unreachable-acct",
+                       "SNOWFLAKE_USER": "dash", "SNOWFLAKE_PASSWORD": "not-shown-anywhere",
+                       "SNOWFLAKE_HOST": "127.0.0.1", "SNOWFLAKE_PORT": str(port),
+                       "SNOWFLAKE_PROTOCOL": "http"}.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert any("Cannot reach the snowflake source" in e.value for e in at.error)
+    assert any("SNOWFLAKE_ACCOUNT" in m.value for m in at.markdown)
+    page = " ".join([*(e.value for e in at.error), *(m.value for m in at.markdown)])
+    assert "not-shown-anywhere" not in page
+    assert not at.metric

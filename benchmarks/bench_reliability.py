@@ -30,13 +30,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import ROOT, closed_port, machine, quiet_env, write_json  # noqa: E402
+from _common import ROOT, closed_port, machine, quiet_env, write_json
 
 STEPS_PER_RUN = 10
 CASES = ("healthy", "refused", "hung")

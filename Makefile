@@ -1,6 +1,7 @@
 # The two quickstart commands (see README):
 #   make demo   set up .venv with every extra, run the demo agent offline into the local store, print a report
 #   make test   set up .venv with the test extra (and Chromium for the browser test), run the whole suite
+#   make bench  benchmarks against OpenTelemetry, Langfuse and LangSmith (see benchmarks/README.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,6 +11,15 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# The peers live in their own virtualenv, never in agentmeter's dependencies.
+PEERS := benchmarks/.venv-peers
+
+$(PEERS)/.installed: pyproject.toml benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/bin/python -m pip install -q -e . -r benchmarks/requirements-peers.txt
+	touch $@
 
 $(VENV)/.installed-all: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[all]'
@@ -34,3 +44,7 @@ test: system-deps $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# BENCH_ARGS=--quick for a smoke run of the harness; the table also goes into docs/performance.md.
+bench: $(PEERS)/.installed $(VENV)/.installed-test
+	$(PEERS)/bin/python benchmarks/run.py --project-python $(BIN)/python --write-docs $(BENCH_ARGS)

@@ -31,14 +31,19 @@ def set_clock(wall: Callable[[], int] | None = None, monotonic: Callable[[], int
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def iso_utc(epoch_us: int) -> str:
     """Epoch microseconds -> ``2026-11-26T08:26:02.123456Z`` (fixed width, so text order is time order)."""
+    global _second
     seconds, micros = divmod(epoch_us, 1_000_000)
-    t = time.gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-        f".{micros:06d}Z"
-    )
+    cached, prefix = _second
+    if cached != seconds:  # timestamps of one run share their second: format it once
+        t = time.gmtime(seconds)
+        prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
+        _second = (seconds, prefix)
+    return f"{prefix}{micros:06d}Z"
 
 
 def parse_iso_utc(text: str) -> datetime:

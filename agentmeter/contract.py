@@ -173,6 +173,8 @@ _HOST = socket.gethostname()
 def _json(value: Any, max_chars: int) -> tuple[Any, bool]:
     if value is None:
         return None, False
+    if not value and type(value) is dict:  # most metadata is empty
+        return {}, False
     if isinstance(value, Snapshot):  # captured on the caller's thread already
         return value.value, value.truncated
     snap = jsonable(value, max_chars)
@@ -251,7 +253,13 @@ def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str,
     return row
 
 
+_NO_CALLS: Final = {"input_tokens": None, "output_tokens": None, "cached_input_tokens": None,
+                     "reasoning_tokens": None, "total_tokens": None, "cost_usd": 0}
+
+
 def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    if not calls:
+        return _NO_CALLS
     costs = [c["cost_usd"] for c in calls if c["priced"] and c["cost_usd"] is not None]
     return {
         "input_tokens": _sum_known([c["input_tokens"] for c in calls]),

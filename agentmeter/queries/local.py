@@ -61,10 +61,19 @@ def _where(f: Filters, table: str, prefix: str = "") -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _scan(table: str, f: Filters) -> str:
-    """The table for a whole-table aggregate: without a time bound a plain scan beats walking the
-    (provider, model) index, which reads rows in random order (measured: 0.47 s vs 0.78 s on 1M calls)."""
-    return f"{table} NOT INDEXED" if f.since is None and f.until is None else table
+#: the store's covering index per table (see ``agentmeter.sinks.sqlite``): every dashboard aggregate over
+#: that table reads only the index, in group order, so GROUP BY needs no sort
+ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup"}
+
+
+def _scan(table: str, f: Filters, has_rollup: bool) -> str:
+    """The table for a per-group aggregate. With its covering index the planner walks that index (1M calls:
+    0.2 s instead of 1.5 s). A store written before that index existed has only a (provider, model) index
+    that would make SQLite read rows in random order: without a time bound a plain scan beats it
+    (measured: 0.47 s vs 0.78 s on 1M calls)."""
+    if has_rollup or f.since is not None or f.until is not None:
+        return table
+    return f"{table} NOT INDEXED"
 
 
 def _and(where: str, clause: str) -> str:
@@ -153,6 +162,12 @@ class LocalSource(Source):
     def has_runs(self) -> bool:
         return bool(self._rows("SELECT 1 FROM agent_runs LIMIT 1"))
 
+    def _has_rollup(self, table: str) -> bool:
+        """Whether the store has ``table``'s covering index (stores created by older versions get it the
+        next time the SQLite sink opens them)."""
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+        return bool(self._rows(sql, [ROLLUP_INDEXES[table]]))
+
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, count(*), max(started_at) FROM agent_runs WHERE agent IS NOT NULL "
                "GROUP BY agent ORDER BY agent")
@@ -206,7 +221,7 @@ class LocalSource(Source):
         key_sql = ", ".join(keys)
         sql = (
             f"SELECT {key_sql}, count(*), total(status = 'error'), avg(duration_ms), "
-            f"group_concat(duration_ms) FROM {_scan(table, f)}{where} GROUP BY {key_sql}"
+            f"group_concat(duration_ms) FROM {_scan(table, f, self._has_rollup(table))}{where} GROUP BY {key_sql}"
         )
         rows = []
         for r in self._rows(sql, params):
@@ -258,7 +273,8 @@ class LocalSource(Source):
         where, params = _where(f, "api_calls")
         sql = ("SELECT provider, operation, model, priced, count(*), total(status = 'error'), total(input_tokens), "
                "total(output_tokens), total(total_tokens), total(cost_usd), max(started_at) "
-               f"FROM {_scan('api_calls', f)}{where} GROUP BY provider, operation, model, priced")
+               f"FROM {_scan('api_calls', f, self._has_rollup('api_calls'))}{where} "
+               "GROUP BY provider, operation, model, priced")
         frame = self._frame(sql, params, _names(base.CALLS_SUMMARY), base.CALLS_SUMMARY)
         with self._memo_lock:
             self._memo = {k: v for k, v in self._memo.items() if v[0] > now}

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,6 @@ def _deploy(conn: Any, names: SnowflakeNames) -> Snowflake:
 def snowflake(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """fakesnow's server with the rendered DDL deployed and the seeded runs loaded through the pipe's
     COPY; yields the real connector's keyword arguments for it."""
-    import fakesnow
     import snowflake.connector
 
     folder = tmp_path_factory.mktemp("snowflake-stage")
@@ -52,7 +55,7 @@ def snowflake(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Itera
     write_ndjson(folder / "part-1.json", docs[: len(docs) // 2])
     write_ndjson(folder / "part-2.json", docs[len(docs) // 2:])
     write_ndjson(folder / "part-2-redelivered.json", docs[len(docs) // 2:])  # at-least-once delivery
-    with fakesnow.server() as kwargs:
+    with _fakesnow_server() as kwargs:
         conn = snowflake.connector.connect(**kwargs)
         try:
             env = _deploy(conn, NAMES)
@@ -62,6 +65,36 @@ def snowflake(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Itera
             yield kwargs
         finally:
             conn.close()
+
+
+@contextmanager
+def _fakesnow_server() -> Iterator[dict[str, Any]]:
+    """``fakesnow -s`` in its own process (as the dashboard's Snowflake is another process); yields the
+    connector's keyword arguments. Not ``fakesnow.server()``: it works once per interpreter (its first call
+    imports the submodule ``fakesnow.server``, which then shadows the function), and tests/snowflake calls it.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("fakesnow")
+    proc = subprocess.Popen([str(exe), "-s", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # uvicorn announces the listening socket once it accepts connections
+            seen.append(line)
+            if "running on" in line.lower():
+                break
+        else:
+            raise RuntimeError(f"fakesnow server exited ({proc.wait()}): {''.join(seen)[-2000:]}")
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
+        yield {"user": "fake", "password": "snow", "account": "fakesnow", "host": "127.0.0.1", "port": port,
+               "protocol": "http", "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+               "network_timeout": 5}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import functools
 import json
 import math
 import os
-import random
 import threading
 import time
 import zlib
@@ -134,6 +133,8 @@ class _Lane:
         self.settings = s
         self.queue: collections.deque[Run | _Marker] = collections.deque()
         self.queued_bytes = 0
+        # a sink may ask for bigger batches than the default (Firehose packs 500 records per call)
+        self.batch_size = max(s.batch_size, getattr(sink, "preferred_batch_size", None) or 0)
         self.spill_runs = max(1, s.max_queue_runs // 2)
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
         self.wake = threading.Event()
@@ -242,7 +243,7 @@ class _Lane:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
 
     def _pop_batch(self) -> tuple[list[Run], _Marker | None]:
-        size = self.settings.batch_size
+        size = self.batch_size
         runs: list[Run] = []
         with self.exporter.lock:
             queue = self.queue
@@ -381,7 +382,7 @@ class _Lane:
         retrying = tenacity.Retrying(
             stop=(tenacity.stop_after_attempt(s.max_attempts) | tenacity.stop_when_event_set(stop_event)
                   | _StopWhenAbandoned(job)),
-            wait=_Backoff(s.retry_initial, s.retry_max),
+            wait=tenacity.wait_random_exponential(multiplier=s.retry_initial, max=s.retry_max),
             sleep=self.exporter.interruptible_sleep,
             retry=tenacity.retry_if_exception_type(_RetryBatch),
             reraise=True,
@@ -409,7 +410,7 @@ class _Lane:
             return
         stop_event = self.exporter.stop_event
         while not stop_event.is_set() and not job.abandoned:
-            docs = spool.take(self.name, self.settings.batch_size)
+            docs = spool.take(self.name, self.batch_size)
             if not docs:
                 break
             job.docs = docs
@@ -492,19 +493,6 @@ class _Lane:
         }
 
 
-class _Backoff(tenacity.wait.wait_base):
-    """Exponential backoff with "equal jitter": ``initial * 2**(n-1)``, capped at ``maximum``, times 0.5-1."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        n = max(retry_state.attempt_number - 1, 0)
-        base = min(self.maximum, self.initial * (2.0 ** min(n, 30)))
-        return base * (0.5 + random.random() / 2)
-
-
 class _StopWhenAbandoned(tenacity.stop.stop_base):
     """Stop retrying a batch the manager already spooled (hung past write_timeout): replay takes over."""
 
@@ -571,7 +559,7 @@ class Exporter:
                         continue
                     queue.append(run)
                     lane.queued_bytes += size
-                    if len(queue) >= s.batch_size and not lane.wake.is_set():
+                    if len(queue) >= lane.batch_size and not lane.wake.is_set():
                         lane.wake.set()
             if full is not None:
                 for lane in full:

@@ -41,6 +41,8 @@ class Sink(abc.ABC):
 
     #: Unique per configured sink; names the sink in ``flush()``/``stats()`` results and its spool lane.
     name: str = "sink"
+    #: runs per write this sink works best with; the exporter uses the larger of this and ``batch_size``
+    preferred_batch_size: int | None = None
 
     @abc.abstractmethod
     def write(self, documents: Sequence[Document]) -> WriteResult:

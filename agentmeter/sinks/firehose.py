@@ -152,6 +152,10 @@ class FirehoseSink(Sink):
     spool and replay, and records already delivered for such a run are not sent again on the replay.
     """
 
+    #: a typical run is a dozen records: 1,000 runs per write fill PutRecordBatch calls to ~98% of the
+    #: limits (the last call of each write is partly filled), against ~74% with the default 100
+    preferred_batch_size = 1000
+
     def __init__(
         self,
         stream_name: str,

@@ -154,3 +154,25 @@ def test_invalid_tracking_options_raise_at_decoration_time() -> None:
         track_step("x", kind="banana")
     with pytest.raises(ValueError, match="agent"):
         track_run("x", agent=3)  # type: ignore[arg-type]
+
+
+def test_a_sink_can_ask_for_bigger_batches() -> None:
+    class Big(MemorySink):
+        preferred_batch_size = 50
+
+        def __init__(self) -> None:
+            super().__init__("big")
+            self.sizes: list[int] = []
+
+        def write(self, documents: Sequence[Document]) -> WriteResult:
+            self.sizes.append(len(documents))
+            return super().write(documents)
+
+    big, small = Big(), MemorySink("small")
+    agentmeter.configure(sinks=[big, small], batch_size=10, flush_interval=3600)
+    for _ in range(120):
+        with track_run("r"):
+            pass
+    assert agentmeter.flush(timeout=30).ok
+    assert max(big.sizes) == 50 and sum(big.sizes) == 120
+    assert len(small.documents) == 120 and small.writes >= 12  # never more than 10 per write

@@ -74,6 +74,12 @@ def _check_sinks(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"sinks must have distinct names (pass name=...), got {names}")
 
 
+def _check_prices(value: Any) -> None:
+    from .pricing import validate_prices  # light: genai-prices itself is imported only by the exporter
+
+    validate_prices(value)
+
+
 def _check_spill(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
     if value not in ("drop_oldest", "drop_newest"):
         raise ValueError(f"spool_full_policy must be 'drop_oldest' or 'drop_newest', got {value!r}")
@@ -111,7 +117,7 @@ class Settings:
     handle_sigterm: bool = False
     propagate_threads: bool = True
     sync_export: bool = False
-    prices: Mapping[str, Any] = attrs.field(factory=dict)
+    prices: Mapping[str, Any] = attrs.field(factory=dict, validator=lambda _i, _a, v: _check_prices(v))
     spool_dir: str | None = None
     spool_max_bytes: int = attrs.field(default=512 * 1024 * 1024, validator=_positive_int("spool_max_bytes"))
     spool_full_policy: str = attrs.field(default="drop_oldest", validator=_check_spill)

@@ -176,3 +176,10 @@ def test_a_sink_can_ask_for_bigger_batches() -> None:
     assert agentmeter.flush(timeout=30).ok
     assert max(big.sizes) == 50 and sum(big.sizes) == 120
     assert len(small.documents) == 120 and small.writes >= 12  # never more than 10 per write
+
+
+def test_invalid_prices_are_refused_at_configure_time() -> None:
+    with pytest.raises(ValueError, match="prices"):
+        agentmeter.configure(prices={"gpt-x": {"input_per_mtok": "cheap"}})
+    with pytest.raises(ValueError, match="prices"):
+        agentmeter.configure(prices=["gpt-x"])

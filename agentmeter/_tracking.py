@@ -158,6 +158,9 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> _Frame:
 
 def _end(frame: _Frame, exc: BaseException | None) -> None:
     handle, run = frame.handle, frame.run
+    if handle is run and run.sealed:  # already closed as cancelled at exit or on SIGTERM, and sent then
+        frame.leave()
+        return
     if exc is None:
         if handle.status == RUNNING:
             handle.status = SUCCESS

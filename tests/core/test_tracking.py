@@ -397,3 +397,13 @@ def test_unfinished_step_at_run_end_is_recorded_cancelled() -> None:
     (step,) = cap.runs[0]["steps"]
     assert step["status"] == "cancelled" and step["error_type"] == "Unfinished"
     assert step["ended_at"] == cap.runs[0]["ended_at"]
+
+
+def test_a_run_closed_at_exit_is_not_sent_again_when_it_ends() -> None:
+    from agentmeter._tracking import close_open_runs
+
+    with capture_runs() as cap:
+        with track_run("long"):
+            assert close_open_runs("SIGTERM", "terminated") == 1
+    (run,) = cap.runs
+    assert (run["status"], run["error_type"]) == ("cancelled", "SIGTERM")

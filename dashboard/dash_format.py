@@ -36,7 +36,8 @@ def fmt_ms(value: Any) -> str:
 
 
 def fmt_usd(value: Any) -> str:
-    """Dollars: ``$1,234.56`` from $100, ``$12.3456`` from $1, ``$0.001234`` below."""
+    """Dollars: ``$1,234.56`` from $100, ``$12.3456`` from $1, four significant digits below
+    (``$0.03239``, ``$0.0001234``), so the figure fits a metric tile."""
     if is_missing(value):
         return "-"
     v = float(value)
@@ -44,4 +45,7 @@ def fmt_usd(value: Any) -> str:
         return f"${v:,.2f}"
     if v >= 1:
         return f"${v:,.4f}"
-    return f"${v:.6f}"
+    if v <= 0:
+        return "$0"
+    digits = min(10, 3 - math.floor(math.log10(v)))
+    return f"${v:.{digits}f}"

@@ -6,6 +6,8 @@ AGENTMETER_TEST_DOCS_SCREENSHOT=1 to also refresh docs/img/dashboard.png.
 
 from __future__ import annotations
 
+import math
+
 import os
 import shutil
 import socket
@@ -96,7 +98,8 @@ def test_dashboard_renders_key_numbers_in_chromium(
             assert metrics["Runs"] == f"{want['runs']:,}"
             assert metrics["Success rate"] == f"{want['success_rate'] * 100:.2f}%"
             assert metrics["Tokens"] == f"{want['total_tokens']:,}"
-            assert metrics["Cost"] == f"${want['cost_usd']:.6f}"
+            digits = 3 - math.floor(math.log10(want["cost_usd"]))
+            assert metrics["Cost"] == f"${want['cost_usd']:.{digits}f}"
             assert page.get_by_text("Recent failures").count() == 1
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)

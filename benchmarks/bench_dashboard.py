@@ -224,8 +224,9 @@ def _documents(runs: int, steps: int, calls_per_step: int) -> list[dict[str, Any
 def _set_indexes(path: Path, indexes: tuple[str, ...]) -> None:
     """Give the store at ``path`` exactly ``indexes`` (plus the primary keys)."""
     with sqlite3.connect(path, isolation_level=None) as conn:
-        wanted = {stmt.split()[5] for stmt in indexes}
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"):
+        wanted = {stmt.split()[5] for stmt in indexes if stmt.startswith("CREATE INDEX IF NOT EXISTS")}
+        existing = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        for (name,) in existing.fetchall():
             if name not in wanted:
                 conn.execute(f"DROP INDEX {name}")
         for stmt in indexes:

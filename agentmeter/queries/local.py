@@ -64,16 +64,10 @@ def _where(f: Filters, table: str, prefix: str = "") -> tuple[str, list[Any]]:
 #: the store's covering index per table (see ``agentmeter.sinks.sqlite``): every dashboard aggregate over
 #: that table reads only the index, in group order, so GROUP BY needs no sort
 ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup"}
-
-
-def _scan(table: str, f: Filters, has_rollup: bool) -> str:
-    """The table for a per-group aggregate. With its covering index the planner walks that index (1M calls:
-    0.2 s instead of 1.5 s). A store written before that index existed has only a (provider, model) index
-    that would make SQLite read rows in random order: without a time bound a plain scan beats it
-    (measured: 0.47 s vs 0.78 s on 1M calls)."""
-    if has_rollup or f.since is not None or f.until is not None:
-        return table
-    return f"{table} NOT INDEXED"
+#: the plain started_at index of the tables aggregated per group (in every version of the store)
+TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
+#: a time range holding less than this fraction of a table's rows reads it through its started_at index
+NARROW_RANGE = 0.05
 
 
 def _and(where: str, clause: str) -> str:
@@ -90,9 +84,10 @@ def _pcts(joined: str | None) -> dict[str, float | None]:
 
 
 def _parse_floats(text: str | None) -> np.ndarray:
+    """The numbers of a ``group_concat`` of REALs, parsed in C (strtod: exact, 4x faster than a split)."""
     if not text:
         return np.empty(0)
-    return np.array(text.split(","), dtype="float64")
+    return np.fromstring(text, dtype=np.float64, sep=",")
 
 
 class LocalSource(Source):
@@ -162,11 +157,33 @@ class LocalSource(Source):
     def has_runs(self) -> bool:
         return bool(self._rows("SELECT 1 FROM agent_runs LIMIT 1"))
 
-    def _has_rollup(self, table: str) -> bool:
-        """Whether the store has ``table``'s covering index (stores created by older versions get it the
-        next time the SQLite sink opens them)."""
-        sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
-        return bool(self._rows(sql, [ROLLUP_INDEXES[table]]))
+    def _scan(self, table: str, f: Filters) -> str:
+        """The FROM clause of a per-group aggregate over ``table`` (run_steps or api_calls).
+
+        With the rollup index the planner walks it (1M calls: 0.2 s instead of 1.5 s), except for a
+        narrow time range (under ``NARROW_RANGE`` of the rows, counted on the started_at index with a
+        bound), which reads only its rows through the started_at index (last hour: 15 ms instead of 70 ms).
+        A store written before the rollup index existed (it gets it the next time the SQLite sink opens it)
+        has only a (provider, model) index that makes SQLite read rows in random order: without a time
+        bound a plain scan beats it (measured: 0.47 s vs 0.78 s on 1M calls).
+        """
+        names = {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        timed = f.since is not None or f.until is not None
+        if ROLLUP_INDEXES[table] not in names:
+            return table if timed else f"{table} NOT INDEXED"
+        by_time = TIME_INDEXES[table]
+        if not timed or by_time not in names:
+            return table
+        clauses, params = [], []
+        for op, bound in ((">=", f.since), ("<", f.until)):
+            if bound is not None:
+                clauses.append(f"started_at {op} ?")
+                params.append(bound)
+        (last,), = self._rows(f"SELECT coalesce(max(rowid), 0) FROM {table}")  # O(log n): ~ the row count
+        cap = max(1000, int(last * NARROW_RANGE))
+        (n,), = self._rows(f"SELECT count(*) FROM (SELECT 1 FROM {table} INDEXED BY {by_time} "
+                           f"WHERE {' AND '.join(clauses)} LIMIT ?)", [*params, cap])
+        return f"{table} INDEXED BY {by_time}" if n < cap else table
 
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, count(*), max(started_at) FROM agent_runs WHERE agent IS NOT NULL "
@@ -221,7 +238,7 @@ class LocalSource(Source):
         key_sql = ", ".join(keys)
         sql = (
             f"SELECT {key_sql}, count(*), total(status = 'error'), avg(duration_ms), "
-            f"group_concat(duration_ms) FROM {_scan(table, f, self._has_rollup(table))}{where} GROUP BY {key_sql}"
+            f"group_concat(duration_ms) FROM {self._scan(table, f)}{where} GROUP BY {key_sql}"
         )
         rows = []
         for r in self._rows(sql, params):
@@ -273,7 +290,7 @@ class LocalSource(Source):
         where, params = _where(f, "api_calls")
         sql = ("SELECT provider, operation, model, priced, count(*), total(status = 'error'), total(input_tokens), "
                "total(output_tokens), total(total_tokens), total(cost_usd), max(started_at) "
-               f"FROM {_scan('api_calls', f, self._has_rollup('api_calls'))}{where} "
+               f"FROM {self._scan('api_calls', f)}{where} "
                "GROUP BY provider, operation, model, priced")
         frame = self._frame(sql, params, _names(base.CALLS_SUMMARY), base.CALLS_SUMMARY)
         with self._memo_lock:

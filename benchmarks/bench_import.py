@@ -32,17 +32,43 @@ LABELS = {
     "otel_sdk_trace": "import opentelemetry.sdk.trace",
     "langfuse": "import langfuse",
     "langsmith": "from langsmith import traceable",
+    "agentmeter_first": "import agentmeter + first tracked step",
+    "otel_first": "import OTel SDK + provider + first span",
+}
+#: Import and set-up until the first span has ended (what a program pays before its first traced call).
+FIRST_SPAN = {
+    "agentmeter_first": (
+        "import agentmeter\n"
+        "from agentmeter.sinks import MemorySink\n"
+        "agentmeter.configure(sinks=[MemorySink()], spool_dir=__import__('tempfile').mkdtemp())\n"
+        "@agentmeter.track_step\n"
+        "def work(q):\n    return q\n"
+        "work('x')"
+    ),
+    "otel_first": (
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import BatchSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))\n"
+        "tracer = provider.get_tracer('bench')\n"
+        "@tracer.start_as_current_span('work')\n"
+        "def work(q):\n    return q\n"
+        "work('x')"
+    ),
 }
 HEAVY = ("pymongo", "boto3", "botocore", "snowflake", "streamlit", "openai", "tavily", "pandas", "numpy",
          "httpx", "requests", "genai_prices", "opentelemetry")
 #: The issue's list: importing agentmeter must import none of these.
 FORBIDDEN = ("pymongo", "boto3", "snowflake", "streamlit", "openai", "tavily")
 
-_TIMER = (
-    "import time, json\n"
+_TIMER = (  # json is imported after the clock stops: agentmeter's exporter would otherwise get it free
+    "import time\n"
     "t0 = time.perf_counter()\n"
     "{stmt}\n"
-    "print(json.dumps({{'ms': (time.perf_counter() - t0) * 1000}}))\n"
+    "t1 = time.perf_counter()\n"
+    "import json\n"
+    "print(json.dumps({{'ms': (t1 - t0) * 1000}}))\n"
 )
 _MODULES = (
     "import sys, json\n"
@@ -59,12 +85,15 @@ def run(python: str = sys.executable, repeats: int = 9, check_python: str | None
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time each import ``repeats`` times; check ``import agentmeter`` in ``check_python`` (default: ``python``)."""
     env = quiet_env()
+    statements = {**TARGETS, **FIRST_SPAN}
     present = {k: has_module(python, stmt.split()[1]) for k, stmt in TARGETS.items()}
-    samples: dict[str, list[float]] = {k: [] for k in TARGETS}
+    present["agentmeter_first"] = present["agentmeter"]
+    present["otel_first"] = present["otel_sdk_trace"]
+    samples: dict[str, list[float]] = {k: [] for k in statements}
     errors: dict[str, str] = {}
     log(f"  import: {repeats} fresh interpreters per module")
     for _ in range(repeats):
-        for key, stmt in TARGETS.items():
+        for key, stmt in statements.items():
             if not present[key]:
                 continue
             res = child_json([python, "-X", "frozen_modules=on", "-c", _TIMER.format(stmt=stmt)], 120, env)
@@ -73,8 +102,8 @@ def run(python: str = sys.executable, repeats: int = 9, check_python: str | None
             else:
                 samples[key].append(float(res["ms"]))
     cases = {}
-    otel = summary(samples["otel_sdk_trace"])
-    for key in TARGETS:
+    for key in statements:
+        otel = summary(samples["otel_first" if key.endswith("_first") else "otel_sdk_trace"])
         s = summary(samples[key])
         row: dict[str, Any] = {"label": LABELS[key], "unit": "ms", **s, "samples": samples[key]}
         if s["n"] and otel["n"]:

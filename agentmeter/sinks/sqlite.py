@@ -66,6 +66,11 @@ def create_schema(conn: sqlite3.Connection) -> None:
             for c in table_columns(table)
         )
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)")
+        # A store made by an older agentmeter lacks the columns added since: add them (as null).
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for c in table_columns(table):
+            if c.name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {c.name} {_SQL_TYPES[c.type]}")
     for stmt in _INDEXES:
         conn.execute(stmt)
     conn.execute(

@@ -101,3 +101,18 @@ def test_replaying_a_document_never_duplicates(tmp_path: Path) -> None:
     assert version["version"] == 1
     journal = _fetch(sink.path, "PRAGMA journal_mode")[0][0]
     assert journal == "wal"
+
+
+def test_a_store_from_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE agent_runs (run_id TEXT PRIMARY KEY, name TEXT)")  # an older, narrower table
+    conn.execute("INSERT INTO agent_runs VALUES ('old-run', 'legacy')")
+    conn.commit()
+    conn.close()
+    agentmeter.configure(sinks=[SQLiteSink(db)])
+    with agentmeter.track_run("new"):
+        pass
+    assert agentmeter.flush(timeout=10).ok
+    rows = _fetch(db, "SELECT name, sampled, step_count FROM agent_runs ORDER BY name")
+    assert [tuple(r) for r in rows] == [("legacy", None, None), ("new", 1, 0)]

@@ -104,6 +104,7 @@ def test_runs_flow_from_the_api_through_firehose_and_the_pipe_into_the_views(
     assert stage["url"] == f"s3://{names.bucket}/{names.prefix}"
 
     firehose = FirehoseSink(firehose_stream, region=REGION, endpoint_url=moto_url)
+    firehose.preferred_batch_size = None  # batches of 7 runs: several PutRecordBatch calls, several S3 objects
     memory = MemorySink()
     agentmeter.configure(sinks=[firehose, memory], prices=PRICES, flush_interval=3600, batch_size=7)
     track_workload(n_runs=40, seed=3)

@@ -8,17 +8,19 @@ and Kinesis Firehose. agentmeter never raises into your code and never makes you
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _context, _guard, _state
-from ._config import Settings
 from ._context import current_call, current_run, current_step
 from ._context import wrap as wrap_context
-from ._exporter import FlushResult, SinkFlushResult
 from ._model import Call, Run, Step
 from ._signals import install_signal_handlers
 from ._tracking import track_call, track_run, track_step
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._config import Settings
+    from ._exporter import FlushResult, SinkFlushResult
 
 __all__ = [
     "Call",
@@ -63,11 +65,11 @@ def flush(timeout: float | None = 10.0) -> FlushResult:
     try:
         exporter = _state.current_exporter()
         if exporter is None:
-            return FlushResult({})
+            return _empty_result()
         return exporter.flush(timeout)
     except Exception as exc:
         _guard.internal_error("flush", exc)
-        return FlushResult({}, timed_out=True)
+        return _empty_result(timed_out=True)
 
 
 def shutdown(timeout: float | None = 10.0) -> FlushResult:
@@ -78,11 +80,11 @@ def shutdown(timeout: float | None = 10.0) -> FlushResult:
     try:
         exporter = _state.reset()
         if exporter is None:
-            return FlushResult({})
+            return _empty_result()
         return exporter.shutdown(timeout)
     except Exception as exc:
         _guard.internal_error("shutdown", exc)
-        return FlushResult({}, timed_out=True)
+        return _empty_result(timed_out=True)
 
 
 def stats() -> dict[str, Any]:
@@ -96,3 +98,26 @@ def stats() -> dict[str, Any]:
     out["warnings"] = _guard.counters["warnings"]
     out["thread_propagation"] = _context.thread_propagation_enabled()
     return out
+
+
+def _empty_result(timed_out: bool = False) -> FlushResult:
+    from ._exporter import FlushResult  # loaded with the first flush or finished run, not at import
+
+    return FlushResult({}, timed_out=timed_out)
+
+
+def _exporter_module() -> Any:
+    from . import _exporter
+
+    return _exporter
+
+
+def __getattr__(name: str) -> Any:
+    # Settings and the flush results load their modules (attrs, the exporter) when first asked for.
+    if name in ("FlushResult", "SinkFlushResult"):
+        return getattr(_exporter_module(), name)
+    if name == "Settings":
+        from ._config import Settings
+
+        return Settings
+    raise AttributeError(f"module 'agentmeter' has no attribute {name!r}")

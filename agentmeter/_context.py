@@ -8,13 +8,16 @@ another thread, and ``concurrent.futures.ThreadPoolExecutor.submit`` is wrapped 
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._model import Call, Run, Step
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 __all__ = ["current_call", "current_run", "current_step", "wrap"]
 
@@ -63,24 +66,42 @@ def wrap(fn: Callable[..., R]) -> Callable[..., R]:
     return bound
 
 
-_original_submit = concurrent.futures.ThreadPoolExecutor.submit
+# concurrent.futures (and the logging it imports) is loaded when the settings are first applied (the first
+# tracked call or configure()), not by ``import agentmeter``.
+_original_submit: Callable[..., Any] | None = None
 
 
 def _submit(self: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any,
             **kwargs: Any) -> concurrent.futures.Future[Any]:
     if run_var.get() is not None:
         fn = wrap(fn)
-    return _original_submit(self, fn, *args, **kwargs)
+    assert _original_submit is not None  # set before _submit is installed
+    return _original_submit(self, fn, *args, **kwargs)  # type: ignore[no-any-return]
 
 
-_submit.__doc__ = _original_submit.__doc__
-_submit.__wrapped__ = _original_submit  # type: ignore[attr-defined]
+def _executor() -> type[concurrent.futures.ThreadPoolExecutor]:
+    global _original_submit
+    import concurrent.futures
+
+    cls = concurrent.futures.ThreadPoolExecutor
+    if _original_submit is None:
+        _original_submit = cls.submit
+        _submit.__doc__ = cls.submit.__doc__
+        _submit.__wrapped__ = cls.submit  # type: ignore[attr-defined]
+    return cls
 
 
 def set_thread_propagation(on: bool) -> None:
     """Install or remove the ThreadPoolExecutor.submit wrapper."""
-    concurrent.futures.ThreadPoolExecutor.submit = _submit if on else _original_submit  # type: ignore[method-assign,assignment]
+    if not on and _original_submit is None:
+        return  # never installed: nothing to remove (and no reason to import concurrent.futures)
+    try:
+        cls = _executor()
+    except RuntimeError:  # settings first read at interpreter exit: no new atexit hooks allowed then
+        return
+    cls.submit = _submit if on else _original_submit  # type: ignore[method-assign,assignment]
 
 
 def thread_propagation_enabled() -> bool:
-    return concurrent.futures.ThreadPoolExecutor.submit is _submit
+    cf = sys.modules.get("concurrent.futures")
+    return cf is not None and _original_submit is not None and cf.ThreadPoolExecutor.submit is _submit

@@ -17,11 +17,19 @@ import time
 from collections import Counter
 from typing import Any
 
-import structlog
-
 __all__ = ["counters", "internal_error", "raise_internal", "warn"]
 
-_log = structlog.get_logger("agentmeter")
+_logger: Any = None
+
+
+def _log() -> Any:
+    """structlog's logger, imported with the first log line: structlog (with rich) takes ~50 ms to import."""
+    global _logger
+    if _logger is None:
+        import structlog
+
+        _logger = structlog.get_logger("agentmeter")
+    return _logger
 
 #: Seconds between two log lines for the same key; the counters still see every occurrence.
 LOG_INTERVAL_S = 60.0
@@ -54,7 +62,7 @@ def internal_error(where: str, exc: BaseException) -> None:
         raise exc
     try:
         if _should_log(f"error:{where}:{type(exc).__name__}"):
-            _log.error(
+            _log().error(
                 "agentmeter internal error; your code is unaffected",
                 where=where,
                 error_type=type(exc).__name__,
@@ -71,7 +79,7 @@ def warn(key: str, message: str, **fields: Any) -> None:
     counters[f"warnings.{key}"] += 1
     try:
         if _should_log(f"warn:{key}"):
-            _log.warning(message, key=key, count=counters[f"warnings.{key}"], **fields)
+            _log().warning(message, key=key, count=counters[f"warnings.{key}"], **fields)
     except Exception:
         pass  # see internal_error
 

@@ -32,9 +32,9 @@ _MAX_ERROR_MESSAGE = 2000
 
 def error_fields(exc: BaseException) -> tuple[str, str, str]:
     """(status, error_type, error_message) for an exception leaving user code."""
-    from ._tracking import CANCELLATION_TYPES  # local: avoids an import cycle at module load
+    from ._tracking import is_cancellation  # local: avoids an import cycle at module load
 
-    status = CANCELLED if isinstance(exc, CANCELLATION_TYPES) else ERROR
+    status = CANCELLED if is_cancellation(exc) else ERROR
     try:
         message = str(exc)
     except Exception:

@@ -14,9 +14,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from . import _guard
-from ._config import Settings, settings_from_env
 
 if TYPE_CHECKING:
+    from ._config import Settings
     from ._exporter import Exporter
 
 _lock = threading.RLock()
@@ -37,11 +37,15 @@ def settings() -> Settings:
         with _lock:
             if _settings is None:
                 try:
+                    from ._config import settings_from_env  # attrs: loaded with the settings
+
                     _settings = settings_from_env()
                 except ValueError as exc:
                     # A bad environment variable must not break the agent: warn and use the defaults.
                     _guard.warn("config.env", "invalid AGENTMETER_* environment variable; using defaults",
                                 error=str(exc))
+                    from ._config import Settings
+
                     _settings = Settings()
                 _apply_side_effects(_settings)
             s = _settings
@@ -56,6 +60,8 @@ def enabled() -> bool:
 def configure(**kwargs: Any) -> Settings:
     """Replace the settings (see :func:`agentmeter.configure`)."""
     global _settings, _exporter
+    from ._config import settings_from_env
+
     new = settings_from_env(**kwargs)  # raises ValueError before anything changes
     with _lock:
         old_exporter = _exporter

@@ -8,28 +8,42 @@ failure is logged and counted, and the user's function runs (and raises) exactly
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import functools
 import inspect
+import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any, Generic, TypeVar, cast, overload
 
-import attrs
-
-from . import _capture, _clock, _guard, _ids, _state
+from . import _clock, _guard, _ids, _state
 from ._context import call_var, run_var, step_var
 from ._model import CANCELLED, RUNNING, STEP_KINDS, SUCCESS, Call, Run, Step, error_fields
 
-__all__ = ["CANCELLATION_TYPES", "close_open_runs", "track_call", "track_run", "track_step"]
+__all__ = ["close_open_runs", "is_cancellation", "track_call", "track_run", "track_step"]
 
 #: Exceptions recorded as ``cancelled`` rather than ``error``.
-CANCELLATION_TYPES: tuple[type[BaseException], ...] = (
-    asyncio.CancelledError,
-    KeyboardInterrupt,
-    SystemExit,
-    GeneratorExit,
-)
+_BASE_CANCELLATION: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """True for the exceptions recorded as ``cancelled`` (those of ``CANCELLATION_TYPES``).
+
+    asyncio's ``CancelledError`` can only be raised once asyncio is imported, so it is looked up in
+    ``sys.modules`` rather than imported with agentmeter (asyncio takes ~15 ms to import).
+    """
+    if isinstance(exc, _BASE_CANCELLATION):
+        return True
+    aio = sys.modules.get("asyncio")
+    return aio is not None and isinstance(exc, aio.CancelledError)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CANCELLATION_TYPES":  # exceptions recorded as ``cancelled`` rather than ``error``
+        import asyncio
+
+        return (asyncio.CancelledError, *_BASE_CANCELLATION)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 F = TypeVar("F", bound=Callable[..., Any])
 H = TypeVar("H", Run, Step, Call)
@@ -99,8 +113,8 @@ def _seal_and_submit(run: Run) -> None:
     run.end_ns = end_ns = _clock.monotonic_ns()
     run.end_us = run.start_us + (end_ns - run.start_ns) // 1000
     # Open steps and calls are copied: their owners may still be running on another thread.
-    run.open_steps = {k: attrs.evolve(v) for k, v in dict(run.open_steps).items()}
-    run.open_calls = {k: attrs.evolve(v) for k, v in dict(run.open_calls).items()}
+    run.open_steps = {k: copy.copy(v) for k, v in dict(run.open_steps).items()}
+    run.open_calls = {k: copy.copy(v) for k, v in dict(run.open_calls).items()}
     run.steps = tuple(run.steps)
     run.calls = tuple(run.calls)
     run.sealed = True
@@ -222,6 +236,18 @@ def close_open_runs(reason: str = "InterpreterExit", message: str = "process exi
 # -- capture ------------------------------------------------------------------------------------------
 
 
+_snapshot: Callable[[Any], Any] | None = None
+
+
+def _load_snapshot() -> Callable[[Any], Any]:
+    # _capture (and dataclasses with it) loads with the first captured value, not with agentmeter
+    global _snapshot
+    from ._capture import snapshot
+
+    _snapshot = snapshot
+    return snapshot
+
+
 def _capture_inputs(frame: _Frame | None, sig: inspect.Signature | None, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> None:
     if frame is None or sig is None:
@@ -230,7 +256,7 @@ def _capture_inputs(frame: _Frame | None, sig: inspect.Signature | None, args: t
         bound = sig.bind_partial(*args, **kwargs)
         values = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
         handle = frame.handle
-        handle.inputs = _capture.snapshot(values)  # type: ignore[union-attr]
+        handle.inputs = (_snapshot or _load_snapshot())(values)  # type: ignore[union-attr]
         handle.captured = True  # type: ignore[union-attr]
     except Exception as exc:
         _guard.internal_error("capture_inputs", exc)
@@ -242,7 +268,7 @@ def _capture_output(frame: _Frame | None, value: Any) -> None:
     try:
         handle = frame.handle
         if getattr(handle, "captured", False):
-            handle.output = _capture.snapshot(value)  # type: ignore[union-attr]
+            handle.output = (_snapshot or _load_snapshot())(value)  # type: ignore[union-attr]
     except Exception as exc:
         _guard.internal_error("capture_output", exc)
 

@@ -142,7 +142,7 @@ def test_context_managers_sync_and_async() -> None:
 
     with capture_runs() as cap:
         asyncio.run(main())
-        with track_run("sync") as run, track_step("only"):
+        with track_run("sync"), track_step("only"):
             pass
     assert [r["name"] for r in cap.runs] == ["a", "sync"]
     steps = {s["name"]: s for s in cap.runs[0]["steps"]}
@@ -402,8 +402,7 @@ def test_unfinished_step_at_run_end_is_recorded_cancelled() -> None:
 def test_a_run_closed_at_exit_is_not_sent_again_when_it_ends() -> None:
     from agentmeter._tracking import close_open_runs
 
-    with capture_runs() as cap:
-        with track_run("long"):
-            assert close_open_runs("SIGTERM", "terminated") == 1
+    with capture_runs() as cap, track_run("long"):
+        assert close_open_runs("SIGTERM", "terminated") == 1
     (run,) = cap.runs
     assert (run["status"], run["error_type"]) == ("cancelled", "SIGTERM")

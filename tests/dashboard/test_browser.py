@@ -7,7 +7,6 @@ AGENTMETER_TEST_DOCS_SCREENSHOT=1 to also refresh docs/img/dashboard.png.
 from __future__ import annotations
 
 import math
-
 import os
 import shutil
 import socket

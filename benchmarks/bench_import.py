@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -84,22 +85,26 @@ _MODULES = (
 def run(python: str = sys.executable, repeats: int = 9, check_python: str | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time each import ``repeats`` times; check ``import agentmeter`` in ``check_python`` (default: ``python``)."""
-    env = quiet_env()
+    # Bytecode: pip compiles a wheel's modules at install, but an editable checkout under
+    # PYTHONDONTWRITEBYTECODE=1 would recompile agentmeter's sources in every sample. Every library is
+    # therefore measured with bytecode from one private cache, filled by a discarded warm-up round.
+    env = quiet_env(PYTHONPYCACHEPREFIX=tempfile.mkdtemp(prefix="am-bench-pyc-"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     statements = {**TARGETS, **FIRST_SPAN}
     present = {k: has_module(python, stmt.split()[1]) for k, stmt in TARGETS.items()}
     present["agentmeter_first"] = present["agentmeter"]
     present["otel_first"] = present["otel_sdk_trace"]
     samples: dict[str, list[float]] = {k: [] for k in statements}
     errors: dict[str, str] = {}
-    log(f"  import: {repeats} fresh interpreters per module")
-    for _ in range(repeats):
+    log(f"  import: {repeats} fresh interpreters per module (after a warm-up that compiles bytecode)")
+    for r in range(repeats + 1):
         for key, stmt in statements.items():
             if not present[key]:
                 continue
             res = child_json([python, "-X", "frozen_modules=on", "-c", _TIMER.format(stmt=stmt)], 120, env)
             if "error" in res:
                 errors[key] = res["error"]
-            else:
+            elif r > 0:
                 samples[key].append(float(res["ms"]))
     cases = {}
     for key in statements:

@@ -9,8 +9,6 @@ in Python (:mod:`agentmeter.queries._stats`). Every filter value is a bound ``?`
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .._config import default_db_path
-from . import base, derive
+from . import base
+from ._sql import Dialect, SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
-from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform
+from .base import Filters, SourceUnavailable, check_bucket, conform
 
 __all__ = ["LocalSource", "from_env"]
 
+_SQLITE = Dialect(mark="?", runs="agent_runs", steps="run_steps", calls="api_calls")
 _BUCKET_SQL = {
     "day": "substr({col}, 1, 10) || 'T00:00:00Z'",
     "hour": "substr({col}, 1, 13) || ':00:00Z'",
@@ -37,30 +37,6 @@ def from_env(db: str | Path | None = None) -> LocalSource:
     return LocalSource(db if db is not None else default_db_path())
 
 
-def _where(f: Filters, table: str, prefix: str = "") -> tuple[str, list[Any]]:
-    """``WHERE ...`` for ``table`` (agent_runs, run_steps or api_calls) and its parameters."""
-    col = f"{prefix}." if prefix else ""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if f.since is not None:
-        clauses.append(f"{col}started_at >= ?")
-        params.append(f.since)
-    if f.until is not None:
-        clauses.append(f"{col}started_at < ?")
-        params.append(f.until)
-    if f.agents:
-        clauses.append(f"{col}agent IN ({', '.join('?' for _ in f.agents)})")
-        params.extend(f.agents)
-    if f.statuses:
-        marks = ", ".join("?" for _ in f.statuses)
-        if table == "agent_runs":
-            clauses.append(f"{col}status IN ({marks})")
-        else:
-            clauses.append(f"{col}run_id IN (SELECT run_id FROM agent_runs WHERE status IN ({marks}))")
-        params.extend(f.statuses)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
 #: the store's covering index per table (see ``agentmeter.sinks.sqlite``): every dashboard aggregate over
 #: that table reads only the index, in group order, so GROUP BY needs no sort
 ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup"}
@@ -68,14 +44,6 @@ ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup"
 TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
 #: a time range holding less than this fraction of a table's rows reads it through its started_at index
 NARROW_RANGE = 0.05
-
-
-def _and(where: str, clause: str) -> str:
-    return f"{where} AND {clause}" if where else f" WHERE {clause}"
-
-
-def _names(spec: base.Spec) -> list[str]:
-    return [name for name, _ in spec]
 
 
 def _pcts(joined: str | None) -> dict[str, float | None]:
@@ -90,18 +58,15 @@ def _parse_floats(text: str | None) -> np.ndarray:
     return np.fromstring(text, dtype=np.float64, sep=",")
 
 
-class LocalSource(Source):
+class LocalSource(SqlSource):
     """Reads the SQLite store at ``path``. A missing file or a store without tables reads as empty."""
 
     kind = "local"
-
-    #: seconds a calls summary is reused (the views of one page share it; the page's own cache is longer)
-    SUMMARY_TTL = 10.0
+    dialect = _SQLITE
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = Path(path).expanduser()
-        self._memo: dict[Filters, tuple[float, pd.DataFrame]] = {}
-        self._memo_lock = threading.Lock()
 
     def describe(self) -> str:
         return f"local store {self.path}"
@@ -142,10 +107,6 @@ class LocalSource(Source):
             except sqlite3.DatabaseError as exc:
                 raise self._unavailable(exc) from exc
 
-    def _frame(self, sql: str, params: Sequence[Any], names: Sequence[str], spec: base.Spec) -> pd.DataFrame:
-        rows = self._rows(sql, params)
-        return conform(pd.DataFrame.from_records(rows, columns=list(names)), spec)
-
     # -- Source --------------------------------------------------------------------------------------
 
     def check(self) -> None:
@@ -167,12 +128,12 @@ class LocalSource(Source):
         has only a (provider, model) index that makes SQLite read rows in random order: without a time
         bound a plain scan beats it (measured: 0.47 s vs 0.78 s on 1M calls).
         """
-        names = {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        indexes = {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
         timed = f.since is not None or f.until is not None
-        if ROLLUP_INDEXES[table] not in names:
+        if ROLLUP_INDEXES[table] not in indexes:
             return table if timed else f"{table} NOT INDEXED"
         by_time = TIME_INDEXES[table]
-        if not timed or by_time not in names:
+        if not timed or by_time not in indexes:
             return table
         clauses, params = [], []
         for op, bound in ((">=", f.since), ("<", f.until)):
@@ -188,10 +149,10 @@ class LocalSource(Source):
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, count(*), max(started_at) FROM agent_runs WHERE agent IS NOT NULL "
                "GROUP BY agent ORDER BY agent")
-        return self._frame(sql, [], _names(base.AGENTS), base.AGENTS)
+        return self._frame(sql, [], names(base.AGENTS), base.AGENTS)
 
     def kpis(self, f: Filters) -> pd.DataFrame:
-        where, params = _where(f, "agent_runs")
+        where, params = _SQLITE.where(f, "agent_runs")
         sql = (
             "SELECT count(*), total(status = 'success'), total(status = 'error'), "
             "total(status = 'cancelled'), total(input_tokens), total(output_tokens), total(total_tokens), "
@@ -215,26 +176,26 @@ class LocalSource(Source):
 
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "agent_runs")
+        where, params = _SQLITE.where(f, "agent_runs")
         sql = (f"SELECT {b} AS b, status, count(*) FROM agent_runs{where} "
                "GROUP BY b, status ORDER BY b, status")
         return self._frame(sql, params, ["bucket", "status", "runs"], base.STATUS_OVER_TIME)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "agent_runs")
+        where, params = _SQLITE.where(f, "agent_runs")
         sql = (f"SELECT {b} AS b, count(*), group_concat(duration_ms) FROM agent_runs"
-               f"{_and(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
+               f"{and_(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
         rows = [
             {"bucket": b_, "runs": n, **_pcts(d)}
             for b_, n, d in self._rows(sql, params)
         ]
-        return conform(rows or pd.DataFrame(columns=_names(base.LATENCY_OVER_TIME)), base.LATENCY_OVER_TIME)
+        return conform(rows or pd.DataFrame(columns=names(base.LATENCY_OVER_TIME)), base.LATENCY_OVER_TIME)
 
     def _latency_groups(
         self, f: Filters, table: str, keys: Sequence[str], count_name: str, spec: base.Spec
     ) -> pd.DataFrame:
-        where, params = _where(f, table)
+        where, params = _SQLITE.where(f, table)
         key_sql = ", ".join(keys)
         sql = (
             f"SELECT {key_sql}, count(*), total(status = 'error'), avg(duration_ms), "
@@ -247,7 +208,7 @@ class LocalSource(Source):
                 **dict(zip(keys, key, strict=True)), count_name: n, "errors": errors, "mean_ms": mean,
                 **_pcts(durations),
             })
-        frame = conform(rows or pd.DataFrame(columns=_names(spec)), spec)
+        frame = conform(rows or pd.DataFrame(columns=names(spec)), spec)
         return _sort(frame, ["p95_ms", *keys], [False] + [True] * len(keys))
 
     def step_latency(self, f: Filters) -> pd.DataFrame:
@@ -256,108 +217,33 @@ class LocalSource(Source):
     def api_latency(self, f: Filters) -> pd.DataFrame:
         return self._latency_groups(f, "api_calls", ["provider", "model"], "calls", base.API_LATENCY)
 
-    _RUN_COLS = ("run_id, name, agent, status, started_at, duration_ms, step_count, call_count, "
-                 "total_tokens, cost_usd")
-
-    def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
-        where, params = _where(f, "agent_runs")
-        sql = (f"SELECT {self._RUN_COLS} FROM agent_runs{_and(where, 'duration_ms IS NOT NULL')} "
-               "ORDER BY duration_ms DESC, run_id LIMIT ?")
-        return self._frame(sql, [*params, check_limit(limit)], _names(base.SLOWEST_RUNS), base.SLOWEST_RUNS)
-
-    def recent_failures(self, f: Filters, limit: int = 20) -> pd.DataFrame:
-        where, params = _where(f, "agent_runs")
-        failed = _and(where, "status = 'error'")
-        sql = ("SELECT run_id, name, agent, started_at, duration_ms, error_type, error_message "
-               f"FROM agent_runs{failed} ORDER BY started_at DESC, run_id LIMIT ?")
-        names = _names(base.RECENT_FAILURES)
-        return self._frame(sql, [*params, check_limit(limit)], names, base.RECENT_FAILURES)
-
     def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "agent_runs")
+        where, params = _SQLITE.where(f, "agent_runs")
         sql = f"SELECT {b} AS b, agent, count(*) FROM agent_runs{where} GROUP BY b, agent ORDER BY b, agent"
         return self._frame(sql, params, ["bucket", "agent", "runs"], base.RUNS_PER_AGENT)
 
-    def calls_summary(self, f: Filters) -> pd.DataFrame:
-        """:data:`~agentmeter.queries.base.CALLS_SUMMARY` (one scan of api_calls), memoized for
-        ``SUMMARY_TTL`` seconds per filters so the views derived from it share that scan."""
-        now = time.monotonic()
-        with self._memo_lock:
-            hit = self._memo.get(f)
-            if hit is not None and hit[0] > now:
-                return hit[1]
-        where, params = _where(f, "api_calls")
+    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        where, params = _SQLITE.where(f, "agent_runs")
+        sql = (f"SELECT {b} AS b, count(*), total(call_count), total(cost_usd), total(unpriced_call_count) "
+               f"FROM agent_runs{where} GROUP BY b ORDER BY b")
+        return self._frame(sql, params, names(base.COST_OVER_TIME), base.COST_OVER_TIME)
+
+    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
+        where, params = _SQLITE.where(f, "agent_runs")
+        sql = ("SELECT agent, count(*), total(call_count), total(cost_usd) AS c, total(unpriced_call_count) "
+               f"FROM agent_runs{where} GROUP BY agent ORDER BY c DESC, agent")
+        return self._frame(sql, params, names(base.COST_BY_AGENT), base.COST_BY_AGENT)
+
+    def _calls_summary_query(self, f: Filters) -> tuple[str, list[Any]]:
+        """One scan of api_calls (see :meth:`_scan`)."""
+        where, params = _SQLITE.where(f, "api_calls")
         sql = ("SELECT provider, operation, model, priced, count(*), total(status = 'error'), total(input_tokens), "
                "total(output_tokens), total(total_tokens), total(cost_usd), max(started_at) "
                f"FROM {self._scan('api_calls', f)}{where} "
                "GROUP BY provider, operation, model, priced")
-        frame = self._frame(sql, params, _names(base.CALLS_SUMMARY), base.CALLS_SUMMARY)
-        with self._memo_lock:
-            self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
-            self._memo[f] = (now + self.SUMMARY_TTL, frame)
-        return frame
-
-    def calls_by_provider(self, f: Filters) -> pd.DataFrame:
-        return derive.calls_by_provider(self.calls_summary(f))
-
-    def tokens_by_model(self, f: Filters) -> pd.DataFrame:
-        return derive.tokens_by_model(self.calls_summary(f))
-
-    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "agent_runs")
-        sql = (f"SELECT {b} AS b, count(*), total(call_count), total(cost_usd), total(unpriced_call_count) "
-               f"FROM agent_runs{where} GROUP BY b ORDER BY b")
-        return self._frame(sql, params, _names(base.COST_OVER_TIME), base.COST_OVER_TIME)
-
-    def cost_by_model(self, f: Filters) -> pd.DataFrame:
-        return derive.cost_by_model(self.calls_summary(f))
-
-    def cost_by_provider(self, f: Filters) -> pd.DataFrame:
-        return derive.cost_by_provider(self.calls_summary(f))
-
-    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
-        where, params = _where(f, "agent_runs")
-        sql = ("SELECT agent, count(*), total(call_count), total(cost_usd) AS c, total(unpriced_call_count) "
-               f"FROM agent_runs{where} GROUP BY agent ORDER BY c DESC, agent")
-        return self._frame(sql, params, _names(base.COST_BY_AGENT), base.COST_BY_AGENT)
-
-    def expensive_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
-        where, params = _where(f, "agent_runs")
-        sql = (f"SELECT {self._RUN_COLS}, unpriced_call_count FROM agent_runs"
-               f"{_and(where, 'cost_usd IS NOT NULL')} ORDER BY cost_usd DESC, run_id LIMIT ?")
-        names = _names(base.EXPENSIVE_RUNS)
-        return self._frame(sql, [*params, check_limit(limit)], names, base.EXPENSIVE_RUNS)
-
-    def unpriced_calls(self, f: Filters) -> pd.DataFrame:
-        return derive.unpriced_calls(self.calls_summary(f))
-
-    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
-        where, params = _where(f, "agent_runs")
-        prefix = str(run_id_prefix or "").strip()
-        if prefix:
-            # substr comparison, not LIKE: no wildcard or escape character can change the match
-            where = _and(where, "substr(run_id, 1, ?) = ?")
-            params += [len(prefix), prefix]
-        sql = (f"SELECT {self._RUN_COLS}, error_type FROM agent_runs{where} "
-               "ORDER BY started_at DESC, run_id DESC LIMIT ?")
-        return self._frame(sql, [*params, check_limit(limit)], _names(base.RUN_SEARCH), base.RUN_SEARCH)
-
-    def run_detail(self, run_id: str) -> RunDetail | None:
-        specs = (
-            (base.RUN_SUMMARY, "agent_runs", "run_id"),
-            (base.RUN_STEPS, "run_steps", "started_at, step_id"),
-            (base.RUN_CALLS, "api_calls", "started_at, call_id"),
-        )
-        frames = []
-        for spec, table, order in specs:
-            names = _names(spec)
-            sql = f"SELECT {', '.join(names)} FROM {table} WHERE run_id = ? ORDER BY {order}"
-            frames.append(self._frame(sql, [run_id], names, spec))
-        if frames[0].empty:
-            return None
-        return RunDetail(*frames)
+        return sql, params
 
 
 def _sort(frame: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.DataFrame:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from . import base, derive
-from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform
+from . import base
+from ._sql import Dialect, SqlSource, and_, names
+from .base import Filters, SourceUnavailable, check_bucket, conform
 
 __all__ = ["SnowflakeSource", "connection_params", "from_env"]
 
@@ -38,6 +38,8 @@ _ENV_PARAMS = (
     "account", "user", "password", "role", "warehouse", "database", "schema", "authenticator",
     "private_key_file", "private_key_file_pwd", "token", "host", "port", "protocol", "region",
 )
+#: table names are placeholders that :meth:`SnowflakeSource._sql` fills with the qualified view names
+_SNOWFLAKE = Dialect(mark="%s", runs="{runs}", steps="{steps}", calls="{calls}", time="TO_TIMESTAMP_TZ({})")
 _BUCKET_SQL = {"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})"}
 _HINT = (
     "Check the connection: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and a credential (SNOWFLAKE_PASSWORD, "
@@ -82,38 +84,6 @@ def from_env(
     return SnowflakeSource(database=db, schema=sch, **params)
 
 
-def _where(f: Filters, table: str, prefix: str = "") -> tuple[str, list[Any]]:
-    """``WHERE ...`` for ``table`` (AGENT_RUNS, RUN_STEPS or API_CALLS) and its parameters."""
-    col = f"{prefix}." if prefix else ""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if f.since is not None:
-        clauses.append(f"{col}started_at >= TO_TIMESTAMP_TZ(%s)")
-        params.append(f.since)
-    if f.until is not None:
-        clauses.append(f"{col}started_at < TO_TIMESTAMP_TZ(%s)")
-        params.append(f.until)
-    if f.agents:
-        clauses.append(f"{col}agent IN ({', '.join('%s' for _ in f.agents)})")
-        params.extend(f.agents)
-    if f.statuses:
-        marks = ", ".join("%s" for _ in f.statuses)
-        if table == "AGENT_RUNS":
-            clauses.append(f"{col}status IN ({marks})")
-        else:
-            clauses.append(f"{col}run_id IN (SELECT run_id FROM {{runs}} WHERE status IN ({marks}))")
-        params.extend(f.statuses)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _and(where: str, clause: str) -> str:
-    return f"{where} AND {clause}" if where else f" WHERE {clause}"
-
-
-def _names(spec: base.Spec) -> list[str]:
-    return [name for name, _ in spec]
-
-
 _PCTS = (
     "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50, "
     "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95, "
@@ -121,7 +91,7 @@ _PCTS = (
 )
 
 
-class SnowflakeSource(Source):
+class SnowflakeSource(SqlSource):
     """Reads the agentmeter views in ``database.schema`` over one lazily opened connection.
 
     ``connect`` (tests, custom auth) replaces ``snowflake.connector.connect``; the remaining keywords are
@@ -130,9 +100,7 @@ class SnowflakeSource(Source):
     """
 
     kind = "snowflake"
-
-    #: seconds a calls summary is reused (the call views of one page share one query)
-    SUMMARY_TTL = 10.0
+    dialect = _SNOWFLAKE
 
     def __init__(
         self,
@@ -143,6 +111,7 @@ class SnowflakeSource(Source):
     ) -> None:
         from ..snowflake_sql import check_identifier
 
+        super().__init__()
         self.database = check_identifier("database", database)
         self.schema = check_identifier("schema", schema)
         self._connect_fn = connect
@@ -151,8 +120,6 @@ class SnowflakeSource(Source):
         self._params.setdefault("network_timeout", 60)
         self._conn: Any = None
         self._lock = threading.Lock()
-        self._memo: dict[Filters, tuple[float, pd.DataFrame]] = {}
-        self._memo_lock = threading.Lock()
         q = f"{self.database}.{self.schema}"
         self._tables = {"runs": f"{q}.AGENT_RUNS", "steps": f"{q}.RUN_STEPS", "calls": f"{q}.API_CALLS"}
 
@@ -206,10 +173,6 @@ class SnowflakeSource(Source):
                     self._close_locked()
                 raise self._unavailable(exc) from exc
 
-    def _frame(self, sql: str, params: Sequence[Any], names: Sequence[str], spec: base.Spec) -> pd.DataFrame:
-        rows = self._rows(sql, params)
-        return conform(pd.DataFrame.from_records(rows, columns=list(names)), spec)
-
     def _close_locked(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -231,10 +194,10 @@ class SnowflakeSource(Source):
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, COUNT(*) AS runs, MAX(started_at) AS last_seen FROM {runs} WHERE agent IS NOT NULL "
                "GROUP BY agent ORDER BY agent")
-        return self._frame(sql, [], _names(base.AGENTS), base.AGENTS)
+        return self._frame(sql, [], names(base.AGENTS), base.AGENTS)
 
     def kpis(self, f: Filters) -> pd.DataFrame:
-        where, params = _where(f, "AGENT_RUNS")
+        where, params = _SNOWFLAKE.where(f, "{runs}")
         sql = (
             "SELECT COUNT(*) AS runs, COUNT_IF(status = 'success') AS ok, COUNT_IF(status = 'error') AS err, "
             "COUNT_IF(status = 'cancelled') AS canc, "
@@ -258,143 +221,67 @@ class SnowflakeSource(Source):
 
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "AGENT_RUNS")
+        where, params = _SNOWFLAKE.where(f, "{runs}")
         sql = (f"SELECT {b} AS b, status, COUNT(*) AS runs FROM {{runs}}{where} "
                "GROUP BY b, status ORDER BY b, status NULLS FIRST")
         return self._frame(sql, params, ["bucket", "status", "runs"], base.STATUS_OVER_TIME)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "AGENT_RUNS")
+        where, params = _SNOWFLAKE.where(f, "{runs}")
         sql = (f"SELECT {b} AS b, COUNT(*) AS runs, {_PCTS} FROM {{runs}}"
-               f"{_and(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
-        return self._frame(sql, params, _names(base.LATENCY_OVER_TIME), base.LATENCY_OVER_TIME)
+               f"{and_(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
+        return self._frame(sql, params, names(base.LATENCY_OVER_TIME), base.LATENCY_OVER_TIME)
 
     def _latency_groups(
         self, f: Filters, table: str, keys: Sequence[str], spec: base.Spec
     ) -> pd.DataFrame:
-        where, params = _where(f, table)
+        where, params = _SNOWFLAKE.where(f, table)
         key_sql = ", ".join(keys)
         order = ", ".join(f"{k} NULLS FIRST" for k in keys)
         sql = (
             f"SELECT {key_sql}, COUNT(*) AS n, COUNT_IF(status = 'error') AS errors, "
             f"AVG(duration_ms) AS mean_ms, {_PCTS} "
-            f"FROM {{{'steps' if table == 'RUN_STEPS' else 'calls'}}}{where} GROUP BY {key_sql} "
+            f"FROM {table}{where} GROUP BY {key_sql} "
             f"ORDER BY p95 DESC NULLS LAST, {order}"
         )
-        return self._frame(sql, params, _names(spec), spec)
+        return self._frame(sql, params, names(spec), spec)
 
     def step_latency(self, f: Filters) -> pd.DataFrame:
-        return self._latency_groups(f, "RUN_STEPS", ["name"], base.STEP_LATENCY)
+        return self._latency_groups(f, _SNOWFLAKE.steps, ["name"], base.STEP_LATENCY)
 
     def api_latency(self, f: Filters) -> pd.DataFrame:
-        return self._latency_groups(f, "API_CALLS", ["provider", "model"], base.API_LATENCY)
-
-    _RUN_COLS = ("run_id, name, agent, status, started_at, duration_ms, step_count, call_count, "
-                 "total_tokens, cost_usd")
-
-    def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
-        where, params = _where(f, "AGENT_RUNS")
-        sql = (f"SELECT {self._RUN_COLS} FROM {{runs}}{_and(where, 'duration_ms IS NOT NULL')} "
-               "ORDER BY duration_ms DESC, run_id LIMIT %s")
-        return self._frame(sql, [*params, check_limit(limit)], _names(base.SLOWEST_RUNS), base.SLOWEST_RUNS)
-
-    def recent_failures(self, f: Filters, limit: int = 20) -> pd.DataFrame:
-        where, params = _where(f, "AGENT_RUNS")
-        failed = "status = 'error'"
-        sql = ("SELECT run_id, name, agent, started_at, duration_ms, error_type, error_message "
-               f"FROM {{runs}}{_and(where, failed)} ORDER BY started_at DESC, run_id LIMIT %s")
-        names = _names(base.RECENT_FAILURES)
-        return self._frame(sql, [*params, check_limit(limit)], names, base.RECENT_FAILURES)
+        return self._latency_groups(f, _SNOWFLAKE.calls, ["provider", "model"], base.API_LATENCY)
 
     def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "AGENT_RUNS")
+        where, params = _SNOWFLAKE.where(f, "{runs}")
         sql = (f"SELECT {b} AS b, agent, COUNT(*) AS runs FROM {{runs}}{where} GROUP BY b, agent "
                "ORDER BY b, agent NULLS FIRST")
         return self._frame(sql, params, ["bucket", "agent", "runs"], base.RUNS_PER_AGENT)
 
-    def calls_summary(self, f: Filters) -> pd.DataFrame:
-        """:data:`~agentmeter.queries.base.CALLS_SUMMARY`: one aggregate query over API_CALLS, reused for
-        ``SUMMARY_TTL`` seconds per filters, from which the five call views are derived."""
-        now = time.monotonic()
-        with self._memo_lock:
-            hit = self._memo.get(f)
-            if hit is not None and hit[0] > now:
-                return hit[1]
-        where, params = _where(f, "API_CALLS")
+    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        where, params = _SNOWFLAKE.where(f, "{runs}")
+        sql = (f"SELECT {b} AS b, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
+               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
+               f"FROM {{runs}}{where} GROUP BY b ORDER BY b")
+        return self._frame(sql, params, names(base.COST_OVER_TIME), base.COST_OVER_TIME)
+
+    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
+        where, params = _SNOWFLAKE.where(f, "{runs}")
+        sql = ("SELECT agent, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
+               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
+               f"FROM {{runs}}{where} GROUP BY agent ORDER BY c DESC, agent NULLS FIRST")
+        return self._frame(sql, params, names(base.COST_BY_AGENT), base.COST_BY_AGENT)
+
+    def _calls_summary_query(self, f: Filters) -> tuple[str, list[Any]]:
+        where, params = _SNOWFLAKE.where(f, "{calls}")
         sql = ("SELECT provider, operation, model, priced, COUNT(*) AS n, COUNT_IF(status = 'error') AS errors, "
                "COALESCE(SUM(input_tokens), 0) AS tin, COALESCE(SUM(output_tokens), 0) AS tout, "
                "COALESCE(SUM(total_tokens), 0) AS t, COALESCE(SUM(cost_usd), 0) AS c, "
                f"MAX(started_at) AS last_seen FROM {{calls}}{where} GROUP BY provider, operation, model, priced")
-        frame = self._frame(sql, params, _names(base.CALLS_SUMMARY), base.CALLS_SUMMARY)
-        with self._memo_lock:
-            self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
-            self._memo[f] = (now + self.SUMMARY_TTL, frame)
-        return frame
-
-    def calls_by_provider(self, f: Filters) -> pd.DataFrame:
-        return derive.calls_by_provider(self.calls_summary(f))
-
-    def tokens_by_model(self, f: Filters) -> pd.DataFrame:
-        return derive.tokens_by_model(self.calls_summary(f))
-
-    def cost_by_model(self, f: Filters) -> pd.DataFrame:
-        return derive.cost_by_model(self.calls_summary(f))
-
-    def cost_by_provider(self, f: Filters) -> pd.DataFrame:
-        return derive.cost_by_provider(self.calls_summary(f))
-
-    def unpriced_calls(self, f: Filters) -> pd.DataFrame:
-        return derive.unpriced_calls(self.calls_summary(f))
-
-    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _where(f, "AGENT_RUNS")
-        sql = (f"SELECT {b} AS b, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
-               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
-               f"FROM {{runs}}{where} GROUP BY b ORDER BY b")
-        return self._frame(sql, params, _names(base.COST_OVER_TIME), base.COST_OVER_TIME)
-
-    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
-        where, params = _where(f, "AGENT_RUNS")
-        sql = ("SELECT agent, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
-               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
-               f"FROM {{runs}}{where} GROUP BY agent ORDER BY c DESC, agent NULLS FIRST")
-        return self._frame(sql, params, _names(base.COST_BY_AGENT), base.COST_BY_AGENT)
-
-    def expensive_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
-        where, params = _where(f, "AGENT_RUNS")
-        sql = (f"SELECT {self._RUN_COLS}, unpriced_call_count FROM {{runs}}"
-               f"{_and(where, 'cost_usd IS NOT NULL')} ORDER BY cost_usd DESC, run_id LIMIT %s")
-        names = _names(base.EXPENSIVE_RUNS)
-        return self._frame(sql, [*params, check_limit(limit)], names, base.EXPENSIVE_RUNS)
-
-    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
-        where, params = _where(f, "AGENT_RUNS")
-        prefix = str(run_id_prefix or "").strip()
-        if prefix:
-            # a substring comparison, not LIKE: no wildcard or escape character can change the match
-            where = _and(where, "SUBSTR(run_id, 1, %s) = %s")
-            params += [len(prefix), prefix]
-        sql = (f"SELECT {self._RUN_COLS}, error_type FROM {{runs}}{where} "
-               "ORDER BY started_at DESC, run_id DESC LIMIT %s")
-        return self._frame(sql, [*params, check_limit(limit)], _names(base.RUN_SEARCH), base.RUN_SEARCH)
-
-    def run_detail(self, run_id: str) -> RunDetail | None:
-        specs = (
-            (base.RUN_SUMMARY, "{runs}", "run_id"),
-            (base.RUN_STEPS, "{steps}", "started_at, step_id"),
-            (base.RUN_CALLS, "{calls}", "started_at, call_id"),
-        )
-        frames = []
-        for spec, table, order in specs:
-            names = _names(spec)
-            sql = f"SELECT {', '.join(names)} FROM {table} WHERE run_id = %s ORDER BY {order}"
-            frames.append(self._frame(sql, [str(run_id)], names, spec))
-        if frames[0].empty:
-            return None
-        return RunDetail(*frames)
+        return sql, params
 
 
 def _float(value: Any) -> float | None:

@@ -1,0 +1,179 @@
+"""What the two SQL sources (:mod:`.local` on SQLite, :mod:`.snowflake`) share: the filter clause, the
+per-filters memo of the calls summary, and the queries whose SQL is the same in both dialects.
+
+A :class:`Dialect` says how the SQL differs: the driver's parameter mark (``?`` or ``%s``), how a bound
+time is wrapped before it is compared with ``started_at``, and how the three tables are named. Every
+filter value is still a bound parameter; only marks, table names and fixed SQL are put into the text.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from . import base, derive
+from .base import Filters, RunDetail, Source, check_limit, conform
+
+__all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "names"]
+
+#: the columns of :data:`~agentmeter.queries.base.SLOWEST_RUNS` (a prefix of the other run lists)
+RUN_COLS = ("run_id, name, agent, status, started_at, duration_ms, step_count, call_count, "
+            "total_tokens, cost_usd")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SQL source writes its queries. ``runs``, ``steps`` and ``calls`` are the table names as
+    they appear in the SQL text (for Snowflake a ``{runs}`` placeholder its source fills in)."""
+
+    mark: str
+    runs: str
+    steps: str
+    calls: str
+    #: wraps the mark of a time bound compared with ``started_at`` (``{}`` leaves it as is)
+    time: str = "{}"
+
+    def marks(self, n: int) -> str:
+        return ", ".join(self.mark for _ in range(n))
+
+    def where(self, f: Filters, table: str) -> tuple[str, list[Any]]:
+        """``WHERE ...`` for ``table`` (:attr:`runs`, :attr:`steps` or :attr:`calls`) and its parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        bound = self.time.format(self.mark)
+        if f.since is not None:
+            clauses.append(f"started_at >= {bound}")
+            params.append(f.since)
+        if f.until is not None:
+            clauses.append(f"started_at < {bound}")
+            params.append(f.until)
+        if f.agents:
+            clauses.append(f"agent IN ({self.marks(len(f.agents))})")
+            params.extend(f.agents)
+        if f.statuses:
+            marks = self.marks(len(f.statuses))
+            if table == self.runs:
+                clauses.append(f"status IN ({marks})")
+            else:
+                clauses.append(f"run_id IN (SELECT run_id FROM {self.runs} WHERE status IN ({marks}))")
+            params.extend(f.statuses)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def and_(where: str, clause: str) -> str:
+    """``where`` (a ``WHERE ...`` clause or empty) narrowed by ``clause``."""
+    return f"{where} AND {clause}" if where else f" WHERE {clause}"
+
+
+def names(spec: base.Spec) -> list[str]:
+    return [name for name, _ in spec]
+
+
+class SqlSource(Source):
+    """A :class:`Source` over SQL: subclasses give :attr:`dialect`, :meth:`_rows` (run one query) and
+    :meth:`_calls_summary_query`, and write the queries whose SQL differs between dialects."""
+
+    dialect: Dialect
+
+    #: seconds a calls summary is reused (the call views of one page share one query)
+    SUMMARY_TTL = 10.0
+
+    def __init__(self) -> None:
+        self._memo: dict[Filters, tuple[float, pd.DataFrame]] = {}
+        self._memo_lock = threading.Lock()
+
+    @abstractmethod
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query; raises :class:`~agentmeter.queries.base.SourceUnavailable`."""
+
+    @abstractmethod
+    def _calls_summary_query(self, f: Filters) -> tuple[str, list[Any]]:
+        """The SQL and parameters of :data:`~agentmeter.queries.base.CALLS_SUMMARY`."""
+
+    def _frame(self, sql: str, params: Sequence[Any], cols: Sequence[str], spec: base.Spec) -> pd.DataFrame:
+        rows = self._rows(sql, params)
+        return conform(pd.DataFrame.from_records(rows, columns=list(cols)), spec)
+
+    def _run_list(self, f: Filters, cols: str, clause: str | None, order: str, limit: int,
+                  spec: base.Spec, extra: Sequence[Any] = ()) -> pd.DataFrame:
+        """At most ``limit`` runs matching ``f`` (and ``clause``, whose parameters are ``extra``)."""
+        where, params = self.dialect.where(f, self.dialect.runs)
+        if clause is not None:
+            where = and_(where, clause)
+        sql = f"SELECT {cols} FROM {self.dialect.runs}{where} ORDER BY {order} LIMIT {self.dialect.mark}"
+        return self._frame(sql, [*params, *extra, check_limit(limit)], names(spec), spec)
+
+    # -- Source --------------------------------------------------------------------------------------
+
+    def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        return self._run_list(f, RUN_COLS, "duration_ms IS NOT NULL", "duration_ms DESC, run_id", limit,
+                              base.SLOWEST_RUNS)
+
+    def recent_failures(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        cols = "run_id, name, agent, started_at, duration_ms, error_type, error_message"
+        return self._run_list(f, cols, "status = 'error'", "started_at DESC, run_id", limit,
+                              base.RECENT_FAILURES)
+
+    def expensive_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
+        return self._run_list(f, f"{RUN_COLS}, unpriced_call_count", "cost_usd IS NOT NULL",
+                              "cost_usd DESC, run_id", limit, base.EXPENSIVE_RUNS)
+
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
+        prefix = str(run_id_prefix or "").strip()
+        # a substring comparison, not LIKE: no wildcard or escape character can change the match
+        clause = f"substr(run_id, 1, {self.dialect.mark}) = {self.dialect.mark}" if prefix else None
+        extra = [len(prefix), prefix] if prefix else []
+        return self._run_list(f, f"{RUN_COLS}, error_type", clause, "started_at DESC, run_id DESC", limit,
+                              base.RUN_SEARCH, extra)
+
+    def run_detail(self, run_id: str) -> RunDetail | None:
+        d = self.dialect
+        specs = (
+            (base.RUN_SUMMARY, d.runs, "run_id"),
+            (base.RUN_STEPS, d.steps, "started_at, step_id"),
+            (base.RUN_CALLS, d.calls, "started_at, call_id"),
+        )
+        frames = []
+        for spec, table, order in specs:
+            cols = names(spec)
+            sql = f"SELECT {', '.join(cols)} FROM {table} WHERE run_id = {d.mark} ORDER BY {order}"
+            frames.append(self._frame(sql, [str(run_id)], cols, spec))
+        if frames[0].empty:
+            return None
+        return RunDetail(*frames)
+
+    def calls_summary(self, f: Filters) -> pd.DataFrame:
+        """:data:`~agentmeter.queries.base.CALLS_SUMMARY` (one aggregate query over the calls), reused for
+        ``SUMMARY_TTL`` seconds per filters so the call views of a page, derived from it, share it."""
+        now = time.monotonic()
+        with self._memo_lock:
+            hit = self._memo.get(f)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        sql, params = self._calls_summary_query(f)
+        frame = self._frame(sql, params, names(base.CALLS_SUMMARY), base.CALLS_SUMMARY)
+        with self._memo_lock:
+            self._memo = {k: v for k, v in self._memo.items() if v[0] > now}
+            self._memo[f] = (now + self.SUMMARY_TTL, frame)
+        return frame
+
+    def calls_by_provider(self, f: Filters) -> pd.DataFrame:
+        return derive.calls_by_provider(self.calls_summary(f))
+
+    def tokens_by_model(self, f: Filters) -> pd.DataFrame:
+        return derive.tokens_by_model(self.calls_summary(f))
+
+    def cost_by_model(self, f: Filters) -> pd.DataFrame:
+        return derive.cost_by_model(self.calls_summary(f))
+
+    def cost_by_provider(self, f: Filters) -> pd.DataFrame:
+        return derive.cost_by_provider(self.calls_summary(f))
+
+    def unpriced_calls(self, f: Filters) -> pd.DataFrame:
+        return derive.unpriced_calls(self.calls_summary(f))

@@ -2,8 +2,9 @@
 per-filters memo of the calls summary, and the queries whose SQL is the same in both dialects.
 
 A :class:`Dialect` says how the SQL differs: the driver's parameter mark (``?`` or ``%s``), how a bound
-time is wrapped before it is compared with ``started_at``, and how the three tables are named. Every
-filter value is still a bound parameter; only marks, table names and fixed SQL are put into the text.
+time is wrapped before it is compared with ``started_at``, how the three tables are named, how a time
+bucket and a sum that is 0 over no rows are written, and whether ascending NULL keys need ``NULLS FIRST``.
+Every filter value is still a bound parameter; only marks, table names and fixed SQL are put into the text.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from . import base, derive
-from .base import Filters, RunDetail, Source, check_limit, conform
+from .base import Filters, RunDetail, Source, check_bucket, check_limit, conform
 
-__all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "names"]
+__all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "kpis_frame", "names"]
 
 #: the columns of :data:`~agentmeter.queries.base.SLOWEST_RUNS` (a prefix of the other run lists)
 RUN_COLS = ("run_id, name, agent, status, started_at, duration_ms, step_count, call_count, "
@@ -36,8 +37,18 @@ class Dialect:
     runs: str
     steps: str
     calls: str
+    #: ``hour`` / ``day`` -> the UTC start of the bucket of ``{col}``
+    buckets: Mapping[str, str]
+    #: the sum of ``{}`` that is 0, not NULL, over no rows
+    total: str
     #: wraps the mark of a time bound compared with ``started_at`` (``{}`` leaves it as is)
     time: str = "{}"
+    #: appended to an ascending ORDER BY key that may be NULL, so NULL sorts first
+    nulls_first: str = ""
+
+    def bucket(self, bucket: str) -> str:
+        """The bucket of ``started_at``; raises ``ValueError`` for a size not in ``BUCKETS``."""
+        return self.buckets[check_bucket(bucket)].format(col="started_at")
 
     def marks(self, n: int) -> str:
         return ", ".join(self.mark for _ in range(n))
@@ -109,7 +120,38 @@ class SqlSource(Source):
         sql = f"SELECT {cols} FROM {self.dialect.runs}{where} ORDER BY {order} LIMIT {self.dialect.mark}"
         return self._frame(sql, [*params, *extra, check_limit(limit)], names(spec), spec)
 
+    def _runs_grouped(self, f: Filters, select: str, group: str, order: str, spec: base.Spec) -> pd.DataFrame:
+        """``select`` over the runs matching ``f``, grouped by ``group`` and sorted by ``order``."""
+        d = self.dialect
+        where, params = d.where(f, d.runs)
+        sql = f"SELECT {select} FROM {d.runs}{where} GROUP BY {group} ORDER BY {order}"
+        return self._frame(sql, params, names(spec), spec)
+
+    def _run_sums(self) -> str:
+        """Runs, calls, cost and unpriced calls summed over the runs of a group."""
+        t = self.dialect.total.format
+        return (f"COUNT(*) AS runs, {t('call_count')} AS calls, {t('cost_usd')} AS c, "
+                f"{t('unpriced_call_count')} AS unpriced")
+
     # -- Source --------------------------------------------------------------------------------------
+
+    def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        d = self.dialect
+        return self._runs_grouped(f, f"{d.bucket(bucket)} AS b, status, COUNT(*) AS runs", "b, status",
+                                  f"b, status{d.nulls_first}", base.STATUS_OVER_TIME)
+
+    def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        d = self.dialect
+        return self._runs_grouped(f, f"{d.bucket(bucket)} AS b, agent, COUNT(*) AS runs", "b, agent",
+                                  f"b, agent{d.nulls_first}", base.RUNS_PER_AGENT)
+
+    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        return self._runs_grouped(f, f"{self.dialect.bucket(bucket)} AS b, {self._run_sums()}", "b", "b",
+                                  base.COST_OVER_TIME)
+
+    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
+        return self._runs_grouped(f, f"agent, {self._run_sums()}", "agent",
+                                  f"c DESC, agent{self.dialect.nulls_first}", base.COST_BY_AGENT)
 
     def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
         return self._run_list(f, RUN_COLS, "duration_ms IS NOT NULL", "duration_ms DESC, run_id", limit,
@@ -177,3 +219,16 @@ class SqlSource(Source):
 
     def unpriced_calls(self, f: Filters) -> pd.DataFrame:
         return derive.unpriced_calls(self.calls_summary(f))
+
+
+def kpis_frame(n: int, ok: int, err: int, canc: Any, p50: Any, p95: Any, p99: Any, tin: Any, tout: Any,
+               ttot: Any, cost: Any, calls: Any, unpriced: Any) -> pd.DataFrame:
+    """:data:`~agentmeter.queries.base.KPIS` from the counts and sums over the runs (rates from the counts)."""
+    row = {
+        "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": canc,
+        "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
+        "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+        "input_tokens": tin, "output_tokens": tout, "total_tokens": ttot, "cost_usd": cost,
+        "calls": calls, "unpriced_calls": unpriced,
+    }
+    return conform([row], base.KPIS)

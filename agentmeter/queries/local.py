@@ -19,17 +19,17 @@ import pandas as pd
 
 from .._config import default_db_path
 from . import base
-from ._sql import Dialect, SqlSource, and_, names
+from ._sql import Dialect, SqlSource, and_, kpis_frame, names
 from ._stats import QUANTILES, percentiles
-from .base import Filters, SourceUnavailable, check_bucket, conform
+from .base import Filters, SourceUnavailable, conform
 
 __all__ = ["LocalSource", "from_env"]
 
-_SQLITE = Dialect(mark="?", runs="agent_runs", steps="run_steps", calls="api_calls")
-_BUCKET_SQL = {
-    "day": "substr({col}, 1, 10) || 'T00:00:00Z'",
-    "hour": "substr({col}, 1, 13) || ':00:00Z'",
-}
+_SQLITE = Dialect(
+    mark="?", runs="agent_runs", steps="run_steps", calls="api_calls",
+    buckets={"day": "substr({col}, 1, 10) || 'T00:00:00Z'", "hour": "substr({col}, 1, 13) || ':00:00Z'"},
+    total="total({})",
+)
 
 
 def from_env(db: str | Path | None = None) -> LocalSource:
@@ -165,24 +165,10 @@ class LocalSource(SqlSource):
             rows[0] if rows else (0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, None)
         )
         p50, p95, p99 = percentiles(_parse_floats(durations))
-        row = {
-            "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": canc,
-            "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-            "input_tokens": tin, "output_tokens": tout, "total_tokens": ttot, "cost_usd": cost,
-            "calls": calls, "unpriced_calls": unpriced,
-        }
-        return conform([row], base.KPIS)
-
-    def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _SQLITE.where(f, "agent_runs")
-        sql = (f"SELECT {b} AS b, status, count(*) FROM agent_runs{where} "
-               "GROUP BY b, status ORDER BY b, status")
-        return self._frame(sql, params, ["bucket", "status", "runs"], base.STATUS_OVER_TIME)
+        return kpis_frame(n, ok, err, canc, p50, p95, p99, tin, tout, ttot, cost, calls, unpriced)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        b = _SQLITE.bucket(bucket)
         where, params = _SQLITE.where(f, "agent_runs")
         sql = (f"SELECT {b} AS b, count(*), group_concat(duration_ms) FROM agent_runs"
                f"{and_(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
@@ -216,25 +202,6 @@ class LocalSource(SqlSource):
 
     def api_latency(self, f: Filters) -> pd.DataFrame:
         return self._latency_groups(f, "api_calls", ["provider", "model"], "calls", base.API_LATENCY)
-
-    def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _SQLITE.where(f, "agent_runs")
-        sql = f"SELECT {b} AS b, agent, count(*) FROM agent_runs{where} GROUP BY b, agent ORDER BY b, agent"
-        return self._frame(sql, params, ["bucket", "agent", "runs"], base.RUNS_PER_AGENT)
-
-    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _SQLITE.where(f, "agent_runs")
-        sql = (f"SELECT {b} AS b, count(*), total(call_count), total(cost_usd), total(unpriced_call_count) "
-               f"FROM agent_runs{where} GROUP BY b ORDER BY b")
-        return self._frame(sql, params, names(base.COST_OVER_TIME), base.COST_OVER_TIME)
-
-    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
-        where, params = _SQLITE.where(f, "agent_runs")
-        sql = ("SELECT agent, count(*), total(call_count), total(cost_usd) AS c, total(unpriced_call_count) "
-               f"FROM agent_runs{where} GROUP BY agent ORDER BY c DESC, agent")
-        return self._frame(sql, params, names(base.COST_BY_AGENT), base.COST_BY_AGENT)
 
     def _calls_summary_query(self, f: Filters) -> tuple[str, list[Any]]:
         """One scan of api_calls (see :meth:`_scan`)."""

@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 
 from . import base
-from ._sql import Dialect, SqlSource, and_, names
-from .base import Filters, SourceUnavailable, check_bucket, conform
+from ._sql import Dialect, SqlSource, and_, kpis_frame, names
+from .base import Filters, SourceUnavailable
 
 __all__ = ["SnowflakeSource", "connection_params", "from_env"]
 
@@ -39,8 +39,11 @@ _ENV_PARAMS = (
     "private_key_file", "private_key_file_pwd", "token", "host", "port", "protocol", "region",
 )
 #: table names are placeholders that :meth:`SnowflakeSource._sql` fills with the qualified view names
-_SNOWFLAKE = Dialect(mark="%s", runs="{runs}", steps="{steps}", calls="{calls}", time="TO_TIMESTAMP_TZ({})")
-_BUCKET_SQL = {"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})"}
+_SNOWFLAKE = Dialect(
+    mark="%s", runs="{runs}", steps="{steps}", calls="{calls}",
+    buckets={"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})"},
+    total="COALESCE(SUM({}), 0)", time="TO_TIMESTAMP_TZ({})", nulls_first=" NULLS FIRST",
+)
 _HINT = (
     "Check the connection: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and a credential (SNOWFLAKE_PASSWORD, "
     "SNOWFLAKE_PRIVATE_KEY_FILE or SNOWFLAKE_AUTHENTICATOR), or a connections.toml entry "
@@ -210,24 +213,10 @@ class SnowflakeSource(SqlSource):
         rows = self._rows(sql, params)
         n, ok, err, canc, p50, p95, p99, tin, tout, ttot, cost, calls, unpriced = rows[0]
         n, ok, err = int(n or 0), int(ok or 0), int(err or 0)
-        row = {
-            "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": canc,
-            "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-            "input_tokens": tin, "output_tokens": tout, "total_tokens": ttot, "cost_usd": _float(cost),
-            "calls": calls, "unpriced_calls": unpriced,
-        }
-        return conform([row], base.KPIS)
-
-    def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _SNOWFLAKE.where(f, "{runs}")
-        sql = (f"SELECT {b} AS b, status, COUNT(*) AS runs FROM {{runs}}{where} "
-               "GROUP BY b, status ORDER BY b, status NULLS FIRST")
-        return self._frame(sql, params, ["bucket", "status", "runs"], base.STATUS_OVER_TIME)
+        return kpis_frame(n, ok, err, canc, p50, p95, p99, tin, tout, ttot, _float(cost), calls, unpriced)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
+        b = _SNOWFLAKE.bucket(bucket)
         where, params = _SNOWFLAKE.where(f, "{runs}")
         sql = (f"SELECT {b} AS b, COUNT(*) AS runs, {_PCTS} FROM {{runs}}"
                f"{and_(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
@@ -252,28 +241,6 @@ class SnowflakeSource(SqlSource):
 
     def api_latency(self, f: Filters) -> pd.DataFrame:
         return self._latency_groups(f, _SNOWFLAKE.calls, ["provider", "model"], base.API_LATENCY)
-
-    def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _SNOWFLAKE.where(f, "{runs}")
-        sql = (f"SELECT {b} AS b, agent, COUNT(*) AS runs FROM {{runs}}{where} GROUP BY b, agent "
-               "ORDER BY b, agent NULLS FIRST")
-        return self._frame(sql, params, ["bucket", "agent", "runs"], base.RUNS_PER_AGENT)
-
-    def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
-        b = _BUCKET_SQL[check_bucket(bucket)].format(col="started_at")
-        where, params = _SNOWFLAKE.where(f, "{runs}")
-        sql = (f"SELECT {b} AS b, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
-               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
-               f"FROM {{runs}}{where} GROUP BY b ORDER BY b")
-        return self._frame(sql, params, names(base.COST_OVER_TIME), base.COST_OVER_TIME)
-
-    def cost_by_agent(self, f: Filters) -> pd.DataFrame:
-        where, params = _SNOWFLAKE.where(f, "{runs}")
-        sql = ("SELECT agent, COUNT(*) AS runs, COALESCE(SUM(call_count), 0) AS calls, "
-               "COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
-               f"FROM {{runs}}{where} GROUP BY agent ORDER BY c DESC, agent NULLS FIRST")
-        return self._frame(sql, params, names(base.COST_BY_AGENT), base.COST_BY_AGENT)
 
     def _calls_summary_query(self, f: Filters) -> tuple[str, list[Any]]:
         where, params = _SNOWFLAKE.where(f, "{calls}")

@@ -5,18 +5,27 @@ A streamed response outlives the function that started it, so the call cannot be
 the caller's current run and step, yet the caller's own context is never changed (no "current call" left
 behind while a stream is being read, no implicit run leaking into later code), and the span can be closed
 later from wherever the stream ends.
+
+:func:`record_calls` is the method wrapper both integrations use: it records the outermost call of an
+instrumented method once (nested instrumented calls pass through) with a :class:`Recording`.
+:class:`Patches` keeps what an integration's ``instrument()`` patched, on classes and on instances, so
+that instrumenting is idempotent and ``uninstrument()`` restores every original.
 """
 
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from .. import _guard
 from .._model import Call
 from .._tracking import track_call
 
-__all__ = ["CallSpan"]
+__all__ = ["CallSpan", "Patches", "Recording", "record_calls"]
 
 
 class CallSpan:
@@ -52,3 +61,130 @@ def attr(obj: Any, name: str) -> Any:
 
 def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Recording(Protocol):
+    """One call being recorded: told how the wrapped method ended."""
+
+    def fail(self, exc: BaseException) -> None:
+        """The method raised ``exc`` (re-raised afterwards). Never raises."""
+
+    def succeed(self, result: Any) -> Any:
+        """The method returned ``result``; returns what the caller gets (``result`` or a wrapper of it).
+        Never raises."""
+
+
+R = TypeVar("R", bound=Recording)
+
+
+def record_calls(
+    original: Callable[..., Any],
+    is_async: bool,
+    active: contextvars.ContextVar[R | None],
+    begin: Callable[[Any, tuple[Any, ...], dict[str, Any]], R | None],
+    mark: str,
+) -> Callable[..., Any]:
+    """``original`` (a method: ``self`` first) wrapped so that each outermost call is recorded.
+
+    ``begin(self, args, kwargs)`` opens the recording (it may change ``kwargs`` before the call) or
+    returns None to let the call pass unrecorded; while the call runs the recording is ``active``, and a
+    call made while one is active passes straight through. The method's exceptions propagate unchanged.
+    The wrapper is async when ``is_async`` and carries the attribute ``mark``.
+    """
+    if is_async:
+
+        @functools.wraps(original)
+        async def async_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            rec = None if active.get() is not None else begin(self, args, kwargs)
+            if rec is None:
+                return await original(self, *args, **kwargs)
+            token = active.set(rec)
+            try:
+                result = await original(self, *args, **kwargs)
+            except BaseException as exc:
+                rec.fail(exc)
+                raise
+            finally:
+                active.reset(token)
+            return rec.succeed(result)
+
+        setattr(async_method, mark, True)
+        return async_method
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rec = None if active.get() is not None else begin(self, args, kwargs)
+        if rec is None:
+            return original(self, *args, **kwargs)
+        token = active.set(rec)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            rec.fail(exc)
+            raise
+        finally:
+            active.reset(token)
+        return rec.succeed(result)
+
+    setattr(method, mark, True)
+    return method
+
+
+#: ``wrap(name, is_async, original)`` -> the instrumented method
+Wrap = Callable[[str, bool, Callable[..., Any]], Callable[..., Any]]
+
+
+def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
+    return getattr(type(self), name)(self, *args, **kwargs)
+
+
+class Patches:
+    """The methods ``names`` an integration patched: on classes (originals kept) and on instances
+    (marked with the attribute ``mark``). Callers hold :attr:`lock` around every method."""
+
+    def __init__(self, mark: str, names: tuple[str, ...]) -> None:
+        self.mark = mark
+        self.names = names
+        self.lock = threading.Lock()
+        self.class_originals: dict[tuple[type[Any], str], Any] = {}
+        self.instances: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def patch_class(self, cls: type[Any], is_async: bool, wrap: Wrap) -> None:
+        """Wrap the methods ``cls`` itself defines; those already wrapped stay as they are."""
+        for name in self.names:
+            if (cls, name) in self.class_originals or name not in cls.__dict__:
+                continue
+            original = cls.__dict__[name]
+            self.class_originals[(cls, name)] = original
+            setattr(cls, name, wrap(name, is_async, original))
+
+    def patch_instance(self, client: Any, is_async: bool, wrap: Wrap) -> None:
+        """Wrap the methods of ``client`` alone, once. Each wrapper calls the class's method as it is at
+        call time, so a class-level patch and this one compose (the active-call guard of
+        :func:`record_calls` makes the inner one pass through)."""
+        if getattr(client, self.mark, False):
+            return
+        for name in self.names:
+            if hasattr(type(client), name):
+                wrapper = wrap(name, is_async, functools.partial(_class_method, name))
+                object.__setattr__(client, name, functools.partial(wrapper, client))
+        object.__setattr__(client, self.mark, True)
+        self.instances.add(client)
+
+    def unpatch(self, client: Any = None) -> None:
+        """Restore ``client``'s own methods, or, with None, every patched instance's and class's."""
+        for inst in [client] if client is not None else list(self.instances):
+            if inst.__dict__.get(self.mark):
+                for name in (*self.names, self.mark):
+                    inst.__dict__.pop(name, None)
+            self.instances.discard(inst)
+        if client is None:
+            for (cls, name), original in list(self.class_originals.items()):
+                setattr(cls, name, original)
+                del self.class_originals[(cls, name)]
+
+    def patched(self, client: Any, cls: type[Any], name: str) -> bool:
+        """True when ``client`` is patched itself or ``cls`` has its method ``name`` patched."""
+        if client is not None and getattr(client, self.mark, False):
+            return True
+        return (cls, name) in self.class_originals

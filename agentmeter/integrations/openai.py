@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextvars import ContextVar
@@ -42,7 +41,7 @@ from openai import AsyncStream, Stream
 from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 from .. import _guard
-from ._span import CallSpan, as_int, attr
+from ._span import CallSpan, Patches, as_int, attr, record_calls
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
@@ -54,9 +53,7 @@ _PATCHED = ("request", "_send_request")
 #: its own and through its class, record it once).
 _active: ContextVar[_Request | None] = ContextVar("agentmeter_openai_request", default=None)
 
-_lock = threading.Lock()
-_class_originals: dict[tuple[type[Any], str], Any] = {}
-_instances: weakref.WeakSet[Any] = weakref.WeakSet()
+_patches = Patches(_MARK, _PATCHED)
 _options: dict[str, bool] = {"include_usage": False}
 
 _KNOWN_OPERATIONS = {
@@ -87,120 +84,48 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     """
     if include_usage is not None:
         _options["include_usage"] = bool(include_usage)
-    with _lock:
+    with _patches.lock:
         if client is None:
             for cls in (SyncAPIClient, AsyncAPIClient):
-                _patch_class(cls)
+                _patches.patch_class(cls, cls is AsyncAPIClient, _make_wrapper)
             return
         if not isinstance(client, (SyncAPIClient, AsyncAPIClient)):
             raise TypeError(f"instrument() expects an openai client (OpenAI, AsyncOpenAI...), got "
                             f"{type(client).__name__}")
-        if getattr(client, _MARK, False):
-            return
-        is_async = isinstance(client, AsyncAPIClient)
-        for name in _PATCHED:
-            # Looked up on the class at call time, so a class-level patch and this one compose (the
-            # _active guard makes the inner one pass through).
-            unbound = functools.partial(_class_method, name)
-            wrapper = _make_wrapper(name, is_async, unbound)
-            object.__setattr__(client, name, functools.partial(wrapper, client))
-        object.__setattr__(client, _MARK, True)
-        _instances.add(client)
+        _patches.patch_instance(client, isinstance(client, AsyncAPIClient), _make_wrapper)
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Never raises."""
-    with _lock:
-        targets = [client] if client is not None else list(_instances)
-        for inst in targets:
-            if getattr(inst, _MARK, False):
-                for name in (*_PATCHED, _MARK):
-                    try:
-                        object.__delattr__(inst, name)
-                    except AttributeError:
-                        pass
-            _instances.discard(inst)
+    with _patches.lock:
+        _patches.unpatch(client)
         if client is None:
-            for (cls, name), original in list(_class_originals.items()):
-                setattr(cls, name, original)
-                del _class_originals[(cls, name)]
             _options["include_usage"] = False
 
 
 def instrumented(client: Any = None) -> bool:
     """True when ``client`` (or, with None, every client through the classes) is instrumented."""
-    if client is not None and getattr(client, _MARK, False):
-        return True
     cls = AsyncAPIClient if isinstance(client, AsyncAPIClient) else SyncAPIClient
-    return (cls, "request") in _class_originals
+    return _patches.patched(client, cls, "request")
 
 
 # -- patching ------------------------------------------------------------------------------------------
 
 
-def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
-    return getattr(type(self), name)(self, *args, **kwargs)
-
-
-def _patch_class(cls: type[Any]) -> None:
-    is_async = cls is AsyncAPIClient
-    for name in _PATCHED:
-        if (cls, name) in _class_originals:
-            continue
-        original = cls.__dict__[name]
-        _class_originals[(cls, name)] = original
-        setattr(cls, name, _make_wrapper(name, is_async, original))
-
-
 def _make_wrapper(name: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:
     if name == "request":
-        return _async_request(original) if is_async else _sync_request(original)
+        return record_calls(original, is_async, _active, _begin_request, _MARK)
     return _async_send(original) if is_async else _sync_send(original)
 
 
-def _sync_request(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        if _active.get() is not None:
-            return original(self, cast_to, options, *args, **kwargs)
-        rec = _Request.begin(options, bool(kwargs.get("stream")))
-        if rec is None:
-            return original(self, cast_to, options, *args, **kwargs)
-        token = _active.set(rec)
-        try:
-            result = original(self, cast_to, options, *args, **kwargs)
-        except BaseException as exc:
-            rec.fail(exc)
-            raise
-        finally:
-            _active.reset(token)
-        return rec.succeed(result)
-
-    setattr(request, _MARK, True)
-    return request
+def _begin_request(_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request | None:
+    return _Request.begin(_options_arg(*args, **kwargs), bool(kwargs.get("stream")))
 
 
-def _async_request(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        if _active.get() is not None:
-            return await original(self, cast_to, options, *args, **kwargs)
-        rec = _Request.begin(options, bool(kwargs.get("stream")))
-        if rec is None:
-            return await original(self, cast_to, options, *args, **kwargs)
-        token = _active.set(rec)
-        try:
-            result = await original(self, cast_to, options, *args, **kwargs)
-        except BaseException as exc:
-            rec.fail(exc)
-            raise
-        finally:
-            _active.reset(token)
-        return rec.succeed(result)
-
-    setattr(request, _MARK, True)
-    return request
+def _options_arg(cast_to: Any, options: Any, *_args: Any, **_kwargs: Any) -> Any:
+    """The ``options`` of ``request(cast_to, options, ...)``; a TypeError when missing, as the method's."""
+    return options
 
 
 def _sync_send(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -21,8 +21,6 @@ importing this module imports ``tavily``, ``import agentmeter`` does not.
 
 from __future__ import annotations
 
-import functools
-import threading
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -31,7 +29,7 @@ from typing import Any
 from tavily import AsyncTavilyClient, TavilyClient
 
 from .. import _guard
-from ._span import CallSpan, attr
+from ._span import CallSpan, Patches, attr, record_calls
 
 __all__ = ["OPERATIONS", "instrument", "instrumented", "uninstrument"]
 
@@ -40,9 +38,7 @@ OPERATIONS = ("search", "extract", "crawl", "map")
 _MARK = "__agentmeter_tavily__"
 
 _active: ContextVar[_Request | None] = ContextVar("agentmeter_tavily_request", default=None)
-_lock = threading.Lock()
-_class_originals: dict[tuple[type[Any], str], Any] = {}
-_instances: weakref.WeakSet[Any] = weakref.WeakSet()
+_patches = Patches(_MARK, OPERATIONS)
 _hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions / httpx clients carrying our hook
 _options: dict[str, bool] = {"include_usage": False}
 
@@ -54,56 +50,30 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     afterwards."""
     if include_usage is not None:
         _options["include_usage"] = bool(include_usage)
-    with _lock:
+    with _patches.lock:
         if client is None:
             for cls in (TavilyClient, AsyncTavilyClient):
-                for name in OPERATIONS:
-                    if (cls, name) in _class_originals or name not in cls.__dict__:
-                        continue
-                    original = cls.__dict__[name]
-                    _class_originals[(cls, name)] = original
-                    setattr(cls, name, _wrap(name, cls is AsyncTavilyClient, original))
+                _patches.patch_class(cls, cls is AsyncTavilyClient, _wrap)
             return
         if not isinstance(client, (TavilyClient, AsyncTavilyClient)):
             raise TypeError(f"instrument() expects a TavilyClient or AsyncTavilyClient, got "
                             f"{type(client).__name__}")
-        if getattr(client, _MARK, False):
-            return
-        is_async = isinstance(client, AsyncTavilyClient)
-        for name in OPERATIONS:
-            if hasattr(type(client), name):
-                wrapper = _wrap(name, is_async, functools.partial(_class_method, name))
-                setattr(client, name, functools.partial(wrapper, client))
-        setattr(client, _MARK, True)
-        _instances.add(client)
+        _patches.patch_instance(client, isinstance(client, AsyncTavilyClient), _wrap)
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Hooks left on sessions stay inert. Never raises."""
-    with _lock:
-        for inst in [client] if client is not None else list(_instances):
-            if inst.__dict__.get(_MARK):
-                for name in (*OPERATIONS, _MARK):
-                    inst.__dict__.pop(name, None)
-            _instances.discard(inst)
+    with _patches.lock:
+        _patches.unpatch(client)
         if client is None:
-            for (cls, name), original in list(_class_originals.items()):
-                setattr(cls, name, original)
-                del _class_originals[(cls, name)]
             _options["include_usage"] = False
 
 
 def instrumented(client: Any = None) -> bool:
     """True when ``client`` (or, with None, every client through the classes) is instrumented."""
-    if client is not None and getattr(client, _MARK, False):
-        return True
     cls = AsyncTavilyClient if isinstance(client, AsyncTavilyClient) else TavilyClient
-    return (cls, "search") in _class_originals
-
-
-def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
-    return getattr(type(self), name)(self, *args, **kwargs)
+    return _patches.patched(client, cls, "search")
 
 
 # -- response hooks ------------------------------------------------------------------------------------
@@ -190,7 +160,7 @@ class _Request:
             _guard.internal_error("tavily_fail", err)
         self.span.end(exc)
 
-    def succeed(self, result: Any) -> None:
+    def succeed(self, result: Any) -> Any:
         try:
             self._settle()
             call = self.span.call
@@ -209,51 +179,12 @@ class _Request:
         except Exception as exc:
             _guard.internal_error("tavily_result", exc)
         self.span.end(None)
+        return result
 
 
 def _wrap(operation: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:
-    if is_async:
+    def begin(client: Any, _args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request | None:
+        _ensure_hook(client, is_async)
+        return _Request.begin(operation, kwargs)
 
-        @functools.wraps(original)
-        async def async_method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if _active.get() is not None:
-                return await original(self, *args, **kwargs)
-            _ensure_hook(self, True)
-            rec = _Request.begin(operation, kwargs)
-            if rec is None:
-                return await original(self, *args, **kwargs)
-            token = _active.set(rec)
-            try:
-                result = await original(self, *args, **kwargs)
-            except BaseException as exc:
-                rec.fail(exc)
-                raise
-            finally:
-                _active.reset(token)
-            rec.succeed(result)
-            return result
-
-        setattr(async_method, _MARK, True)
-        return async_method
-
-    @functools.wraps(original)
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _active.get() is not None:
-            return original(self, *args, **kwargs)
-        _ensure_hook(self, False)
-        rec = _Request.begin(operation, kwargs)
-        if rec is None:
-            return original(self, *args, **kwargs)
-        token = _active.set(rec)
-        try:
-            result = original(self, *args, **kwargs)
-        except BaseException as exc:
-            rec.fail(exc)
-            raise
-        finally:
-            _active.reset(token)
-        rec.succeed(result)
-        return result
-
-    setattr(method, _MARK, True)
-    return method
+    return record_calls(original, is_async, _active, begin, _MARK)

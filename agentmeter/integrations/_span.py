@@ -139,18 +139,60 @@ def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 class Patches:
-    """The methods ``names`` an integration patched: on classes (originals kept) and on instances
-    (marked with the attribute ``mark``). Callers hold :attr:`lock` around every method."""
+    """What one integration patched: the methods ``names`` of its client classes ``sync_cls`` and
+    ``async_cls`` (originals kept) or of single clients (marked with the attribute ``mark``), and its
+    ``include_usage`` option. Behind the integration's ``instrument()``, ``uninstrument()`` and
+    ``instrumented()``."""
 
-    def __init__(self, mark: str, names: tuple[str, ...]) -> None:
+    def __init__(self, mark: str, names: tuple[str, ...], sync_cls: type[Any], async_cls: type[Any],
+                 expects: str) -> None:
         self.mark = mark
         self.names = names
+        self.sync_cls = sync_cls
+        self.async_cls = async_cls
+        self.expects = expects  # the clients instrument() accepts, for its TypeError
+        self.include_usage = False
         self.lock = threading.Lock()
         self.class_originals: dict[tuple[type[Any], str], Any] = {}
         self.instances: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    def patch_class(self, cls: type[Any], is_async: bool, wrap: Wrap) -> None:
-        """Wrap the methods ``cls`` itself defines; those already wrapped stay as they are."""
+    def instrument(self, client: Any, include_usage: bool | None, wrap: Wrap) -> None:
+        """Patch ``client``, or both classes when None, with ``wrap``; idempotent. Raises ``TypeError``
+        for an object that is not one of the clients."""
+        if include_usage is not None:
+            self.include_usage = bool(include_usage)
+        with self.lock:
+            if client is None:
+                for cls in (self.sync_cls, self.async_cls):
+                    self._patch_class(cls, cls is self.async_cls, wrap)
+                return
+            if not isinstance(client, (self.sync_cls, self.async_cls)):
+                raise TypeError(f"instrument() expects {self.expects}, got {type(client).__name__}")
+            self._patch_instance(client, isinstance(client, self.async_cls), wrap)
+
+    def uninstrument(self, client: Any) -> None:
+        """Restore ``client``'s own methods, or, with None, every patched instance's and class's (and
+        turn ``include_usage`` off). Never raises."""
+        with self.lock:
+            for inst in [client] if client is not None else list(self.instances):
+                if inst.__dict__.get(self.mark):
+                    for name in (*self.names, self.mark):
+                        inst.__dict__.pop(name, None)
+                self.instances.discard(inst)
+            if client is None:
+                for (cls, name), original in list(self.class_originals.items()):
+                    setattr(cls, name, original)
+                    del self.class_originals[(cls, name)]
+                self.include_usage = False
+
+    def instrumented(self, client: Any) -> bool:
+        """True when ``client`` is patched itself, or its class (with None: the sync class) is."""
+        if client is not None and getattr(client, self.mark, False):
+            return True
+        cls = self.async_cls if isinstance(client, self.async_cls) else self.sync_cls
+        return (cls, self.names[0]) in self.class_originals
+
+    def _patch_class(self, cls: type[Any], is_async: bool, wrap: Wrap) -> None:
         for name in self.names:
             if (cls, name) in self.class_originals or name not in cls.__dict__:
                 continue
@@ -158,33 +200,14 @@ class Patches:
             self.class_originals[(cls, name)] = original
             setattr(cls, name, wrap(name, is_async, original))
 
-    def patch_instance(self, client: Any, is_async: bool, wrap: Wrap) -> None:
-        """Wrap the methods of ``client`` alone, once. Each wrapper calls the class's method as it is at
-        call time, so a class-level patch and this one compose (the active-call guard of
-        :func:`record_calls` makes the inner one pass through)."""
+    def _patch_instance(self, client: Any, is_async: bool, wrap: Wrap) -> None:
         if getattr(client, self.mark, False):
             return
         for name in self.names:
             if hasattr(type(client), name):
+                # the wrapper calls the class's method as it is at call time, so a class-level patch and
+                # this one compose (record_calls' active-call guard makes the inner one pass through)
                 wrapper = wrap(name, is_async, functools.partial(_class_method, name))
                 object.__setattr__(client, name, functools.partial(wrapper, client))
         object.__setattr__(client, self.mark, True)
         self.instances.add(client)
-
-    def unpatch(self, client: Any = None) -> None:
-        """Restore ``client``'s own methods, or, with None, every patched instance's and class's."""
-        for inst in [client] if client is not None else list(self.instances):
-            if inst.__dict__.get(self.mark):
-                for name in (*self.names, self.mark):
-                    inst.__dict__.pop(name, None)
-            self.instances.discard(inst)
-        if client is None:
-            for (cls, name), original in list(self.class_originals.items()):
-                setattr(cls, name, original)
-                del self.class_originals[(cls, name)]
-
-    def patched(self, client: Any, cls: type[Any], name: str) -> bool:
-        """True when ``client`` is patched itself or ``cls`` has its method ``name`` patched."""
-        if client is not None and getattr(client, self.mark, False):
-            return True
-        return (cls, name) in self.class_originals

@@ -53,8 +53,7 @@ _PATCHED = ("request", "_send_request")
 #: its own and through its class, record it once).
 _active: ContextVar[_Request | None] = ContextVar("agentmeter_openai_request", default=None)
 
-_patches = Patches(_MARK, _PATCHED)
-_options: dict[str, bool] = {"include_usage": False}
+_patches = Patches(_MARK, _PATCHED, SyncAPIClient, AsyncAPIClient, "an openai client (OpenAI, AsyncOpenAI...)")
 
 _KNOWN_OPERATIONS = {
     "chat/completions": "chat.completions",
@@ -82,32 +81,18 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     requests that did not ask for it, so their tokens are known (applies to every instrumented client).
     Raises ``TypeError`` for an object that is not an openai client; never raises afterwards.
     """
-    if include_usage is not None:
-        _options["include_usage"] = bool(include_usage)
-    with _patches.lock:
-        if client is None:
-            for cls in (SyncAPIClient, AsyncAPIClient):
-                _patches.patch_class(cls, cls is AsyncAPIClient, _make_wrapper)
-            return
-        if not isinstance(client, (SyncAPIClient, AsyncAPIClient)):
-            raise TypeError(f"instrument() expects an openai client (OpenAI, AsyncOpenAI...), got "
-                            f"{type(client).__name__}")
-        _patches.patch_instance(client, isinstance(client, AsyncAPIClient), _make_wrapper)
+    _patches.instrument(client, include_usage, _make_wrapper)
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Never raises."""
-    with _patches.lock:
-        _patches.unpatch(client)
-        if client is None:
-            _options["include_usage"] = False
+    _patches.uninstrument(client)
 
 
 def instrumented(client: Any = None) -> bool:
     """True when ``client`` (or, with None, every client through the classes) is instrumented."""
-    cls = AsyncAPIClient if isinstance(client, AsyncAPIClient) else SyncAPIClient
-    return _patches.patched(client, cls, "request")
+    return _patches.instrumented(client)
 
 
 # -- patching ------------------------------------------------------------------------------------------
@@ -202,7 +187,7 @@ class _Request:
             body = getattr(options, "json_data", None)
             model = body.get("model") if isinstance(body, dict) else None
             operation = operation_of(str(getattr(options, "url", "")))
-            if (stream and operation == "chat.completions" and _options["include_usage"]
+            if (stream and operation == "chat.completions" and _patches.include_usage
                     and isinstance(body, dict) and not (body.get("stream_options") or {}).get("include_usage")):
                 options.json_data = {**body, "stream_options": {**(body.get("stream_options") or {}),
                                                                 "include_usage": True}}

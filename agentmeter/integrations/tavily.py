@@ -38,9 +38,8 @@ OPERATIONS = ("search", "extract", "crawl", "map")
 _MARK = "__agentmeter_tavily__"
 
 _active: ContextVar[_Request | None] = ContextVar("agentmeter_tavily_request", default=None)
-_patches = Patches(_MARK, OPERATIONS)
+_patches = Patches(_MARK, OPERATIONS, TavilyClient, AsyncTavilyClient, "a TavilyClient or AsyncTavilyClient")
 _hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions / httpx clients carrying our hook
-_options: dict[str, bool] = {"include_usage": False}
 
 
 def instrument(client: Any = None, *, include_usage: bool | None = None) -> None:
@@ -48,32 +47,18 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     when None. Idempotent: instrumenting again never double-records. ``include_usage=True`` asks Tavily
     to report credits on requests that did not say. Raises ``TypeError`` for another object; never raises
     afterwards."""
-    if include_usage is not None:
-        _options["include_usage"] = bool(include_usage)
-    with _patches.lock:
-        if client is None:
-            for cls in (TavilyClient, AsyncTavilyClient):
-                _patches.patch_class(cls, cls is AsyncTavilyClient, _wrap)
-            return
-        if not isinstance(client, (TavilyClient, AsyncTavilyClient)):
-            raise TypeError(f"instrument() expects a TavilyClient or AsyncTavilyClient, got "
-                            f"{type(client).__name__}")
-        _patches.patch_instance(client, isinstance(client, AsyncTavilyClient), _wrap)
+    _patches.instrument(client, include_usage, _wrap)
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Hooks left on sessions stay inert. Never raises."""
-    with _patches.lock:
-        _patches.unpatch(client)
-        if client is None:
-            _options["include_usage"] = False
+    _patches.uninstrument(client)
 
 
 def instrumented(client: Any = None) -> bool:
     """True when ``client`` (or, with None, every client through the classes) is instrumented."""
-    cls = AsyncTavilyClient if isinstance(client, AsyncTavilyClient) else TavilyClient
-    return _patches.patched(client, cls, "search")
+    return _patches.instrumented(client)
 
 
 # -- response hooks ------------------------------------------------------------------------------------
@@ -121,7 +106,7 @@ class _Request:
     @classmethod
     def begin(cls, operation: str, kwargs: dict[str, Any]) -> _Request | None:
         try:
-            if _options["include_usage"] and kwargs.get("include_usage") is None:
+            if _patches.include_usage and kwargs.get("include_usage") is None:
                 kwargs["include_usage"] = True
             rec = cls(CallSpan(PROVIDER, operation, None))
             for key in ("search_depth", "extract_depth", "topic"):

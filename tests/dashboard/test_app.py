@@ -8,48 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from agentmeter._resources import bundled_path
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
+from .._servers import free_port
+from ._apptest import VIEWS, Seeded, app, check_headline, metrics, number
 from .conftest import NASTY_AGENT, expected
-
-APP = str(bundled_path("dashboard") / "app.py")
-VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
-Seeded = tuple[Path, list[dict[str, Any]]]
-
-
-def _app(source: Any = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if source is not None:
-        at.session_state["agentmeter_source"] = source
-    return at
-
-
-def _metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def _number(text: str) -> float:
-    t = text.replace("$", "").replace(",", "").replace("%", "").strip()
-    if t.endswith(" ms"):
-        return float(t[:-3])
-    if t.endswith(" s"):
-        return float(t[:-2]) * 1000
-    return float(t)
-
-
-def _check_headline(shown: dict[str, str], want: dict[str, Any]) -> None:
-    assert int(_number(shown["Runs"])) == want["runs"]
-    assert _number(shown["Success rate"]) == pytest.approx(want["success_rate"] * 100, abs=0.0051)
-    assert _number(shown["Error rate"]) == pytest.approx(want["error_rate"] * 100, abs=0.0051)
-    assert _number(shown["p95 latency"]) == pytest.approx(want["p95_ms"], abs=0.00051)
-    assert _number(shown["p50 latency"]) == pytest.approx(want["p50_ms"], abs=0.00051)
-    assert int(_number(shown["Tokens"])) == want["total_tokens"]
-    assert _number(shown["Cost"]) == pytest.approx(want["cost_usd"], rel=5.1e-4)  # 4 significant digits
-    assert int(_number(shown["Unpriced calls"])) == want["unpriced_calls"]
 
 
 @pytest.fixture(params=["local-env", "local", "mongodb"])
@@ -63,28 +28,28 @@ def source(request: pytest.FixtureRequest, seeded: Seeded, mongo_collection: Any
 
 
 def test_every_source_shows_the_python_numbers_in_every_view(source: Any, seeded: Seeded) -> None:
-    at = _app(source).run()
+    at = app(source).run()
     assert not at.exception and not at.error
     want = expected(seeded[1])
-    _check_headline(_metrics(at), want)
+    check_headline(metrics(at), want)
     assert at.get("vega_lite_chart"), "Health draws the status chart"
     for view in VIEWS[1:]:
         at.sidebar.radio(key="view").set_value(view).run()
         assert not at.exception, (view, [e.value for e in at.exception])
         assert at.get("vega_lite_chart"), view
         if view != "Run explorer":
-            assert int(_number(_metrics(at)["Runs"])) == want["runs"]
+            assert int(number(metrics(at)["Runs"])) == want["runs"]
     # Run explorer: the newest run is picked and drawn as a waterfall with its steps and calls
     newest = max(seeded[1], key=lambda d: (d["started_at"], d["run_id"]))
     assert at.selectbox(key="run_pick").value == newest["run_id"]
-    assert _metrics(at)["Status"] == newest["status"]
+    assert metrics(at)["Status"] == newest["status"]
     assert len(at.dataframe) == 3  # search results, steps, calls
     assert len(at.dataframe[1].value) == len(newest["steps"])
     assert len(at.dataframe[2].value) == len(newest["calls"])
 
 
 def test_cost_view_shows_cost_per_model_equal_to_python(seeded: Seeded) -> None:
-    at = _app(LocalSource(seeded[0])).run()
+    at = app(LocalSource(seeded[0])).run()
     at.sidebar.radio(key="view").set_value("Cost").run()
     assert not at.exception
     by_model = at.dataframe[0].value  # "By model" table: provider · model labels
@@ -96,10 +61,10 @@ def test_cost_view_shows_cost_per_model_equal_to_python(seeded: Seeded) -> None:
 
 def test_agent_filter_with_quotes_and_sql_changes_only_the_filter(seeded: Seeded) -> None:
     db, docs = seeded
-    at = _app(LocalSource(db)).run()
+    at = app(LocalSource(db)).run()
     at.sidebar.multiselect(key="agents").select(NASTY_AGENT).run()
     assert not at.exception and not at.error
-    _check_headline(_metrics(at), expected(docs, (NASTY_AGENT,)))
+    check_headline(metrics(at), expected(docs, (NASTY_AGENT,)))
     at.sidebar.radio(key="view").set_value("Run explorer").run()
     at.text_input(key="run_id_prefix").input("' OR '1'='1' --").run()
     assert not at.exception
@@ -111,16 +76,16 @@ def test_agent_filter_with_quotes_and_sql_changes_only_the_filter(seeded: Seeded
 def test_status_filter_shows_only_those_runs(seeded: Seeded, mongo_collection: Any) -> None:
     docs = seeded[1]
     for source in (LocalSource(seeded[0]), MongoSource(mongo_collection)):
-        at = _app(source).run()
+        at = app(source).run()
         at.sidebar.multiselect(key="statuses").select("error").run()
-        shown = _metrics(at)
-        assert int(_number(shown["Runs"])) == sum(1 for d in docs if d["status"] == "error") > 0
+        shown = metrics(at)
+        assert int(number(shown["Runs"])) == sum(1 for d in docs if d["status"] == "error") > 0
         assert shown["Success rate"] == "0.00%"
 
 
 def test_empty_store_shows_how_to_make_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTMETER_DB", str(tmp_path / "never-written.db"))
-    at = _app().run()
+    at = app().run()
     assert not at.exception and not at.error
     assert any("agentmeter demo" in i.value for i in at.info)
     assert not at.metric
@@ -129,7 +94,7 @@ def test_empty_store_shows_how_to_make_data(tmp_path: Path, monkeypatch: pytest.
 def test_empty_mongodb_collection_shows_the_empty_state() -> None:
     import mongomock
 
-    at = _app(MongoSource(mongomock.MongoClient()["agentmeter"]["agent_metadata"])).run()
+    at = app(MongoSource(mongomock.MongoClient()["agentmeter"]["agent_metadata"])).run()
     assert any("agentmeter demo" in i.value for i in at.info)
 
 
@@ -137,21 +102,17 @@ def test_unreadable_local_store_shows_what_to_check(tmp_path: Path, monkeypatch:
     bad = tmp_path / "garbage.db"
     bad.write_bytes(b"definitely not sqlite " * 200)
     monkeypatch.setenv("AGENTMETER_DB", str(bad))
-    at = _app().run()
+    at = app().run()
     assert not at.exception
     assert any("Cannot reach the local source" in e.value for e in at.error)
     assert any("What to check" in m.value for m in at.markdown)
 
 
 def test_unreachable_mongodb_shows_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     monkeypatch.setenv("AGENTMETER_DASHBOARD_SOURCE", "mongodb")
     monkeypatch.setenv("AGENTMETER_MONGODB_URI", f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300")
-    at = _app().run()  # the real pymongo driver, failing server selection
+    at = app().run()  # the real pymongo driver, failing server selection
     assert not at.exception
     assert any("Cannot reach the mongodb source" in e.value for e in at.error)
     assert any("AGENTMETER_MONGODB_URI" in m.value for m in at.markdown)
@@ -159,5 +120,5 @@ def test_unreachable_mongodb_shows_what_to_check(monkeypatch: pytest.MonkeyPatch
 
 def test_mongodb_without_uri_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTMETER_DASHBOARD_SOURCE", "mongodb")
-    at = _app().run()
+    at = app().run()
     assert any("AGENTMETER_MONGODB_URI is not set" in e.value for e in at.error)

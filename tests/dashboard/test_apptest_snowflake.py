@@ -8,7 +8,6 @@ an empty deployment shows the empty state; an unreachable account or missing vie
 from __future__ import annotations
 
 import dataclasses
-import socket
 import subprocess
 import sys
 import threading
@@ -21,17 +20,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from agentmeter._resources import bundled_path
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.snowflake import SnowflakeSource
 from agentmeter.snowflake_sql import SnowflakeNames, render, split_statements
 
+from .._servers import free_port
 from ..snowflake._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
+from ._apptest import APP, VIEWS, Seeded, app, check_headline, metrics, number
 from .conftest import NASTY_AGENT, expected
 
-APP = str(bundled_path("dashboard") / "app.py")
-VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
-Seeded = tuple[Path, list[dict[str, Any]]]
 #: a second database on the same server with the DDL deployed and nothing loaded
 EMPTY = dataclasses.replace(NAMES, database="AM_EMPTY")
 
@@ -73,9 +70,7 @@ def _fakesnow_server() -> Iterator[dict[str, Any]]:
     connector's keyword arguments. Not ``fakesnow.server()``: it works once per interpreter (its first call
     imports the submodule ``fakesnow.server``, which then shadows the function), and tests/snowflake calls it.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     exe = Path(sys.executable).with_name("fakesnow")
     proc = subprocess.Popen([str(exe), "-s", "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -104,40 +99,12 @@ def snow(snowflake: dict[str, Any]) -> Iterator[SnowflakeSource]:
     source.close()
 
 
-def _app(source: Any) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["agentmeter_source"] = source
-    return at
-
-
-def _metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def _number(text: str) -> float:
-    t = text.replace("$", "").replace(",", "").replace("%", "").strip()
-    if t.endswith(" ms"):
-        return float(t[:-3])
-    if t.endswith(" s"):
-        return float(t[:-2]) * 1000
-    return float(t)
-
-
-def _check_headline(shown: dict[str, str], want: dict[str, Any]) -> None:
-    assert int(_number(shown["Runs"])) == want["runs"]
-    assert _number(shown["Success rate"]) == pytest.approx(want["success_rate"] * 100, abs=0.0051)
-    assert _number(shown["p95 latency"]) == pytest.approx(want["p95_ms"], abs=0.00051)
-    assert int(_number(shown["Tokens"])) == want["total_tokens"]
-    assert _number(shown["Cost"]) == pytest.approx(want["cost_usd"], rel=5.1e-4)  # 4 significant digits
-    assert int(_number(shown["Unpriced calls"])) == want["unpriced_calls"]
-
-
 def _tables(at: AppTest) -> list[pd.DataFrame]:
     return [pd.DataFrame(d.value).reset_index(drop=True) for d in at.dataframe]
 
 
 def _page(source: Any, view: str, agents: tuple[str, ...] = ()) -> AppTest:
-    at = _app(source).run()
+    at = app(source).run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     if agents:
         at.sidebar.multiselect(key="agents").set_value(list(agents)).run()
@@ -154,7 +121,7 @@ def test_snowflake_shows_what_the_local_store_shows(view: str, snow: SnowflakeSo
     """Same metrics (as displayed), same tables, same charts' row counts as the local store, per view."""
     local_at = _page(LocalSource(seeded[0]), view)
     snow_at = _page(snow, view)
-    local_metrics, snow_metrics = _metrics(local_at), _metrics(snow_at)
+    local_metrics, snow_metrics = metrics(local_at), metrics(snow_at)
     assert snow_metrics == local_metrics
     assert [e.value for e in snow_at.error] == [e.value for e in local_at.error]
     assert len(snow_metrics) >= (5 if view == "Run explorer" else 6)
@@ -164,23 +131,23 @@ def test_snowflake_shows_what_the_local_store_shows(view: str, snow: SnowflakeSo
         pd.testing.assert_frame_equal(sn, lo, check_exact=False, rtol=1e-9, atol=1e-12, obj=f"{view} table {i}")
     assert len(snow_at.get("vega_lite_chart")) == len(local_at.get("vega_lite_chart")) > 0
     if view != "Run explorer":
-        _check_headline(snow_metrics, expected(seeded[1]))
+        check_headline(snow_metrics, expected(seeded[1]), error_rate_and_p50=False)
 
 
 def test_snowflake_headline_equals_python_for_hostile_agent_filter(snow: SnowflakeSource, seeded: Seeded) -> None:
     at = _page(snow, "Health", agents=(NASTY_AGENT,))
     want = expected(seeded[1], (NASTY_AGENT,))
     assert 0 < want["runs"] < len(seeded[1])
-    _check_headline(_metrics(at), want)
-    assert _metrics(at) == _metrics(_page(LocalSource(seeded[0]), "Health", agents=(NASTY_AGENT,)))
+    check_headline(metrics(at), want, error_rate_and_p50=False)
+    assert metrics(at) == metrics(_page(LocalSource(seeded[0]), "Health", agents=(NASTY_AGENT,)))
 
 
 def test_snowflake_status_filter_shows_only_those_runs(snow: SnowflakeSource, seeded: Seeded) -> None:
-    at = _app(snow).run()
+    at = app(snow).run()
     at.sidebar.multiselect(key="statuses").select("error").run()
     assert not at.exception and not at.error
-    shown = _metrics(at)
-    assert int(_number(shown["Runs"])) == sum(1 for d in seeded[1] if d["status"] == "error") > 0
+    shown = metrics(at)
+    assert int(number(shown["Runs"])) == sum(1 for d in seeded[1] if d["status"] == "error") > 0
     assert shown["Success rate"] == "0.00%"
 
 
@@ -196,7 +163,7 @@ def test_snowflake_cost_per_model_equals_python(snow: SnowflakeSource, seeded: S
 def test_empty_snowflake_deployment_shows_how_to_make_data(snowflake: dict[str, Any]) -> None:
     source = SnowflakeSource(database=EMPTY.database, schema=EMPTY.schema, **snowflake)
     try:
-        at = _app(source).run()
+        at = app(source).run()
     finally:
         source.close()
     assert not at.exception and not at.error
@@ -207,7 +174,7 @@ def test_empty_snowflake_deployment_shows_how_to_make_data(snowflake: dict[str, 
 def test_snowflake_without_the_views_shows_what_to_check(snowflake: dict[str, Any]) -> None:
     source = SnowflakeSource(database=NAMES.database, schema="NOT_DEPLOYED", **snowflake)
     try:
-        at = _app(source).run()
+        at = app(source).run()
     finally:
         source.close()
     assert not at.exception
@@ -219,9 +186,7 @@ def test_snowflake_without_the_views_shows_what_to_check(snowflake: dict[str, An
 def test_unreachable_snowflake_from_the_environment_shows_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """As `agentmeter dashboard --source snowflake` runs it: the standard SNOWFLAKE_* variables, the real
     connector, an account endpoint on a loopback port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # an account endpoint nobody listens on
     for key, value in {"AGENTMETER_DASHBOARD_SOURCE": "snowflake", "SNOWFLAKE_ACCOUNT": "unreachable-acct",
                        "SNOWFLAKE_USER": "dash", "SNOWFLAKE_PASSWORD": "not-shown-anywhere",
                        "SNOWFLAKE_HOST": "127.0.0.1", "SNOWFLAKE_PORT": str(port),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from .._servers import free_port
 from .conftest import expected
 
 CHROMIUM = "/usr/bin/chromium"
@@ -27,16 +27,10 @@ DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def dashboard(seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Iterator[str]:
     """The real command, as a user runs it; yields the page URL once Streamlit answers its health check."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentmeter", "dashboard", "--db", str(seeded[0]), "--port", str(port), "--headless"],

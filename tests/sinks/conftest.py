@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +14,7 @@ import boto3
 import pytest
 
 import agentmeter
+from tests._servers import fake_aws_env, running_moto_server
 from tests.sinks._fault_proxy import FaultProxy
 from tests.sinks._mini_mongod import MiniMongod
 
@@ -23,35 +23,18 @@ BUCKET = "agentmeter-test-landing"
 PREFIX = "agentmeter/"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """moto's threaded HTTP server on loopback; yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with running_moto_server() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials so boto3's standard chain never looks further (no instance metadata calls)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    fake_aws_env(monkeypatch, REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 class Landing:

@@ -10,6 +10,7 @@ import pytest
 import agentmeter
 from agentmeter.sinks import FirehoseSink, MemorySink, sinks_from_names
 from agentmeter.sinks.firehose import MAX_BYTES_PER_CALL, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL
+from tests._servers import free_port
 from tests.sinks._fault_proxy import FaultProxy
 from tests.sinks.conftest import REGION, Landing
 
@@ -125,11 +126,7 @@ def test_exhausted_attempts_go_back_to_the_exporter_and_replay_sends_only_the_re
 
 
 def test_a_dead_endpoint_fails_fast_and_the_exporter_spools(landing: Landing) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     sink = _sink(landing, dead, max_attempts=2)
     agentmeter.configure(sinks=[sink], flush_interval=3600, max_attempts=1)
     _track_runs(2)

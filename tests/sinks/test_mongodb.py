@@ -13,6 +13,7 @@ from pymongo import monitoring
 import agentmeter
 from agentmeter.sinks import MemorySink, MongoDBSink, sinks_from_names
 from agentmeter.sinks.mongodb import INDEXES, from_bson, to_bson
+from tests._servers import free_port
 from tests.sinks.conftest import MongoTarget
 
 NOT_WRITABLE_PRIMARY = 10107
@@ -145,12 +146,9 @@ def test_exhausted_retries_report_failed_and_the_exporter_spools(mongo: MongoTar
 
 
 def test_a_dead_server_fails_within_the_short_timeouts() -> None:
-    import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sink = MongoDBSink(f"mongodb://127.0.0.1:{port}/", server_selection_timeout_ms=200, max_attempts=2,
                        backoff_initial=0.001)
     start = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import fakesnow
@@ -12,6 +11,7 @@ import snowflake.connector
 
 from agentmeter.snowflake_sql import SnowflakeNames, render
 
+from .._servers import fake_aws_env, running_moto_server
 from ._fakesnow import NAMES, NOP_REGEXES, Snowflake
 
 REGION = "us-east-1"
@@ -35,33 +35,17 @@ def sf(names: SnowflakeNames) -> Iterator[Snowflake]:
             conn.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     """moto's threaded HTTP server on loopback (Firehose and S3); yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with running_moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials so boto3's standard chain never looks further (no instance metadata calls)."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
+    fake_aws_env(monkeypatch, REGION)
 
 
 @pytest.fixture

@@ -20,11 +20,10 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import tenacity
-
 from .. import contract
 from .._capture import jsonable
 from ._base import Document, Sink, WriteResult
+from ._retry import Retry, retrying
 
 __all__ = [
     "MAX_BYTES_PER_CALL",
@@ -133,15 +132,6 @@ def pack(
     return calls
 
 
-class _Retry(Exception):
-    """Records (indices into the payload list) still to send, and why."""
-
-    def __init__(self, indices: list[int], reason: str) -> None:
-        super().__init__(reason)
-        self.indices = indices
-        self.reason = reason
-
-
 class FirehoseSink(Sink):
     """Ships each run's records to one Firehose delivery stream (credentials: the standard AWS chain).
 
@@ -235,16 +225,9 @@ class FirehoseSink(Sink):
         return failed
 
     def _send_call(self, payloads: Sequence[bytes], indices: list[int], failed: dict[int, str]) -> None:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=tenacity.wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
-            retry=tenacity.retry_if_exception_type(_Retry),
-            sleep=self._sleep,
-            reraise=True,
-        )
         pending = indices
         try:
-            for attempt in retrying:
+            for attempt in retrying(self.max_attempts, self.backoff_initial, self.backoff_max, self._sleep):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.stats["retries"] += 1
@@ -254,16 +237,16 @@ class FirehoseSink(Sink):
                         return
                     try:
                         pending = self._put_once(payloads, pending, failed)
-                    except _Retry as again:
-                        pending = again.indices  # the next try resends only these
+                    except Retry as again:
+                        pending = again.pending  # the next try resends only these
                         raise
-        except _Retry as exhausted:
-            for i in exhausted.indices:
+        except Retry as exhausted:
+            for i in exhausted.pending:
                 failed[i] = exhausted.reason
-            self.stats["failed_records"] += len(exhausted.indices)
+            self.stats["failed_records"] += len(exhausted.pending)
 
     def _put_once(self, payloads: Sequence[bytes], indices: list[int], failed: dict[int, str]) -> list[int]:
-        """One PutRecordBatch. Raises _Retry with what should be tried again; permanent errors go to
+        """One PutRecordBatch. Raises Retry with what should be tried again; permanent errors go to
         ``failed``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -279,16 +262,16 @@ class FirehoseSink(Sink):
             reason = f"{code or status}: {error.get('Message', '')}"[:300]
             if code in RETRYABLE_CODES or status >= 500 or status == 429:
                 self.stats["throttled"] += 1
-                raise _Retry(indices, reason) from exc
+                raise Retry(indices, reason) from exc
             for i in indices:  # bad stream name, access denied...: retrying now will not help
                 failed[i] = reason
             self.stats["failed_records"] += len(indices)
             return []
         except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts, no credentials
-            raise _Retry(indices, f"{type(exc).__name__}: {exc}"[:300]) from exc
+            raise Retry(indices, f"{type(exc).__name__}: {exc}"[:300]) from exc
         answers = response.get("RequestResponses") or []
         if len(answers) != len(indices):
-            raise _Retry(indices, f"PutRecordBatch gave {len(answers)} answers for {len(indices)} records")
+            raise Retry(indices, f"PutRecordBatch gave {len(answers)} answers for {len(indices)} records")
         again: list[int] = []
         reason = ""
         for i, answer in zip(indices, answers, strict=True):
@@ -299,7 +282,7 @@ class FirehoseSink(Sink):
         self.stats["bytes"] += sum(len(payloads[i]) for i in indices) - sum(len(payloads[i]) for i in again)
         if again:
             self.stats["partial_failures"] += 1
-            raise _Retry(again, reason)
+            raise Retry(again, reason)
         return []
 
     def _sleep(self, seconds: float) -> None:

@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import tenacity
-
 from .._clock import parse_iso_utc
 from ._base import Document, Sink, WriteResult
+from ._retry import Retry, retrying
 
 __all__ = ["INDEXES", "MongoDBSink", "from_bson", "to_bson"]
 
@@ -70,20 +69,6 @@ def from_bson(stored: Mapping[str, Any]) -> dict[str, Any]:
                 value = value.astimezone(timezone.utc)
             doc[field] = value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return doc
-
-
-class _Retry(Exception):
-    """Documents (batch positions) not stored yet, why, and whether trying again now can help."""
-
-    def __init__(self, pending: list[int], reason: str, final: bool = False) -> None:
-        super().__init__(reason)
-        self.pending = pending
-        self.reason = reason
-        self.final = final
-
-
-def _worth_retrying(exc: BaseException) -> bool:
-    return isinstance(exc, _Retry) and not exc.final
 
 
 class MongoDBSink(Sink):
@@ -194,30 +179,23 @@ class MongoDBSink(Sink):
                 rejected[i] = f"not a run document: {type(exc).__name__}: {exc}"[:300]
         pending = [i for i, d in enumerate(stored) if d is not None]
         failed: dict[int, str] = {}
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=tenacity.wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
-            retry=tenacity.retry_if_exception(_worth_retrying),
-            sleep=self._sleep,
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
+            for attempt in retrying(self.max_attempts, self.backoff_initial, self.backoff_max, self._sleep):
                 with attempt:
                     if pending:
                         try:
                             pending = self._insert(stored, pending, rejected)
-                        except _Retry as again:
+                        except Retry as again:
                             pending = again.pending  # the next try inserts only these
                             raise
-        except _Retry as exhausted:
+        except Retry as exhausted:
             failed = dict.fromkeys(exhausted.pending, exhausted.reason)
         return WriteResult(failed=failed, rejected=rejected)
 
     def _insert(
         self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str]
     ) -> list[int]:
-        """One insert of the pending documents. Raises _Retry with those to try again."""
+        """One insert of the pending documents. Raises Retry with those to try again."""
         from pymongo.errors import (
             BulkWriteError,
             ConnectionFailure,
@@ -250,24 +228,24 @@ class MongoDBSink(Sink):
                 wc = details["writeConcernErrors"][0]
                 return self._retry(pending, f"write concern: {wc.get('code')}: {wc.get('errmsg', '')}")
             if again:
-                raise _Retry(again, reason) from exc
+                raise Retry(again, reason) from exc
             return []
         except DocumentTooLarge as exc:
             return self._one_by_one(stored, pending, rejected, exc)
         except ConnectionFailure as exc:  # AutoReconnect, NotPrimaryError, NetworkTimeout, server selection
-            raise _Retry(pending, f"{type(exc).__name__}: {exc}"[:300]) from exc
+            raise Retry(pending, f"{type(exc).__name__}: {exc}"[:300]) from exc
         except OperationFailure as exc:
             transient = exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
             # not transient (unauthorized, bad database name): fail now; the exporter spools and replays
-            raise _Retry(pending, f"{exc.code}: {exc}"[:300], final=not transient) from exc
+            raise Retry(pending, f"{exc.code}: {exc}"[:300], final=not transient) from exc
         except PyMongoError as exc:  # ExecutionTimeout, WTimeoutError and the rest
-            raise _Retry(pending, f"{type(exc).__name__}: {exc}"[:300]) from exc
+            raise Retry(pending, f"{type(exc).__name__}: {exc}"[:300]) from exc
 
     def _sleep(self, seconds: float) -> None:
         self._closed.wait(seconds)  # close() cuts a backoff short
 
     def _retry(self, pending: list[int], reason: str) -> list[int]:
-        raise _Retry(pending, reason[:300])
+        raise Retry(pending, reason[:300])
 
     def _one_by_one(self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str],
                     cause: Exception) -> list[int]:
@@ -287,7 +265,7 @@ class MongoDBSink(Sink):
                 again.append(i)
                 reason = reason or f"{type(exc).__name__}: {exc}"[:300]
         if again:
-            raise _Retry(again, reason) from cause
+            raise Retry(again, reason) from cause
         return []
 
     def close(self, timeout: float | None = None) -> bool:

@@ -84,8 +84,35 @@ def _rows(result: dict[str, Any]) -> Iterator[Row]:
         if o["status"] == "absent":
             yield (label, o["title"], "", "", "script not present")
             continue
-        verdicts = ", ".join(f"{k}={v}" for k, v in _verdicts(o.get("results", {})))
+        verdicts = ", ".join(f"{k.split('.json.', 1)[-1]}={v}" for k, v in _verdicts(o.get("results", {})))
         yield (label, o["title"], "", "", f"{o['status']} in {o.get('elapsed_s', 0):.0f} s; {verdicts or 'see log'}")
+        for what, lo, mid, note in _headlines(key, o.get("results", {})):
+            yield (label, what, lo, mid, note)
+
+
+def _headlines(key: str, results: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    """A few figures from another script's JSON (its own table is in its log). Never raises."""
+    try:
+        if key == "reliability":
+            for case, c in results["reliability.json"]["summary"].items():
+                yield (f"  {case}: caller cost per step / RSS growth", "", _f(c["us_per_step_median"]),
+                       f"us/step; RSS +{c['rss_growth_mib_max']:.0f} MiB; delivered {c['delivered']:,}, "
+                       f"spooled {c['spooled']:,}, dropped {c['dropped']:,}")
+        elif key == "dashboard":
+            rows = results["dashboard.json"]["results"]
+            worst = max(rows, key=lambda r: r["best_s"])
+            yield ("  slowest view (best of repeats)", _f(worst["best_s"], 3), _f(worst["median_s"], 3),
+                   f"s: {worst['view']} / {worst['filters']} ({len(rows)} view x filter cases)")
+        elif key == "firehose":
+            for c in results["firehose.json"]["cases"]:
+                yield (f"  {c['profile'][:28]}, {c['path']}", "", f"{c['fill']:.1%}",
+                       f"fill; {c['records_per_call']:.0f} records per PutRecordBatch")
+        elif key == "integrations":
+            for name, c in results["integrations.json"]["results"].items():
+                yield (f"  {name}", "", _f(c["added_us"], 1),
+                       f"us added ({c['added_pct']:.1f}% of the local round trip)")
+    except (KeyError, TypeError, ValueError):
+        return
 
 
 def _verdicts(data: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:

@@ -687,8 +687,15 @@ class Exporter:
         reserve = 0.0 if timeout is None else min(1.0, 0.2 * timeout)  # time kept for spooling leftovers
         result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
 
+        # Joining the workers may use the time up to the reserve; spooling leftovers and closing the sinks
+        # use the reserve, so a hung sink cannot push the exit past the deadline.
+        join_until = None if deadline is None else deadline - reserve
+
+        def until(limit: float | None) -> float | None:
+            return None if limit is None else max(0.0, limit - time.monotonic())
+
         def remaining() -> float | None:
-            return None if deadline is None else max(0.05, deadline - time.monotonic())
+            return until(deadline)
 
         self._closed = True
         self.stop_event.set()  # cuts retry waits short
@@ -698,12 +705,15 @@ class Exporter:
             lane.writer_wake.set()
         for lane in self.lanes:
             if lane.manager is not None:
-                lane.manager.join(remaining())
+                lane.manager.join(until(join_until))
         for lane in self.lanes:
-            if lane.manager is None or not lane.manager.is_alive():
-                lane._stop_drain()  # no manager (sync mode, after fork): drain here
+            # Spool what is still queued from here too (batches are popped under the lock: each run is
+            # spooled once, by whichever thread pops it), then let a batch the manager is spooling finish.
+            lane._stop_drain()
+            if lane.manager is not None:
+                lane.manager.join(remaining())
             if lane.writer is not None:
-                lane.writer.join(remaining())
+                lane.writer.join(until(join_until))
             job = lane.job
             if job is not None:
                 lane._abandon(job, "sink.write still running at shutdown; batch spooled")

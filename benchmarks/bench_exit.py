@@ -249,7 +249,7 @@ def run(python: str = sys.executable, repeats: int = 3, peer_repeats: int = 1, c
             cases[mode] = row
     finally:
         hole.close()
-    am = [cases[m] for m in ("agentmeter_refused", "agentmeter_hang") if cases[m].get("n")]
+    am = [cases[m] for m in ("agentmeter_refused", "agentmeter_hang") if cases.get(m, {}).get("n")]
     deadline = 5.0
     target = {
         "name": f"exit with a dead back end within the exit_timeout ({deadline:.0f} s) with every run spooled",

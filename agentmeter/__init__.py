@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from . import _context, _guard, _state
 from ._context import current_call, current_run, current_step
 from ._context import wrap as wrap_context
-from ._model import Call, Run, Step
 from ._signals import install_signal_handlers
 from ._tracking import track_call, track_run, track_step
 from ._version import __version__
@@ -21,6 +20,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._config import Settings
     from ._exporter import FlushResult, SinkFlushResult
+    from ._model import Call, Run, Step
 
 __all__ = [
     "Call",
@@ -113,11 +113,16 @@ def _exporter_module() -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    # Settings and the flush results load their modules (attrs, the exporter) when first asked for.
+    # Settings, the model classes and the flush results load their modules (attrs, the exporter) when first
+    # asked for.
     if name in ("FlushResult", "SinkFlushResult"):
         return getattr(_exporter_module(), name)
     if name == "Settings":
         from ._config import Settings
 
         return Settings
+    if name in ("Run", "Step", "Call"):
+        from . import _model
+
+        return getattr(_model, name)
     raise AttributeError(f"module 'agentmeter' has no attribute {name!r}")

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._model import Call, Run, Step
-
 if TYPE_CHECKING:
     import concurrent.futures
+
+    from ._model import Call, Run, Step
 
 __all__ = ["current_call", "current_run", "current_step", "wrap"]
 

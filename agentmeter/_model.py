@@ -11,35 +11,15 @@ then handed to the exporter, so nothing crosses threads while it can still chang
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
+
+import attrs
 
 from . import _clock, _guard
+from ._status import CALL_STATUSES, CANCELLED, ERROR, RUNNING, STATUSES, STEP_KINDS, SUCCESS, error_fields
 
-__all__ = ["CALL_STATUSES", "STATUSES", "STEP_KINDS", "Call", "Run", "Step"]
-
-RUNNING: Final = "running"
-SUCCESS: Final = "success"
-ERROR: Final = "error"
-CANCELLED: Final = "cancelled"
-STATUSES: Final = (SUCCESS, ERROR, CANCELLED)
-CALL_STATUSES: Final = STATUSES
-STEP_KINDS: Final = ("tool", "llm", "retrieval", "plan", "agent", "other")
-
-_MAX_ERROR_MESSAGE = 2000
-#: default of the list and dict fields: a new empty one per object (``attrs.Factory`` semantics)
-_NOTHING: Any = object()
-
-
-def error_fields(exc: BaseException) -> tuple[str, str, str]:
-    """(status, error_type, error_message) for an exception leaving user code."""
-    from ._tracking import is_cancellation  # local: avoids an import cycle at module load
-
-    status = CANCELLED if is_cancellation(exc) else ERROR
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__}>"
-    return status, type(exc).__qualname__, message[:_MAX_ERROR_MESSAGE]
+__all__ = ["CALL_STATUSES", "CANCELLED", "ERROR", "RUNNING", "STATUSES", "STEP_KINDS", "SUCCESS", "Call", "Run",
+           "Step", "error_fields"]
 
 
 def _merge_metadata(target: dict[str, Any], data: Mapping[Any, Any] | None, kwargs: Mapping[str, Any]) -> None:
@@ -55,33 +35,9 @@ def _merge_metadata(target: dict[str, Any], data: Mapping[Any, Any] | None, kwar
     target.update(kwargs)
 
 
+@attrs.define(slots=True, eq=False, repr=False)
 class Step:
     """One step of a run (a tool call, an LLM turn, a retrieval, a plan...)."""
-
-    __slots__ = (
-        "__weakref__",
-        "captured",
-        "end_ns",
-        "end_us",
-        "error_message",
-        "error_type",
-        "inputs",
-        "kind",
-        "metadata",
-        "name",
-        "output",
-        "parent_step_id",
-        "run_id",
-        "start_ns",
-        "start_us",
-        "status",
-        "step_id",
-    )
-    __match_args__ = (
-        "step_id", "run_id", "parent_step_id", "name", "kind", "start_us",
-        "start_ns", "end_us", "end_ns", "status", "error_type", "error_message",
-        "metadata", "inputs", "output", "captured",
-    )
 
     step_id: str
     run_id: str
@@ -90,51 +46,15 @@ class Step:
     kind: str
     start_us: int
     start_ns: int
-    end_us: int | None
-    end_ns: int | None
-    status: str
-    error_type: str | None
-    error_message: str | None
-    metadata: dict[str, Any]
-    inputs: Any
-    output: Any
-    captured: bool
-
-    def __init__(
-        self,
-        step_id: str,
-        run_id: str,
-        parent_step_id: str | None,
-        name: str,
-        kind: str,
-        start_us: int,
-        start_ns: int,
-        end_us: int | None = None,
-        end_ns: int | None = None,
-        status: str = RUNNING,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        metadata: dict[str, Any] = _NOTHING,
-        inputs: Any = None,
-        output: Any = None,
-        captured: bool = False,
-    ) -> None:
-        self.step_id = step_id
-        self.run_id = run_id
-        self.parent_step_id = parent_step_id
-        self.name = name
-        self.kind = kind
-        self.start_us = start_us
-        self.start_ns = start_ns
-        self.end_us = end_us
-        self.end_ns = end_ns
-        self.status = status
-        self.error_type = error_type
-        self.error_message = error_message
-        self.metadata = {} if metadata is _NOTHING else metadata
-        self.inputs = inputs
-        self.output = output
-        self.captured = captured
+    end_us: int | None = None
+    end_ns: int | None = None
+    status: str = RUNNING
+    error_type: str | None = None
+    error_message: str | None = None
+    metadata: dict[str, Any] = attrs.Factory(dict)
+    inputs: Any = None
+    output: Any = None
+    captured: bool = False
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the step's metadata. Never raises."""
@@ -151,42 +71,9 @@ class Step:
         return f"<Step {self.name!r} {self.status} id={self.step_id}>"
 
 
+@attrs.define(slots=True, eq=False, repr=False)
 class Call:
     """One API call (an LLM request, a search, any HTTP API) inside a step or run."""
-
-    __slots__ = (
-        "__weakref__",
-        "cached_input_tokens",
-        "call_id",
-        "end_ns",
-        "end_us",
-        "error_message",
-        "error_type",
-        "first_token_ns",
-        "http_status",
-        "input_tokens",
-        "metadata",
-        "model",
-        "operation",
-        "output_tokens",
-        "provider",
-        "reasoning_tokens",
-        "request_bytes",
-        "response_bytes",
-        "retries",
-        "run_id",
-        "start_ns",
-        "start_us",
-        "status",
-        "step_id",
-        "units",
-    )
-    __match_args__ = (
-        "call_id", "run_id", "step_id", "provider", "operation", "model",
-        "start_us", "start_ns", "end_us", "end_ns", "status", "error_type",
-        "error_message", "http_status", "retries", "first_token_ns", "request_bytes", "response_bytes",
-        "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "units", "metadata",
-    )
 
     call_id: str
     run_id: str
@@ -196,74 +83,22 @@ class Call:
     model: str | None
     start_us: int
     start_ns: int
-    end_us: int | None
-    end_ns: int | None
-    status: str
-    error_type: str | None
-    error_message: str | None
-    http_status: int | None
-    retries: int
-    first_token_ns: int | None
-    request_bytes: int | None
-    response_bytes: int | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cached_input_tokens: int | None
-    reasoning_tokens: int | None
-    units: float | None
-    metadata: dict[str, Any]
-
-    def __init__(
-        self,
-        call_id: str,
-        run_id: str,
-        step_id: str | None,
-        provider: str,
-        operation: str,
-        model: str | None,
-        start_us: int,
-        start_ns: int,
-        end_us: int | None = None,
-        end_ns: int | None = None,
-        status: str = RUNNING,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        http_status: int | None = None,
-        retries: int = 0,
-        first_token_ns: int | None = None,
-        request_bytes: int | None = None,
-        response_bytes: int | None = None,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-        cached_input_tokens: int | None = None,
-        reasoning_tokens: int | None = None,
-        units: float | None = None,
-        metadata: dict[str, Any] = _NOTHING,
-    ) -> None:
-        self.call_id = call_id
-        self.run_id = run_id
-        self.step_id = step_id
-        self.provider = provider
-        self.operation = operation
-        self.model = model
-        self.start_us = start_us
-        self.start_ns = start_ns
-        self.end_us = end_us
-        self.end_ns = end_ns
-        self.status = status
-        self.error_type = error_type
-        self.error_message = error_message
-        self.http_status = http_status
-        self.retries = retries
-        self.first_token_ns = first_token_ns
-        self.request_bytes = request_bytes
-        self.response_bytes = response_bytes
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
-        self.cached_input_tokens = cached_input_tokens
-        self.reasoning_tokens = reasoning_tokens
-        self.units = units
-        self.metadata = {} if metadata is _NOTHING else metadata
+    end_us: int | None = None
+    end_ns: int | None = None
+    status: str = RUNNING
+    error_type: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    retries: int = 0
+    first_token_ns: int | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    units: float | None = None
+    metadata: dict[str, Any] = attrs.Factory(dict)
 
     def record_usage(
         self,
@@ -333,118 +168,36 @@ class Call:
         return f"<Call {self.provider}.{self.operation} {self.status} id={self.call_id}>"
 
 
+@attrs.define(slots=True, eq=False, repr=False)
 class Run:
     """One agent run: the unit exported as one document."""
-
-    __slots__ = (
-        "__weakref__",
-        "agent",
-        "calls",
-        "captured",
-        "document",
-        "end_ns",
-        "end_us",
-        "error_message",
-        "error_type",
-        "implicit",
-        "inputs",
-        "metadata",
-        "name",
-        "open_calls",
-        "open_steps",
-        "output",
-        "parent_run_id",
-        "run_id",
-        "sealed",
-        "start_ns",
-        "start_us",
-        "status",
-        "steps",
-        "tags",
-    )
-    __match_args__ = (
-        "run_id", "name", "agent", "start_us", "start_ns", "parent_run_id",
-        "implicit", "end_us", "end_ns", "status", "error_type", "error_message",
-        "tags", "metadata", "inputs", "output", "captured", "steps",
-        "calls", "open_steps", "open_calls", "sealed", "document",
-    )
 
     run_id: str
     name: str
     agent: str | None
     start_us: int
     start_ns: int
-    parent_run_id: str | None
-    implicit: bool
-    end_us: int | None
-    end_ns: int | None
-    status: str
-    error_type: str | None
-    error_message: str | None
-    tags: list[str]
-    metadata: dict[str, Any]
-    inputs: Any
-    output: Any
-    captured: bool
+    parent_run_id: str | None = None
+    implicit: bool = False
+    end_us: int | None = None
+    end_ns: int | None = None
+    status: str = RUNNING
+    error_type: str | None = None
+    error_message: str | None = None
+    tags: list[str] = attrs.Factory(list)
+    metadata: dict[str, Any] = attrs.Factory(dict)
+    inputs: Any = None
+    output: Any = None
+    captured: bool = False
     #: finished steps and calls, in finishing order; tuples once the run is sealed
-    steps: list[Step] | tuple[Step, ...]
-    calls: list[Call] | tuple[Call, ...]
+    steps: list[Step] | tuple[Step, ...] = attrs.Factory(list)
+    calls: list[Call] | tuple[Call, ...] = attrs.Factory(list)
     #: steps and calls started but not finished (recorded as cancelled if the run ends first)
-    open_steps: dict[str, Step]
-    open_calls: dict[str, Call]
-    sealed: bool
+    open_steps: dict[str, Step] = attrs.Factory(dict)
+    open_calls: dict[str, Call] = attrs.Factory(dict)
+    sealed: bool = False
     #: the exported document, built once by the exporter and shared by every sink lane
-    document: dict[str, Any] | None
-
-    def __init__(
-        self,
-        run_id: str,
-        name: str,
-        agent: str | None,
-        start_us: int,
-        start_ns: int,
-        parent_run_id: str | None = None,
-        implicit: bool = False,
-        end_us: int | None = None,
-        end_ns: int | None = None,
-        status: str = RUNNING,
-        error_type: str | None = None,
-        error_message: str | None = None,
-        tags: list[str] = _NOTHING,
-        metadata: dict[str, Any] = _NOTHING,
-        inputs: Any = None,
-        output: Any = None,
-        captured: bool = False,
-        steps: list[Step] | tuple[Step, ...] = _NOTHING,
-        calls: list[Call] | tuple[Call, ...] = _NOTHING,
-        open_steps: dict[str, Step] = _NOTHING,
-        open_calls: dict[str, Call] = _NOTHING,
-        sealed: bool = False,
-        document: dict[str, Any] | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.name = name
-        self.agent = agent
-        self.start_us = start_us
-        self.start_ns = start_ns
-        self.parent_run_id = parent_run_id
-        self.implicit = implicit
-        self.end_us = end_us
-        self.end_ns = end_ns
-        self.status = status
-        self.error_type = error_type
-        self.error_message = error_message
-        self.tags = [] if tags is _NOTHING else tags
-        self.metadata = {} if metadata is _NOTHING else metadata
-        self.inputs = inputs
-        self.output = output
-        self.captured = captured
-        self.steps = [] if steps is _NOTHING else steps
-        self.calls = [] if calls is _NOTHING else calls
-        self.open_steps = {} if open_steps is _NOTHING else open_steps
-        self.open_calls = {} if open_calls is _NOTHING else open_calls
-        self.sealed = sealed
-        self.document = document
+    document: dict[str, Any] | None = attrs.field(default=None, repr=False)
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the run's metadata. Never raises."""

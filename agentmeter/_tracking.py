@@ -14,11 +14,25 @@ import inspect
 import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from contextvars import ContextVar, Token
-from typing import Any, Generic, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from . import _clock, _guard, _ids, _state
 from ._context import call_var, run_var, step_var
-from ._model import CANCELLED, RUNNING, STEP_KINDS, SUCCESS, Call, Run, Step, error_fields
+from ._status import CANCELLED, RUNNING, STEP_KINDS, SUCCESS, error_fields
+
+if TYPE_CHECKING:
+    from ._model import Call, Run, Step
+else:
+    # The model (attrs classes) is loaded when the first tracker is made, not by ``import agentmeter``:
+    # attrs alone takes longer to import than the rest of agentmeter.
+    Run = Step = Call = None
+
+
+def _load_model() -> None:
+    global Run, Step, Call, _VARS
+    from ._model import Call, Run, Step
+
+    _VARS = {Run: run_var, Step: step_var, Call: call_var}
 
 __all__ = ["close_open_runs", "is_cancellation", "track_call", "track_run", "track_step"]
 
@@ -46,7 +60,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 F = TypeVar("F", bound=Callable[..., Any])
-H = TypeVar("H", Run, Step, Call)
+H = TypeVar("H", "Run", "Step", "Call")
 
 #: Runs started and not yet finished, so exit and SIGTERM handlers can record them as cancelled.
 _open_runs: dict[str, Run] = {}
@@ -276,7 +290,8 @@ def _capture_output(frame: _Frame | None, value: Any) -> None:
 # -- the tracker: decorator and context manager -------------------------------------------------------
 
 
-_VARS: dict[type[Any], ContextVar[Any]] = {Run: run_var, Step: step_var, Call: call_var}
+#: handle class -> its ContextVar (filled by _load_model)
+_VARS: dict[type[Any], ContextVar[Any]] = {}
 
 
 class _Tracker(Generic[H]):
@@ -534,6 +549,8 @@ def track_run(
     another run is recorded as its own run with ``parent_run_id`` set. Never raises into the decorated
     code; its exceptions propagate unchanged and are recorded with status ``error`` (or ``cancelled``).
     """
+    if Run is None:
+        _load_model()
     if _is_target(name):
         return _Tracker(Run, None, None, {})(name)
     _check_str("track_run name", name)
@@ -554,6 +571,8 @@ def track_step(name: Any = None, *, kind: str = "other", capture: bool | None = 
     is recorded in an implicit run of its own (``implicit = true``) named after the step. A generator step
     lasts until the generator is exhausted or closed. Never raises into the decorated code.
     """
+    if Step is None:
+        _load_model()
     if _is_target(name):
         return _Tracker(Step, None, None, {"kind": "other"})(name)
     _check_str("track_step name", name)
@@ -575,6 +594,8 @@ def track_call(provider: Any = None, operation: str | None = None, *, model: str
     retries and sizes; cost is computed later, off the caller's thread. A call outside any run is recorded
     in an implicit run of its own. Never raises into the decorated code.
     """
+    if Call is None:
+        _load_model()
     if _is_target(provider):
         target = getattr(provider, "__func__", provider)
         options = {"provider": "custom", "operation": _clean_name(target), "model": None}

@@ -37,3 +37,7 @@ def _isolated_agentmeter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     if exporter is not None:
         exporter.shutdown(timeout=2)
     agentmeter._state._settings = None
+    # Internal errors on the caller's thread re-raise under this suite; on the exporter's threads they are
+    # only counted (a worker must survive), so a test that leaves any behind fails here.
+    errors = {k: v for k, v in _guard.counters.items() if k.startswith("internal_errors.")}
+    assert not errors, f"agentmeter internal errors during the test: {errors}"

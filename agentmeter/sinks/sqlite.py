@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ _INDEXES: tuple[str, ...] = (
 
 #: connections inherited across fork, kept referenced so they are never closed in the child
 _inherited: list[sqlite3.Connection] = []
+_sinks: weakref.WeakSet[SQLiteSink] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread may have held a sink's lock at fork time; in the child nobody would ever release it.
+    for sink in list(_sinks):
+        sink._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def table_columns(table: str) -> list[contract.Column]:
@@ -129,6 +141,7 @@ class SQLiteSink(Sink):
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        _sinks.add(self)
         self._statements = {table: _upsert_sql(table) for table in contract.TABLES}
         self._encoders = {table: _row_encoder(cols) for table, (_sql, cols) in self._statements.items()}
 

@@ -116,3 +116,25 @@ def test_a_store_from_an_older_version_gains_the_new_columns(tmp_path: Path) -> 
     assert agentmeter.flush(timeout=10).ok
     rows = _fetch(db, "SELECT name, sampled, step_count FROM agent_runs ORDER BY name")
     assert [tuple(r) for r in rows] == [("legacy", None, None), ("new", 1, 0)]
+
+
+def test_a_sink_lock_held_at_fork_time_does_not_deadlock_the_child(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    with agentmeter.testing.capture_runs() as cap, agentmeter.track_run("r"):
+        pass
+    sink = SQLiteSink(tmp_path / "fork.db")
+    sink._lock.acquire()  # as if the parent's writer thread were inside write() when the fork happened
+    pid = os.fork()
+    if pid == 0:  # the child: must be able to write, not wait forever on the parent's lock
+        signal.alarm(20)
+        try:
+            sink.write(cap.runs)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    sink._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert _fetch(sink.path, "SELECT name FROM agent_runs")[0]["name"] == "r"

@@ -418,6 +418,8 @@ class _Lane:
             try:
                 result = self.sink.write(docs)
             except Exception as exc:
+                if len(docs) > 1 and self._isolate_poison(docs):
+                    continue  # the sink is up and took the rest: go on with the next batch
                 _guard.warn(f"sink.{self.name}.replay", "spool replay failed; will try again later",
                             sink=self.name, error=repr(exc)[:300])
                 self._mark_down()
@@ -436,6 +438,40 @@ class _Lane:
                 break
             self._mark_up()
         job.finished = True
+
+    def _isolate_poison(self, docs: list[dict[str, Any]]) -> bool:
+        """A replayed batch raised: write its documents one by one. If the sink takes some and raises on
+        others, those others are poison (the sink can never store them: a value it cannot encode, say) and
+        would block the spool behind them forever: they go to the dead-letter lane ``<sink>:rejected``.
+        Returns False (nothing changed) when the sink takes none, i.e. it is simply down."""
+        spool = self.exporter.spool
+        if spool is None:
+            return False
+        took: list[str] = []
+        poison: list[str] = []
+        for doc in docs:
+            if not took and len(poison) >= 3:
+                return False  # three failures and no success: the sink is down, not the documents
+            try:
+                result = self.sink.write([doc])
+            except Exception:
+                poison.append(doc["run_id"])
+                continue
+            failed, bad = _result_sets(result, 1)
+            if failed or bad:
+                poison.append(doc["run_id"])
+            else:
+                took.append(doc["run_id"])
+        if not took:
+            return False
+        spool.remove(self.name, took)
+        self.replayed += len(took)
+        if poison:
+            spool.move(self.name, f"{self.name}:rejected", poison)
+            self.failed += len(poison)
+            _guard.warn(f"sink.{self.name}.poison", "sink raised on these documents alone; moved to the "
+                        "dead-letter lane", sink=self.name, count=len(poison), run_ids=poison[:10])
+        return True
 
     def _dead_letter(self, rejected: list[dict[str, Any]]) -> None:
         if not rejected:

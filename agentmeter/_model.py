@@ -120,10 +120,10 @@ class Call:
         ):
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
                 _guard.warn(
                     f"usage.{field}",
-                    "token count must be a non-negative int; recorded as unknown",
+                    "token count must be an int from 0 to 2**63-1; recorded as unknown",
                     value=repr(value)[:100],
                 )
                 continue

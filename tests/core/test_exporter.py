@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import agentmeter
+import agentmeter.testing
 from agentmeter import track_run, track_step
 from agentmeter.sinks import MemorySink, Sink, SQLiteSink, WriteResult
 from agentmeter.sinks._base import Document
@@ -183,3 +184,34 @@ def test_invalid_prices_are_refused_at_configure_time() -> None:
         agentmeter.configure(prices={"gpt-x": {"input_per_mtok": "cheap"}})
     with pytest.raises(ValueError, match="prices"):
         agentmeter.configure(prices=["gpt-x"])
+
+
+def test_a_document_the_sink_always_refuses_does_not_block_the_spool(tmp_path: Path) -> None:
+    class Picky(SQLiteSink):
+        def write(self, documents: Sequence[Document]) -> WriteResult:
+            if any(d["name"] == "poison" for d in documents):
+                raise OverflowError("cannot store this one")
+            return super().write(documents)
+
+    sink = Picky(tmp_path / "picky.db", name="picky")
+    agentmeter.configure(sinks=[sink], max_attempts=1, retry_initial=0, retry_max=0, flush_interval=3600)
+    for name in ("a", "b", "poison", "c", "d"):
+        with track_run(name):
+            pass
+    result = agentmeter.flush(timeout=30).sinks["picky"]
+    # the batch held the poison: all five went to the spool; the replay wrote them one by one, delivered
+    # four and moved the one the sink can never take to the dead-letter lane
+    assert (result.spooled, result.delivered, result.failed, result.pending) == (5, 4, 1, 0)
+    import sqlite3
+
+    names = sorted(r[0] for r in sqlite3.connect(sink.path).execute("SELECT name FROM agent_runs"))
+    assert names == ["a", "b", "c", "d"]
+    spool = agentmeter._state.current_exporter().spool  # type: ignore[union-attr]
+    assert spool.count("picky:rejected") == 1 and spool.count("picky") == 0
+
+
+def test_token_counts_beyond_64_bits_are_recorded_as_unknown() -> None:
+    with agentmeter.testing.capture_runs() as cap, track_run("r"), agentmeter.track_call("p", "op") as call:
+        call.record_usage(input_tokens=10**30, output_tokens=5)
+    (c,) = cap.calls
+    assert (c["input_tokens"], c["output_tokens"]) == (None, 5)

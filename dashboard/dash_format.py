@@ -28,11 +28,15 @@ def fmt_pct(value: Any) -> str:
 
 
 def fmt_ms(value: Any) -> str:
-    """Milliseconds: ``812.345 ms`` below ten seconds, ``12.346 s`` from there."""
+    """Milliseconds to about four significant digits, so a metric tile is never cut off: ``0.036 ms``,
+    ``32.14 ms``, ``329.7 ms``, ``1,234.5 ms``; from ten seconds on, ``12.35 s``."""
     if is_missing(value):
         return "-"
     v = float(value)
-    return f"{v:,.3f} ms" if v < 10_000 else f"{v / 1000:,.3f} s"
+    if v >= 10_000:
+        return f"{v / 1000:,.2f} s"
+    decimals = 3 if v < 10 else 2 if v < 100 else 1
+    return f"{v:,.{decimals}f} ms"
 
 
 def fmt_usd(value: Any) -> str:

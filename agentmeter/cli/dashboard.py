@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     where = (f"local store {env.get('AGENTMETER_DB') or default_db_path()}"
              if env["AGENTMETER_DASHBOARD_SOURCE"] == "local" else env["AGENTMETER_DASHBOARD_SOURCE"])
     print(f"agentmeter dashboard on http://{args.host}:{args.port} ({where}); Ctrl+C to stop", flush=True)
+    if os.name == "posix":
+        # become Streamlit: signals (Ctrl+C, a supervisor's SIGTERM) reach the server itself, and stopping
+        # this command never leaves an orphaned server behind
+        os.execve(sys.executable, cmd, env)
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,9 @@ def dashboard(seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Iter
             proc.kill()
             proc.wait()
         log.close()
+        # the command became the server (exec): stopping it leaves no orphaned Streamlit listening
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "a Streamlit server outlived the command"
 
 
 def test_dashboard_renders_key_numbers_in_chromium(

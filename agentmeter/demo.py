@@ -171,8 +171,10 @@ def open_clients(
             stub_urls = stack.enter_context(_stub_servers(seed, stub_options or {}))
         if mode.tavily == "stub":
             tavily_url = stub_urls["tavily"]
+            session = _loopback_session()
+            stack.callback(session.close)  # TavilyClient.close() leaves a session it was given open
             tavily_client = tavily.TavilyClient(
-                api_key=_STUB_KEYS["tavily"], api_base_url=tavily_url, session=_loopback_session()
+                api_key=_STUB_KEYS["tavily"], api_base_url=tavily_url, session=session
             )
         else:
             tavily_client = tavily.TavilyClient()

@@ -182,6 +182,9 @@ class MongoDBSink(Sink):
         try:
             for attempt in retrying(self.max_attempts, self.backoff_initial, self.backoff_max, self._sleep):
                 with attempt:
+                    if pending and self._closed.is_set() and attempt.retry_state.attempt_number > 1:
+                        # close() came while this write was running: no retry on a fresh client
+                        raise Retry(pending, "sink closed before the retry", final=True)
                     if pending:
                         try:
                             pending = self._insert(stored, pending, rejected)

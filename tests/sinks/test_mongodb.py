@@ -186,3 +186,37 @@ def _documents(n: int) -> list[dict[str, Any]]:
     with capture_runs() as captured:
         _runs(n)
     return captured.runs
+
+
+class _CloseOnFirstFailure(monitoring.CommandListener):
+    """Closes the sink (as the exporter does at shutdown with a write still running) when an insert fails."""
+
+    def __init__(self) -> None:
+        self.sink: MongoDBSink | None = None
+        self.clients: list[Any] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert" and self.sink is not None:
+            self.clients.append(self.sink._client)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        if event.command_name == "insert" and self.sink is not None and not self.sink._closed.is_set():
+            threading.Thread(target=self.sink.close).start()  # close() from another thread, as shutdown does
+            self.sink._closed.wait(5)
+
+
+def test_close_during_a_write_stops_retrying_and_opens_no_new_client(mongo: MongoTarget) -> None:
+    listener = _CloseOnFirstFailure()
+    sink = MongoDBSink(mongo.uri, database=mongo.database, max_attempts=3, backoff_initial=0.001,
+                       backoff_max=0.002, client_options={"event_listeners": [listener], "retryWrites": False})
+    mongo.sinks.append(sink)
+    listener.sink = sink
+    sink.ensure_indexes()
+    mongo.fail_next("insert", 100, errorCode=NOT_WRITABLE_PRIMARY, errorLabels=["RetryableWriteError"])
+    result = sink.write(_documents(2))
+    assert set(result.failed) == {0, 1}  # reported failed: the exporter has spooled them
+    assert len(listener.clients) == 1, "a retry after close() opened a new MongoClient"
+    assert sink._client is None  # nothing left open by the closed sink

@@ -67,7 +67,8 @@ _KNOWN_OPERATIONS = {
     "audio/translations": "audio.translations",
     "audio/speech": "audio.speech",
 }
-_ID_LIKE = re.compile(r"[0-9]|^[a-z]+[_-][A-Za-z0-9]")
+#: an object id ("file-abc123", "vs_68ab12Cd", "ftjob-X1"); resource names are lowercase words joined by "_"
+_ID_LIKE = re.compile(r"[0-9A-Z-]")
 
 
 # -- public API -----------------------------------------------------------------------------------------
@@ -79,14 +80,24 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
 
     ``include_usage=True`` adds ``stream_options={"include_usage": True}`` to streamed chat completion
     requests that did not ask for it, so their tokens are known (applies to every instrumented client).
-    Raises ``TypeError`` for an object that is not an openai client; never raises afterwards.
+    Raises ``TypeError`` for an object that is not an openai client; never raises afterwards. The clients
+    an instrumented client derives with ``with_options()`` / ``copy()`` are instrumented too.
     """
     _patches.instrument(client, include_usage, _make_wrapper)
+    if client is not None:
+        for name in _DERIVE:
+            if hasattr(type(client), name):
+                object.__setattr__(client, name, functools.partial(_derive, name, client))
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Never raises."""
+    for inst in [client] if client is not None else list(_patches.instances):
+        attrs = getattr(inst, "__dict__", {})
+        if attrs.get(_MARK):
+            for name in _DERIVE:
+                attrs.pop(name, None)
     _patches.uninstrument(client)
 
 
@@ -96,6 +107,21 @@ def instrumented(client: Any = None) -> bool:
 
 
 # -- patching ------------------------------------------------------------------------------------------
+
+#: the methods that build a new client from an instrumented one (``with_options`` is ``copy``)
+_DERIVE = ("copy", "with_options")
+
+
+def _derive(name: str, client: Any, *args: Any, **kwargs: Any) -> Any:
+    """``client.copy(...)`` / ``client.with_options(...)``, the new client instrumented like ``client``."""
+    derived = getattr(type(client), name)(client, *args, **kwargs)
+    try:
+        if getattr(client, _MARK, False):
+            instrument(derived)
+    except Exception as exc:
+        _guard.internal_error("openai_derive", exc)
+    return derived
+
 
 
 def _make_wrapper(name: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:

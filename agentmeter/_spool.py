@@ -286,6 +286,11 @@ class Spool:
                     conn.execute("DELETE FROM spool WHERE lane = ? AND run_id = ?", (lane, run_id))
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            if conn.in_transaction:  # release the write lock other processes sharing the spool wait on
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             self._degrade(exc)
 
     def count(self, lane: str | None = None) -> int:

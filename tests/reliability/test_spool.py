@@ -185,3 +185,27 @@ def test_runs_spooled_before_kill_9_are_delivered_exactly_once_by_the_next_proce
     # nothing unknown: at most the one run that finished between its last print and the kill
     assert len(set(stored) - produced) <= 1
     assert spool_rows(spool_dir, "store") == []
+
+
+def test_a_failed_move_releases_the_write_lock_for_other_processes(tmp_path: Path) -> None:
+    """A move to the dead-letter lane that fails half-way (here: the disk fills up) must roll back: a
+    transaction left open keeps SQLite's write lock, and every other process sharing the spool would then
+    be locked out (and give up on its spool) until this one exits."""
+    mine = Spool(tmp_path, max_bytes=50_000_000)
+    big = {"run_id": "r1", "payload": "x" * 200_000}
+    assert mine.put("lane", [big]) == 1
+    conn = mine._conn()
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # a full disk: the copy needs new pages
+    mine.move("lane", "lane:rejected", ["r1"])
+    assert not conn.in_transaction
+
+    other = Spool(tmp_path, max_bytes=50_000_000)  # another process on the same spool
+    other_conn = other._conn()
+    assert other_conn is not None
+    other_conn.execute("PRAGMA busy_timeout = 200")  # don't wait the full 10 s to see the lock
+    assert other.put("lane", [{"run_id": "r2"}]) == 1
+    assert not other.broken
+    other.close()
+    mine.close()

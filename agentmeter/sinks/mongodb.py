@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import _guard
 from .._clock import parse_iso_utc
 from ._base import Document, Sink, WriteResult
 from ._retry import Retry, retrying
@@ -28,6 +29,8 @@ from ._retry import Retry, retrying
 __all__ = ["INDEXES", "MongoDBSink", "from_bson", "to_bson"]
 
 #: Indexes created on first use: what the dashboard filters on and what the streamer scans by.
+#: IndexOptionsConflict, IndexKeySpecsConflict: an equivalent index exists under another name or options
+_INDEX_EXISTS_CODES = (85, 86)
 INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("started_at_-1", [("started_at", -1)]),
     ("agent_1_started_at_-1", [("agent", 1), ("started_at", -1)]),
@@ -162,8 +165,17 @@ class MongoDBSink(Sink):
         if self._indexes_ready:
             return
         from pymongo import IndexModel
+        from pymongo.errors import OperationFailure
 
-        self.collection.create_indexes([IndexModel(keys, name=name) for name, keys in INDEXES])
+        try:
+            self.collection.create_indexes([IndexModel(keys, name=name) for name, keys in INDEXES])
+        except OperationFailure as exc:
+            if exc.code not in _INDEX_EXISTS_CODES:
+                raise
+            # The collection already has an index on these keys under another name (or other options):
+            # the queries are served either way, and refusing every write for it would fill the spool.
+            _guard.warn("mongodb.index_conflict", "an index on the same keys already exists; kept as it is",
+                        error=str(exc)[:300])
         self._indexes_ready = True
 
     # -- writing ------------------------------------------------------------------------------------------

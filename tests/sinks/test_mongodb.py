@@ -89,6 +89,16 @@ def test_indexes_are_created_on_first_use(mongo: MongoTarget) -> None:
     assert {name for name, _ in INDEXES} <= names
 
 
+def test_an_equivalent_index_under_another_name_does_not_block_writes(mongo: MongoTarget) -> None:
+    # MongoDB answers IndexOptionsConflict (85) when the keys are indexed already under another name
+    mongo.fail_next("createIndexes", 1, errorCode=85)
+    sink = _sink(mongo)
+    docs = _documents(2)
+    result = sink.write(docs)
+    assert result.ok, result
+    assert set(_stored(mongo)) == {d["run_id"] for d in docs}
+
+
 def test_a_duplicate_key_counts_as_delivered(mongo: MongoTarget) -> None:
     listener = Inserts()
     sink = _sink(mongo, listener)

@@ -50,8 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
     since = parse_since(args.since if args.since is not None else "24h")  # ValueError -> exit 2
+    from pymongo.errors import PyMongoError
+
     try:
         streamer = MetadataStreamer.from_env()
+    except PyMongoError as exc:  # e.g. a mongodb+srv:// address that does not resolve
+        print(f"agentmeter stream: nothing sent; cannot use AGENTMETER_MONGODB_URI: {type(exc).__name__}: "
+              f"{str(exc)[:300]}", file=sys.stderr)
+        return EXIT_FAILED
     except StreamerNotConfigured as exc:
         print("agentmeter stream: nothing sent.", file=sys.stderr)
         for line in str(exc).splitlines():
@@ -62,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     if path is not None:
         streamer = MetadataStreamer(streamer.collection, streamer.sink, path)
 
-    from pymongo.errors import PyMongoError
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

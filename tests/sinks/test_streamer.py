@@ -168,6 +168,18 @@ def test_cli_refuses_clearly_when_unconfigured(
         MetadataStreamer.from_env(env)
 
 
+def test_cli_reports_an_unusable_mongodb_uri_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # refused by pymongo when the client is made (an unescaped password), before any network use
+    monkeypatch.setenv("AGENTMETER_MONGODB_URI", "mongodb://user:pa:ss@localhost/agentmeter")
+    monkeypatch.setenv("AGENTMETER_FIREHOSE_STREAM", "agentmeter")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert main(["stream", "--since", "24h", "--checkpoint", str(tmp_path / "cp")]) == 1
+    err = capsys.readouterr().err
+    assert "nothing sent" in err and "AGENTMETER_MONGODB_URI" in err
+
+
 def test_cli_backfills_and_resumes(
     landing: Landing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -13,14 +13,47 @@ from typing import TYPE_CHECKING, Any
 from . import _context, _guard, _state
 from ._context import current_call, current_run, current_step
 from ._context import wrap as wrap_context
-from ._signals import install_signal_handlers
+from ._lifecycle import install_signal_handlers  # importing _lifecycle installs the exit and fork hooks
 from ._tracking import track_call, track_run, track_step
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from typing_extensions import TypedDict, Unpack
+
     from ._config import Settings
-    from ._exporter import FlushResult, SinkFlushResult
     from ._model import Call, Run, Step
+    from .export import FlushResult, SinkFlushResult, SinkStats, Stats
+    from .sinks import Sink
+
+    class ConfigureOptions(TypedDict, total=False):
+        """The keywords of :func:`configure` (each a field of :class:`Settings`)."""
+
+        enabled: bool
+        sinks: Sequence[Sink] | None
+        capture: bool
+        capture_max_chars: int
+        redact: Callable[[Any], Any] | None
+        batch_size: int
+        flush_interval: float
+        max_queue_runs: int
+        max_queue_bytes: int
+        max_attempts: int
+        retry_initial: float
+        retry_max: float
+        exit_timeout: float
+        write_timeout: float
+        handle_sigterm: bool
+        propagate_threads: bool
+        sync_export: bool
+        prices: Mapping[str, Any]
+        spool_dir: str | None
+        spool_max_bytes: int
+        spool_full_policy: str
+        sample_rate: float
+        always_keep_errors: bool
+        slow_run_ms: float | None
 
 __all__ = [
     "Call",
@@ -28,6 +61,8 @@ __all__ = [
     "Run",
     "Settings",
     "SinkFlushResult",
+    "SinkStats",
+    "Stats",
     "Step",
     "__version__",
     "configure",
@@ -44,8 +79,7 @@ __all__ = [
     "wrap_context",
 ]
 
-
-def configure(**settings: Any) -> Settings:
+def configure(**settings: Unpack[ConfigureOptions]) -> Settings:
     """Configure agentmeter; every keyword is a field of :class:`Settings`, the rest come from
     ``AGENTMETER_*`` environment variables and defaults.
 
@@ -63,10 +97,10 @@ def flush(timeout: float | None = 10.0) -> FlushResult:
     still pending. Never raises.
     """
     try:
-        exporter = _state.current_exporter()
-        if exporter is None:
+        processor = _state.current_processor()
+        if processor is None:
             return _empty_result()
-        return exporter.flush(timeout)
+        return processor.flush(timeout)
     except Exception as exc:
         _guard.internal_error("flush", exc)
         return _empty_result(timed_out=True)
@@ -75,48 +109,56 @@ def flush(timeout: float | None = 10.0) -> FlushResult:
 def shutdown(timeout: float | None = 10.0) -> FlushResult:
     """Flush within ``timeout``, spool what is left, and stop the background workers. Never raises.
 
-    Tracking after shutdown starts a fresh exporter.
+    Tracking after shutdown starts a fresh processor.
     """
     try:
-        exporter = _state.reset()
-        if exporter is None:
+        processor = _state.replace()
+        if processor is None:
             return _empty_result()
-        return exporter.shutdown(timeout)
+        return processor.shutdown(timeout)
     except Exception as exc:
         _guard.internal_error("shutdown", exc)
         return _empty_result(timed_out=True)
 
 
-def stats() -> dict[str, Any]:
-    """Counters: runs finished, exported, dropped, failed, spooled, per sink; internal errors; warnings."""
-    exporter = _state.current_exporter()
-    out: dict[str, Any] = exporter.stats() if exporter is not None else {
-        "runs_finished": 0, "runs_exported": 0, "runs_dropped": 0, "runs_failed": 0, "runs_spooled": 0,
-        "spool_bytes": 0, "sinks": {},
-    }
-    out["internal_errors"] = _guard.counters["internal_errors"]
-    out["warnings"] = _guard.counters["warnings"]
-    out["thread_propagation"] = _context.thread_propagation_enabled()
-    return out
+def stats() -> Stats:
+    """Counters: runs finished, exported, dropped, failed, spooled, per sink; internal errors; warnings.
+
+    The same shape before and after the first run (every configured sink is listed). Never raises.
+    """
+    import attrs
+
+    from .export import SinkStats, Stats
+
+    try:
+        processor = _state.current_processor()
+        if processor is not None:
+            base = processor.stats()
+        else:
+            s = _state.settings()
+            names = [sink.name for sink in s.sinks] if s.sinks is not None else ["sqlite"]
+            base = Stats(sinks={name: SinkStats() for name in names})
+    except Exception as exc:
+        _guard.internal_error("stats", exc)
+        base = Stats()
+    return attrs.evolve(base, internal_errors=_guard.counters["internal_errors"],
+                        warnings=_guard.counters["warnings"],
+                        thread_propagation=_context.thread_propagation_enabled())
 
 
 def _empty_result(timed_out: bool = False) -> FlushResult:
-    from ._exporter import FlushResult  # loaded with the first flush or finished run, not at import
+    from .export import FlushResult  # loaded with the first flush or finished run, not at import
 
     return FlushResult({}, timed_out=timed_out)
 
 
-def _exporter_module() -> Any:
-    from . import _exporter
-
-    return _exporter
-
-
 def __getattr__(name: str) -> Any:
-    # Settings, the model classes and the flush results load their modules (attrs, the exporter) when first
+    # Settings, the model classes and the results load their modules (attrs, the exporter) when first
     # asked for.
-    if name in ("FlushResult", "SinkFlushResult"):
-        return getattr(_exporter_module(), name)
+    if name in ("FlushResult", "SinkFlushResult", "SinkStats", "Stats"):
+        from . import export
+
+        return getattr(export, name)
     if name == "Settings":
         from ._config import Settings
 

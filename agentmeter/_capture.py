@@ -2,8 +2,9 @@
 
 :func:`jsonable` turns anything into a JSON-safe structure: bounded in depth and size, secrets scrubbed by
 key name, NaN and infinity as strings, bytes as a short description, invalid Unicode replaced, cycles
-broken, unknown objects as a truncated ``repr``. It never raises. Whether anything was cut is reported so
-the record can carry a ``truncated`` flag.
+broken, unknown objects as a truncated ``repr`` when their type's ``repr`` is the standard library's, else
+as a placeholder naming the type (a user's ``__repr__`` may block or raise: it is never called). It never
+raises. Whether anything was cut is reported so the record can carry a ``truncated`` flag.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ class _Walker:
         try:
             if isinstance(value, Mapping):
                 out: dict[str, Any] = {}
-                for i, (key, item) in enumerate(value.items()):
+                # list() copies a dict's items in one C call: another thread changing it cannot break this
+                pairs = list(value.items()) if type(value) is dict else value.items()
+                for i, (key, item) in enumerate(pairs):
                     if i >= _MAX_ITEMS or self.budget <= 0:
                         self.truncated = True
                         break
@@ -129,7 +132,7 @@ class _Walker:
                         out[skey] = self.walk(item, depth + 1)
                 return out
             if isinstance(value, (list, tuple, set, frozenset)):
-                items = list(value) if not isinstance(value, (list, tuple)) else value
+                items = list(value) if not isinstance(value, tuple) else value
                 result = []
                 for i, item in enumerate(items):
                     if i >= _MAX_ITEMS or self.budget <= 0:
@@ -146,7 +149,7 @@ class _Walker:
                 return self.walk({f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)},
                                  depth)
             dump = getattr(value, "model_dump", None)  # pydantic models (openai responses among them)
-            if callable(dump):
+            if callable(dump) and _from_pydantic(type(value)):
                 try:
                     return self.walk(dump(), depth)
                 except Exception:
@@ -161,15 +164,34 @@ def _count(kind: str) -> None:
     _guard.counters[f"capture.{kind}"] += 1
 
 
+def _from_pydantic(cls: type) -> bool:
+    owner = next((k for k in cls.__mro__ if "model_dump" in k.__dict__), None)
+    return owner is not None and (owner.__module__ or "").startswith("pydantic")
+
+
 def _key_text(key: str | bytes) -> str:
     return key if isinstance(key, str) else key.decode("latin-1")
 
 
+#: Modules whose ``__repr__`` implementations are known to be cheap and to call no user code of their own.
+_READABLE_REPR = frozenset({"builtins", "datetime", "decimal", "uuid", "pathlib", "fractions", "ipaddress",
+                            "enum", "collections", "re", "types", "functools", "array", "zoneinfo", "numpy"})
+
+
 def _safe_repr(value: Any) -> str:
+    """``repr(value)`` when the type's ``__repr__`` comes from the standard library (or numpy); else a
+    placeholder naming the type. A user's own ``__repr__`` may block, raise or be huge, and it runs on the
+    caller's thread here: it is never called."""
+    cls = type(value)
+    owner = next((k for k in cls.__mro__ if "__repr__" in k.__dict__), object)
+    module = (owner.__module__ or "").lstrip("_").split(".")[0]
+    if module not in _READABLE_REPR and module not in ("thread", "pydecimal", "collections_abc"):
+        _count("opaque")
+        return f"<{cls.__module__}.{cls.__qualname__} object>"
     try:
         return repr(value)[:1000]
     except Exception:
-        return f"<unrepresentable {type(value).__name__}>"
+        return f"<unrepresentable {cls.__name__}>"
 
 
 def jsonable(value: Any, max_chars: int = 65536, redact: Callable[[Any], Any] | None = None) -> Snapshot:

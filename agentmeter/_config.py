@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ._paths import default_db_path
+
 __all__ = ["ENV_VARS", "Settings", "default_db_path", "settings_from_env"]
-
-#: Documented default location of the local store (overridable with ``AGENTMETER_DB``).
-DEFAULT_DB = Path("~/.agentmeter/agentmeter.db")
-
-
-def default_db_path() -> Path:
-    return Path(os.environ.get("AGENTMETER_DB") or DEFAULT_DB).expanduser()
-
 
 def _positive_int(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:

@@ -84,6 +84,12 @@ def warn(key: str, message: str, **fields: Any) -> None:
         pass  # see internal_error
 
 
+def after_fork() -> None:
+    """In a forked child: a parent thread may have held the lock at fork time; nobody would release it."""
+    global _lock
+    _lock = threading.Lock()
+
+
 def reset_rate_limit() -> None:
     """Forget when each key was last logged (tests use this to see every first log line)."""
     with _lock:

@@ -1,11 +1,11 @@
 """The run model: a run, its steps and the API calls inside them.
 
 These objects are the handles user code receives (``with track_run(...) as run``). They are mutated only
-by the code that owns them while they are open. A step or call is appended to its run when it finishes and
-is never touched again; when the run finishes it is sealed (``steps``/``calls`` become tuples) and only
-then handed to the exporter, so nothing crosses threads while it can still change. Times are kept raw
-(epoch microseconds and monotonic nanoseconds); conversion, pricing and rollups happen in the exporter
-(:mod:`agentmeter.contract`).
+by the code that owns them while they are open. When a step or call ends it is frozen into an immutable
+record (:mod:`agentmeter._record`) appended to its run; when the run ends, the run is frozen too and only
+that record crosses to the exporter. A handle used after it ended changes nothing: the call is ignored,
+counted and logged (rate-limited) as ``handle.after_end``. Times are kept raw (epoch microseconds and
+monotonic nanoseconds); conversion, pricing and rollups happen in the exporter (:mod:`agentmeter.contract`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,19 @@ from typing import Any
 import attrs
 
 from . import _clock, _guard
-from ._status import CALL_STATUSES, CANCELLED, ERROR, RUNNING, STATUSES, STEP_KINDS, SUCCESS, error_fields
+from ._status import CANCELLED, ERROR, RUNNING, STATUSES, STEP_KINDS, SUCCESS, error_fields
 
-__all__ = ["CALL_STATUSES", "CANCELLED", "ERROR", "RUNNING", "STATUSES", "STEP_KINDS", "SUCCESS", "Call", "Run",
-           "Step", "error_fields"]
+__all__ = ["CANCELLED", "ERROR", "RUNNING", "STATUSES", "STEP_KINDS", "SUCCESS", "Call", "Run", "Step",
+           "error_fields"]
+
+
+def _ended(handle: Any, method: str) -> bool:
+    """True (after a counted, rate-limited warning) when ``handle`` already ended: the call is ignored."""
+    if not handle.ended:
+        return False
+    _guard.warn("handle.after_end", "a run, step or call handle was used after it ended; ignored",
+                handle=type(handle).__name__, method=method)
+    return True
 
 
 def _merge_metadata(target: dict[str, Any], data: Mapping[Any, Any] | None, kwargs: Mapping[str, Any]) -> None:
@@ -55,13 +64,18 @@ class Step:
     inputs: Any = None
     output: Any = None
     captured: bool = False
+    #: set when the step ended (frozen into its run); the handle then changes nothing
+    ended: bool = False
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the step's metadata. Never raises."""
-        _merge_metadata(self.metadata, data, kwargs)
+        if not _ended(self, "set_metadata"):
+            _merge_metadata(self.metadata, data, kwargs)
 
     def set_output(self, value: Any) -> None:
         """Record the step's output explicitly (captured only when capture is on). Never raises."""
+        if _ended(self, "set_output"):
+            return
         from ._capture import snapshot
 
         self.output = snapshot(value)
@@ -99,6 +113,8 @@ class Call:
     reasoning_tokens: int | None = None
     units: float | None = None
     metadata: dict[str, Any] = attrs.Factory(dict)
+    #: set when the call ended (frozen into its run); the handle then changes nothing
+    ended: bool = False
 
     def record_usage(
         self,
@@ -112,6 +128,8 @@ class Call:
         """Record token usage (and optionally the model that answered, or billable ``units`` such as search
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
         and recorded as unknown. Never raises."""
+        if _ended(self, "record_usage"):
+            return
         for field, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),
@@ -138,6 +156,8 @@ class Call:
 
     def set_http_status(self, status_code: int) -> None:
         """Record the HTTP status of the response. Never raises."""
+        if _ended(self, "set_http_status"):
+            return
         try:
             self.http_status = int(status_code)
         except (TypeError, ValueError):
@@ -145,11 +165,15 @@ class Call:
 
     def record_retry(self, count: int = 1) -> None:
         """Count a retry of this call (the client re-sent the request). Never raises."""
+        if _ended(self, "record_retry"):
+            return
         if isinstance(count, int) and count > 0:
             self.retries += count
 
     def record_sizes(self, request_bytes: int | None = None, response_bytes: int | None = None) -> None:
         """Record request and response body sizes in bytes. Never raises."""
+        if _ended(self, "record_sizes"):
+            return
         if request_bytes is not None:
             self.request_bytes = int(request_bytes)
         if response_bytes is not None:
@@ -157,12 +181,13 @@ class Call:
 
     def mark_first_token(self) -> None:
         """Record now as the time the first token (or byte) of a streamed response arrived."""
-        if self.first_token_ns is None:
+        if self.first_token_ns is None and not _ended(self, "mark_first_token"):
             self.first_token_ns = _clock.monotonic_ns()
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the call's metadata (for example ``result_count``). Never raises."""
-        _merge_metadata(self.metadata, data, kwargs)
+        if not _ended(self, "set_metadata"):
+            _merge_metadata(self.metadata, data, kwargs)
 
     def __repr__(self) -> str:
         return f"<Call {self.provider}.{self.operation} {self.status} id={self.call_id}>"
@@ -189,22 +214,24 @@ class Run:
     inputs: Any = None
     output: Any = None
     captured: bool = False
-    #: finished steps and calls, in finishing order; tuples once the run is sealed
-    steps: list[Step] | tuple[Step, ...] = attrs.Factory(list)
-    calls: list[Call] | tuple[Call, ...] = attrs.Factory(list)
+    #: finished steps and calls (frozen records, see :mod:`agentmeter._record`), in finishing order
+    steps: list[Any] = attrs.Factory(list)
+    calls: list[Any] = attrs.Factory(list)
     #: steps and calls started but not finished (recorded as cancelled if the run ends first)
     open_steps: dict[str, Step] = attrs.Factory(dict)
     open_calls: dict[str, Call] = attrs.Factory(dict)
-    sealed: bool = False
-    #: the exported document, built once by the exporter and shared by every sink lane
-    document: dict[str, Any] | None = attrs.field(default=None, repr=False)
+    #: set when the run ended and was frozen; the handle then changes nothing
+    ended: bool = False
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the run's metadata. Never raises."""
-        _merge_metadata(self.metadata, data, kwargs)
+        if not _ended(self, "set_metadata"):
+            _merge_metadata(self.metadata, data, kwargs)
 
     def add_tags(self, *tags: str | Iterable[str]) -> None:
         """Add tags to the run (duplicates ignored, order kept). Never raises."""
+        if _ended(self, "add_tags"):
+            return
         for tag in tags:
             items = [tag] if isinstance(tag, str) else list(tag)
             for item in items:
@@ -214,6 +241,8 @@ class Run:
 
     def set_output(self, value: Any) -> None:
         """Record the run's output explicitly (for example a final report). Never raises."""
+        if _ended(self, "set_output"):
+            return
         from ._capture import snapshot
 
         self.output = snapshot(value)

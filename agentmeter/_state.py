@@ -1,37 +1,57 @@
-"""Process-wide state: the current settings and the exporter, created lazily and re-created after fork.
+"""Process-wide state: the current settings and the processor, created lazily.
 
-Exit handling lives here too: at interpreter exit (and at the end of a ``multiprocessing`` child, which
-skips ``atexit``) runs still open are recorded as ``cancelled`` with their partial steps, then the exporter
-delivers within ``exit_timeout`` and spools the rest.
+This module only gets, replaces and resets them. What happens around them (exit, fork, signals, thread
+propagation) lives in :mod:`agentmeter._lifecycle`, which subscribes with :func:`on_settings` and
+:func:`on_processor`.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _guard
 
 if TYPE_CHECKING:
     from ._config import Settings
-    from ._exporter import Exporter
+    from .export import Processor
+
+__all__ = ["configure", "current_processor", "enabled", "on_processor", "on_settings", "processor", "replace",
+           "restore", "settings"]
 
 _lock = threading.RLock()
 _settings: Settings | None = None
-_exporter: Exporter | None = None
-_pid = os.getpid()
+_processor: Processor | None = None
 #: the global ``capture`` setting, mirrored here so the hot path reads one attribute
 capture_default = False
-#: exporters abandoned in a forked child: kept referenced so their inherited SQLite handles are never
-#: closed (closing them in the child would release locks the child's own connections hold)
-_abandoned: list[Any] = []
+_settings_listeners: list[Callable[[Settings], None]] = []
+_processor_listeners: list[Callable[[Processor], None]] = []
+
+
+def on_settings(listener: Callable[[Settings], None]) -> None:
+    """Call ``listener(settings)`` whenever settings are installed (the lifecycle's side effects)."""
+    _settings_listeners.append(listener)
+
+
+def on_processor(listener: Callable[[Processor], None]) -> None:
+    """Call ``listener(processor)`` whenever a processor is created."""
+    _processor_listeners.append(listener)
+
+
+def _install(s: Settings) -> None:
+    global _settings, capture_default
+    _settings = s
+    capture_default = s.capture
+    for listener in _settings_listeners:
+        try:
+            listener(s)
+        except Exception as exc:
+            _guard.internal_error("settings_listener", exc)
 
 
 def settings() -> Settings:
-    global _settings
+    """The current settings, read from ``AGENTMETER_*`` variables on first use."""
     s = _settings
     if s is None:
         with _lock:
@@ -39,16 +59,17 @@ def settings() -> Settings:
                 try:
                     from ._config import settings_from_env  # attrs: loaded with the settings
 
-                    _settings = settings_from_env()
+                    fresh = settings_from_env()
                 except ValueError as exc:
                     # A bad environment variable must not break the agent: warn and use the defaults.
                     _guard.warn("config.env", "invalid AGENTMETER_* environment variable; using defaults",
                                 error=str(exc))
                     from ._config import Settings
 
-                    _settings = Settings()
-                _apply_side_effects(_settings)
+                    fresh = Settings()
+                _install(fresh)
             s = _settings
+            assert s is not None
     return s
 
 
@@ -58,141 +79,71 @@ def enabled() -> bool:
 
 
 def configure(**kwargs: Any) -> Settings:
-    """Replace the settings (see :func:`agentmeter.configure`)."""
-    global _settings, _exporter
+    """Replace the settings (see :func:`agentmeter.configure`); the old processor is shut down first."""
+    global _processor
     from ._config import settings_from_env
 
     new = settings_from_env(**kwargs)  # raises ValueError before anything changes
     with _lock:
-        old_exporter = _exporter
-        _exporter = None
-        _settings = new
-        _apply_side_effects(new)
-    if old_exporter is not None:
-        old_exporter.shutdown(timeout=new.exit_timeout)
+        old = _processor
+        _processor = None
+        _install(new)
+    if old is not None:
+        old.shutdown(timeout=new.exit_timeout)
     if new.enabled:
-        exporter()  # start the lanes now: they replay what an earlier process left in the spool
+        processor()  # start the lanes now: they replay what an earlier process left in the spool
     return new
 
 
-def _apply_side_effects(s: Settings) -> None:
-    from . import _context
-
-    global capture_default
-    capture_default = s.capture
-
-    _context.set_thread_propagation(s.enabled and s.propagate_threads)
-    if s.enabled and s.handle_sigterm:
-        from ._signals import install_signal_handlers
-
-        install_signal_handlers()
-
-
-def exporter() -> Exporter:
-    global _exporter
-    e = _exporter
-    if e is None:
+def processor() -> Processor:
+    """The processor finished runs go to, created with the current settings on first use."""
+    global _processor
+    p = _processor
+    if p is None:
         with _lock:
-            if _exporter is None:
-                from ._exporter import Exporter
+            if _processor is None:
+                from .export import make_processor
 
-                _exporter = Exporter(settings())
-                _register_multiprocessing_exit()
-            e = _exporter
-    return e
+                created = make_processor(settings())
+                _processor = created
+                for listener in _processor_listeners:
+                    try:
+                        listener(created)
+                    except Exception as exc:
+                        _guard.internal_error("processor_listener", exc)
+            p = _processor
+            assert p is not None
+    return p
 
 
-def current_exporter() -> Exporter | None:
-    return _exporter
+def current_processor() -> Processor | None:
+    """The processor if one was created, else None (nothing was tracked yet)."""
+    return _processor
 
 
-def reset(settings_obj: Settings | None = None) -> Exporter | None:
-    """Drop the exporter (returned, not shut down) and optionally install settings. For testing."""
-    global _exporter, _settings
+def replace(settings_obj: Settings | None = None, *, forget_settings: bool = False) -> Processor | None:
+    """Take the processor out (returned, not shut down) and optionally install new settings, or forget
+    them (read from the environment again on next use)."""
+    global _processor, _settings
     with _lock:
-        old, _exporter = _exporter, None
+        old, _processor = _processor, None
         if settings_obj is not None:
-            _settings = settings_obj
-            _apply_side_effects(settings_obj)
+            _install(settings_obj)
+        elif forget_settings:
+            _settings = None
     return old
 
 
-def _after_fork_in_child() -> None:
-    # The parent's exporter threads do not exist in the child, and the parent still owns its queued runs
-    # and its open runs: the child starts with a fresh exporter, an empty queue and no open runs, so
-    # nothing is sent twice (and the parent's open runs are not recorded as cancelled by the child).
-    global _exporter, _lock, _pid, _mp_registered
-    _lock = threading.RLock()
-    _guard._lock = threading.Lock()  # may have been held by a parent thread at fork time
-    old = _exporter
-    _exporter = None
-    _pid = os.getpid()
-    _mp_registered = False
-    try:
-        from . import _tracking
-
-        _tracking._open_runs.clear()
-    except Exception:
-        pass
-    if old is not None:
-        _abandoned.append(old)
-        old.abandon_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_mp_registered = False
-
-
-def _register_multiprocessing_exit() -> None:
-    """A multiprocessing child ends with os._exit(), skipping atexit: flush from its finalizers instead."""
-    global _mp_registered
-    if _mp_registered or "multiprocessing" not in sys.modules:
-        return
-    try:
-        import multiprocessing
-        from multiprocessing import util
-
-        if multiprocessing.parent_process() is None:
-            return  # the main process: atexit runs
-        util.Finalize(None, _at_exit, exitpriority=100)
-        _mp_registered = True
-    except Exception as exc:
-        _guard.internal_error("multiprocessing_exit", exc)
-
-
-def exit_flush(reason: str, message: str, timeout: float | None = None, fresh: bool = False) -> None:
-    """Record open runs as cancelled, then deliver within the deadline and spool the rest. Never raises.
-
-    ``fresh``: start a new exporter for whatever is tracked afterwards (the process may go on after a
-    signal); at interpreter exit the closed exporter stays, and runs ending later are spooled.
-    """
-    try:
-        from ._tracking import close_open_runs
-
-        if enabled():
-            close_open_runs(reason, message)
-        e = reset() if fresh else _exporter
-        if e is not None:
-            e.shutdown(timeout=e.settings.exit_timeout if timeout is None else timeout)
-    except Exception as exc:
-        try:
-            _guard.internal_error("exit", exc)
-        except Exception:
-            pass  # never fail the interpreter's exit
-
-
-def _at_exit() -> None:
-    exit_flush("InterpreterExit", "process exited before the run ended")
-
-
-atexit.register(_at_exit)
-
-
-def restore_exporter(exporter_obj: Exporter) -> None:
-    """Put back an exporter taken by :func:`reset` (``agentmeter.testing`` does, after a capture)."""
-    global _exporter
+def restore(processor_obj: Processor) -> None:
+    """Put back a processor taken by :func:`replace` (``agentmeter.testing`` does, after a capture)."""
+    global _processor
     with _lock:
-        _exporter = exporter_obj
+        _processor = processor_obj
+
+
+def after_fork_in_child() -> Processor | None:
+    """In a forked child: a fresh lock and no processor; returns the parent's (to be abandoned)."""
+    global _lock, _processor
+    _lock = threading.RLock()
+    old, _processor = _processor, None
+    return old

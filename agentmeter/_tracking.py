@@ -8,10 +8,8 @@ failure is logged and counted, and the user's function runs (and raises) exactly
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
-import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
@@ -22,42 +20,21 @@ from ._status import CANCELLED, RUNNING, STEP_KINDS, SUCCESS, error_fields
 
 if TYPE_CHECKING:
     from ._model import Call, Run, Step
+    from ._record import freeze_call, freeze_run, freeze_step
 else:
-    # The model (attrs classes) is loaded when the first tracker is made, not by ``import agentmeter``:
-    # attrs alone takes longer to import than the rest of agentmeter.
-    Run = Step = Call = None
+    # The model (attrs classes) and the frozen records are loaded when the first tracker is made, not by
+    # ``import agentmeter``: attrs alone takes longer to import than the rest of agentmeter.
+    Run = Step = Call = freeze_call = freeze_run = freeze_step = None
 
 
 def _load_model() -> None:
-    global Run, Step, Call, _VARS
+    global Run, Step, Call, _VARS, freeze_call, freeze_run, freeze_step
     from ._model import Call, Run, Step
+    from ._record import freeze_call, freeze_run, freeze_step
 
     _VARS = {Run: run_var, Step: step_var, Call: call_var}
 
-__all__ = ["close_open_runs", "is_cancellation", "track_call", "track_run", "track_step"]
-
-#: Exceptions recorded as ``cancelled`` rather than ``error``.
-_BASE_CANCELLATION: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
-
-
-def is_cancellation(exc: BaseException) -> bool:
-    """True for the exceptions recorded as ``cancelled`` (those of ``CANCELLATION_TYPES``).
-
-    asyncio's ``CancelledError`` can only be raised once asyncio is imported, so it is looked up in
-    ``sys.modules`` rather than imported with agentmeter (asyncio takes ~15 ms to import).
-    """
-    if isinstance(exc, _BASE_CANCELLATION):
-        return True
-    aio = sys.modules.get("asyncio")
-    return aio is not None and isinstance(exc, aio.CancelledError)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "CANCELLATION_TYPES":  # exceptions recorded as ``cancelled`` rather than ``error``
-        import asyncio
-
-        return (asyncio.CancelledError, *_BASE_CANCELLATION)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["close_open_runs", "forget_open_runs", "track_call", "track_run", "track_step"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 H = TypeVar("H", "Run", "Step", "Call")
@@ -124,16 +101,13 @@ def _new_run(name: str, agent: str | None, implicit: bool) -> Run:
 
 
 def _seal_and_submit(run: Run) -> None:
+    """End the run, freeze it and hand the frozen record to the processor (which never blocks)."""
     run.end_ns = end_ns = _clock.monotonic_ns()
     run.end_us = run.start_us + (end_ns - run.start_ns) // 1000
-    # Open steps and calls are copied: their owners may still be running on another thread.
-    run.open_steps = {k: copy.copy(v) for k, v in dict(run.open_steps).items()}
-    run.open_calls = {k: copy.copy(v) for k, v in dict(run.open_calls).items()}
-    run.steps = tuple(run.steps)
-    run.calls = tuple(run.calls)
-    run.sealed = True
+    run.ended = True
     _open_runs.pop(run.run_id, None)
-    _state.exporter().submit(run)
+    finished = freeze_run(run, _state.settings().capture_max_chars)
+    _state.processor().submit(finished)
 
 
 def _finish(handle: Run | Step | Call, exc: BaseException | None) -> None:
@@ -186,7 +160,7 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> _Frame:
 
 def _end(frame: _Frame, exc: BaseException | None) -> None:
     handle, run = frame.handle, frame.run
-    if handle is run and run.sealed:  # already closed as cancelled at exit or on SIGTERM, and sent then
+    if handle is run and run.ended:  # already closed as cancelled at exit or on SIGTERM, and sent then
         frame.leave()
         return
     if exc is None:
@@ -201,15 +175,17 @@ def _end(frame: _Frame, exc: BaseException | None) -> None:
         return
     handle.end_ns = end_ns = _clock.monotonic_ns()
     handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
-    if run.sealed:
+    handle.ended = True
+    if run.ended:
         _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
                     run=run.name, span=getattr(handle, "name", getattr(handle, "operation", "")))
         return
+    max_chars = _state.settings().capture_max_chars
     if kind is Step:
-        run.steps.append(handle)  # type: ignore[union-attr,arg-type]
+        run.steps.append(freeze_step(handle, max_chars))
         run.open_steps.pop(handle.step_id, None)  # type: ignore[union-attr,arg-type]
     else:
-        run.calls.append(handle)  # type: ignore[union-attr,arg-type]
+        run.calls.append(freeze_call(handle, max_chars))
         run.open_calls.pop(handle.call_id, None)  # type: ignore[union-attr]
     if frame.implicit:
         _finish(run, exc)
@@ -235,11 +211,16 @@ def _safe_end(frame: _Frame | None, exc: BaseException | None) -> None:
         _guard.internal_error("end_span", err)
 
 
+def forget_open_runs() -> None:
+    """Forget every open run without recording it (a forked child: the parent owns them)."""
+    _open_runs.clear()
+
+
 def close_open_runs(reason: str = "InterpreterExit", message: str = "process exited before the run ended") -> int:
     """Record every run still open as ``cancelled`` with its partial steps (at exit, on SIGTERM)."""
     closed = 0
     for run in list(_open_runs.values()):
-        if run.sealed:
+        if run.ended:
             continue
         run.status, run.error_type, run.error_message = CANCELLED, reason, message
         _seal_and_submit(run)

@@ -21,7 +21,8 @@ from typing import Any, Final, NamedTuple
 
 from . import _clock
 from ._capture import Snapshot, jsonable
-from ._model import CANCELLED, RUNNING, Call, Run, Step
+from ._record import FinishedCall, FinishedRun, FinishedStep
+from ._status import CANCELLED, RUNNING
 from ._version import __version__
 
 __all__ = [
@@ -202,7 +203,7 @@ def _span_times(start_us: int, start_ns: int, end_us: int | None, end_ns: int | 
     }
 
 
-def _unfinished_fields(run: Run) -> dict[str, Any]:
+def _unfinished_fields(run: FinishedRun) -> dict[str, Any]:
     return {
         "status": CANCELLED,
         "error_type": "Unfinished",
@@ -210,7 +211,7 @@ def _unfinished_fields(run: Run) -> dict[str, Any]:
     }
 
 
-def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str, Any]:
+def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: int) -> dict[str, Any]:
     end_us, end_ns = call.end_us, call.end_ns
     status = {"status": call.status, "error_type": call.error_type, "error_message": call.error_message}
     if call.status == RUNNING:  # never finished: close it at the run's end
@@ -248,8 +249,8 @@ def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str,
     row["cost_usd"] = price.cost_usd
     row["priced"] = price.priced
     row["price_source"] = price.source
-    if truncated:
-        row["metadata"]["_truncated"] = True
+    if truncated:  # a new dict: the frozen record's own is never changed
+        row["metadata"] = {**row["metadata"], "_truncated": True}
     return row
 
 
@@ -272,7 +273,7 @@ def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int,
+def _step_row(step: FinishedStep, run: FinishedRun, calls: list[dict[str, Any]], max_chars: int,
               sampled: bool = True) -> dict[str, Any]:
     end_us, end_ns = step.end_us, step.end_ns
     status = {"status": step.status, "error_type": step.error_type, "error_message": step.error_message}
@@ -306,20 +307,20 @@ def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int,
 
 
 def run_document(
-    run: Run, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True
+    run: FinishedRun, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True
 ) -> dict[str, Any]:
     """The run document: the run's fields and rollups, with ``steps`` and ``calls`` as lists of rows.
 
-    ``run`` must be finished (sealed). Steps and calls that never finished are recorded with status
-    ``cancelled`` and error type ``Unfinished``, ending when the run ended. ``pricer`` prices each call
-    (the exporter passes the configured one); without it every call is unpriced. Pure: no I/O, and the
-    same run always gives the same document. ``sampled=False`` (the sampler's decision, see
-    ``sample_rate``) leaves out the captured ``inputs`` and ``output`` of the run and its steps; every count,
-    latency, token and cost stays.
+    ``run`` is the frozen record of a finished run (:mod:`agentmeter._record`). Steps and calls that never
+    finished are recorded with status ``cancelled`` and error type ``Unfinished``, ending when the run
+    ended. ``pricer`` prices each call (the exporter passes the configured one); without it every call is
+    unpriced. Pure: no I/O, and the same run always gives the same document. ``sampled=False`` (the
+    sampler's decision, see ``sample_rate``) leaves out the captured ``inputs`` and ``output`` of the run and
+    its steps; every count, latency, token and cost stays.
     """
     price = pricer or _unpriced
-    all_calls = list(run.calls) + list(run.open_calls.values())
-    all_steps = list(run.steps) + list(run.open_steps.values())
+    all_calls = run.calls + run.open_calls
+    all_steps = run.steps + run.open_steps
     call_rows = sorted((_call_row(c, run, price, max_chars) for c in all_calls), key=lambda r: r["call_id"])
     by_step: dict[str | None, list[dict[str, Any]]] = {}
     for row in call_rows:

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import _clock, _ids, _state
+from . import _clock, _guard, _ids, _state, _tracking
 from ._config import Settings, settings_from_env
 from .contract import Records
+from .export import FlushResult
 from .sinks.memory import MemorySink
 
-__all__ = ["CapturedRuns", "DeterministicClock", "capture_runs", "sequential_ids"]
+__all__ = ["CapturedRuns", "DeterministicClock", "capture_runs", "reset", "sequential_ids"]
 
 
 class CapturedRuns:
@@ -85,7 +86,7 @@ def capture_runs(
     sink = MemorySink()
     previous: Settings = _state.settings()
     new = settings_from_env(sinks=[sink], sync_export=True, **settings)
-    old_exporter = _state.reset(new)
+    old_processor = _state.replace(new)
     if deterministic or clock is not None:
         clk = clock or DeterministicClock()
         _ids.set_id_factory(sequential_ids())
@@ -96,6 +97,21 @@ def capture_runs(
         if deterministic or clock is not None:
             _ids.set_id_factory(None)
             _clock.set_clock()
-        _state.reset(previous)
-        if old_exporter is not None:
-            _state.restore_exporter(old_exporter)
+        _state.replace(previous)
+        if old_processor is not None:
+            _state.restore(old_processor)
+
+
+def reset(*, timeout: float = 2.0, **settings: Any) -> FlushResult | None:
+    """Start agentmeter afresh, for test isolation: shut the current processor down (delivering within
+    ``timeout``), forget runs still open, clear the counters of :func:`agentmeter.stats` and the log rate
+    limits, and install ``settings`` (over the ``AGENTMETER_*`` environment), or, without settings, read
+    them again from the environment on next use. Returns the old processor's shutdown result, if any.
+    """
+    new = settings_from_env(**settings) if settings else None
+    old = _state.replace(new, forget_settings=new is None)
+    result = old.shutdown(timeout=timeout) if old is not None else None
+    _tracking.forget_open_runs()
+    _guard.counters.clear()
+    _guard.reset_rate_limit()
+    return result

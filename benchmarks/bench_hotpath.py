@@ -127,7 +127,7 @@ def child_agentmeter(calls: int, repeats: int) -> dict[str, Any]:
         "am_call": (in_run(call), calls),
     }, repeats, between)
     stats = agentmeter.stats()
-    return {"samples": samples, "stats": {k: stats[k] for k in ("runs_finished", "runs_exported",
+    return {"samples": samples, "stats": {k: getattr(stats, k) for k in ("runs_finished", "runs_exported",
                                                                  "runs_dropped", "internal_errors")}}
 
 

@@ -91,17 +91,17 @@ rss1 = proc.memory_info().rss
 rss_samples.append(rss1)
 stats = agentmeter.stats()
 result = agentmeter.flush(timeout=600) if case != "hung" else agentmeter.flush(timeout=5)
-after = agentmeter.stats()["sinks"]["sqlite"]
+after = agentmeter.stats().sinks["sqlite"]
 print(json.dumps({
     "case": case, "steps": runs * 10, "runs": runs, "seconds": elapsed,
     "us_per_step": elapsed / (runs * 10) * 1e6,
     "rss_start_mib": rss0 / 2**20, "rss_end_mib": rss1 / 2**20, "rss_peak_mib": max(rss_samples) / 2**20,
     "rss_growth_mib": (max(rss_samples) - rss0) / 2**20,
     "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "queued_at_end_of_loop": stats["sinks"]["sqlite"]["queued"],
+    "queued_at_end_of_loop": stats.sinks["sqlite"].queued,
     "delivered": after["delivered"], "spooled": after["spooled"], "dropped": after["dropped"],
     "pending_after_flush": after["pending"], "caller_spills": agentmeter._guard.counters["queue.caller_spills"],
-    "spool_bytes": agentmeter.stats()["spool_bytes"],
+    "spool_bytes": agentmeter.stats().spool_bytes,
 }))
 sys.stdout.flush()
 os._exit(0)  # the hung sink would hold exit for exit_timeout: not part of this measurement

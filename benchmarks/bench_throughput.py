@@ -59,7 +59,8 @@ class _Timer:
 
 def child(mode: str, runs: int, steps: int, breakdown: bool) -> dict[str, Any]:
     import agentmeter
-    from agentmeter import _exporter, contract
+    from agentmeter import contract
+    from agentmeter.export import _documents
     from agentmeter.sinks import SQLiteSink
 
     folder = Path(tempfile.mkdtemp(prefix="am-bench-tp-"))
@@ -68,10 +69,10 @@ def child(mode: str, runs: int, steps: int, breakdown: bool) -> dict[str, Any]:
     gate.set()  # open for the warm-up; the drain mode shuts it before the timed part
     timers: dict[str, _Timer] = {}
     if breakdown:
-        for name in ("run_document", "_json_safe"):
-            if hasattr(_exporter, name):
-                timers[name] = _Timer(getattr(_exporter, name))
-                setattr(_exporter, name, timers[name])
+        for name in ("run_document", "json_safe"):
+            if hasattr(_documents, name):
+                timers[name] = _Timer(getattr(_documents, name))
+                setattr(_documents, name, timers[name])
         timers["document_records"] = _Timer(contract.document_records)
         contract.document_records = timers["document_records"]  # type: ignore[assignment]
 
@@ -129,7 +130,7 @@ def child(mode: str, runs: int, steps: int, breakdown: bool) -> dict[str, Any]:
         "runs_in_store": n_runs,
         "steps_in_store": n_steps,
         "spooled": result.spooled if hasattr(result, "spooled") else None,
-        "dropped": stats.get("runs_dropped"),
+        "dropped": stats.runs_dropped,
         "sink_writes": write_timer.calls,
         "sink_write_s": write_timer.seconds,
     }

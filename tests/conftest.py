@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import agentmeter
-from agentmeter import _guard, _state
-from agentmeter._config import Settings
+from agentmeter import _guard
+from agentmeter.testing import reset
 
 
 @pytest.fixture(autouse=True)
@@ -27,17 +27,11 @@ def _isolated_agentmeter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
             monkeypatch.delenv(var)
     monkeypatch.setenv("AGENTMETER_DB", str(tmp_path / "agentmeter.db"))
     monkeypatch.setenv("AGENTMETER_SPOOL_DIR", str(tmp_path / "spool"))
-    old = _state.reset(Settings(spool_dir=str(tmp_path / "spool")))
-    if old is not None:
-        old.shutdown(timeout=1)
-    _guard.counters.clear()
-    _guard.reset_rate_limit()
+    reset(timeout=1, spool_dir=str(tmp_path / "spool"))
     yield
-    exporter = _state.reset()
-    if exporter is not None:
-        exporter.shutdown(timeout=2)
-    agentmeter._state._settings = None
+    agentmeter.shutdown(timeout=2)
     # Internal errors on the caller's thread re-raise under this suite; on the exporter's threads they are
     # only counted (a worker must survive), so a test that leaves any behind fails here.
     errors = {k: v for k, v in _guard.counters.items() if k.startswith("internal_errors.")}
+    reset(timeout=0)  # settings are read from the (restored) environment again
     assert not errors, f"agentmeter internal errors during the test: {errors}"

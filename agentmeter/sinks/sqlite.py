@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import contract
-from .._config import default_db_path
+from .._paths import default_db_path
 from ._base import Document, Sink, WriteResult
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]

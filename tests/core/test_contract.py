@@ -88,7 +88,7 @@ def test_price_overrides_apply_in_the_exporter() -> None:
     prices = {"my-model": {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cached_input_per_mtok": 0.3}}
     with capture_runs(prices=prices) as cap, track_run("r"), track_call("self-hosted", "chat", model="my-model") as c:
         c.record_usage(input_tokens=1_000_000, cached_input_tokens=400_000, output_tokens=10_000)
-    assert agentmeter.stats()["runs_finished"] == 0  # capture_runs restored the previous exporter
+    assert agentmeter.stats().runs_finished == 0  # capture_runs restored the previous exporter
     (call,) = cap.calls
     assert call["priced"] is True
     assert abs(call["cost_usd"] - (600_000 * 3.0 + 400_000 * 0.3 + 10_000 * 15.0) / 1e6) < 1e-9

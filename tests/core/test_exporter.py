@@ -11,6 +11,7 @@ import pytest
 import agentmeter
 import agentmeter.testing
 from agentmeter import track_run, track_step
+from agentmeter.export import Spool
 from agentmeter.sinks import MemorySink, Sink, SQLiteSink, WriteResult
 from agentmeter.sinks._base import Document
 
@@ -80,7 +81,7 @@ def test_a_raising_sink_never_raises_into_user_code_and_nothing_is_lost(tmp_path
     assert result.sinks["raising"].spooled == 5 and result.sinks["raising"].pending == 5
     assert not result.ok
     stats = agentmeter.stats()
-    assert stats["runs_finished"] == 5 and stats["sinks"]["raising"]["spooled"] == 5
+    assert stats.runs_finished == 5 and stats.sinks["raising"].spooled == 5
     assert raising.calls >= 2
 
 
@@ -95,7 +96,7 @@ def test_flush_reports_delivered_per_sink_and_stats_count(tmp_path: Path) -> Non
     assert {name: r.delivered for name, r in result.sinks.items()} == {"memory": 7, "sqlite": 7}
     assert result.ok and result.delivered == 14
     stats = agentmeter.stats()
-    assert stats["runs_finished"] == 7 and stats["runs_exported"] == 14 and stats["runs_dropped"] == 0
+    assert stats.runs_finished == 7 and stats.runs_exported == 14 and stats.runs_dropped == 0
     assert agentmeter.flush(timeout=5).delivered == 0  # nothing new
 
 
@@ -115,8 +116,7 @@ def test_default_sink_is_the_local_store_at_agentmeter_db(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "default.db"
     monkeypatch.setenv("AGENTMETER_DB", str(db))
-    agentmeter._state.reset()
-    agentmeter._state._settings = None
+    agentmeter.testing.reset()
     with track_run("zero-setup"):
         pass
     assert agentmeter.flush(timeout=10).sinks["sqlite"].delivered == 1
@@ -206,7 +206,7 @@ def test_a_document_the_sink_always_refuses_does_not_block_the_spool(tmp_path: P
 
     names = sorted(r[0] for r in sqlite3.connect(sink.path).execute("SELECT name FROM agent_runs"))
     assert names == ["a", "b", "c", "d"]
-    spool = agentmeter._state.current_exporter().spool  # type: ignore[union-attr]
+    spool = Spool(tmp_path / "spool", 10**9)
     assert spool.count("picky:rejected") == 1 and spool.count("picky") == 0
 
 

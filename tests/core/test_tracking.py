@@ -312,7 +312,7 @@ def test_thread_propagation_switch_off_and_wrap_context_helper() -> None:
         pass
 
     with capture_runs(propagate_threads=False) as cap:
-        assert not agentmeter.stats()["thread_propagation"]
+        assert not agentmeter.stats().thread_propagation
         with track_run("r"), concurrent.futures.ThreadPoolExecutor(1) as pool:
             pool.submit(work).result()
             t = threading.Thread(target=agentmeter.wrap_context(work))
@@ -321,7 +321,7 @@ def test_thread_propagation_switch_off_and_wrap_context_helper() -> None:
     by_name = {r["name"]: r for r in cap.runs}
     assert by_name["r"]["step_count"] == 1  # only the wrap_context thread joined the run
     assert by_name["test_thread_propagation_switch_off_and_wrap_context_helper.work"]["implicit"]
-    assert agentmeter.stats()["thread_propagation"]
+    assert agentmeter.stats().thread_propagation
 
 
 def test_capture_is_off_by_default_and_opt_in_scrubs_secrets() -> None:
@@ -383,7 +383,7 @@ def test_bad_usage_values_are_warned_and_recorded_as_unknown() -> None:
         call.record_usage(output_tokens=5)
     (c,) = cap.calls
     assert (c["input_tokens"], c["output_tokens"], c["cached_input_tokens"]) == (None, 5, None)
-    assert agentmeter.stats()["warnings"] == 3
+    assert agentmeter.stats().warnings == 3
 
 
 def test_unfinished_step_at_run_end_is_recorded_cancelled() -> None:

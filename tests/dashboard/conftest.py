@@ -12,6 +12,7 @@ import mongomock
 import pytest
 
 import agentmeter
+import agentmeter.testing
 from agentmeter import track_call, track_run, track_step
 from agentmeter._percentile import percentile_cont
 from agentmeter.sinks import MemorySink, SQLiteSink
@@ -92,7 +93,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, lis
     """(store path, documents): 30 runs, built once per session (tests only read it)."""
     db = tmp_path_factory.mktemp("dash") / "seeded.db"
     docs = seed_runs(db)
-    agentmeter._state._settings = None
+    agentmeter.testing.reset(timeout=0)
     return db, docs
 
 

@@ -176,7 +176,7 @@ def test_fork_child_gets_its_own_exporter_and_never_resends_the_parents_runs(tmp
             result = agentmeter.flush(timeout=30)
             stats = agentmeter.stats()
             os.write(write, json.dumps({"delivered": result.delivered, "ok": result.ok,
-                                        "finished": stats["runs_finished"]}).encode())
+                                        "finished": stats.runs_finished}).encode())
             code = 0
         finally:
             os._exit(code)

@@ -100,7 +100,7 @@ def test_fault_loses_nothing_and_never_reaches_the_agent(fault: str, agent: str,
     faulty.active.clear()
     faulty.release.set()
     after = agentmeter.flush(timeout=30)
-    stats = agentmeter.stats()["sinks"]["store"]
+    stats = agentmeter.stats().sinks["store"]
 
     ids, steps, distinct_steps = store_ids(db)
     lost = len(set(produced) - set(ids))
@@ -108,18 +108,18 @@ def test_fault_loses_nothing_and_never_reaches_the_agent(fault: str, agent: str,
     duplicates = (len(ids) - len(set(ids))) + (steps - distinct_steps)
     redeliveries = sum(faulty.deliveries.values()) - len(faulty.deliveries)
     ok = (user_errors == 0 and lost == 0 and unknown == 0 and duplicates == 0 and len(produced) == N
-          and steps == 2 * N and after.sinks["store"].pending == 0 and stats["dropped"] == 0)
+          and steps == 2 * N and after.sinks["store"].pending == 0 and stats.dropped == 0)
     record_fault(case=fault, agent=agent, runs=len(produced), user_exceptions=user_errors, lost=lost,
-                 duplicates=duplicates, redeliveries=redeliveries, spooled=stats["spooled"],
-                 dropped=stats["dropped"], result="pass" if ok else "FAIL")
+                 duplicates=duplicates, redeliveries=redeliveries, spooled=stats.spooled,
+                 dropped=stats.dropped, result="pass" if ok else "FAIL")
 
     assert user_errors == 0 and len(produced) == N
     assert set(control.deliveries) == set(produced)
     assert (lost, unknown, duplicates) == (0, 0, 0), (during, after, stats)
     assert steps == 2 * N
     assert after.sinks["store"].pending == 0, after
-    assert stats["dropped"] == 0
+    assert stats.dropped == 0
     if fault in ("raise", "hang", "die_mid_batch"):
-        assert stats["spooled"] > 0  # the fault really went through the spool
+        assert stats.spooled > 0  # the fault really went through the spool
     if fault == "raise":
         assert during.sinks["store"].delivered == 0 and during.sinks["store"].pending > 0

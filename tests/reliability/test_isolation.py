@@ -6,6 +6,7 @@ from pathlib import Path
 
 import agentmeter
 from agentmeter import track_run, track_step
+from agentmeter.export import BatchProcessor
 from agentmeter.sinks import MemorySink
 
 from .conftest import CountingSink, FaultSink
@@ -16,9 +17,9 @@ def test_a_hung_sink_spills_to_the_spool_instead_of_growing_memory(tmp_path: Pat
     control = CountingSink("control", target=500)
     agentmeter.configure(sinks=[hung, control], spool_dir=str(tmp_path / "spool"), batch_size=10,
                          max_queue_runs=40, flush_interval=0.02, write_timeout=0.2)
-    exporter = agentmeter._state.current_exporter()
-    assert exporter is not None
-    lane = exporter.lanes[0]
+    processor = agentmeter._state.current_processor()
+    assert isinstance(processor, BatchProcessor)
+    lane = processor.lanes[0]
     peak = 0
     for i in range(500):
         with track_run("r", metadata={"i": i}), track_step("s"):
@@ -29,15 +30,15 @@ def test_a_hung_sink_spills_to_the_spool_instead_of_growing_memory(tmp_path: Pat
     assert control.reached.wait(30)
     during = agentmeter.flush(timeout=1)
     assert during.timed_out  # flush waits for the hung write only within its timeout
-    stats = agentmeter.stats()["sinks"]["hung"]
-    assert peak <= 40 and stats["dropped"] == 0
-    assert stats["spooled"] >= 499 - 40  # all but what memory may hold went to disk
+    stats = agentmeter.stats().sinks["hung"]
+    assert peak <= 40 and stats.dropped == 0
+    assert stats.spooled >= 499 - 40  # all but what memory may hold went to disk
     hung.release.set()
     hung.active.clear()
     after = agentmeter.flush(timeout=30)
     assert after.sinks["hung"].pending == 0 and not after.timed_out
     assert len(hung.inner.documents) == 500  # type: ignore[attr-defined]
-    assert agentmeter.stats()["sinks"]["hung"]["dropped"] == 0
+    assert agentmeter.stats().sinks["hung"].dropped == 0
 
 
 def test_a_slow_sink_does_not_delay_a_fast_one(tmp_path: Path) -> None:

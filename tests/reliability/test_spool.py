@@ -15,7 +15,7 @@ import structlog
 
 import agentmeter
 from agentmeter import _guard, track_run, track_step
-from agentmeter._spool import Spool
+from agentmeter.export import Spool
 from agentmeter.sinks import MemorySink
 
 from .conftest import ROOT, FaultSink, child_env, run_python, spool_rows, store_ids
@@ -54,8 +54,8 @@ def test_spool_limit_through_the_exporter_is_counted_and_logged(tmp_path: Path) 
         result = agentmeter.flush(timeout=30)
     store = result.sinks["store"]
     assert store.dropped > 0 and store.spooled + store.dropped == 60 and store.pending == store.spooled
-    assert agentmeter.stats()["spool_dropped"] == store.dropped
-    assert agentmeter.stats()["spool_bytes"] <= 20_000
+    assert agentmeter.stats().spool_dropped == store.dropped
+    assert agentmeter.stats().spool_bytes <= 20_000
     assert any(e.get("key") == "spool.full" and e["log_level"] == "warning" for e in logs)
     # the newest runs survived and are delivered once the sink is back
     sink.active.clear()
@@ -99,7 +99,7 @@ def test_an_unusable_spool_degrades_to_a_warning_and_counts_drops(tmp_path: Path
         result = agentmeter.flush(timeout=30)
     assert result.sinks["healthy"].delivered == 4  # a broken spool never affects a healthy sink
     assert result.sinks["down"].dropped == 4 and result.sinks["down"].spooled == 0
-    assert agentmeter.stats()["spool_broken"] is True
+    assert agentmeter.stats().spool_broken is True
     assert any(e.get("key") == "spool.unavailable" and e["log_level"] == "warning" for e in logs)
     assert _guard.counters["exporter.dropped"] == 4
 

@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _guard
+from .. import _guard
 
-__all__ = ["Spool", "default_spool_dir"]
+__all__ = ["Spool"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS spool (lane TEXT NOT NULL, run_id TEXT NOT NULL, doc TEXT NOT NULL, "
@@ -43,12 +43,6 @@ _SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS spool_del AFTER DELETE ON spool BEGIN "
     "UPDATE spool_lanes SET docs = docs - 1, bytes = bytes - OLD.bytes WHERE lane = OLD.lane; END",
 )
-
-
-def default_spool_dir() -> Path:
-    from ._config import default_db_path
-
-    return default_db_path().parent / "spool"
 
 
 def _encode(doc: Mapping[str, Any]) -> str:

@@ -1,0 +1,158 @@
+"""The process lifecycle, in one place: interpreter exit, fork, SIGTERM, ``multiprocessing`` children, and
+the process-wide switches the settings control (thread propagation, the SIGTERM handler).
+
+* **Exit** (``atexit``, and a ``multiprocessing`` child's finalizers, since it skips ``atexit``): runs still
+  open are recorded as ``cancelled`` with their partial steps, then the processor delivers within
+  ``exit_timeout`` and spools the rest.
+* **Fork**: the child starts with no processor, no open runs and fresh locks; the parent's queued runs and
+  open runs stay the parent's, so nothing is sent twice.
+* **SIGTERM** (opt-in, :func:`install_signal_handlers` or ``configure(handle_sigterm=True)``): container
+  platforms stop a process with SIGTERM and a kill a few seconds later, and Python's default for SIGTERM
+  skips ``atexit``. The handler records open runs as ``cancelled``, delivers within ``exit_timeout``, spools
+  the rest, then chains to the handler that was installed before (the user's own is called, ``SIG_IGN``
+  keeps ignoring, the default terminates the process with the usual status).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from . import _context, _guard, _state, _tracking
+
+if TYPE_CHECKING:
+    from ._config import Settings
+    from .export import Processor
+
+__all__ = ["exit_flush", "install_signal_handlers"]
+
+#: processors abandoned in a forked child: kept referenced so their inherited SQLite handles are never
+#: closed (closing them in the child would release locks the child's own connections hold)
+_abandoned: list[Any] = []
+_previous_handlers: dict[int, Any] = {}
+_mp_registered = False
+
+
+# -- exit ---------------------------------------------------------------------------------------------
+
+
+def exit_flush(reason: str, message: str, timeout: float | None = None, fresh: bool = False) -> None:
+    """Record open runs as cancelled, then deliver within the deadline and spool the rest. Never raises.
+
+    ``fresh``: start a new processor for whatever is tracked afterwards (the process may go on after a
+    signal); at interpreter exit the closed processor stays, and runs ending later are spooled.
+    """
+    try:
+        if _state.enabled():
+            _tracking.close_open_runs(reason, message)
+        p = _state.replace() if fresh else _state.current_processor()
+        if p is not None:
+            p.shutdown(timeout=p.settings.exit_timeout if timeout is None else timeout)
+    except Exception as exc:
+        try:
+            _guard.internal_error("exit", exc)
+        except Exception:
+            pass  # never fail the interpreter's exit
+
+
+def _at_exit() -> None:
+    exit_flush("InterpreterExit", "process exited before the run ended")
+
+
+def _register_multiprocessing_exit(_processor: Processor) -> None:
+    """A multiprocessing child ends with os._exit(), skipping atexit: flush from its finalizers instead."""
+    global _mp_registered
+    if _mp_registered or "multiprocessing" not in sys.modules:
+        return
+    try:
+        import multiprocessing
+        from multiprocessing import util
+
+        if multiprocessing.parent_process() is None:
+            return  # the main process: atexit runs
+        util.Finalize(None, _at_exit, exitpriority=100)
+        _mp_registered = True
+    except Exception as exc:
+        _guard.internal_error("multiprocessing_exit", exc)
+
+
+# -- fork ---------------------------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    # The parent's exporter threads do not exist in the child, and the parent still owns its queued runs
+    # and its open runs: the child starts with a fresh processor, an empty queue and no open runs, so
+    # nothing is sent twice (and the parent's open runs are not recorded as cancelled by the child).
+    global _mp_registered
+    _guard.after_fork()
+    old = _state.after_fork_in_child()
+    _mp_registered = False
+    try:
+        _tracking.forget_open_runs()
+        if old is not None:
+            _abandoned.append(old)
+            old.abandon_after_fork()
+    except Exception:
+        pass  # never fail a fork
+
+
+# -- signals ------------------------------------------------------------------------------------------
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    exit_flush(name, f"process received {name} before the run ended", fresh=True)
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+        return
+    if previous == signal.SIG_IGN:
+        return
+    # the default action: terminate with the signal's own status, as if we had never been here
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def install_signal_handlers(signals: tuple[int, ...] = (signal.SIGTERM,)) -> bool:
+    """Install agentmeter's handler for ``signals`` (default SIGTERM), chaining to the handlers in place.
+
+    Returns False (with a logged warning) when it cannot: off the main thread, or on a platform without
+    the signal. Calling it again is harmless. Never raises.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        _guard.warn("signals.thread", "install_signal_handlers() must be called from the main thread; skipped")
+        return False
+    ok = True
+    for signum in signals:
+        try:
+            current = signal.getsignal(signum)
+            if current is _handle:
+                continue
+            signal.signal(signum, _handle)
+            _previous_handlers[signum] = current
+        except (ValueError, OSError, AttributeError) as exc:
+            _guard.warn("signals.install", "could not install the signal handler", signal=signum,
+                        error=repr(exc)[:200])
+            ok = False
+    return ok
+
+
+# -- what the settings switch -------------------------------------------------------------------------
+
+
+def _apply(s: Settings) -> None:
+    _context.set_thread_propagation(s.enabled and s.propagate_threads)
+    if s.enabled and s.handle_sigterm:
+        install_signal_handlers()
+
+
+_state.on_settings(_apply)
+_state.on_processor(_register_multiprocessing_exit)
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,151 @@
+"""The frozen records: what crosses from the caller's thread to the exporter.
+
+When a step or call ends, and when its run ends, the caller's thread turns the live handle into one of these
+immutable tuples. Every value the user gave (metadata, tags, captured inputs and outputs, error fields) is
+read once, into plain JSON-safe data (:func:`agentmeter._capture.jsonable`), so no other thread ever reads
+the user's objects, and nothing the user does to a handle, a dict or a list afterwards changes what is
+exported. A value that cannot be read cheaply (an object with its own ``__repr__``, say) becomes a
+placeholder naming its type; reading a value never blocks on user code.
+
+The field names are those of the handles (:mod:`agentmeter._model`), so the contract reads either.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._capture import Snapshot, jsonable
+
+__all__ = ["FinishedCall", "FinishedRun", "FinishedStep", "freeze_call", "freeze_run", "freeze_step"]
+
+_EMPTY = Snapshot({}, False, 0)
+
+
+class FinishedCall(NamedTuple):
+    """An API call as it was when it ended (or, for a call still open when its run ended, at that time)."""
+
+    call_id: str
+    run_id: str
+    step_id: str | None
+    provider: str
+    operation: str
+    model: str | None
+    start_us: int
+    start_ns: int
+    end_us: int | None
+    end_ns: int | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    http_status: int | None
+    retries: int
+    first_token_ns: int | None
+    request_bytes: int | None
+    response_bytes: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    units: float | None
+    metadata: Snapshot
+
+
+class FinishedStep(NamedTuple):
+    """A step as it was when it ended (or when its run ended, for a step still open then)."""
+
+    step_id: str
+    run_id: str
+    parent_step_id: str | None
+    name: str
+    kind: str
+    start_us: int
+    start_ns: int
+    end_us: int | None
+    end_ns: int | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    metadata: Snapshot
+    inputs: Snapshot | None
+    output: Snapshot | None
+    captured: bool
+
+
+class FinishedRun(NamedTuple):
+    """A finished run with its finished steps and calls, and those still open when it ended."""
+
+    run_id: str
+    name: str
+    agent: str | None
+    start_us: int
+    start_ns: int
+    parent_run_id: str | None
+    implicit: bool
+    end_us: int
+    end_ns: int
+    status: str
+    error_type: str | None
+    error_message: str | None
+    tags: tuple[str, ...]
+    metadata: Snapshot
+    inputs: Snapshot | None
+    output: Snapshot | None
+    captured: bool
+    steps: tuple[FinishedStep, ...]
+    calls: tuple[FinishedCall, ...]
+    open_steps: tuple[FinishedStep, ...]
+    open_calls: tuple[FinishedCall, ...]
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+def _meta(value: dict[str, Any], max_chars: int) -> Snapshot:
+    if not value:
+        return _EMPTY
+    # dict() copies in one C call under the GIL: another thread adding keys meanwhile cannot break it
+    return jsonable(dict(value), max_chars)
+
+
+def _captured(value: Any, max_chars: int) -> Snapshot | None:
+    if value is None or isinstance(value, Snapshot):
+        return value
+    return jsonable(value, max_chars)
+
+
+def freeze_call(call: Any, max_chars: int) -> FinishedCall:
+    """The frozen copy of a :class:`~agentmeter._model.Call` handle. Never raises."""
+    return FinishedCall(
+        call.call_id, call.run_id, call.step_id, call.provider, call.operation, call.model,
+        call.start_us, call.start_ns, call.end_us, call.end_ns, call.status, call.error_type,
+        call.error_message, call.http_status, call.retries, call.first_token_ns, call.request_bytes,
+        call.response_bytes, call.input_tokens, call.output_tokens, call.cached_input_tokens,
+        call.reasoning_tokens, call.units, _meta(call.metadata, max_chars),
+    )
+
+
+def freeze_step(step: Any, max_chars: int) -> FinishedStep:
+    """The frozen copy of a :class:`~agentmeter._model.Step` handle. Never raises."""
+    return FinishedStep(
+        step.step_id, step.run_id, step.parent_step_id, step.name, step.kind, step.start_us, step.start_ns,
+        step.end_us, step.end_ns, step.status, step.error_type, step.error_message,
+        _meta(step.metadata, max_chars), _captured(step.inputs, max_chars), _captured(step.output, max_chars),
+        step.captured,
+    )
+
+
+def freeze_run(run: Any, max_chars: int) -> FinishedRun:
+    """The frozen copy of an ended :class:`~agentmeter._model.Run` (``end_us``/``end_ns`` set).
+
+    Its ``steps`` and ``calls`` are frozen already (each when it ended); steps and calls still open are
+    frozen as they are now (their owners may still be running, on another thread). Never raises.
+    """
+    open_steps = tuple(freeze_step(s, max_chars) for s in list(run.open_steps.values()))
+    open_calls = tuple(freeze_call(c, max_chars) for c in list(run.open_calls.values()))
+    return FinishedRun(
+        run.run_id, run.name, run.agent, run.start_us, run.start_ns, run.parent_run_id, run.implicit,
+        run.end_us, run.end_ns, run.status, run.error_type, run.error_message, tuple(run.tags),
+        _meta(run.metadata, max_chars), _captured(run.inputs, max_chars), _captured(run.output, max_chars),
+        run.captured, tuple(run.steps), tuple(run.calls), open_steps, open_calls,
+    )

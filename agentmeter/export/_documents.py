@@ -1,0 +1,145 @@
+"""Document building on the exporter's side: pricing, sampling and a last JSON-safety check.
+
+The processor wraps each submitted :class:`~agentmeter._record.FinishedRun` in an :class:`Entry` that every
+sink's lane shares, so the run document is built once (by whichever lane needs it first) and the frozen
+record itself is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _guard
+from .._config import Settings
+from .._record import FinishedRun
+from .._status import ERROR, SUCCESS
+from ..contract import Pricer, run_document
+
+__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads"]
+
+
+def estimate_bytes(run: FinishedRun) -> int:
+    """A cheap estimate of the memory a queued run holds, for the queue's byte budget."""
+    size = 800 + 600 * (len(run.steps) + len(run.calls))
+    for item in (run.inputs, run.output):
+        size += getattr(item, "size", 0)
+    return size
+
+
+class Entry:
+    """A submitted run as the lanes share it: the frozen record and, once built, its document."""
+
+    __slots__ = ("doc", "run", "size")
+
+    def __init__(self, run: FinishedRun) -> None:
+        self.run = run
+        self.size = estimate_bytes(run)
+        self.doc: dict[str, Any] | None = None
+
+
+class Documents:
+    """Builds run documents with the configured prices and sampling. Used by the exporter's threads only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pricer: Pricer | None = None
+        self._lock = threading.Lock()
+
+    def pricer(self) -> Pricer:
+        if self._pricer is None:
+            with self._lock:
+                if self._pricer is None:
+                    from ..pricing import make_pricer  # genai-prices: loaded with the first price needed
+
+                    self._pricer = make_pricer(self.settings.prices)
+        return self._pricer
+
+    def document(self, entry: Entry) -> dict[str, Any]:
+        """The run's document, built once per entry (sampling applied, JSON-safe). Raises on a bug only."""
+        doc = entry.doc
+        if doc is None:
+            run = entry.run
+            keep = keep_payloads(run, self.settings)
+            if not keep:
+                _guard.counters["sampling.payloads_dropped"] += 1
+            max_chars = self.settings.capture_max_chars
+            try:
+                doc = run_document(run, self.pricer(), max_chars, sampled=keep)
+            except Exception as exc:  # a pricing failure must not cost the run: export it unpriced
+                report("pricing", exc)
+                doc = run_document(run, None, max_chars, sampled=keep)
+            doc = json_safe(doc)
+            entry.doc = doc
+        return doc
+
+
+def report(where: str, exc: BaseException) -> None:
+    """internal_error from an exporter thread: under the test suite it re-raises; a worker must survive."""
+    try:
+        _guard.internal_error(where, exc)
+    except Exception:
+        pass
+
+
+# -- sampling -----------------------------------------------------------------------------------------
+
+
+def keep_payloads(run: FinishedRun, settings: Settings) -> bool:
+    """Whether the sampler keeps this run's captured payloads (inputs and outputs).
+
+    Counts, latencies, tokens and cost are exported for every run whatever this says. Failed runs (and runs
+    with a failed step or call) are always kept when ``always_keep_errors``; runs at least ``slow_run_ms``
+    long are always kept. Otherwise the decision is a hash of the run id, so every sink and every replay
+    agrees. Never raises.
+    """
+    rate = settings.sample_rate
+    if rate >= 1.0:
+        return True
+    if settings.always_keep_errors and (
+        run.status != SUCCESS
+        or any(s.status == ERROR for s in run.steps)
+        or any(c.status == ERROR for c in run.calls)
+    ):
+        return True
+    if settings.slow_run_ms is not None and run.duration_ms >= settings.slow_run_ms:
+        return True
+    return zlib.crc32(run.run_id.encode("utf-8", "replace")) / 4294967296.0 < rate
+
+
+# -- JSON safety ----------------------------------------------------------------------------------------
+
+
+def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document itself when it is strict JSON in valid UTF-8 (the usual case, one C-speed check),
+    else a repaired copy: lone surrogates replaced, NaN/infinity as strings, unknown types as repr()."""
+    try:
+        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return doc
+    except (TypeError, ValueError):
+        pass
+    _guard.warn("document.repaired", "run document had invalid Unicode or non-JSON values; repaired")
+    repaired = _repair(doc)
+    return repaired if isinstance(repaired, dict) else doc
+
+
+def _repair(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {_repair(str(k)): _repair(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repair(v) for v in value]
+    return _repair(repr(value))

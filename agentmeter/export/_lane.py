@@ -1,0 +1,257 @@
+"""One sink's lane: a bounded in-memory queue and two daemon threads.
+
+* the **manager** thread turns queued runs into documents and hands one batch at a time to the writer; it
+  never calls the sink, so it never hangs. It spills batches to the spool when the sink is known to be
+  down, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory budget,
+  so memory stays bounded whatever the sink does;
+* the **writer** thread runs the :class:`~agentmeter.export._delivery.Delivery` of each batch (retries,
+  spooling, replay).
+
+``flush()`` puts a :class:`Marker` in the queue; it is set once everything before it was delivered or
+spooled and one replay of the spool was tried.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+from .. import _guard
+from .._config import Settings
+from ._delivery import Delivery, Job
+from ._documents import Documents, Entry, report
+
+__all__ = ["Lane", "Marker"]
+
+
+class Marker:
+    """Put in a lane's queue by flush(): set once everything before it was delivered or spooled, and one
+    replay of the spool was tried."""
+
+    __slots__ = ("done", "need_gen", "replay_tried")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.need_gen = 0
+        self.replay_tried = False
+
+
+class Lane:
+    """One sink's queue, manager and writer threads, in front of its :class:`Delivery`."""
+
+    def __init__(self, delivery: Delivery, documents: Documents, settings: Settings,
+                 lock: threading.RLock, threaded: bool = True) -> None:
+        self.delivery = delivery
+        self.documents = documents
+        self.sink = delivery.sink
+        self.name = delivery.name
+        self.settings = s = settings
+        self.lock = lock  # the processor's: submit() appends under it
+        self.queue: collections.deque[Entry | Marker] = collections.deque()
+        self.queued_bytes = 0
+        # a sink may ask for bigger batches than the default (Firehose packs 500 records per call)
+        self.batch_size = max(s.batch_size, getattr(self.sink, "preferred_batch_size", None) or 0)
+        self.spill_runs = max(1, s.max_queue_runs // 2)
+        self.spill_bytes = max(1, s.max_queue_bytes // 2)
+        self.wake = threading.Event()
+        self.writer_wake = threading.Event()
+        self.stopping = False
+        self.job: Job | None = None  # set by the manager when the writer is idle, cleared by the writer
+        self.gen = 0  # jobs started
+        self.resolved_gen = 0  # highest job finished or abandoned
+        self.markers: list[Marker] = []
+        self.next_spool_check = 0.0
+        self.manager: threading.Thread | None = None
+        self.writer: threading.Thread | None = None
+        if threaded:
+            self.manager = threading.Thread(target=self._manager_loop, name=f"agentmeter-{self.name}",
+                                            daemon=True)
+            self.writer = threading.Thread(target=self._writer_loop, name=f"agentmeter-{self.name}-write",
+                                           daemon=True)
+            try:
+                self.manager.start()
+                self.writer.start()
+            except RuntimeError as exc:  # no new threads at interpreter shutdown (3.12+): spool at exit
+                _guard.warn("exporter.threads", "cannot start worker threads; runs will be spooled",
+                            error=repr(exc)[:200])
+                self.manager = self.writer = None
+
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def hung(self) -> bool:
+        job = self.job
+        return job is not None and job.abandoned
+
+    def alive(self) -> bool:
+        return self.manager is not None and self.manager.is_alive() and not self.stopping
+
+    # -- manager thread --------------------------------------------------------------------------------
+    def _manager_loop(self) -> None:
+        while True:
+            self.wake.wait(self._wait_time())
+            self.wake.clear()
+            try:
+                if self.stopping:
+                    self.stop_drain()
+                    return
+                self._tick()
+            except Exception as exc:
+                report("lane.manager", exc)
+
+    def _wait_time(self) -> float:
+        wait = self.settings.flush_interval
+        job = self.job
+        if job is not None and not job.abandoned:
+            wait = min(wait, max(0.005, job.started + self.settings.write_timeout - time.monotonic()))
+        return wait
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        delivery = self.delivery
+        job = self.job
+        if job is not None and not job.abandoned and now - job.started > self.settings.write_timeout:
+            self.abandon(job, "sink.write did not return within write_timeout; batch spooled")
+        while self.queue:
+            head = self.queue[0]
+            if isinstance(head, Marker):
+                self.pop_batch()
+                self._park(head)
+                continue
+            if self.job is None and not delivery.degraded(now):
+                entries, marker = self.pop_batch()
+                docs = self.build(entries)
+                if docs:
+                    self._start(docs, replay=False)
+                if marker is not None:
+                    self._park(marker)
+                continue
+            if delivery.spool_usable() and (self.hung or delivery.degraded(now) or self._over_watermark()):
+                entries, marker = self.pop_batch()
+                delivery.spool(self.build(entries))
+                if marker is not None:
+                    self._park(marker)
+                continue
+            break  # the writer is busy with a healthy sink: keep the rest in memory for now
+        self._resolve_markers()
+        if (self.job is None and not self.queue and not delivery.degraded(now) and now >= self.next_spool_check
+                and delivery.spool_usable()):
+            self.next_spool_check = now + self.settings.flush_interval
+            if delivery.spool_count():
+                self._start([], replay=True)
+
+    def _over_watermark(self) -> bool:
+        return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
+
+    def pop_batch(self) -> tuple[list[Entry], Marker | None]:
+        """Up to ``batch_size`` entries from the head of the queue, stopping at a flush marker."""
+        size = self.batch_size
+        entries: list[Entry] = []
+        with self.lock:
+            queue = self.queue
+            while queue and len(entries) < size:
+                item = queue.popleft()
+                if isinstance(item, Marker):
+                    return entries, item
+                entries.append(item)
+                self.queued_bytes -= item.size
+        return entries, None
+
+    def build(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        """Documents of ``entries``; a run whose document cannot be built is counted failed, alone."""
+        docs = []
+        for entry in entries:
+            try:
+                docs.append(self.documents.document(entry))
+            except Exception as exc:
+                self.delivery.failed += 1
+                report("build_document", exc)
+        return docs
+
+    def _start(self, docs: list[dict[str, Any]], replay: bool) -> None:
+        self.gen += 1
+        self.job = Job(self.gen, docs, replay)
+        self.writer_wake.set()
+
+    def abandon(self, job: Job, why: str) -> None:
+        self.delivery.abandon(job, why)
+
+    def _park(self, marker: Marker) -> None:
+        marker.need_gen = self.gen
+        self.markers.append(marker)
+
+    def _resolve_markers(self) -> None:
+        delivery = self.delivery
+        for marker in list(self.markers):
+            if self.resolved_gen < marker.need_gen:
+                continue
+            if (not marker.replay_tried and not self.hung and not self.stopping and delivery.spool_usable()
+                    and delivery.spool_count()):
+                # flush() also tries to drain the spool once, even inside a backoff period
+                if self.job is not None:
+                    continue
+                marker.replay_tried = True
+                self._start([], replay=True)
+                marker.need_gen = self.gen
+                continue
+            self.markers.remove(marker)
+            marker.done.set()
+
+    def stop_drain(self) -> None:
+        """At shutdown: everything still queued goes to the spool; every waiting flush is released."""
+        while True:
+            entries, marker = self.pop_batch()
+            if entries:
+                self.delivery.spool(self.build(entries))
+            if marker is not None:
+                marker.done.set()
+            if not entries and marker is None:
+                break
+        for marker in self.markers:
+            marker.done.set()
+        self.markers.clear()
+
+    # -- writer thread ---------------------------------------------------------------------------------
+    def _writer_loop(self) -> None:
+        while True:
+            self.writer_wake.wait()
+            self.writer_wake.clear()
+            job = self.job
+            if job is not None:
+                try:
+                    self.delivery.run(job)
+                except Exception as exc:
+                    report("lane.writer", exc)
+                finally:
+                    self.resolved_gen = max(self.resolved_gen, job.gen)
+                    self.job = None
+                    self.wake.set()
+            if self.stopping:
+                return
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def queued(self) -> int:
+        return sum(1 for item in list(self.queue) if not isinstance(item, Marker))
+
+    def pending(self) -> int:
+        n = self.queued()
+        job = self.job
+        if job is not None and not job.replay and not job.abandoned and not job.finished:
+            n += len(job.docs)
+        return n + self.delivery.spool_count()
+
+    def snapshot(self) -> dict[str, int]:
+        d = self.delivery
+        spool = d.spool_store
+        spool_dropped = spool.dropped_by_lane[self.name] if spool is not None else 0
+        return {
+            "delivered": d.delivered + d.replayed,
+            "spooled": d.spooled,
+            "dropped": d.dropped + spool_dropped,
+            "failed": d.failed,
+            "retries": d.retries,
+            "replayed": d.replayed,
+            "queued": self.queued(),
+            "degraded": int(d.degraded(time.monotonic()) or self.hung),
+        }

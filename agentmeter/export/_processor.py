@@ -1,0 +1,376 @@
+"""Processors: what the caller's side hands finished runs to (after OpenTelemetry's ``SpanProcessor``).
+
+:class:`BatchProcessor` is the default: ``submit`` appends the frozen run to each sink's :class:`Lane` and
+returns; it never blocks on I/O and never raises. :class:`SyncProcessor` exports on the caller's thread,
+for tests (``configure(sync_export=True)``, :func:`agentmeter.testing.capture_runs`).
+
+Delivery is at least once (a write that hangs past its deadline is spooled and may still land later);
+sinks store by id, so the stores hold each run once.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from .. import _guard
+from .._config import Settings
+from .._paths import default_spool_dir
+from .._record import FinishedRun
+from ..sinks._base import Sink
+from ._delivery import Delivery, Job
+from ._documents import Documents, Entry, report
+from ._lane import Lane, Marker
+from ._results import FlushResult, SinkFlushResult, SinkStats, Stats
+from ._spool import Spool
+
+__all__ = ["BatchProcessor", "Processor", "SyncProcessor"]
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """The seam between tracking and export."""
+
+    settings: Settings
+
+    def submit(self, finished: FinishedRun) -> None:
+        """Take a finished run. Never blocks on I/O, never raises."""
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Deliver (or spool) everything submitted so far, waiting at most ``timeout`` seconds."""
+
+    def shutdown(self, timeout: float | None = None) -> FlushResult:
+        """Flush, spool what is left, stop. Later submissions are spooled."""
+
+    def stats(self) -> Stats:
+        """Counters since this processor started."""
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: forget the parent's queued runs without sending them."""
+
+
+class _Base:
+    """What both processors share: settings, sinks with their deliveries, the spool, documents."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.pid = os.getpid()
+        self.submitted = 0
+        self.documents = Documents(settings)
+        sinks: Sequence[Sink] = settings.sinks if settings.sinks is not None else _default_sinks()
+        self.spool = _open_spool(settings)
+        self.deliveries = [Delivery(sink, self.spool, settings, self.stop_event) for sink in sinks]
+        self._closed = False
+
+    def _sink_stats(self, name: str, snap: Mapping[str, int], pending: int) -> SinkStats:
+        return SinkStats(delivered=snap["delivered"], spooled=snap["spooled"], dropped=snap["dropped"],
+                         failed=snap["failed"], retries=snap["retries"], replayed=snap["replayed"],
+                         queued=snap["queued"], pending=pending, degraded=bool(snap["degraded"]))
+
+    def _stats(self, sinks: dict[str, SinkStats]) -> Stats:
+        spool = self.spool
+        return Stats(
+            runs_finished=self.submitted,
+            runs_exported=sum(s.delivered for s in sinks.values()),
+            runs_dropped=sum(s.dropped for s in sinks.values()),
+            runs_failed=sum(s.failed for s in sinks.values()),
+            runs_spooled=sum(s.spooled for s in sinks.values()),
+            spool_bytes=spool.size_bytes() if spool is not None else 0,
+            spool_dropped=spool.dropped if spool is not None else 0,
+            spool_broken=bool(spool is None or spool.broken),
+            sinks=sinks,
+        )
+
+
+class BatchProcessor(_Base):
+    """One lane per sink, each with its own threads, so a hung or slow sink never delays another one."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # re-entrant: the opt-in SIGTERM handler submits runs on the main thread, maybe inside submit()
+        self.lock = threading.RLock()
+        self.lanes = [Lane(d, self.documents, settings, self.lock) for d in self.deliveries]
+
+    # -- caller's side: never blocks, never raises ------------------------------------------------------
+    def submit(self, finished: FinishedRun) -> None:
+        """Hand a finished run to every lane. Never blocks on I/O, never raises."""
+        try:
+            if self._closed:  # after shutdown (a run ending during interpreter exit): keep it on disk
+                self._spool_late(Entry(finished))
+                return
+            entry = Entry(finished)
+            size = entry.size
+            s = self.settings
+            full: list[Lane] | None = None
+            with self.lock:
+                self.submitted += 1
+                for lane in self.lanes:
+                    queue = lane.queue
+                    if len(queue) >= s.max_queue_runs or lane.queued_bytes + size > s.max_queue_bytes:
+                        full = [lane] if full is None else [*full, lane]
+                        continue
+                    queue.append(entry)
+                    lane.queued_bytes += size
+                    if len(queue) >= lane.batch_size and not lane.wake.is_set():
+                        lane.wake.set()
+            if full is not None:
+                for lane in full:
+                    self._relieve(lane, entry)
+        except Exception as exc:
+            _guard.internal_error("submit", exc)
+
+    def _relieve(self, lane: Lane, entry: Entry) -> None:
+        """The queue is at its memory budget: the background spilling could not keep up with the caller
+        (a tight loop holds the GIL). Rather than drop, the caller spills the oldest batch to the spool
+        itself; this is the only case where the caller's thread does I/O, and it is counted."""
+        if lane.delivery.spool_usable():
+            entries, marker = lane.pop_batch()
+            if marker is not None:  # flush markers belong to the manager: put it back in order
+                with self.lock:
+                    lane.queue.appendleft(marker)
+            lane.delivery.spool(lane.build(entries))
+            _guard.counters["queue.caller_spills"] += 1
+            with self.lock:
+                lane.queue.append(entry)
+                lane.queued_bytes += entry.size
+            lane.wake.set()
+            return
+        with self.lock:
+            self._overflow(lane, entry)
+
+    def _overflow(self, lane: Lane, entry: Entry) -> None:
+        # Only reached when the spool is unusable: the memory budget wins and the configured policy
+        # decides which run goes; every drop is counted.
+        lane.delivery.dropped += 1
+        _guard.counters["queue.dropped"] += 1
+        _guard.warn(f"sink.{lane.name}.queue_full", "queue over its memory budget; run dropped by policy",
+                    sink=lane.name, policy=self.settings.spool_full_policy)
+        if self.settings.spool_full_policy == "drop_oldest":
+            victim = _pop_oldest(lane.queue)
+            if victim is not None:
+                lane.queued_bytes -= victim.size
+                lane.queue.append(entry)
+                lane.queued_bytes += entry.size
+        lane.wake.set()
+
+    def _spool_late(self, entry: Entry) -> None:
+        self.submitted += 1
+        for lane in self.lanes:
+            lane.delivery.spool(lane.build([entry]))
+
+    # -- flush, shutdown, stats -----------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait until every lane has delivered or spooled what was queued, and tried its spool once."""
+        before = {lane.name: lane.snapshot() for lane in self.lanes}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        markers = []
+        for lane in self.lanes:
+            if not lane.alive():
+                continue
+            marker = Marker()
+            with self.lock:
+                lane.queue.append(marker)
+            lane.wake.set()
+            markers.append(marker)
+        timed_out = False
+        for marker in markers:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not marker.done.wait(remaining):
+                timed_out = True
+        return self._result(before, timed_out)
+
+    def _result(self, before: Mapping[str, Mapping[str, int]], timed_out: bool) -> FlushResult:
+        out = {}
+        for lane in self.lanes:
+            now, was = lane.snapshot(), before[lane.name]
+            out[lane.name] = SinkFlushResult(
+                delivered=now["delivered"] - was["delivered"],
+                spooled=now["spooled"] - was["spooled"],
+                dropped=now["dropped"] - was["dropped"],
+                failed=now["failed"] - was["failed"],
+                pending=lane.pending(),
+            )
+        return FlushResult(out, timed_out)
+
+    def shutdown(self, timeout: float | None = None) -> FlushResult:
+        """Deliver what is queued within ``timeout``, spool the rest (including batches a hung sink still
+        holds), and stop the workers. Returns within ``timeout`` plus the time to write the spool."""
+        if self._closed:
+            return FlushResult({lane.name: SinkFlushResult(pending=lane.pending()) for lane in self.lanes})
+        before = {lane.name: lane.snapshot() for lane in self.lanes}
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        reserve = 0.0 if timeout is None else min(1.0, 0.2 * timeout)  # time kept for spooling leftovers
+        result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
+
+        # Joining the workers may use the time up to the reserve; spooling leftovers and closing the sinks
+        # use the reserve, so a hung sink cannot push the exit past the deadline.
+        join_until = None if deadline is None else deadline - reserve
+
+        def until(limit: float | None) -> float | None:
+            return None if limit is None else max(0.0, limit - time.monotonic())
+
+        def remaining() -> float | None:
+            return until(deadline)
+
+        self._closed = True
+        self.stop_event.set()  # cuts retry waits short
+        for lane in self.lanes:
+            lane.stopping = True
+            lane.wake.set()
+            lane.writer_wake.set()
+        for lane in self.lanes:
+            if lane.manager is not None:
+                lane.manager.join(until(join_until))
+        for lane in self.lanes:
+            # Spool what is still queued from here too (batches are popped under the lock: each run is
+            # spooled once, by whichever thread pops it), then let a batch the manager is spooling finish.
+            lane.stop_drain()
+            if lane.manager is not None:
+                lane.manager.join(remaining())
+            if lane.writer is not None:
+                lane.writer.join(until(join_until))
+            job = lane.job
+            if job is not None:
+                lane.abandon(job, "sink.write still running at shutdown; batch spooled")
+                lane.resolved_gen = max(lane.resolved_gen, job.gen)
+        for lane in self.lanes:
+            _call_with_deadline(f"close.{lane.name}", functools.partial(lane.sink.close, remaining()),
+                                remaining())
+        return self._result(before, result.timed_out)
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: the parent owns these queued runs; forget them without sending. The spool's
+        connections are left untouched (closing inherited SQLite handles in a child is unsafe)."""
+        for lane in self.lanes:
+            lane.queue.clear()
+            lane.markers.clear()
+            lane.stopping = True
+            lane.job = None
+        self._closed = True
+
+    def stats(self) -> Stats:
+        return self._stats({lane.name: self._sink_stats(lane.name, lane.snapshot(), lane.pending())
+                            for lane in self.lanes})
+
+
+class SyncProcessor(_Base):
+    """Exports each run on the caller's thread the moment it finishes (for tests; it does I/O there)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._gen = 0
+
+    def submit(self, finished: FinishedRun) -> None:
+        try:
+            self.submitted += 1
+            entry = Entry(finished)
+            try:
+                doc = self.documents.document(entry)
+            except Exception as exc:
+                for delivery in self.deliveries:
+                    delivery.failed += 1
+                report("build_document", exc)
+                return
+            for delivery in self.deliveries:
+                if self._closed or (delivery.degraded(time.monotonic()) and delivery.spool_usable()):
+                    delivery.spool([doc])
+                    continue
+                self._gen += 1
+                delivery.deliver(Job(self._gen, [doc], replay=False))
+        except Exception as exc:
+            _guard.internal_error("submit", exc)
+
+    def _snap(self, d: Delivery) -> dict[str, int]:
+        spool_dropped = self.spool.dropped_by_lane[d.name] if self.spool is not None else 0
+        return {"delivered": d.delivered + d.replayed, "spooled": d.spooled, "dropped": d.dropped + spool_dropped,
+                "failed": d.failed, "retries": d.retries, "replayed": d.replayed, "queued": 0,
+                "degraded": int(d.degraded(time.monotonic()))}
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Everything was exported at submit; tries each sink's spool once."""
+        before = {d.name: self._snap(d) for d in self.deliveries}
+        if not self._closed:
+            for d in self.deliveries:
+                if d.spool_usable() and d.spool_count():
+                    self._gen += 1
+                    d.replay(Job(self._gen, [], replay=True))
+        out = {}
+        for d in self.deliveries:
+            now, was = self._snap(d), before[d.name]
+            out[d.name] = SinkFlushResult(
+                delivered=now["delivered"] - was["delivered"], spooled=now["spooled"] - was["spooled"],
+                dropped=now["dropped"] - was["dropped"], failed=now["failed"] - was["failed"],
+                pending=d.spool_count(),
+            )
+        return FlushResult(out)
+
+    def shutdown(self, timeout: float | None = None) -> FlushResult:
+        result = self.flush(timeout)
+        self._closed = True
+        self.stop_event.set()
+        for d in self.deliveries:
+            _call_with_deadline(f"close.{d.name}", functools.partial(d.sink.close, timeout), timeout)
+        return result
+
+    def abandon_after_fork(self) -> None:
+        self._closed = True
+
+    def stats(self) -> Stats:
+        return self._stats({d.name: self._sink_stats(d.name, self._snap(d), d.spool_count())
+                            for d in self.deliveries})
+
+
+def make_processor(settings: Settings) -> BatchProcessor | SyncProcessor:
+    """The processor the settings ask for."""
+    return SyncProcessor(settings) if settings.sync_export else BatchProcessor(settings)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _call_with_deadline(where: str, fn: Callable[[], object], timeout: float | None) -> None:
+    """Run ``fn`` on a helper thread and wait at most ``timeout``: a sink's close() may hang too."""
+
+    def target() -> None:
+        try:
+            fn()
+        except Exception as exc:
+            report(where, exc)
+
+    try:
+        thread = threading.Thread(target=target, name=f"agentmeter-{where}", daemon=True)
+        thread.start()
+    except RuntimeError:  # no new threads at interpreter shutdown (3.12+): close here, unbounded is rare
+        target()
+        return
+    thread.join(timeout)
+
+
+def _pop_oldest(queue: collections.deque[Entry | Marker]) -> Entry | None:
+    for i, item in enumerate(queue):
+        if isinstance(item, Entry):
+            del queue[i]
+            return item
+    return None
+
+
+def _default_sinks() -> list[Sink]:
+    from ..sinks.sqlite import SQLiteSink  # sqlite3: loaded with the first processor, not at import
+
+    return [SQLiteSink()]
+
+
+def _open_spool(settings: Settings) -> Spool | None:
+    try:
+        folder = settings.spool_dir or default_spool_dir()
+        return Spool(folder, settings.spool_max_bytes, settings.spool_full_policy)
+    except Exception as exc:
+        _guard.internal_error("open_spool", exc)
+        return None

@@ -28,8 +28,6 @@ def set_clock(wall: Callable[[], int] | None = None, monotonic: Callable[[], int
     monotonic_ns = monotonic if monotonic is not None else time.perf_counter_ns
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
 
 _second: tuple[int, str] = (-1, "")
 

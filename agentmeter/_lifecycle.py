@@ -23,7 +23,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _guard, _state, _tracking
+from . import _context, _guard, _spans, _state
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -48,8 +48,10 @@ def exit_flush(reason: str, message: str, timeout: float | None = None, fresh: b
     signal); at interpreter exit the closed processor stays, and runs ending later are spooled.
     """
     try:
+        if _state.current_processor() is None and not _spans.has_open_runs():
+            return  # nothing was tracked: load nothing (the settings, pricing) just to exit
         if _state.enabled():
-            _tracking.close_open_runs(reason, message)
+            _spans.close_open_runs(reason, message)
         p = _state.replace() if fresh else _state.current_processor()
         if p is not None:
             p.shutdown(timeout=p.settings.exit_timeout if timeout is None else timeout)
@@ -93,7 +95,7 @@ def _after_fork_in_child() -> None:
     old = _state.after_fork_in_child()
     _mp_registered = False
     try:
-        _tracking.forget_open_runs()
+        _spans.forget_open_runs()
         if old is not None:
             _abandoned.append(old)
             old.abandon_after_fork()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import _clock, _guard, _ids, _state, _tracking
+from . import _clock, _guard, _ids, _spans, _state
 from ._config import Settings, settings_from_env
 from .contract import Records
 from .export import FlushResult
@@ -111,7 +111,7 @@ def reset(*, timeout: float = 2.0, **settings: Any) -> FlushResult | None:
     new = settings_from_env(**settings) if settings else None
     old = _state.replace(new, forget_settings=new is None)
     result = old.shutdown(timeout=timeout) if old is not None else None
-    _tracking.forget_open_runs()
+    _spans.forget_open_runs()
     _guard.counters.clear()
     _guard.reset_rate_limit()
     return result

@@ -400,7 +400,7 @@ def test_unfinished_step_at_run_end_is_recorded_cancelled() -> None:
 
 
 def test_a_run_closed_at_exit_is_not_sent_again_when_it_ends() -> None:
-    from agentmeter._tracking import close_open_runs
+    from agentmeter._spans import close_open_runs
 
     with capture_runs() as cap, track_run("long"):
         assert close_open_runs("SIGTERM", "terminated") == 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _guard
 
-__all__ = ["REDACTED", "SECRET_KEY_PATTERN", "Snapshot", "jsonable", "snapshot"]
+__all__ = ["REDACTED", "SECRET_KEY_PATTERN", "Snapshot", "jsonable", "set_limits", "snapshot"]
 
 REDACTED = "[REDACTED]"
 SECRET_KEY_PATTERN = re.compile(
@@ -214,9 +214,17 @@ def jsonable(value: Any, max_chars: int = 65536, redact: Callable[[Any], Any] | 
         return Snapshot(f"<uncapturable {type(value).__name__}>", True)
 
 
+#: (capture_max_chars, redact) of the current settings; agentmeter._state sets them with the settings
+_limits: tuple[int, Callable[[Any], Any] | None] = (65536, None)
+
+
+def set_limits(max_chars: int, redact: Callable[[Any], Any] | None) -> None:
+    """Install the size cap and redact hook :func:`snapshot` applies (done when settings change)."""
+    global _limits
+    _limits = (max_chars, redact)
+
+
 def snapshot(value: Any) -> Snapshot:
     """Capture ``value`` with the configured size cap and redact hook. Never raises."""
-    from ._state import settings
-
-    s = settings()
-    return jsonable(value, s.capture_max_chars, s.redact)
+    max_chars, redact = _limits
+    return jsonable(value, max_chars, redact)

@@ -41,8 +41,11 @@ def on_processor(listener: Callable[[Processor], None]) -> None:
 
 def _install(s: Settings) -> None:
     global _settings, capture_default
+    from . import _capture  # re, dataclasses: loaded with the settings, not at import
+
     _settings = s
     capture_default = s.capture
+    _capture.set_limits(s.capture_max_chars, s.redact)
     for listener in _settings_listeners:
         try:
             listener(s)

@@ -35,10 +35,7 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = name.split(".") if is_package else name.split(".")[:-1]
-                if node.level:
-                    base = base[: len(base) - (node.level - 1)]
-                else:
-                    base = []
+                base = base[: len(base) - (node.level - 1)] if node.level else []  # absolute: no base
                 prefix = ".".join([*base, node.module] if node.module else base)
                 targets = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in node.names]
             for target in targets:

@@ -96,14 +96,7 @@ def flush(timeout: float | None = 10.0) -> FlushResult:
     Returns per sink what was delivered, spooled (kept on disk for later), dropped, failed, and what is
     still pending. Never raises.
     """
-    try:
-        processor = _state.current_processor()
-        if processor is None:
-            return _empty_result()
-        return processor.flush(timeout)
-    except Exception as exc:
-        _guard.internal_error("flush", exc)
-        return _empty_result(timed_out=True)
+    return _with_processor("flush", _state.current_processor, timeout)
 
 
 def shutdown(timeout: float | None = 10.0) -> FlushResult:
@@ -111,13 +104,18 @@ def shutdown(timeout: float | None = 10.0) -> FlushResult:
 
     Tracking after shutdown starts a fresh processor.
     """
+    return _with_processor("shutdown", _state.replace, timeout)
+
+
+def _with_processor(method: str, take: Callable[[], Any], timeout: float | None) -> FlushResult:
     try:
-        processor = _state.replace()
+        processor = take()
         if processor is None:
             return _empty_result()
-        return processor.shutdown(timeout)
+        result: FlushResult = getattr(processor, method)(timeout)
+        return result
     except Exception as exc:
-        _guard.internal_error("shutdown", exc)
+        _guard.internal_error(method, exc)
         return _empty_result(timed_out=True)
 
 

@@ -266,16 +266,19 @@ def capture_output(frame: Frame | None, value: Any) -> None:
 
 
 def resume(frame: Frame | None) -> None:
+    """Make a generator's span current again while its body runs. Never raises."""
     if frame is not None:
-        try:
-            frame.enter()
-        except Exception as exc:
-            _guard.internal_error("resume_generator", exc)
+        _guarded(frame.enter, "resume_generator")
 
 
 def pause(frame: Frame | None) -> None:
+    """Un-bind a generator's span while its consumer runs. Never raises."""
     if frame is not None:
-        try:
-            frame.leave()
-        except Exception as exc:
-            _guard.internal_error("pause_generator", exc)
+        _guarded(frame.leave, "pause_generator")
+
+
+def _guarded(step: Callable[[], None], where: str) -> None:
+    try:
+        step()
+    except Exception as exc:
+        _guard.internal_error(where, exc)

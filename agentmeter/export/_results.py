@@ -47,17 +47,12 @@ class FlushResult:
 
 
 @attrs.frozen
-class SinkStats:
-    """One sink's counters since the processor started."""
+class SinkStats(SinkFlushResult):
+    """One sink's counters since the processor started (``pending``: queued, in flight or spooled now)."""
 
-    delivered: int = 0  #: runs the sink took (fresh and replayed)
-    spooled: int = 0  #: runs written to the spool for later
-    dropped: int = 0  #: runs lost (memory and spool both full, or the spool unusable), counted
-    failed: int = 0  #: runs the sink refused for good (dead-letter lane) or that could not be built
     retries: int = 0  #: write attempts after the first, over all batches
-    replayed: int = 0  #: runs delivered from the spool
+    replayed: int = 0  #: runs delivered from the spool (included in ``delivered``)
     queued: int = 0  #: runs waiting in memory now
-    pending: int = 0  #: queued, in flight, or waiting in the spool now
     degraded: bool = False  #: the sink is failing (or hung) and new batches go to the spool
 
 

@@ -12,6 +12,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
+import pytest
+
 import agentmeter
 from agentmeter import _guard, track_call, track_run, track_step
 from agentmeter.sinks import MemorySink, SQLiteSink
@@ -131,3 +134,20 @@ def test_a_value_whose_repr_blocks_or_raises_cannot_stop_other_runs(tmp_path: Pa
     assert json.loads(rows["raising"]) == {"value": f"<{__name__}._Raising object>"}
     assert step_inputs == [{"value": f"<{__name__}._Blocking object>"}, {"value": f"<{__name__}._Raising object>"}]
     assert _guard.counters["capture.opaque"] == 6  # metadata, inputs and output of both runs
+
+
+def test_stats_has_the_same_typed_shape_before_and_after_the_first_run(tmp_path: Path) -> None:
+    agentmeter.configure(sinks=[MemorySink(), SQLiteSink(tmp_path / "s.db")], flush_interval=3600)
+    agentmeter.shutdown(timeout=5)  # no processor now: nothing tracked since
+    before = agentmeter.stats()
+    with track_run("r"):
+        pass
+    agentmeter.flush(timeout=10)
+    after = agentmeter.stats()
+    assert type(before) is type(after) is agentmeter.Stats
+    assert set(before.sinks) == set(after.sinks) == {"memory", "sqlite"}
+    assert before.sinks["sqlite"] == agentmeter.SinkStats()
+    assert (before.runs_finished, after.runs_finished, after.sinks["sqlite"].delivered) == (0, 1, 1)
+    assert after.as_dict()["sinks"]["memory"]["delivered"] == 1
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        after.runs_finished = 5  # type: ignore[misc]

@@ -5,6 +5,11 @@ The pipeline's second leg: the MongoDB sink keeps the source of truth, the strea
 Firehose as the same three record kinds the Firehose sink writes. Records of consecutive documents share
 ``PutRecordBatch`` calls, packed to the service limits, so a backfill uses close to the fewest calls possible.
 
+The streamer does not go through the exporter, so it owns its retries, with the exporter's policy: a call
+is made at most ``max_attempts`` times (the first included), each retry sending only the records still
+not accepted, after a random wait of up to ``retry_initial * 2 ** (retry - 1)`` seconds, at most
+``retry_max`` (exponential backoff with full jitter). The sink itself makes one attempt per call.
+
 Resumable and idempotent: with a checkpoint file, every run whose records were all accepted is appended to
 it as soon as its call returns, and a later backfill skips those runs. Snowflake de-duplicates by
 ``record_id`` besides, so a run sent twice (no checkpoint, or an interruption between two calls that
@@ -25,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import tenacity
 
+from ._config import Settings
 from .sinks.firehose import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, FirehoseSink, document_payloads, pack
 
 __all__ = ["Checkpoint", "MetadataStreamer", "StreamSummary", "StreamerNotConfigured"]
@@ -36,6 +43,8 @@ FETCH_CHUNK = 500
 #: Records (or bytes) queued before full calls are sent; the last, partly filled call waits for more runs.
 QUEUE_RECORDS = 4 * MAX_RECORDS_PER_CALL
 QUEUE_BYTES = 4 * MAX_BYTES_PER_CALL
+
+_DEFAULTS = Settings()  # the streamer retries with the exporter's default policy
 
 Progress = Callable[[int, int], None]
 _Item = tuple[str, str, bytes]  # run id, record id, record
@@ -52,7 +61,7 @@ class StreamSummary:
     selected: int = 0  # runs the query matched
     sent: int = 0  # runs whose every record Firehose accepted
     skipped: int = 0  # runs already in the checkpoint
-    failed: int = 0  # runs with a record still failing after the sink's retries
+    failed: int = 0  # runs with a record still failing after the streamer's retries
     records: int = 0  # records accepted
     calls: int = 0  # PutRecordBatch calls made (retries included)
     seconds: float = 0.0
@@ -138,12 +147,27 @@ class MetadataStreamer:
     ``collection`` is a pymongo collection (or anything with the same ``find``); documents are in the
     stored form of :mod:`agentmeter.sinks.mongodb`. Never raises for delivery failures: they are counted
     in the :class:`StreamSummary`; MongoDB errors (unreachable server) do raise.
+
+    Each ``PutRecordBatch`` call is tried at most ``max_attempts`` times (default 4, as the exporter),
+    waiting between tries up to ``retry_initial * 2 ** (retry - 1)`` seconds (default 0.5), at most
+    ``retry_max`` (default 10); a retry sends only the records not accepted yet. Raises ValueError
+    naming the setting when one is invalid.
     """
 
     def __init__(self, collection: Any, sink: FirehoseSink, checkpoint: str | Path | Checkpoint | None = None,
-                 fetch_chunk: int = FETCH_CHUNK) -> None:
+                 fetch_chunk: int = FETCH_CHUNK, *, max_attempts: int = _DEFAULTS.max_attempts,
+                 retry_initial: float = _DEFAULTS.retry_initial,
+                 retry_max: float = _DEFAULTS.retry_max) -> None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"MetadataStreamer: max_attempts must be a positive integer, got {max_attempts!r}")
+        for setting, value in (("retry_initial", retry_initial), ("retry_max", retry_max)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"MetadataStreamer: {setting} must be a number >= 0 (seconds), got {value!r}")
         self.collection = collection
         self.sink = sink
+        self.max_attempts = max_attempts
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
             checkpoint = Checkpoint(checkpoint, sink.stream_name)
         self.checkpoint = checkpoint
@@ -278,7 +302,7 @@ class _SendState:
         self.sent += len(run_ids)
 
     def _one_call(self, queue: list[_Item], call: range, count: dict[str, int]) -> None:
-        failed = self.streamer.sink.put_records([queue[i][2] for i in call])
+        failed = self._put_with_retries([queue[i][2] for i in call])
         done: list[str] = []
         partial: dict[str, list[str]] = {}
         for offset, i in enumerate(call):
@@ -300,3 +324,28 @@ class _SendState:
         self.sent += len(done)
         if self.progress is not None:
             self.progress(self.sent + len(self.failed), self.total)
+
+    def _put_with_retries(self, payloads: list[bytes]) -> dict[int, str]:
+        """Send one call's records, retrying only those not accepted; return those still failing."""
+        streamer = self.streamer
+        left: dict[int, str] = dict.fromkeys(range(len(payloads)), "")
+
+        def attempt() -> bool:
+            """One PutRecordBatch of what is left; True while something still failed."""
+            positions = list(left)
+            failed = streamer.sink.put_records([payloads[i] for i in positions])
+            for offset, i in enumerate(positions):
+                if offset in failed:
+                    left[i] = failed[offset]
+                else:
+                    del left[i]
+            return bool(left)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(streamer.max_attempts),
+            wait=tenacity.wait_random_exponential(multiplier=streamer.retry_initial, max=streamer.retry_max),
+            retry=tenacity.retry_if_result(bool),
+            retry_error_callback=lambda _state: True,  # attempts used up: report what is left
+        )
+        retrying(attempt)
+        return left

@@ -6,9 +6,12 @@ Snowflake lands them in one raw table and splits them by ``record_type`` (see ``
 
 ``PutRecordBatch`` calls are packed to the service's real limits (:data:`MAX_RECORDS_PER_CALL`,
 :data:`MAX_BYTES_PER_CALL`, :data:`MAX_RECORD_BYTES`). A record over the per-record limit is shrunk
-(captured ``inputs``/``output``/``metadata`` truncated and flagged), never dropped. Throttling and service
-errors are retried with jittered exponential backoff, resending only the records that failed; what still
-fails after ``max_attempts`` is reported to the exporter, which spools it. boto3 is imported only here.
+(captured ``inputs``/``output``/``metadata`` truncated and flagged), never dropped.
+
+Each packed call is made once per :meth:`FirehoseSink.write` (botocore's own retries are off): the records
+it did not take (throttling, a 5xx, a connection error, or an ``ErrorCode`` in a partial failure) come back
+as ``WriteResult.failed``. The exporter owns the retries (``agentmeter.configure(max_attempts=...)``); when
+it writes those runs again, the records already delivered are not sent again. boto3 is imported only here.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from typing import Any
 from .. import contract
 from .._capture import jsonable
 from ._base import Document, Sink, WriteResult
-from ._retry import Retry, retrying
 
 __all__ = [
     "MAX_BYTES_PER_CALL",
@@ -42,8 +44,9 @@ MAX_BYTES_PER_CALL = 4 * 1024 * 1024
 #: ... and at most 1,000 KiB per record (the API's ``Data`` length constraint: 1,024,000 bytes).
 MAX_RECORD_BYTES = 1_024_000
 
-#: Whole-call error codes worth retrying (Firehose answers throttling with ServiceUnavailableException).
-RETRYABLE_CODES = frozenset({
+#: Whole-call error codes that mean "throttled or the service is failing" (counted as ``throttled``;
+#: Firehose answers throttling with ServiceUnavailableException).
+THROTTLING_CODES = frozenset({
     "ServiceUnavailableException", "ServiceUnavailable", "ThrottlingException", "Throttling",
     "LimitExceededException", "InternalFailure", "InternalServerError", "InternalFailureException",
     "ServiceFailure", "RequestTimeout", "RequestTimeoutException", "SlowDown",
@@ -135,11 +138,13 @@ def pack(
 class FirehoseSink(Sink):
     """Ships each run's records to one Firehose delivery stream (credentials: the standard AWS chain).
 
-    ``max_attempts`` counts tries per ``PutRecordBatch`` (the first one included); between tries the sink
-    waits a random time between 0 and ``backoff_initial * 2 ** (try - 1)`` seconds, at most ``backoff_max``
-    (exponential backoff with full jitter, as AWS recommends).
-    :meth:`write` never raises: what still failed is returned as ``WriteResult.failed`` for the exporter to
-    spool and replay, and records already delivered for such a run are not sent again on the replay.
+    One attempt per :meth:`write`: each packed ``PutRecordBatch`` call is made once, and botocore's own
+    retries are off. The exporter owns the retries: a batch gets at most ``max_attempts`` writes (see
+    :func:`agentmeter.configure`), so a record is sent at most ``max_attempts`` times before its run is
+    spooled. :meth:`write` never raises: runs some record of which was not accepted come back as
+    ``WriteResult.failed``, and when the exporter writes such a run again (a retry, or a replay from the
+    spool in the same process) only its records not delivered yet are sent. :meth:`close` called during a
+    write stops it before its next call (the runs of the calls not made are reported failed).
     """
 
     #: a typical run is a dozen records: 1,000 runs per write fill PutRecordBatch calls to ~98% of the
@@ -151,35 +156,27 @@ class FirehoseSink(Sink):
         stream_name: str,
         region: str | None = None,
         endpoint_url: str | None = None,
-        max_attempts: int = 3,
-        name: str = "firehose",
         *,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 5.0,
+        name: str = "firehose",
         connect_timeout: float = 5.0,
         read_timeout: float = 10.0,
         client: Any = None,
     ) -> None:
         if not isinstance(stream_name, str) or not stream_name.strip():
             raise ValueError("FirehoseSink: stream_name (AGENTMETER_FIREHOSE_STREAM) must not be empty")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"FirehoseSink: max_attempts must be a positive integer, got {max_attempts!r}")
         self.name = name
         self.stream_name = stream_name
         self.region = region
         self.endpoint_url = endpoint_url
-        self.max_attempts = max_attempts
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self._timeouts = (connect_timeout, read_timeout)
         self._client = client
         self._lock = threading.Lock()
-        self._closed = threading.Event()
-        # run_id -> record ids already delivered, for runs reported failed (so a replay sends only the rest)
+        self._closes = 0  # close() calls so far: a write that sees it change stops before its next call
+        # run_id -> record ids already delivered, for runs reported failed (so a retry sends only the rest)
         self._partial: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
-        #: counters: PutRecordBatch ``calls`` made, ``records`` and ``bytes`` accepted, ``retries`` (tries
-        #: after the first), ``failed_records`` (for good), ``partial_failures``, ``throttled`` (whole-call
-        #: errors: throttling, 5xx)
+        #: counters: PutRecordBatch ``calls`` made, ``records`` and ``bytes`` accepted, ``failed_records``
+        #: (records a write reported failed), ``partial_failures`` (calls with ``FailedPutCount > 0``),
+        #: ``throttled`` (whole-call errors: throttling, 5xx)
         self.stats: collections.Counter[str] = collections.Counter()
 
     @classmethod
@@ -196,7 +193,8 @@ class FirehoseSink(Sink):
 
     @property
     def client(self) -> Any:
-        """The boto3 Firehose client, created on first use (botocore's own retries off: we own the policy)."""
+        """The boto3 Firehose client, created on first use (botocore's own retries off: the exporter owns
+        them)."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -215,39 +213,25 @@ class FirehoseSink(Sink):
 
     # -- sending ------------------------------------------------------------------------------------------
     def put_records(self, payloads: Sequence[bytes]) -> dict[int, str]:
-        """Send records (each at most :data:`MAX_RECORD_BYTES`) in packed calls, in order.
+        """Send records (each at most :data:`MAX_RECORD_BYTES`) in packed calls, in order, each call once.
 
-        Returns ``{index: reason}`` for records that still failed after ``max_attempts``. Never raises.
+        Returns ``{index: reason}`` for the records not accepted: every record of a call that failed as a
+        whole (throttled, 5xx, connection error, unknown stream, access denied), the records with an
+        ``ErrorCode`` in a partial failure, and the records of calls not made because :meth:`close` was
+        called meanwhile. Never raises, never retries: retrying is the caller's decision.
         """
         failed: dict[int, str] = {}
+        closes = self._closes
         for call in pack([len(p) for p in payloads]):
-            self._send_call(payloads, list(call), failed)
+            if self._closes != closes:
+                failed.update(dict.fromkeys(call, "sink closed during the write"))
+                continue
+            self._put_once(payloads, list(call), failed)
+        self.stats["failed_records"] += len(failed)
         return failed
 
-    def _send_call(self, payloads: Sequence[bytes], indices: list[int], failed: dict[int, str]) -> None:
-        pending = indices
-        try:
-            for attempt in retrying(self.max_attempts, self.backoff_initial, self.backoff_max, self._sleep):
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        self.stats["retries"] += 1
-                    if self._closed.is_set() and attempt.retry_state.attempt_number > 1:
-                        for i in pending:
-                            failed[i] = "sink closed before the retry"
-                        return
-                    try:
-                        pending = self._put_once(payloads, pending, failed)
-                    except Retry as again:
-                        pending = again.pending  # the next try resends only these
-                        raise
-        except Retry as exhausted:
-            for i in exhausted.pending:
-                failed[i] = exhausted.reason
-            self.stats["failed_records"] += len(exhausted.pending)
-
-    def _put_once(self, payloads: Sequence[bytes], indices: list[int], failed: dict[int, str]) -> list[int]:
-        """One PutRecordBatch. Raises Retry with what should be tried again; permanent errors go to
-        ``failed``."""
+    def _put_once(self, payloads: Sequence[bytes], indices: list[int], failed: dict[int, str]) -> None:
+        """One PutRecordBatch of ``indices``; the records it did not accept go to ``failed``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.stats["calls"] += 1
@@ -259,34 +243,30 @@ class FirehoseSink(Sink):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            reason = f"{code or status}: {error.get('Message', '')}"[:300]
-            if code in RETRYABLE_CODES or status >= 500 or status == 429:
+            if code in THROTTLING_CODES or status >= 500 or status == 429:
                 self.stats["throttled"] += 1
-                raise Retry(indices, reason) from exc
-            for i in indices:  # bad stream name, access denied...: retrying now will not help
-                failed[i] = reason
-            self.stats["failed_records"] += len(indices)
-            return []
+            # a bad stream name or access denied fails the same way: the exporter retries and spools, and a
+            # fixed configuration then delivers the spooled runs
+            failed.update(dict.fromkeys(indices, f"{code or status}: {error.get('Message', '')}"[:300]))
+            return
         except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts, no credentials
-            raise Retry(indices, f"{type(exc).__name__}: {exc}"[:300]) from exc
+            failed.update(dict.fromkeys(indices, f"{type(exc).__name__}: {exc}"[:300]))
+            return
         answers = response.get("RequestResponses") or []
         if len(answers) != len(indices):
-            raise Retry(indices, f"PutRecordBatch gave {len(answers)} answers for {len(indices)} records")
-        again: list[int] = []
-        reason = ""
+            failed.update(dict.fromkeys(
+                indices, f"PutRecordBatch gave {len(answers)} answers for {len(indices)} records"))
+            return
+        refused = 0
         for i, answer in zip(indices, answers, strict=True):
             if answer.get("ErrorCode"):
-                again.append(i)
-                reason = reason or f"{answer['ErrorCode']}: {answer.get('ErrorMessage', '')}"[:300]
-        self.stats["records"] += len(indices) - len(again)
-        self.stats["bytes"] += sum(len(payloads[i]) for i in indices) - sum(len(payloads[i]) for i in again)
-        if again:
+                failed[i] = f"{answer['ErrorCode']}: {answer.get('ErrorMessage', '')}"[:300]
+                refused += 1
+            else:
+                self.stats["bytes"] += len(payloads[i])
+        self.stats["records"] += len(indices) - refused
+        if refused:
             self.stats["partial_failures"] += 1
-            raise Retry(again, reason)
-        return []
-
-    def _sleep(self, seconds: float) -> None:
-        self._closed.wait(seconds)  # close() cuts a backoff short
 
     # -- the Sink interface -------------------------------------------------------------------------------
     def encode(self, documents: Sequence[Document]) -> Iterator[tuple[int, str, bytes]]:
@@ -298,7 +278,8 @@ class FirehoseSink(Sink):
                     yield index, record_id, data
 
     def write(self, documents: Sequence[Document]) -> WriteResult:
-        """Send every record of ``documents``; return the documents some record of which still failed.
+        """Send every record of ``documents`` not delivered yet, each packed call once; return the
+        documents some record of which was not accepted as ``failed``.
 
         Never raises: a document that cannot be encoded at all is returned as ``rejected``.
         """
@@ -333,8 +314,10 @@ class FirehoseSink(Sink):
             self._partial.popitem(last=False)
 
     def close(self, timeout: float | None = None) -> bool:
-        self._closed.set()
-        client, self._client = self._client, None
+        """Close the client; a write in progress stops before its next call. A later write reconnects."""
+        with self._lock:
+            self._closes += 1
+            client, self._client = self._client, None
         if client is not None:
             try:
                 client.close()

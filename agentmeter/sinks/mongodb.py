@@ -9,8 +9,9 @@ Stored form (see ``docs/sinks.md``): the run document of :mod:`agentmeter.contra
 * steps and calls as in the contract (ISO-8601 strings, fixed width, so text order is time order).
 
 Writes are batched (``insert_many``, unordered); a duplicate key means the run was already delivered.
-Transient errors (network, not-primary, timeouts) are retried briefly with jittered backoff; what still
-fails is reported to the exporter, which spools it. pymongo is imported only here.
+One bulk write per :meth:`MongoDBSink.write`, which pymongo's retryable writes may retry once; what fails
+is reported to the exporter, which owns the retries (``agentmeter.configure(max_attempts=...)``) and spools
+what is left. pymongo is imported only here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any
 from .. import _guard
 from .._clock import parse_iso_utc
 from ._base import Document, Sink, WriteResult
-from ._retry import Retry, retrying
 
 __all__ = ["INDEXES", "MongoDBSink", "from_bson", "to_bson"]
 
@@ -38,10 +38,6 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
 )
 _DATE_FIELDS = ("started_at", "ended_at")
 DUPLICATE_KEY = 11000
-#: server error codes that mean "try again" (not primary, shutting down, interrupted, timeouts)
-TRANSIENT_CODES = frozenset({
-    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 64, 112, 117, 133, 134, 150, 251,
-})
 #: server error codes that mean "never storable as it is" (validation, too large)
 REJECT_CODES = frozenset({2, 121, 10334, 17419, 17280})
 
@@ -78,9 +74,15 @@ class MongoDBSink(Sink):
     """Stores each run as one document in ``database.collection`` (default ``agent_metadata``).
 
     ``database`` defaults to the URI's database, else ``agentmeter``. Short server-selection, connect and
-    socket timeouts keep a dead server from stalling the exporter. :meth:`write` never raises: runs it
-    could not store after ``max_attempts`` come back as ``WriteResult.failed`` (to be spooled and
-    replayed), documents the server refuses for good (validation, over 16 MiB) as ``rejected``.
+    socket timeouts keep a dead server from stalling the exporter.
+
+    One attempt per :meth:`write`: one ``insert_many``, which pymongo's retryable writes retry at most once
+    (on a network error or a step-down; its overload retries are turned off). The exporter owns the
+    retries, so a batch gets at most ``max_attempts`` bulk writes (see :func:`agentmeter.configure`), that
+    is at most ``2 x max_attempts`` insert commands, before it is spooled. :meth:`write` never raises: runs
+    not stored come back as ``WriteResult.failed`` (retried, then spooled and replayed), documents the
+    server refuses for good (validation, over 16 MiB) as ``rejected``. :meth:`close` called during a write
+    cuts it short (pymongo's retry included) and opens no new client for it.
     """
 
     def __init__(
@@ -90,28 +92,20 @@ class MongoDBSink(Sink):
         collection: str = "agent_metadata",
         name: str = "mongodb",
         *,
-        max_attempts: int = 3,
         server_selection_timeout_ms: int = 2000,
         connect_timeout_ms: int = 2000,
         socket_timeout_ms: int = 10000,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 1.0,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(uri, str) or not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("MongoDBSink: uri (AGENTMETER_MONGODB_URI) must start with mongodb:// or "
                              f"mongodb+srv://, got {uri!r}"[:200])
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"MongoDBSink: max_attempts must be a positive integer, got {max_attempts!r}")
         if not collection:
             raise ValueError("MongoDBSink: collection must be a non-empty string")
         self.name = name
         self.uri = uri
         self.database_name = database
         self.collection_name = collection
-        self.max_attempts = max_attempts
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self._options: dict[str, Any] = {
             "serverSelectionTimeoutMS": server_selection_timeout_ms,
             "connectTimeoutMS": connect_timeout_ms,
@@ -124,7 +118,6 @@ class MongoDBSink(Sink):
         self._collection: Any = None
         self._indexes_ready = False
         self._lock = threading.Lock()
-        self._closed = threading.Event()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MongoDBSink:
@@ -147,9 +140,15 @@ class MongoDBSink(Sink):
         if self._collection is None:
             with self._lock:
                 if self._collection is None:
+                    import pymongo
                     from pymongo import MongoClient
 
-                    client: Any = MongoClient(self.uri, tz_aware=True, **self._options)
+                    options = dict(self._options)
+                    if pymongo.version_tuple[:2] >= (4, 17):
+                        # pymongo 4.17+ also retries "overloaded" errors (MongoDB 9+), twice, with its
+                        # own sleeps: off, so the exporter's backoff is the only one (client_options wins)
+                        options.setdefault("max_adaptive_retries", 0)
+                    client: Any = MongoClient(self.uri, tz_aware=True, **options)
                     try:
                         db = client.get_default_database()
                     except Exception:  # no database in the URI
@@ -162,13 +161,16 @@ class MongoDBSink(Sink):
 
     def ensure_indexes(self) -> None:
         """Create the indexes the dashboard and streamer need (idempotent). Raises pymongo errors."""
+        self._ensure_indexes(self.collection)
+
+    def _ensure_indexes(self, collection: Any) -> None:
         if self._indexes_ready:
             return
         from pymongo import IndexModel
         from pymongo.errors import OperationFailure
 
         try:
-            self.collection.create_indexes([IndexModel(keys, name=name) for name, keys in INDEXES])
+            collection.create_indexes([IndexModel(keys, name=name) for name, keys in INDEXES])
         except OperationFailure as exc:
             if exc.code not in _INDEX_EXISTS_CODES:
                 raise
@@ -180,7 +182,7 @@ class MongoDBSink(Sink):
 
     # -- writing ------------------------------------------------------------------------------------------
     def write(self, documents: Sequence[Document]) -> WriteResult:
-        """Insert ``documents`` (a duplicate ``_id`` counts as delivered). Never raises."""
+        """Insert ``documents`` with one bulk write (a duplicate ``_id`` counts as delivered). Never raises."""
         stored: list[dict[str, Any] | None] = []
         rejected: dict[int, str] = {}
         for i, doc in enumerate(documents):
@@ -190,101 +192,51 @@ class MongoDBSink(Sink):
                 stored.append(None)
                 rejected[i] = f"not a run document: {type(exc).__name__}: {exc}"[:300]
         pending = [i for i, d in enumerate(stored) if d is not None]
-        failed: dict[int, str] = {}
-        try:
-            for attempt in retrying(self.max_attempts, self.backoff_initial, self.backoff_max, self._sleep):
-                with attempt:
-                    if pending and self._closed.is_set() and attempt.retry_state.attempt_number > 1:
-                        # close() came while this write was running: no retry on a fresh client
-                        raise Retry(pending, "sink closed before the retry", final=True)
-                    if pending:
-                        try:
-                            pending = self._insert(stored, pending, rejected)
-                        except Retry as again:
-                            pending = again.pending  # the next try inserts only these
-                            raise
-        except Retry as exhausted:
-            failed = dict.fromkeys(exhausted.pending, exhausted.reason)
+        failed = self._insert(stored, pending, rejected) if pending else {}
         return WriteResult(failed=failed, rejected=rejected)
 
     def _insert(
         self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str]
-    ) -> list[int]:
-        """One insert of the pending documents. Raises Retry with those to try again."""
-        from pymongo.errors import (
-            BulkWriteError,
-            ConnectionFailure,
-            DocumentTooLarge,
-            OperationFailure,
-            PyMongoError,
-        )
+    ) -> dict[int, str]:
+        """One insert of the pending documents; returns the positions not stored, with why."""
+        from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
 
         try:
-            self.ensure_indexes()
-            self.collection.insert_many([stored[i] for i in pending], ordered=False)
-            return []
+            # One collection for the whole write: once close() has closed its client, the rest of this
+            # write (pymongo's retry, the one-by-one inserts) fails at once instead of opening a new client.
+            collection = self.collection
+            self._ensure_indexes(collection)
+            collection.insert_many([stored[i] for i in pending], ordered=False)
+            return {}
         except BulkWriteError as exc:
-            details = exc.details or {}
-            again: list[int] = []
-            reason = ""
-            for error in details.get("writeErrors", []):
-                index = pending[error["index"]]
-                code = error.get("code")
-                if code == DUPLICATE_KEY:
-                    continue  # already delivered: replays are idempotent
-                message = f"{code}: {error.get('errmsg', '')}"[:300]
-                if code in REJECT_CODES:
-                    rejected[index] = message
-                else:
-                    again.append(index)
-                    reason = reason or message
-            if details.get("writeConcernErrors"):
-                # written, but not to enough members: inserting again is harmless (duplicate keys)
-                wc = details["writeConcernErrors"][0]
-                return self._retry(pending, f"write concern: {wc.get('code')}: {wc.get('errmsg', '')}")
-            if again:
-                raise Retry(again, reason) from exc
-            return []
-        except DocumentTooLarge as exc:
-            return self._one_by_one(stored, pending, rejected, exc)
-        except ConnectionFailure as exc:  # AutoReconnect, NotPrimaryError, NetworkTimeout, server selection
-            raise Retry(pending, f"{type(exc).__name__}: {exc}"[:300]) from exc
-        except OperationFailure as exc:
-            transient = exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
-            # not transient (unauthorized, bad database name): fail now; the exporter spools and replays
-            raise Retry(pending, f"{exc.code}: {exc}"[:300], final=not transient) from exc
-        except PyMongoError as exc:  # ExecutionTimeout, WTimeoutError and the rest
-            raise Retry(pending, f"{type(exc).__name__}: {exc}"[:300]) from exc
+            return _bulk_failures(exc.details or {}, pending, rejected)
+        except DocumentTooLarge:
+            return self._one_by_one(collection, stored, pending, rejected)
+        except OperationFailure as exc:  # unauthorized, not primary, interrupted...: the exporter decides
+            reason = f"{exc.code}: {exc}"
+        except PyMongoError as exc:  # network errors, server selection and other timeouts, closed client
+            reason = f"{type(exc).__name__}: {exc}"
+        return dict.fromkeys(pending, reason[:300])
 
-    def _sleep(self, seconds: float) -> None:
-        self._closed.wait(seconds)  # close() cuts a backoff short
-
-    def _retry(self, pending: list[int], reason: str) -> list[int]:
-        raise Retry(pending, reason[:300])
-
-    def _one_by_one(self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str],
-                    cause: Exception) -> list[int]:
+    def _one_by_one(self, collection: Any, stored: list[dict[str, Any] | None], pending: list[int],
+                    rejected: dict[int, str]) -> dict[int, str]:
         """A document over MongoDB's 16 MiB limit: store the others, reject that one (dead-letter lane)."""
         from pymongo.errors import DocumentTooLarge, DuplicateKeyError, PyMongoError
 
-        again: list[int] = []
-        reason = ""
+        failed: dict[int, str] = {}
         for i in pending:
             try:
-                self.collection.insert_one(stored[i])
+                collection.insert_one(stored[i])
             except DuplicateKeyError:
                 pass
             except DocumentTooLarge as exc:
                 rejected[i] = f"DocumentTooLarge: {exc}"[:300]
             except PyMongoError as exc:
-                again.append(i)
-                reason = reason or f"{type(exc).__name__}: {exc}"[:300]
-        if again:
-            raise Retry(again, reason) from cause
-        return []
+                failed[i] = f"{type(exc).__name__}: {exc}"[:300]
+        return failed
 
     def close(self, timeout: float | None = None) -> bool:
-        self._closed.set()
+        """Close the client; a write in progress fails fast. A later write opens a new client."""
         with self._lock:
             client, self._client, self._collection = self._client, None, None
             self._indexes_ready = False
@@ -294,3 +246,26 @@ class MongoDBSink(Sink):
             except Exception:
                 pass  # already closed
         return True
+
+
+def _bulk_failures(details: Mapping[str, Any], pending: list[int], rejected: dict[int, str]) -> dict[int, str]:
+    """The positions a BulkWriteError left unstored (to retry); those never storable go to ``rejected``."""
+    failed: dict[int, str] = {}
+    for error in details.get("writeErrors", []):
+        index = pending[error["index"]]
+        code = error.get("code")
+        if code == DUPLICATE_KEY:
+            continue  # already delivered: replays are idempotent
+        message = f"{code}: {error.get('errmsg', '')}"[:300]
+        if code in REJECT_CODES:
+            rejected[index] = message
+        else:
+            failed[index] = message
+    if details.get("writeConcernErrors"):
+        # written, but not to enough members: writing them again is harmless (duplicate keys)
+        wc = details["writeConcernErrors"][0]
+        reason = f"write concern: {wc.get('code')}: {wc.get('errmsg', '')}"[:300]
+        for index in pending:
+            if index not in rejected:
+                failed.setdefault(index, reason)
+    return failed

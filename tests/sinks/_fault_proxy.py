@@ -1,13 +1,15 @@
 """A small HTTP proxy between boto3 and the moto server that injects Firehose failures.
 
-Every ``PutRecordBatch`` takes the next action from :attr:`FaultProxy.plan` (or ``"ok"`` when it is empty):
+Every ``PutRecordBatch`` takes the next action from :attr:`FaultProxy.plan` (or :attr:`FaultProxy.default`,
+``"ok"`` unless a test sets it, when the plan is empty):
 
 * ``"ok"``: forwarded as is;
 * ``"503"``: answered ``503 ServiceUnavailableException`` (Firehose's throttling answer), nothing forwarded;
 * ``("partial", keep)``: only the records at the positions ``keep(position)`` accepts are forwarded; the
   others come back with ``ErrorCode: ServiceUnavailableException`` and ``FailedPutCount > 0``.
 
-Every other request is forwarded untouched. :attr:`FaultProxy.calls` logs what each PutRecordBatch got.
+Every other request is forwarded untouched. :attr:`FaultProxy.calls` logs what each PutRecordBatch got;
+:attr:`FaultProxy.on_put`, when set, is called as each PutRecordBatch arrives (before it is answered).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.plan: collections.deque[Action] = collections.deque()
+        self.default: Action = "ok"
+        self.on_put: Callable[[], object] | None = None
         self.calls: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         proxy = self
@@ -71,9 +75,11 @@ class FaultProxy:
         request = json.loads(body)
         records = request["Records"]
         with self.lock:
-            action: Action = self.plan.popleft() if self.plan else "ok"
+            action: Action = self.plan.popleft() if self.plan else self.default
             self.calls.append({"records": len(records), "bytes": sum(len(r["Data"]) for r in records),
                                "action": action if isinstance(action, str) else action[0]})
+        if self.on_put is not None:
+            self.on_put()
         json_headers = [("Content-Type", "application/x-amz-json-1.1")]
         if action == "503":
             error = {"__type": "ServiceUnavailableException", "message": "Slow down."}

@@ -2,7 +2,9 @@
 
 It answers as the primary of a one-member replica set (so pymongo's retryable writes are on) and
 implements just what the sink tests use: ``insert`` (with duplicate-key write errors), ``find`` by
-``_id``, ``createIndexes``/``listIndexes``, ``drop``, and MongoDB's own test fail point
+``_id``, ``createIndexes``/``listIndexes``, ``drop``, ``create`` with a validator of the form
+``{field: {"$ne": value}}`` (a document failing it is a write error 121, as on a real server; one over
+16 MiB is a write error 2, "object to insert too large"), and MongoDB's own test fail point
 ``configureFailPoint failCommand`` (``errorCode``, ``errorLabels``, ``closeConnection``, ``times``). The
 tests therefore inject faults the same way against this server and against a real ``mongod`` started with
 ``enableTestCommands=1``.
@@ -13,8 +15,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import bson
 from bson import ObjectId
 from mockupdb import MockupDB
+
+MAX_BSON_SIZE = 16 * 1024 * 1024
 
 
 class MiniMongod:
@@ -26,6 +31,7 @@ class MiniMongod:
         self.lock = threading.Lock()
         self.collections: dict[str, dict[Any, dict[str, Any]]] = {}
         self.indexes: dict[str, list[dict[str, Any]]] = {}
+        self.validators: dict[str, dict[str, Any]] = {}
         self.failpoint: dict[str, Any] | None = None
         self.commands: list[str] = []
         self.election_id = ObjectId()
@@ -37,7 +43,7 @@ class MiniMongod:
             "ok": 1, "ismaster": True, "isWritablePrimary": True, "helloOk": True, "secondary": False,
             "setName": "rs0", "setVersion": 1, "electionId": self.election_id, "hosts": [self.host],
             "primary": self.host, "me": self.host, "minWireVersion": 0, "maxWireVersion": 21,
-            "logicalSessionTimeoutMinutes": 30, "maxBsonObjectSize": 16 * 1024 * 1024,
+            "logicalSessionTimeoutMinutes": 30, "maxBsonObjectSize": MAX_BSON_SIZE,
             "maxMessageSizeBytes": 48_000_000, "maxWriteBatchSize": 100_000, "connectionId": 1,
         }
 
@@ -69,6 +75,10 @@ class MiniMongod:
                     times = mode.get("times", 1) if isinstance(mode, dict) else 10**9
                     self.failpoint = {"times": times, "data": dict(doc.get("data", {}))}
                 return bool(request.replies({"ok": 1}))
+            if name == "create":
+                if doc.get("validator"):
+                    self.validators[ns] = dict(doc["validator"])
+                return bool(request.replies({"ok": 1}))
             if name == "insert":
                 return bool(request.replies(self.insert(ns, doc)))
             if name == "find":
@@ -83,6 +93,7 @@ class MiniMongod:
             if name == "drop":
                 self.collections.pop(ns, None)
                 self.indexes.pop(ns, None)
+                self.validators.pop(ns, None)
                 return bool(request.replies({"ok": 1}))
             if name == "dropdatabase":
                 db = str(doc.get("$db"))
@@ -95,7 +106,20 @@ class MiniMongod:
         store = self.collections.setdefault(ns, {})
         errors = []
         n = 0
+        validator = self.validators.get(ns, {})
         for i, item in enumerate(doc.get("documents", [])):
+            size = len(bson.encode(item))
+            if size > MAX_BSON_SIZE:
+                errors.append({"index": i, "code": 2, "errmsg": f"object to insert too large. size in bytes: "
+                               f"{size}, max size: {MAX_BSON_SIZE}"})
+                if doc.get("ordered", True):
+                    break
+                continue
+            if any(item.get(field) == rule["$ne"] for field, rule in validator.items()):
+                errors.append({"index": i, "code": 121, "errmsg": "Document failed validation"})
+                if doc.get("ordered", True):
+                    break
+                continue
             if item["_id"] in store:
                 errors.append({"index": i, "code": 11000,
                                "errmsg": f"E11000 duplicate key error collection: {ns} index: _id_ dup key"})

@@ -1,4 +1,7 @@
-"""FirehoseSink against moto's HTTP server (Firehose -> S3), with a fault proxy for 503s and partial failures."""
+"""FirehoseSink against moto's HTTP server (Firehose -> S3), with a fault proxy for 503s and partial failures.
+
+The sink makes each PutRecordBatch call once per write; the exporter owns the retries. Calls are counted
+at the fault proxy."""
 
 from __future__ import annotations
 
@@ -14,11 +17,24 @@ from tests._servers import free_port
 from tests.sinks._fault_proxy import FaultProxy
 from tests.sinks.conftest import REGION, Landing
 
+#: the exporter's retry policy in these tests: three attempts per batch, waits of a few milliseconds
+RETRIES = {"max_attempts": 3, "retry_initial": 0.01, "retry_max": 0.02}
+
 
 def _sink(landing: Landing, url: str | None = None, **kw: Any) -> FirehoseSink:
-    kw.setdefault("backoff_initial", 0.001)
-    kw.setdefault("backoff_max", 0.005)
     return FirehoseSink(landing.stream, region=REGION, endpoint_url=url or landing.url, **kw)
+
+
+def _configure(*sinks: Any, **kw: Any) -> None:
+    """Configure the exporter, then flush once with nothing queued: the lane then schedules its own spool
+    check ``flush_interval`` (an hour) ahead, so during the test only ``flush()`` replays the spool and the
+    calls counted at the proxy do not depend on thread timing."""
+    agentmeter.configure(sinks=list(sinks), flush_interval=3600, **kw)
+    assert agentmeter.flush(timeout=30).ok
+
+
+def _exporter_retries(name: str = "firehose") -> int:
+    return int(agentmeter.stats()["sinks"][name]["retries"])
 
 
 def _track_runs(n: int, steps: int = 2, calls: int = 2, payload: str = "") -> None:
@@ -77,11 +93,33 @@ def test_records_of_a_run_keep_their_order_run_then_steps_then_calls(landing: La
         assert ids == sorted(ids)
 
 
-def test_a_503_is_retried_and_every_record_lands_once(landing: Landing, fault_proxy: FaultProxy) -> None:
+def test_one_write_makes_each_call_once_and_reports_what_failed(landing: Landing, fault_proxy: FaultProxy) -> None:
+    sink = _sink(landing, fault_proxy.url)
+    docs = [_doc(f"run-{i}") for i in range(4)]  # one record each
+
+    fault_proxy.plan.append("503")
+    throttled = sink.write(docs)
+    assert len(fault_proxy.calls) == 1  # no retry inside the sink, none in botocore
+    assert set(throttled.failed) == {0, 1, 2, 3} and not throttled.rejected
+    assert all("ServiceUnavailableException" in reason for reason in throttled.failed.values())
+    assert sink.stats["throttled"] == 1 and sink.stats["records"] == 0
+
+    fault_proxy.plan.append(("partial", lambda i: i != 2))  # FailedPutCount 1: the third record
+    partial = sink.write(docs)
+    assert len(fault_proxy.calls) == 2
+    assert set(partial.failed) == {2} and not partial.rejected
+    assert sink.stats["partial_failures"] == 1 and sink.stats["records"] == 3
+    assert sink.stats["failed_records"] == 4 + 1
+    assert sorted(r["record_id"] for r in landing.rows()) == ["run-0", "run-1", "run-3"]
+
+
+def test_a_503_is_retried_by_the_exporter_and_every_record_lands_once(
+    landing: Landing, fault_proxy: FaultProxy
+) -> None:
     memory = MemorySink()
-    sink = _sink(landing, fault_proxy.url, max_attempts=3)
-    agentmeter.configure(sinks=[sink, memory], flush_interval=3600)
-    fault_proxy.plan.extend(["503", "503"])  # two throttled tries, the third succeeds
+    sink = _sink(landing, fault_proxy.url)
+    _configure(sink, memory, **RETRIES)
+    fault_proxy.plan.extend(["503", "503"])  # two throttled attempts, the third succeeds
     _track_runs(4)
     result = agentmeter.flush(timeout=30)
     assert result.ok, result
@@ -89,14 +127,14 @@ def test_a_503_is_retried_and_every_record_lands_once(landing: Landing, fault_pr
     assert _by_id(landing.rows()) == _expected(memory)
     assert [c["action"] for c in fault_proxy.calls] == ["503", "503", "ok"]
     assert fault_proxy.calls[0]["records"] == fault_proxy.calls[2]["records"] == 4 * (1 + 2 + 4)
-    assert sink.stats["retries"] == 2 and sink.stats["throttled"] == 2
+    assert sink.stats["throttled"] == 2 and _exporter_retries() == 2
 
 
 def test_a_partial_failure_resends_only_the_failed_records(landing: Landing, fault_proxy: FaultProxy) -> None:
     memory = MemorySink()
-    sink = _sink(landing, fault_proxy.url, max_attempts=3)
-    agentmeter.configure(sinks=[sink, memory], flush_interval=3600)
-    # first try: every third record fails; second try (only those): the first of them fails again
+    sink = _sink(landing, fault_proxy.url)
+    _configure(sink, memory, **RETRIES)
+    # attempt 1: every third record fails; attempt 2 (the exporter's retry, only those): the first fails again
     fault_proxy.plan.extend([("partial", lambda i: i % 3 != 0), ("partial", lambda i: i != 0)])
     _track_runs(6)
     assert agentmeter.flush(timeout=30).ok
@@ -105,44 +143,82 @@ def test_a_partial_failure_resends_only_the_failed_records(landing: Landing, fau
     first_failed = len(range(0, total, 3))
     assert [c["records"] for c in fault_proxy.calls] == [total, first_failed, 1]
     assert _by_id(landing.rows()) == _expected(memory)  # each record exactly once
-    assert sink.stats["retries"] == 2 and sink.stats["partial_failures"] == 2
+    assert _exporter_retries() == 2 and sink.stats["partial_failures"] == 2
 
 
-def test_exhausted_attempts_go_back_to_the_exporter_and_replay_sends_only_the_rest(
-    landing: Landing, fault_proxy: FaultProxy
-) -> None:
-    memory = MemorySink()
-    sink = _sink(landing, fault_proxy.url, max_attempts=2)
-    # the lane's own retries are a second chance; make them immediate
-    agentmeter.configure(sinks=[sink, memory], flush_interval=3600, max_attempts=2, retry_initial=0,
-                         retry_max=0)
-    # sink try 1: half fail; sink try 2: still failing -> reported failed; lane retry: everything passes
-    fault_proxy.plan.extend([("partial", lambda i: i % 2 == 0), ("partial", lambda i: False)])
-    _track_runs(2, steps=1, calls=1)
-    result = agentmeter.flush(timeout=30)
-    assert result.ok, result
-    assert [c["records"] for c in fault_proxy.calls] == [6, 3, 3]  # the replay sends only what failed
-    assert _by_id(landing.rows()) == _expected(memory)
-
-
-def test_a_dead_endpoint_fails_fast_and_the_exporter_spools(landing: Landing) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
-    sink = _sink(landing, dead, max_attempts=2)
-    agentmeter.configure(sinks=[sink], flush_interval=3600, max_attempts=1)
+def test_a_dead_endpoint_sees_max_attempts_calls_per_batch(landing: Landing, fault_proxy: FaultProxy) -> None:
+    sink = _sink(landing, fault_proxy.url)
+    _configure(sink, **RETRIES)
+    fault_proxy.default = "503"  # throttled for good
     _track_runs(2)
     result = agentmeter.flush(timeout=30)
     assert result.sinks["firehose"].spooled == 2 and result.sinks["firehose"].delivered == 0
-    # every write (the first, and the exporter's replay probes) made max_attempts tries, then gave up
-    assert sink.stats["calls"] >= 2 and sink.stats["calls"] == 2 * (sink.stats["calls"] - sink.stats["retries"])
-    assert sink.stats["failed_records"] == 7 * sink.stats["calls"]  # 2 runs x 7 records per write
+    # max_attempts (3) calls for the batch, then flush() tries the spool once: one more call
+    assert [c["records"] for c in fault_proxy.calls] == [14] * (3 + 1)
+    assert _exporter_retries() == 2 and sink.stats["throttled"] == 4
 
 
-def test_an_unknown_stream_is_reported_failed_without_retrying(landing: Landing) -> None:
-    sink = FirehoseSink("no-such-stream", region=REGION, endpoint_url=landing.url, backoff_initial=0.001)
+def test_exhausted_attempts_are_spooled_and_the_replay_sends_only_the_rest(
+    landing: Landing, fault_proxy: FaultProxy
+) -> None:
+    memory = MemorySink()
+    sink = _sink(landing, fault_proxy.url)
+    _configure(sink, memory, **RETRIES)
+    # attempt 1: half the records land; attempts 2 and 3: throttled -> spooled; flush's replay: throttled
+    fault_proxy.plan.extend([("partial", lambda i: i % 2 == 0), "503", "503", "503"])
+    _track_runs(2, steps=1, calls=1)  # 3 records per run
+    result = agentmeter.flush(timeout=30)
+    assert result.sinks["firehose"].spooled == 2 and result.sinks["firehose"].delivered == 0
+    assert [c["records"] for c in fault_proxy.calls] == [6, 3, 3, 3]  # retries send only what failed
+
+    later = agentmeter.flush(timeout=30)  # the endpoint is back: flush replays the spool
+    assert later.ok and later.sinks["firehose"].delivered == 2, later
+    assert [c["records"] for c in fault_proxy.calls] == [6, 3, 3, 3, 3]  # the replay: only what was left
+    assert _by_id(landing.rows()) == _expected(memory)
+
+
+def test_a_refused_connection_fails_fast_and_the_exporter_spools(landing: Landing) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
+    sink = _sink(landing, dead)
+    _configure(sink, max_attempts=2, retry_initial=0.01, retry_max=0.02)
+    _track_runs(2)
+    result = agentmeter.flush(timeout=30)
+    assert result.sinks["firehose"].spooled == 2 and result.sinks["firehose"].delivered == 0
+    # two attempts for the batch, and flush()'s one try of the spool: one call each
+    assert sink.stats["calls"] == 2 + 1 and _exporter_retries() == 1
+    assert sink.stats["failed_records"] == 14 * sink.stats["calls"]  # 2 runs x 7 records per write
+
+
+def test_an_unknown_stream_is_reported_failed_in_one_call(landing: Landing) -> None:
+    sink = FirehoseSink("no-such-stream", region=REGION, endpoint_url=landing.url)
     docs = [_doc("r1")]
     result = sink.write(docs)
     assert set(result.failed) == {0} and "ResourceNotFound" in result.failed[0]
-    assert sink.stats["calls"] == 1 and sink.stats["retries"] == 0
+    assert sink.stats["calls"] == 1 and sink.stats["failed_records"] == 1
+
+
+def test_close_during_a_write_stops_it_before_its_next_call(landing: Landing, fault_proxy: FaultProxy) -> None:
+    sink = _sink(landing, fault_proxy.url)
+    docs = [_doc(f"run-{i:04d}") for i in range(1200)]  # one record each: calls of 500, 500 and 200
+    fault_proxy.on_put = sink.close  # from the proxy's thread, as the first call arrives (shutdown does so)
+    result = sink.write(docs)
+    assert [c["records"] for c in fault_proxy.calls] == [500]  # the call in flight, and no other
+    assert set(result.failed) == set(range(500, 1200))
+    assert all(reason == "sink closed during the write" for reason in result.failed.values())
+
+    fault_proxy.on_put = None
+    assert sink.write(docs[500:]).ok  # a closed sink reconnects on its next write
+    assert [c["records"] for c in fault_proxy.calls] == [500, 500, 200]
+    assert sorted(r["record_id"] for r in landing.rows()) == [d["run_id"] for d in docs]
+
+
+@pytest.mark.parametrize("removed", ["max_attempts", "backoff_initial", "backoff_max"])
+def test_the_removed_retry_parameters_are_refused(removed: str) -> None:
+    untyped: Any = FirehoseSink  # called as code written for the old signature would call it
+    with pytest.raises(TypeError, match=removed):
+        untyped("s", region=REGION, **{removed: 3})
+    with pytest.raises(TypeError, match="positional"):
+        untyped("s", REGION, None, 3)  # max_attempts was the 4th parameter, positional
 
 
 def _doc(run_id: str, output: Any = None) -> dict[str, Any]:

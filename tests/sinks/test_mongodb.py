@@ -1,5 +1,8 @@
 """MongoDBSink with the real pymongo driver, against MongoDB's wire-protocol test server (and against a real
-MongoDB when AGENTMETER_TEST_MONGODB_URI is set): step-down, dropped connection, duplicate key."""
+MongoDB when AGENTMETER_TEST_MONGODB_URI is set): step-down, dropped connection, duplicate key.
+
+The sink makes one bulk write per write, which pymongo's retryable writes may retry once; the exporter
+owns every other retry. Insert commands are counted by a command listener, and at the test server too."""
 
 from __future__ import annotations
 
@@ -19,8 +22,12 @@ from tests.sinks.conftest import MongoTarget
 NOT_WRITABLE_PRIMARY = 10107
 
 
+#: the exporter's retry policy in these tests: three attempts per batch, waits of a few milliseconds
+RETRIES = {"max_attempts": 3, "retry_initial": 0.01, "retry_max": 0.02}
+
+
 class Inserts(monitoring.CommandListener):
-    """Counts insert commands the driver sends (each retry, the driver's or ours, is one more)."""
+    """Counts insert commands the driver sends (each retry, the driver's or the exporter's, is one more)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -39,8 +46,6 @@ class Inserts(monitoring.CommandListener):
 
 
 def _sink(mongo: MongoTarget, listener: Inserts | None = None, **kw: Any) -> MongoDBSink:
-    kw.setdefault("backoff_initial", 0.001)
-    kw.setdefault("backoff_max", 0.005)
     options = {"event_listeners": [listener]} if listener is not None else None
     sink = MongoDBSink(mongo.uri, database=mongo.database, client_options=options, **kw)
     mongo.sinks.append(sink)
@@ -52,6 +57,21 @@ def _runs(n: int) -> None:
         with agentmeter.track_run(f"run-{i}", agent="a", tags=["x"]), agentmeter.track_step("s", kind="llm"), \
                 agentmeter.track_call("openai", "chat.completions", model="m") as call:
             call.record_usage(input_tokens=3, output_tokens=4)
+
+
+def _inserts(mongo: MongoTarget, listener: Inserts) -> int:
+    """Insert commands sent, as the driver counted them; the test server must have seen as many."""
+    if mongo.mini is not None:
+        assert mongo.mini.commands.count("insert") == listener.started_count
+    return listener.started_count
+
+
+def _configure(*sinks: Any, **kw: Any) -> None:
+    """Configure the exporter, then flush once with nothing queued: the lane then schedules its own spool
+    check ``flush_interval`` (an hour) ahead, so during the test only ``flush()`` replays the spool and the
+    inserts counted do not depend on thread timing."""
+    agentmeter.configure(sinks=list(sinks), flush_interval=3600, **kw)
+    assert agentmeter.flush(timeout=30).ok
 
 
 def _stored(mongo: MongoTarget) -> dict[str, dict[str, Any]]:
@@ -107,66 +127,140 @@ def test_a_duplicate_key_counts_as_delivered(mongo: MongoTarget) -> None:
     result = sink.write(docs)  # a replay: two are already there
     assert result.ok and not result.failed and not result.rejected
     assert set(_stored(mongo)) == {d["run_id"] for d in docs}
-    assert listener.started_count == 2  # no retry: a duplicate is success, not an error
+    assert _inserts(mongo, listener) == 2  # no retry: a duplicate is success, not an error
 
 
-def test_a_primary_step_down_is_retried_and_nothing_is_lost(mongo: MongoTarget) -> None:
+def test_one_write_is_one_bulk_write_which_pymongo_retries_once(mongo: MongoTarget) -> None:
     listener = Inserts()
-    sink = _sink(mongo, listener, max_attempts=3)
+    sink = _sink(mongo, listener)
     docs = _documents(3)
     sink.ensure_indexes()
-    # three step-downs: pymongo's own retryable write takes one, our policy the next two
+    # three step-downs: the first write's insert and pymongo's retry of it take two, and it reports failed
     mongo.fail_next("insert", 3, errorCode=NOT_WRITABLE_PRIMARY, errorLabels=["RetryableWriteError"])
-    result = sink.write(docs)
-    assert result.ok, result
+    first = sink.write(docs)
+    assert set(first.failed) == {0, 1, 2} and not first.rejected
+    assert str(NOT_WRITABLE_PRIMARY) in first.failed[0]
+    assert _inserts(mongo, listener) == 2
+    # the next write (what the exporter's retry does): its insert fails, pymongo's retry succeeds
+    second = sink.write(docs)
+    assert second.ok, second
+    assert _inserts(mongo, listener) == 4
     assert set(_stored(mongo)) == {d["run_id"] for d in docs}
-    assert listener.started_count == 4  # try 1: insert + driver retry, both fail; try 2: fails, driver retry ok
 
 
-def test_a_dropped_connection_is_retried(mongo: MongoTarget) -> None:
+def test_a_primary_step_down_is_retried_by_the_exporter_and_nothing_is_lost(mongo: MongoTarget) -> None:
     listener = Inserts()
-    sink = _sink(mongo, listener, max_attempts=2)
+    sink = _sink(mongo, listener)
+    sink.ensure_indexes()
+    _configure(sink, **RETRIES)
+    mongo.fail_next("insert", 3, errorCode=NOT_WRITABLE_PRIMARY, errorLabels=["RetryableWriteError"])
+    _runs(3)
+    result = agentmeter.flush(timeout=30)
+    assert result.ok and result.sinks["mongodb"].delivered == 3, result
+    assert len(_stored(mongo)) == 3
+    # attempt 1: insert + pymongo's retry, both fail; attempt 2: fails, pymongo's retry succeeds
+    assert _inserts(mongo, listener) == 4
+    assert agentmeter.stats()["sinks"]["mongodb"]["retries"] == 1
+
+
+def test_a_dropped_connection_is_retried_once_by_pymongo(mongo: MongoTarget) -> None:
+    listener = Inserts()
+    sink = _sink(mongo, listener)
     docs = _documents(2)
     sink.ensure_indexes()
-    mongo.fail_next("insert", 2, closeConnection=True)  # the driver's retry is cut too
-    result = sink.write(docs)
-    assert result.ok, result
+    mongo.fail_next("insert", 1, closeConnection=True)
+    assert sink.write(docs).ok
+    assert _inserts(mongo, listener) == 2
     assert set(_stored(mongo)) == {d["run_id"] for d in docs}
-    assert listener.started_count == 3
+
+    more = _documents(2)
+    mongo.fail_next("insert", 2, closeConnection=True)  # pymongo's retry is cut too
+    result = sink.write(more)
+    assert set(result.failed) == {0, 1} and "AutoReconnect" in result.failed[0]
+    assert _inserts(mongo, listener) == 4
 
 
-def test_exhausted_retries_report_failed_and_the_exporter_spools(mongo: MongoTarget) -> None:
+def test_a_dead_primary_gets_max_attempts_bulk_writes_then_the_batch_is_spooled_and_replayed(
+    mongo: MongoTarget,
+) -> None:
     listener = Inserts()
-    sink = _sink(mongo, listener, max_attempts=2)
+    sink = _sink(mongo, listener)
     sink.ensure_indexes()
-    mongo.fail_next("insert", 100, errorCode=NOT_WRITABLE_PRIMARY, errorLabels=["RetryableWriteError"])
-    result = sink.write(_documents(2))
-    assert set(result.failed) == {0, 1} and not result.rejected
-    assert str(NOT_WRITABLE_PRIMARY) in result.failed[0]
-    assert listener.started_count == 4  # 2 attempts x (first try + pymongo's one retry)
-    mongo.clear_faults()
-    assert set(_stored(mongo)) == set()
-
-    # through the exporter: what failed is spooled, nothing raises into the agent
-    agentmeter.configure(sinks=[sink], flush_interval=3600, max_attempts=1)
+    _configure(sink, **RETRIES)
     mongo.fail_next("insert", 100, errorCode=NOT_WRITABLE_PRIMARY, errorLabels=["RetryableWriteError"])
     _runs(2)
     flushed = agentmeter.flush(timeout=30)
     assert flushed.sinks["mongodb"].spooled == 2 and flushed.sinks["mongodb"].delivered == 0
+    # max_attempts (3) bulk writes of two inserts each (pymongo's retry), then flush() tries the spool once
+    assert _inserts(mongo, listener) == 3 * 2 + 2
+    assert set(_stored(mongo)) == set()
+
+    mongo.clear_faults()
+    later = agentmeter.flush(timeout=30)  # the primary is back: flush replays the spool
+    assert later.ok and later.sinks["mongodb"].delivered == 2, later
+    assert _inserts(mongo, listener) == 3 * 2 + 2 + 1
+    assert len(_stored(mongo)) == 2
+
+
+def test_a_document_failing_validation_is_rejected_and_never_retried(mongo: MongoTarget) -> None:
+    client = mongo.client()
+    try:  # a collection validator: code 121 for the run named "poison", as a real server answers
+        client[mongo.database].command("create", "agent_metadata", validator={"name": {"$ne": "poison"}})
+    finally:
+        client.close()
+    listener = Inserts()
+    sink = _sink(mongo, listener)
+    _configure(sink, **RETRIES)
+    for name in ("a", "poison", "b"):
+        with agentmeter.track_run(name):
+            pass
+    result = agentmeter.flush(timeout=30)
+    assert result.sinks["mongodb"].delivered == 2 and result.sinks["mongodb"].failed == 1
+    assert result.sinks["mongodb"].spooled == 0  # kept in the dead-letter lane, not for a retry
+    assert _inserts(mongo, listener) == 1 and agentmeter.stats()["sinks"]["mongodb"]["retries"] == 0
+    assert sorted(d["name"] for d in _stored(mongo).values()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("mib", [17, 47])  # refused by the server; by pymongo (over its 48 MB message limit)
+def test_a_document_over_16_mib_is_rejected_and_the_others_are_stored(mongo: MongoTarget, mib: int) -> None:
+    sink = _sink(mongo)
+    docs = _documents(3)
+    docs[1] = {**docs[1], "metadata": {"blob": "x" * (mib * 1024 * 1024)}}
+    result = sink.write(docs)
+    assert set(result.rejected) == {1} and "too large" in result.rejected[1]
+    assert not result.failed
+    assert set(_stored(mongo)) == {docs[0]["run_id"], docs[2]["run_id"]}
 
 
 def test_a_dead_server_fails_within_the_short_timeouts() -> None:
     import time
 
     port = free_port()
-    sink = MongoDBSink(f"mongodb://127.0.0.1:{port}/", server_selection_timeout_ms=200, max_attempts=2,
-                       backoff_initial=0.001)
+    sink = MongoDBSink(f"mongodb://127.0.0.1:{port}/", server_selection_timeout_ms=200)
     start = time.monotonic()
     result = sink.write(_documents(1))
     elapsed = time.monotonic() - start
     assert set(result.failed) == {0} and "ServerSelectionTimeoutError" in result.failed[0]
-    assert elapsed < 5  # 2 x 200 ms server selection, not pymongo's 30 s default
+    assert elapsed < 5  # one 200 ms server selection (pymongo never retries it), not pymongo's 30 s default
     sink.close()
+
+
+@pytest.mark.parametrize("removed", ["max_attempts", "backoff_initial", "backoff_max"])
+def test_the_removed_retry_parameters_are_refused(removed: str) -> None:
+    untyped: Any = MongoDBSink  # called as code written for the old signature would call it
+    with pytest.raises(TypeError, match=removed):
+        untyped("mongodb://db.example:27017/", **{removed: 3})
+
+
+def test_pymongo_retries_once_and_never_for_overload() -> None:
+    sink = MongoDBSink("mongodb://db.example:27017/")  # no I/O: the client connects on first use
+    options = sink.collection.database.client.options
+    assert options.retry_writes is True
+    assert options.max_adaptive_retries == 0  # pymongo 4.17+: no second, sleeping retry layer
+    sink.close()
+    custom = MongoDBSink("mongodb://db.example:27017/", client_options={"max_adaptive_retries": 2})
+    assert custom.collection.database.client.options.max_adaptive_retries == 2
+    custom.close()
 
 
 def test_from_env_and_bad_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,29 +298,34 @@ class _CloseOnFirstFailure(monitoring.CommandListener):
     def __init__(self) -> None:
         self.sink: MongoDBSink | None = None
         self.clients: list[Any] = []
+        self.inserts = 0
+        self.closed = False
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "insert" and self.sink is not None:
+            self.inserts += 1
             self.clients.append(self.sink._client)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        if event.command_name == "insert" and self.sink is not None and not self.sink._closed.is_set():
-            threading.Thread(target=self.sink.close).start()  # close() from another thread, as shutdown does
-            self.sink._closed.wait(5)
+        if event.command_name == "insert" and self.sink is not None and not self.closed:
+            self.closed = True
+            closer = threading.Thread(target=self.sink.close)  # from another thread, as shutdown does
+            closer.start()
+            closer.join(5)
 
 
-def test_close_during_a_write_stops_retrying_and_opens_no_new_client(mongo: MongoTarget) -> None:
+def test_close_during_a_write_cuts_it_short_and_opens_no_new_client(mongo: MongoTarget) -> None:
     listener = _CloseOnFirstFailure()
-    sink = MongoDBSink(mongo.uri, database=mongo.database, max_attempts=3, backoff_initial=0.001,
-                       backoff_max=0.002, client_options={"event_listeners": [listener], "retryWrites": False})
+    sink = MongoDBSink(mongo.uri, database=mongo.database, client_options={"event_listeners": [listener]})
     mongo.sinks.append(sink)
     listener.sink = sink
     sink.ensure_indexes()
     mongo.fail_next("insert", 100, errorCode=NOT_WRITABLE_PRIMARY, errorLabels=["RetryableWriteError"])
     result = sink.write(_documents(2))
-    assert set(result.failed) == {0, 1}  # reported failed: the exporter has spooled them
-    assert len(listener.clients) == 1, "a retry after close() opened a new MongoClient"
+    assert set(result.failed) == {0, 1}  # reported failed: the exporter spools them
+    assert listener.inserts == 1, "pymongo retried the insert on a closed client"
+    assert len(listener.clients) == 1, "the write opened a new MongoClient after close()"
     assert sink._client is None  # nothing left open by the closed sink

@@ -48,9 +48,12 @@ def _collection(docs: list[dict[str, Any]]) -> Any:
     return coll
 
 
-def _sink(landing: Landing, url: str | None = None, **kw: Any) -> FirehoseSink:
-    return FirehoseSink(landing.stream, region=REGION, endpoint_url=url or landing.url, backoff_initial=0.001,
-                        backoff_max=0.005, **kw)
+def _sink(landing: Landing, url: str | None = None) -> FirehoseSink:
+    return FirehoseSink(landing.stream, region=REGION, endpoint_url=url or landing.url)
+
+
+#: the streamer's retry policy in these tests: three attempts per call, waits of a few milliseconds
+RETRIES: dict[str, Any] = {"max_attempts": 3, "retry_initial": 0.001, "retry_max": 0.005}
 
 
 def _expected(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -126,14 +129,53 @@ def test_failed_runs_are_reported_and_sent_by_the_next_stream(
     coll = _collection(docs)
     checkpoint = tmp_path / "cp"
     fault_proxy.plan.extend([("partial", lambda i: i not in (3, 20))] + [("partial", lambda i: False)] * 2)
-    summary = MetadataStreamer(coll, _sink(landing, fault_proxy.url), checkpoint).backfill()
+    summary = MetadataStreamer(coll, _sink(landing, fault_proxy.url), checkpoint, **RETRIES).backfill()
     assert summary.failed == 2 and summary.sent == 3 and not summary.ok
     assert set(summary.failed_ids) == {docs[0]["run_id"], docs[2]["run_id"]}  # records 3 and 20: runs 0 and 2
+    # max_attempts calls: the first with every record, the retries with only the two still failing
+    assert [c["records"] for c in fault_proxy.calls] == [5 * 9, 2, 2] and summary.calls == 3
 
-    retry = MetadataStreamer(coll, _sink(landing, fault_proxy.url), checkpoint).backfill()
+    retry = MetadataStreamer(coll, _sink(landing, fault_proxy.url), checkpoint, **RETRIES).backfill()
     assert (retry.sent, retry.skipped, retry.failed) == (2, 3, 0)
     assert retry.records == 2  # only the two records that had failed
+    assert [c["records"] for c in fault_proxy.calls] == [5 * 9, 2, 2, 2]
     assert _landed_once(landing) == _expected(docs)
+
+
+def test_a_throttled_call_is_retried_by_the_streamer(landing: Landing, fault_proxy: FaultProxy) -> None:
+    docs = _documents(3)
+    fault_proxy.plan.extend(["503", "503"])  # two throttled attempts, the third succeeds
+    summary = MetadataStreamer(_collection(docs), _sink(landing, fault_proxy.url), **RETRIES).backfill()
+    assert summary.ok and summary.sent == 3 and summary.calls == 3
+    assert [c["action"] for c in fault_proxy.calls] == ["503", "503", "ok"]
+    assert _landed_once(landing) == _expected(docs)
+
+
+def test_a_dead_endpoint_gets_max_attempts_calls_then_the_runs_are_reported_failed(
+    landing: Landing, fault_proxy: FaultProxy
+) -> None:
+    docs = _documents(3)
+    fault_proxy.default = "503"
+    summary = MetadataStreamer(_collection(docs), _sink(landing, fault_proxy.url), **RETRIES).backfill()
+    assert (summary.sent, summary.failed) == (0, 3) and summary.calls == 3
+    assert [c["records"] for c in fault_proxy.calls] == [3 * 9] * 3
+
+
+def test_the_default_retry_policy_is_the_exporters() -> None:
+    from agentmeter._config import Settings
+
+    streamer = MetadataStreamer(_collection([]), FirehoseSink("s"))
+    defaults = Settings()
+    assert (streamer.max_attempts, streamer.retry_initial, streamer.retry_max) == (
+        defaults.max_attempts, defaults.retry_initial, defaults.retry_max)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("max_attempts", 0), ("max_attempts", 1.5), ("retry_initial", -1), ("retry_max", "1")]
+)
+def test_invalid_retry_settings_raise_value_error_naming_them(setting: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=setting):
+        MetadataStreamer(_collection([]), FirehoseSink("s"), **{setting: value})
 
 
 def test_send_run_sends_one_run(landing: Landing) -> None:

@@ -1,9 +1,11 @@
 """The sink side of the exporter: ``write(batch) -> WriteResult`` and ``close(timeout) -> bool``.
 
 A sink receives run documents (see :mod:`agentmeter.contract`) on its own background worker thread, never
-on the agent's thread. It may raise: the exporter treats an exception as "the whole batch failed, try
-again later". Writes must be idempotent by id: the same document may be delivered more than once (after a
-retry, or a replay from the spool) and must be stored once.
+on the agent's thread. It makes one attempt per ``write`` and does not retry inside it: the exporter owns
+retries (``max_attempts`` with backoff) and resends only what comes back in ``WriteResult.failed``. It may
+raise: the exporter treats an exception as "the whole batch failed, try again later". Writes must be
+idempotent by id: the same document may be delivered more than once (after a retry, or a replay from the
+spool) and must be stored once.
 """
 
 from __future__ import annotations

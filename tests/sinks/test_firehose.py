@@ -34,7 +34,7 @@ def _configure(*sinks: Any, **kw: Any) -> None:
 
 
 def _exporter_retries(name: str = "firehose") -> int:
-    return int(agentmeter.stats()["sinks"][name]["retries"])
+    return agentmeter.stats().sinks[name].retries
 
 
 def _track_runs(n: int, steps: int = 2, calls: int = 2, payload: str = "") -> None:

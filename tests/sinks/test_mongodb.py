@@ -160,7 +160,7 @@ def test_a_primary_step_down_is_retried_by_the_exporter_and_nothing_is_lost(mong
     assert len(_stored(mongo)) == 3
     # attempt 1: insert + pymongo's retry, both fail; attempt 2: fails, pymongo's retry succeeds
     assert _inserts(mongo, listener) == 4
-    assert agentmeter.stats()["sinks"]["mongodb"]["retries"] == 1
+    assert agentmeter.stats().sinks["mongodb"].retries == 1
 
 
 def test_a_dropped_connection_is_retried_once_by_pymongo(mongo: MongoTarget) -> None:
@@ -217,7 +217,7 @@ def test_a_document_failing_validation_is_rejected_and_never_retried(mongo: Mong
     result = agentmeter.flush(timeout=30)
     assert result.sinks["mongodb"].delivered == 2 and result.sinks["mongodb"].failed == 1
     assert result.sinks["mongodb"].spooled == 0  # kept in the dead-letter lane, not for a retry
-    assert _inserts(mongo, listener) == 1 and agentmeter.stats()["sinks"]["mongodb"]["retries"] == 0
+    assert _inserts(mongo, listener) == 1 and agentmeter.stats().sinks["mongodb"].retries == 0
     assert sorted(d["name"] for d in _stored(mongo).values()) == ["a", "b"]
 
 

@@ -191,7 +191,7 @@ def _pending_tool(body: Mapping[str, Any], history: str) -> tuple[str, str] | No
         return None
     spec = tools[0].get("function") or tools[0]
     schema = spec.get("parameters") or {}
-    samples = {"string": "stub", "integer": 1, "number": 1.5, "boolean": True}
+    samples: dict[Any, Any] = {"string": "stub", "integer": 1, "number": 1.5, "boolean": True}
     props = schema.get("properties") or {}
     args = {k: samples.get((props.get(k) or {}).get("type"), "stub") for k in schema.get("required") or props}
     return str(spec.get("name")), json.dumps(args)
@@ -657,6 +657,7 @@ class _Handler(BaseHTTPRequestHandler):
         rid, mid = "resp_" + uuid.uuid4().hex, "msg_" + uuid.uuid4().hex
         text = "".join(pieces)
         tool = _pending_tool(body, "input") if self.cfg.tool_calls else None
+        message: dict[str, Any]
         if tool is not None:
             entry.tool_call = tool[0]
             mid = "fc_" + uuid.uuid4().hex

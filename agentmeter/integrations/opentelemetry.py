@@ -199,12 +199,13 @@ def _status(node: Node, span: ReadableSpan) -> None:
         return
     attrs: Mapping[str, Any] = span.attributes or {}
     error_type = _text(attrs, "error.type")
-    message = status.description
+    message = None
     for event in span.events or ():
-        if event.name == "exception":
+        if event.name == "exception":  # the exception's own message, not the status's "Type: message"
             event_attrs: Mapping[str, Any] = event.attributes or {}
             error_type = error_type or _text(event_attrs, "exception.type")
             message = message or _text(event_attrs, "exception.message")
+    message = message or status.description
     if error_type is not None:
         error_type = error_type.rsplit(".", 1)[-1]
     node.status = status_of_error(error_type)

@@ -35,3 +35,13 @@ def stub() -> Iterator[StubServer]:
 def captured() -> Iterator[CapturedRuns]:
     with capture_runs() as runs:
         yield runs
+
+
+@pytest.fixture(autouse=True)
+def _uninstrument_after() -> Iterator[None]:
+    yield
+    import sys
+
+    module = sys.modules.get("agentmeter.integrations.openai")
+    if module is not None:
+        module.uninstrument()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +14,7 @@ from agentmeter import _guard
 from agentmeter.stubs import StubServer
 from agentmeter.testing import CapturedRuns
 
-from .conftest import need
+from .conftest import need, served_by_run, served_tokens
 
 need("opentelemetry.sdk")
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -32,20 +30,6 @@ def otel() -> Iterator[tuple[TracerProvider, AgentmeterSpanProcessor]]:
     provider.add_span_processor(processor)
     yield provider, processor
     provider.shutdown()
-
-
-def _stub_usage_by_prompt(stub: StubServer, marker: str) -> Counter[tuple[int, int, int]]:
-    """Per run (the prompt's city), the number of model requests and the tokens the stub served."""
-    totals: dict[str, list[int]] = {}
-    for req in stub.requests:
-        text = json.dumps(req.body)
-        city = next(w for w in text.replace('"', " ").replace("?", " ").split() if w.startswith(marker))
-        t = totals.setdefault(city, [0, 0, 0])
-        assert req.usage is not None
-        t[0] += 1
-        t[1] += req.usage["prompt_tokens"]
-        t[2] += req.usage["completion_tokens"]
-    return Counter(tuple(v) for v in totals.values())  # type: ignore[misc]
 
 
 def test_pydantic_ai_20_concurrent_runs_plain_and_streamed(stub: StubServer, captured: CapturedRuns,
@@ -91,9 +75,8 @@ def test_pydantic_ai_20_concurrent_runs_plain_and_streamed(stub: StubServer, cap
     streamed = [c for r in runs for c in r["calls"] if c["time_to_first_token_ms"] is not None]
     assert len(streamed) == 20  # 10 streamed runs x 2 requests
     ours = Counter((r["call_count"], r["input_tokens"], r["output_tokens"]) for r in runs)
-    assert ours == _stub_usage_by_prompt(stub, "city")
-    served = sum(q.usage["prompt_tokens"] + q.usage["completion_tokens"] for q in stub.requests if q.usage)
-    assert sum(r["total_tokens"] for r in runs) == served
+    assert ours == served_by_run(stub, "city")
+    assert sum(r["total_tokens"] for r in runs) == served_tokens(stub)
 
 
 def _chat(tracer: Any, name: str = "chat gpt-4o-mini", **attrs: Any) -> None:
@@ -280,5 +263,4 @@ def test_decorated_step_and_instrumented_client_inside_pydantic_ai_join_its_run(
     assert run["call_count"] == 2 and {c["operation"] for c in run["calls"]} == {"chat.completions"}
     llm_steps = {s["step_id"] for s in run["steps"] if s["kind"] == "llm"}
     assert len(llm_steps) == 2 and {c["step_id"] for c in run["calls"]} == llm_steps
-    served = sum(q.usage["prompt_tokens"] + q.usage["completion_tokens"] for q in stub.requests if q.usage)
-    assert run["total_tokens"] == served
+    assert run["total_tokens"] == served_tokens(stub)

@@ -28,6 +28,7 @@ turns this off too. Never raises into the agent; never blocks it on I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Hashable
@@ -94,8 +95,7 @@ class AgentmeterTracingProcessor(agents_tracing.TracingProcessor):
                 root = self._roots.pop(trace.trace_id, None)
             if root is None:
                 return
-            root.end_ns = time.time_ns()
-            self.forest.end(trace.trace_id, root)
+            self.forest.end(trace.trace_id, dataclasses.replace(root, end_ns=time.time_ns()))
             self.forest.finish(trace.trace_id)
         except Exception as exc:
             _guard.internal_error("openai_agents.trace_end", exc)

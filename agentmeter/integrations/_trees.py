@@ -115,7 +115,8 @@ class Forest:
     """
 
     def __init__(self, source: str, *, trace_timeout: float = 300.0, max_traces: int = 10_000,
-                 max_spans: int = 10_000, complete_when_idle: bool = True) -> None:
+                 max_spans: int = 10_000, complete_when_idle: bool = True,
+                 on_export: Callable[[Tree], None] | None = None) -> None:
         if not trace_timeout > 0:
             raise ValueError(f"trace_timeout must be a positive number of seconds, got {trace_timeout!r}")
         self.source = source
@@ -123,6 +124,7 @@ class Forest:
         self.max_traces = max_traces
         self.max_spans = max_spans
         self.complete_when_idle = complete_when_idle
+        self.on_export = on_export  # the integration forgets what it kept for the tree's open spans
         self._lock = threading.Lock()
         self._trees: dict[Hashable, Tree] = {}
         self._done: OrderedDict[Hashable, None] = OrderedDict()  # traces exported lately: late spans dropped
@@ -281,12 +283,18 @@ class Forest:
             self._closed = True
         self._wake.set()
 
+    def idle(self) -> bool:
+        """True when no trace is open: a finder can answer None without reading any context (lock-free)."""
+        return not self._trees
+
     def open_traces(self) -> int:
         with self._lock:
             return len(self._trees)
 
     # -- export ---------------------------------------------------------------------------------------
     def _export(self, tree: Tree, timed_out: bool) -> None:
+        if self.on_export is not None and tree.open > 0:
+            self.on_export(tree)
         for run in build_runs(tree, self.source, self.trace_timeout if timed_out else None):
             _state.processor().submit(run)
 

@@ -84,7 +84,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def __init__(self, *, trace_timeout: float = 300.0) -> None:
         self.enabled = True
-        self.forest = Forest(_SOURCE, trace_timeout=trace_timeout)
+        self.forest = Forest(_SOURCE, trace_timeout=trace_timeout, on_export=self._forget)
         self._lock = threading.Lock()
         self._open: dict[UUID, tuple[Hashable, Node]] = {}  # run id -> (its tree, its node)
         _register(self)
@@ -126,6 +126,12 @@ class CallbackHandler(BaseCallbackHandler):
             self.forest.end(tree_key, final)
         except Exception as exc:
             _guard.internal_error("langchain.end", exc)
+
+    def _forget(self, tree: Any) -> None:
+        with self._lock:
+            for key, node in tree.nodes.items():
+                if node.end_ns is None:
+                    self._open.pop(key, None)
 
     def outer(self, parent_run_id: UUID) -> tuple[Run, Step | None] | None:
         with self._lock:
@@ -248,6 +254,8 @@ _registry_lock = threading.RLock()  # enable() makes a handler, which registers 
 
 def _outer() -> tuple[Run, Step | None] | None:
     """The run (and step) of the LangChain invocation whose code runs now (LangChain's own context)."""
+    if not any(not h.forest.idle() for h in list(_handlers)):
+        return None
     config = var_child_runnable_config.get()
     if not config:
         return None

@@ -64,7 +64,7 @@ class AgentmeterTracingProcessor(agents_tracing.TracingProcessor):
     def __init__(self, trace_timeout: float = 300.0) -> None:
         self.enabled = True
         # the trace ends when the SDK says so (on_trace_end), not when no span is open between turns
-        self.forest = Forest(_SOURCE, trace_timeout=trace_timeout, complete_when_idle=False)
+        self.forest = Forest(_SOURCE, trace_timeout=trace_timeout, complete_when_idle=False, on_export=self._forget)
         self._starts: dict[Hashable, int] = {}
         self._roots: dict[str, Node] = {}
         self._lock = threading.Lock()
@@ -165,6 +165,13 @@ class AgentmeterTracingProcessor(agents_tracing.TracingProcessor):
             node.error_message = text[:2000] or None
         return node
 
+    def _forget(self, tree: Any) -> None:
+        for key, node in tree.nodes.items():
+            if node.end_ns is None:
+                self._starts.pop(key, None)
+        with self._lock:
+            self._roots.pop(str(tree.key), None)
+
     def shutdown(self) -> None:
         self.forest.close()
 
@@ -173,7 +180,7 @@ class AgentmeterTracingProcessor(agents_tracing.TracingProcessor):
 
     def outer(self) -> tuple[Run, Step | None] | None:
         """The run (and step) a decorated step opened now joins: the SDK's current span or trace."""
-        if not self.enabled:
+        if not self.enabled or self.forest.idle():
             return None
         span = agents_tracing.get_current_span()
         if span is not None:

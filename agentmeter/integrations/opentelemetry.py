@@ -264,6 +264,8 @@ class AgentmeterSpanProcessor(SpanProcessor):
         return self._forest.open_traces()
 
     def _outer(self) -> tuple[Run, Step | None] | None:
+        if self._forest.idle():
+            return None
         ctx = otel_trace.get_current_span().get_span_context()
         if not ctx.is_valid:
             return None

@@ -159,3 +159,22 @@ def test_a_failing_tool_is_an_error_step(stub: StubServer, captured: CapturedRun
     node = next(s for s in run["steps"] if s["step_id"] == tool_step["parent_step_id"])
     assert (node["name"], node["status"]) == ("tools", "error")
     assert (run["status"], run["error_type"], run["call_count"]) == ("error", "RuntimeError", 1)
+
+
+def test_an_invocation_that_never_ends_is_exported_at_its_deadline_and_forgotten(captured: CapturedRuns) -> None:
+    import time
+    import uuid
+
+    handler = am_langchain.CallbackHandler(trace_timeout=30)
+    root, node = uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start({"name": "LangGraph"}, {}, run_id=root, metadata={"thread_id": "t-stuck"})
+    handler.on_chain_start({}, {}, run_id=node, parent_run_id=root, name="agent",
+                           metadata={"langgraph_node": "agent"})
+    assert handler.forest.sweep(now=time.monotonic() + 29) == 0 and captured.runs == []
+    assert handler.forest.sweep(now=time.monotonic() + 31) == 1
+    (run,) = captured.runs
+    assert (run["status"], run["error_type"], run["metadata"]["session_id"]) == ("cancelled", "Unfinished", "t-stuck")
+    assert [(s["name"], s["status"], s["error_type"]) for s in run["steps"]] == [("agent", "cancelled", "Unfinished")]
+    assert handler._open == {}  # nothing kept for the exported invocation
+    handler.on_chain_end({}, run_id=node)  # a late end changes nothing
+    assert len(captured.runs) == 1

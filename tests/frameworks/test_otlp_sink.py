@@ -99,3 +99,16 @@ def test_runs_survive_a_receiver_outage_through_the_spool(tmp_path: Path) -> Non
         assert len(runs) == 3 and len(collector.spans) == 15
         assert sorted(r["attributes"]["gen_ai.conversation.id"] for r in runs) == ["s0", "s1", "s2"]
     assert agentmeter.stats().sinks["otlp"].replayed == 3
+
+
+def test_bad_settings_fail_at_configuration_and_the_sink_has_a_name() -> None:
+    import pytest
+
+    from agentmeter.sinks import sinks_from_names
+
+    with pytest.raises(ValueError, match="endpoint"):
+        OTLPSink("collector:4318")
+    with pytest.raises(ValueError, match="timeout"):
+        OTLPSink("http://127.0.0.1:4318/v1/traces", timeout=0)
+    (sink,) = sinks_from_names(["otlp"])
+    assert isinstance(sink, OTLPSink) and sink.name == "otlp"

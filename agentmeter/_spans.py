@@ -25,12 +25,38 @@ else:
     # ``import agentmeter``: attrs alone takes longer to import than the rest of agentmeter.
     Run = Step = Call = freeze_call = freeze_run = freeze_step = None
 
-__all__ = ["Frame", "close_open_runs", "forget_open_runs", "has_open_runs", "load_model", "safe_begin", "safe_end"]
+__all__ = ["Frame", "add_outer_context", "close_open_runs", "forget_open_runs", "has_open_runs", "load_model",
+           "remove_outer_context", "safe_begin", "safe_end"]
 
 H = TypeVar("H", "Run", "Step", "Call")
 
 #: Runs started and not yet finished, so exit and SIGTERM handlers can record them as cancelled.
 _open_runs: dict[str, Run] = {}
+
+
+#: Framework integrations (OpenTelemetry, OpenAI Agents, LangChain) register here a function that finds the
+#: framework run current in this context, as ``(run, parent_step)``: a step or call opened while no agentmeter
+#: run is current (or while only the run that started the framework run is) nests there, so decorated code
+#: inside a framework run joins that run's tree.
+_outer_contexts: list[Callable[[], tuple[Run, Step | None] | None]] = []
+
+
+def add_outer_context(finder: Callable[[], tuple[Run, Step | None] | None]) -> None:
+    if finder not in _outer_contexts:
+        _outer_contexts.append(finder)
+
+
+def remove_outer_context(finder: Callable[[], tuple[Run, Step | None] | None]) -> None:
+    if finder in _outer_contexts:
+        _outer_contexts.remove(finder)
+
+
+def _outer(current: Run | None) -> tuple[Run, Step | None] | None:
+    for finder in _outer_contexts:
+        found = finder()
+        if found is not None and (current is None or found[0].parent_run_id == current.run_id):
+            return found
+    return None
 
 
 def load_model() -> None:
@@ -84,6 +110,9 @@ class Frame:
 def _new_run(name: str, agent: str | None, implicit: bool) -> Run:
     wall, mono = _now()
     parent = run_var.get()
+    if parent is None and not implicit and _outer_contexts:  # a run started inside a framework's run
+        found = _outer(None)
+        parent = found[0] if found is not None else None
     run = Run(
         _ids.new_id(), name, agent, wall, mono,
         parent_run_id=parent.run_id if parent is not None and not implicit else None,
@@ -123,7 +152,11 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
         frame.enter()
         return frame
     run_or_none = run_var.get()
-    if run_or_none is None:
+    outer = _outer(run_or_none) if _outer_contexts else None
+    if outer is not None:  # inside a framework's run: nest there (and make that run current for what nests)
+        run, parent_step = outer
+        parent_id = parent_step.step_id if parent_step is not None else None
+    elif run_or_none is None:
         run = _new_run(name, None, implicit=True)
         parent_id = None
     else:
@@ -143,8 +176,8 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
                       options["model"], wall, mono)
         run.open_calls[handle.call_id] = handle
         var = call_var
-    if run_or_none is None:
-        frame = Frame(handle, run, True, ((run_var, run), (var, handle)))
+    if run_or_none is None or outer is not None:
+        frame = Frame(handle, run, outer is None, ((run_var, run), (var, handle)))
     else:
         frame = Frame(handle, run, False, ((var, handle),))
     frame.enter()

@@ -145,6 +145,7 @@ class StubRequest:
     fault: str | None = None  # "scripted", "random_error", "random_rate_limit" or None
     model: str | None = None
     result_count: int | None = None
+    tool_call: str | None = None  # the tool the answer called (``tool_calls=True`` servers)
 
 
 _VOCABULARY = (
@@ -179,6 +180,23 @@ def _text_of(value: Any) -> str:
     return str(value)
 
 
+def _pending_tool(body: Mapping[str, Any], history: str) -> tuple[str, str] | None:
+    """(name, JSON arguments) of the first function tool a request offers, unless its ``history``
+    (``messages`` or ``input``) already holds a tool result."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, Mapping) and t.get("type") == "function"]
+    items = body.get(history)
+    if not tools or (isinstance(items, list) and any(
+            isinstance(m, Mapping) and (m.get("role") == "tool" or m.get("type") == "function_call_output")
+            for m in items)):
+        return None
+    spec = tools[0].get("function") or tools[0]
+    schema = spec.get("parameters") or {}
+    samples: dict[Any, Any] = {"string": "stub", "integer": 1, "number": 1.5, "boolean": True}
+    props = schema.get("properties") or {}
+    args = {k: samples.get((props.get(k) or {}).get("type"), "stub") for k in schema.get("required") or props}
+    return str(spec.get("name")), json.dumps(args)
+
+
 class _Config:
     def __init__(self, seed: int, latency_ms: Latency, chunk_ms: Latency, error_rate: float,
                  rate_limit_rate: float, chunks: tuple[int, int]) -> None:
@@ -193,6 +211,7 @@ class _Config:
         self.log: list[StubRequest] = []
         self.seen_prompts: set[str] = set()
         self.stop = threading.Event()
+        self.tool_calls = False
 
     def draw(self, latency: Latency) -> float:
         with self.lock:
@@ -223,7 +242,10 @@ class StubServer:
     a ``(min, max)`` uniform range, or ``f(random.Random) -> ms``); ``chunk_ms`` the wait between streamed
     events; ``error_rate`` / ``rate_limit_rate`` the fraction of unscripted requests answered 500 / 429;
     ``chunks`` the (min, max) number of content chunks of a streamed answer. Never touches the network
-    beyond loopback.
+    beyond loopback. With ``tool_calls=True``, a chat or responses request that offers function tools and
+    holds no tool result yet is answered by calling its first tool (arguments made from the tool's JSON
+    schema); the request that carries the tool's result gets the normal text answer. So an agent loop
+    makes exactly two model requests and one tool call per run.
     """
 
     def __init__(
@@ -237,6 +259,7 @@ class StubServer:
         chunks: tuple[int, int] = (4, 12),
         host: str = "127.0.0.1",
         port: int = 0,
+        tool_calls: bool = False,
     ) -> None:
         for name, rate in (("error_rate", error_rate), ("rate_limit_rate", rate_limit_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -244,6 +267,7 @@ class StubServer:
         if chunks[0] < 1 or chunks[1] < chunks[0]:
             raise ValueError(f"chunks must be (min, max) with 1 <= min <= max, got {chunks!r}")
         self._config = _Config(seed, latency_ms, chunk_ms, error_rate, rate_limit_rate, chunks)
+        self._config.tool_calls = tool_calls
         self._host = host
         self._port = port
         self._httpd: ThreadingHTTPServer | None = None
@@ -536,6 +560,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or "gpt-4o-mini")
         entry.model = model
         pieces, usage = self._completion(body, _text_of(body.get("messages")))
+        tool = _pending_tool(body, "messages") if self.cfg.tool_calls else None
+        if tool is not None:
+            self._chat_tool_call(entry, body, reply, tool, usage)
+            return
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         text = "".join(pieces)
@@ -577,6 +605,42 @@ class _Handler(BaseHTTPRequestHandler):
 
         self._stream(entry, events(), reply)
 
+    def _chat_tool_call(self, entry: StubRequest, body: dict[str, Any], reply: Reply, tool: tuple[str, str],
+                        usage: dict[str, Any]) -> None:
+        """Answer a chat request by calling ``tool`` (name, JSON arguments), plain or streamed."""
+        model, cid, created = entry.model, "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
+        entry.tool_call = tool[0]
+        call = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+                "function": {"name": tool[0], "arguments": tool[1]}}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "refusal": None, "annotations": [],
+                       "tool_calls": [call]}
+            self._finish_json(entry, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
+                "usage": usage, "service_tier": "default", "system_fingerprint": "fp_stub"}, reply)
+            return
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        with_usage = asked if reply.include_usage is None else reply.include_usage
+        entry.usage = usage if with_usage else None
+
+        def chunk(delta: dict[str, Any], finish: str | None, choices: bool = True) -> dict[str, Any]:
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "system_fingerprint": "fp_stub", "usage": None if choices else usage,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+                    if choices else []}
+
+        def events() -> Iterator[tuple[str | None, Any]]:
+            head = {**call, "index": 0, "function": {"name": tool[0], "arguments": ""}}
+            yield None, chunk({"role": "assistant", "content": None, "tool_calls": [head]}, None)
+            yield None, chunk({"tool_calls": [{"index": 0, "function": {"arguments": tool[1]}}]}, None)
+            yield None, chunk({}, "tool_calls")
+            if with_usage:
+                yield None, chunk({}, None, choices=False)
+            yield None, "[DONE]"
+
+        self._stream(entry, events(), reply)
+
     def _responses(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
         model = str(body.get("model") or "gpt-4o-mini")
         entry.model = model
@@ -592,8 +656,16 @@ class _Handler(BaseHTTPRequestHandler):
         }
         rid, mid = "resp_" + uuid.uuid4().hex, "msg_" + uuid.uuid4().hex
         text = "".join(pieces)
-        message = {"id": mid, "type": "message", "status": "completed", "role": "assistant",
-                   "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+        tool = _pending_tool(body, "input") if self.cfg.tool_calls else None
+        message: dict[str, Any]
+        if tool is not None:
+            entry.tool_call = tool[0]
+            mid = "fc_" + uuid.uuid4().hex
+            message = {"id": mid, "type": "function_call", "status": "completed", "call_id": "call_" + mid[3:27],
+                       "name": tool[0], "arguments": tool[1]}
+        else:
+            message = {"id": mid, "type": "message", "status": "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
         def response(status: str, output: list[Any], use: dict[str, Any] | None) -> dict[str, Any]:
             return {
@@ -622,6 +694,15 @@ class _Handler(BaseHTTPRequestHandler):
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             yield ev("response.created", response=response("in_progress", [], None))
             yield ev("response.in_progress", response=response("in_progress", [], None))
+            if tool is not None:
+                yield ev("response.output_item.added", output_index=0,
+                         item={**message, "status": "in_progress", "arguments": ""})
+                yield ev("response.function_call_arguments.delta", item_id=mid, output_index=0, delta=tool[1])
+                yield ev("response.function_call_arguments.done", item_id=mid, output_index=0, arguments=tool[1],
+                         name=tool[0])
+                yield ev("response.output_item.done", output_index=0, item=message)
+                yield ev("response.completed", response=response("completed", [message], usage if with_usage else None))
+                return
             yield ev("response.output_item.added", output_index=0,
                      item={**message, "status": "in_progress", "content": []})
             yield ev("response.content_part.added", **at, part=part)

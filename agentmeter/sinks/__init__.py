@@ -3,7 +3,8 @@
 * :class:`SQLiteSink` - the embedded local store (the default);
 * :class:`MemorySink` - in memory, for tests;
 * :class:`MongoDBSink` - one document per run in ``agent_metadata`` (``agentmeter[mongodb]``);
-* :class:`FirehoseSink` - Kinesis Firehose -> S3 -> Snowpipe (``agentmeter[firehose]``).
+* :class:`FirehoseSink` - Kinesis Firehose -> S3 -> Snowpipe (``agentmeter[firehose]``);
+* :class:`OTLPSink` - OTLP/HTTP spans in the GenAI conventions, to any OpenTelemetry back end (``agentmeter[otel]``).
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ from .sqlite import SQLiteSink
 if TYPE_CHECKING:
     from .firehose import FirehoseSink
     from .mongodb import MongoDBSink
+    from .otlp import OTLPSink
 
-__all__ = ["Document", "FirehoseSink", "MemorySink", "MongoDBSink", "SQLiteSink", "Sink", "WriteResult",
+__all__ = ["Document", "FirehoseSink", "MemorySink", "MongoDBSink", "OTLPSink", "SQLiteSink", "Sink", "WriteResult",
            "sinks_from_names"]
 
-_LAZY = {"MongoDBSink": ".mongodb", "FirehoseSink": ".firehose"}
+_LAZY = {"MongoDBSink": ".mongodb", "FirehoseSink": ".firehose", "OTLPSink": ".otlp"}
 #: names accepted by ``AGENTMETER_SINKS`` -> (module, class); each class has ``from_env()``
 _BY_NAME = {
     "sqlite": (".sqlite", "SQLiteSink"),
     "memory": (".memory", "MemorySink"),
     "mongodb": (".mongodb", "MongoDBSink"),
     "firehose": (".firehose", "FirehoseSink"),
+    "otlp": (".otlp", "OTLPSink"),
 }
 
 

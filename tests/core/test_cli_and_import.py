@@ -15,12 +15,13 @@ from agentmeter.cli import main
 from agentmeter.cli.report import summarize
 from agentmeter.sinks import SQLiteSink
 
-HEAVY = ("pymongo", "boto3", "botocore", "snowflake", "streamlit", "openai", "tavily", "pandas", "genai_prices")
+HEAVY = ("pymongo", "boto3", "botocore", "snowflake", "streamlit", "openai", "tavily", "pandas", "genai_prices",
+         "opentelemetry", "agents", "langchain_core", "langgraph", "pydantic_ai", "google")
 
 
 def test_import_agentmeter_imports_no_sink_or_client_library() -> None:
     code = (
-        "import sys, json, agentmeter, agentmeter.sinks, agentmeter.testing;"
+        "import sys, json, agentmeter, agentmeter.sinks, agentmeter.testing, agentmeter.integrations;"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,15 +1,13 @@
 """Fixtures for the framework integrations: a loopback stub LLM that calls tools, captured runs.
 
 The frameworks (opentelemetry-sdk, pydantic-ai-slim, openai-agents, langgraph, langchain-openai) are in the
-``test`` extra. Under CI they must be installed (a missing one fails the run); elsewhere (a shared venv
-without them) these tests are skipped with the missing package named.
+``test`` extra, which ``make test`` installs: a missing one fails the run, never skips it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from types import ModuleType
@@ -21,10 +19,8 @@ from agentmeter.testing import CapturedRuns, capture_runs
 
 
 def need(module: str) -> ModuleType:
-    """Import ``module``; outside CI, skip the test module when it is not installed."""
-    if os.environ.get("CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module, reason=f"{module} is in agentmeter[test]; not installed here")
+    """Import ``module`` (a test dependency: ``pip install -e '.[dev]'``)."""
+    return importlib.import_module(module)
 
 
 def served_by_run(stub: StubServer, marker: str) -> Counter[tuple[int, int, int]]:

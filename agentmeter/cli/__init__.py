@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ValueError as exc:  # bad arguments found while running: a clear message, no traceback
-        print(f"agentmeter {args.command}: error: {exc}", file=sys.stderr)
+        from .._scrub import scrub
+
+        print(f"agentmeter {args.command}: error: {scrub(str(exc))}", file=sys.stderr)
         return 2
 
 

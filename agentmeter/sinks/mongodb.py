@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import _guard
 from .._clock import parse_iso_utc
+from .._scrub import scrub
 from ._base import Document, Sink, WriteResult
 from ._retry import Retry, retrying
 
@@ -99,8 +100,9 @@ class MongoDBSink(Sink):
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(uri, str) or not uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError("MongoDBSink: uri (AGENTMETER_MONGODB_URI) must start with mongodb:// or "
-                             f"mongodb+srv://, got {uri!r}"[:200])
+            shown = scrub(repr(uri)[:1000])[:200]  # a mistyped URI still holds its password: never shown
+            raise ValueError(f"MongoDBSink: uri (AGENTMETER_MONGODB_URI) must start with mongodb:// or "
+                             f"mongodb+srv://, got {shown}")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"MongoDBSink: max_attempts must be a positive integer, got {max_attempts!r}")
         if not collection:

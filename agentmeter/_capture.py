@@ -2,8 +2,8 @@
 
 :func:`jsonable` turns anything into a JSON-safe structure: bounded in depth and size, secrets scrubbed by
 key name and in text (:mod:`agentmeter._scrub`), NaN and infinity as strings, bytes as a short description,
-invalid Unicode replaced, cycles broken, unknown objects as a truncated ``repr``. It never raises. Whether anything was cut is reported so
-the record can carry a ``truncated`` flag.
+invalid Unicode replaced, cycles broken, unknown objects as a truncated ``repr``. It never raises. Whether
+anything was cut is reported so the record can carry a ``truncated`` flag.
 """
 
 from __future__ import annotations

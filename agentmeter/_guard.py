@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TextIO, cast
 
 __all__ = ["counters", "internal_error", "raise_internal", "warn"]
 
@@ -45,7 +45,7 @@ def _log() -> Any:
         if structlog.is_configured():  # the application chose where logs go
             _logger = structlog.get_logger("agentmeter")
         else:  # structlog's default prints to stdout, which belongs to the application
-            _logger = structlog.wrap_logger(structlog.PrintLogger(_Stderr()))
+            _logger = structlog.wrap_logger(structlog.PrintLogger(cast(TextIO, _Stderr())))
     return _logger
 
 

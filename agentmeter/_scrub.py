@@ -14,9 +14,10 @@ lines and the messages of sinks, sources and commands. Standard library only, so
   ``aws_secret_access_key``, ``X-Auth-Token``, ``pwd``, ``passphrase``, ``session_id``, ``Set-Cookie``...),
   never a token count (``input_tokens``, ``max_tokens``, ``token_count``).
 
-Both are cheap on clean text: a string shorter than :data:`MIN_LENGTH`, or with none of the few substrings
-every pattern needs, is returned as it is after one scan in C (``benchmarks/bench_scrub.py``).
-Never raises on a ``str``.
+Both are cheap on clean text: a string shorter than :data:`MIN_LENGTH` is returned at once, and each
+pattern runs only when the text holds a literal it needs (``://``, ``eyJ``, ``sk-``, a scheme word, a key
+word next to ``=`` or ``:``...), found by C-speed substring checks (``benchmarks/bench_scrub.py``).
+Key names are cached. Never raises on a ``str``.
 """
 
 from __future__ import annotations
@@ -31,62 +32,122 @@ REDACTED = "[REDACTED]"
 #: shorter strings are never scanned: no pattern below can match fewer characters
 MIN_LENGTH = 8
 
-# Substrings one of which every pattern needs. A string without any of them is clean: one C-speed scan.
-_TRIGGER = re.compile(
-    r"://|pass|pwd|secret|token|key|auth|cookie|cred|sess|jwt|bearer|basic|digest|-----begin"
-    r"|(?-i:sk-|[sr]k_|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|ROA|PKA|SCA)[A-Z0-9]|gh[oprsu]_|github_pat_"
-    r"|glpat-|xox[abposr]-|AIza|tvly-|hf_|npm_)",
-    re.IGNORECASE,
+# Each pattern runs only when the text holds the literal it needs (one C-speed ``in`` per literal), and
+# starts with that literal where it can, so the regex engine jumps between its occurrences.
+_URL_RE = re.compile(  # scheme://user:PASSWORD@host - the last @ before the path ends the password
+    r"://(?P<user>[^\s:/?#@]*):[^\s/?#]+?(?=@[^\s@/?#]*(?:[\s/?#]|\Z))"
 )
-
-# Values that are credentials whatever surrounds them. Each alternative is one named group, so the
-# replacement knows which matched (``Match.lastgroup`` is the outermost group that closed last).
-_VALUES = (
-    # a PEM private key block (to its end, or to the end of a truncated text)
-    r"(?P<pem>-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z ]{0,40}PRIVATE KEY-----|\Z))"
-    # the password of a URL: scheme://user:PASSWORD@host (the last @ before the path ends the password)
-    r"|(?P<url>(?P<url_head>\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@]*:)[^\s/?#]+?"
-    r"(?=@[^\s@/?#]*(?:[\s/?#]|\Z)))"
-    # an HTTP credential: "Bearer <anything>", "Basic/Token/Digest <something that is not a word>"
-    r"|(?P<auth>(?P<auth_scheme>\b(?i:bearer))\s+[A-Za-z0-9._~+/=-]{8,}"
-    r"|(?P<auth_scheme2>\b(?i:basic|token|digest))\s+(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,})"
-    # provider keys and tokens, by their documented prefixes
-    r"|(?P<key>\bsk-[A-Za-z0-9_-]{16,}"  # OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-)
+_AUTH_RE = re.compile(  # matched only where a scheme word starts: "Bearer <anything>", "Basic <not a word>"
+    r"(?P<scheme>bearer|basic|token|digest)\s+(?P<cred>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE
+)
+_SCHEME_WORDS = ("bearer", "basic", "token", "digest")
+_KEY_RE = re.compile(  # provider keys and tokens, by their documented prefixes
+    r"\bsk-[A-Za-z0-9_-]{16,}"  # OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-)
     r"|\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe secret and restricted keys
-    r"|\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}\b"  # AWS key ids
+    r"|\bA(?:KIA|SIA)[A-Z0-9]{16}\b"  # AWS access key ids (long-term and temporary)
     r"|\bgh[oprsu]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,}|\bglpat-[A-Za-z0-9_-]{20,}"
     r"|\bxox[abposr]-[A-Za-z0-9-]{10,}|\bAIza[0-9A-Za-z_-]{35}|\bhf_[A-Za-z0-9]{30,}"
-    r"|\btvly-[A-Za-z0-9_-]{16,}|\bnpm_[A-Za-z0-9]{36})"
-    # a JSON Web Token: three base64url parts, the first a JSON object ("eyJ" is '{"')
-    r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
+    r"|\btvly-[A-Za-z0-9_-]{16,}|\bnpm_[A-Za-z0-9]{36}"
 )
-_VALUE_RE = re.compile(_VALUES)
-# key=value, key: value, "key": "value", key='value' (the value of a secret-named key is replaced).
-_PAIR = (
-    r"(?P<pair>(?P<pair_key>(?<![\w-])[A-Za-z_][\w-]{0,63})(?P<pair_sep>[\"']?[ \t]{0,3}[:=][ \t]{0,3})(?!//)"
-    r"(?:(?P<pair_q>[\"'])(?P<pair_qv>[^\"'\n]{1,512})(?P=pair_q)"
-    r"|(?P<pair_scheme>(?i:bearer|basic|token|digest)[ \t]+)?(?P<pair_v>[^\s\"',;&)}\]\[<>]{1,512})))"
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")  # '{"' base64url, 3 parts
+_PEM_RE = re.compile(  # to the end of the block, or of a truncated text
+    r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----.*?(?:-----END[A-Z ]{0,40}PRIVATE KEY-----|\Z)", re.DOTALL
 )
-_ALL_RE = re.compile(_PAIR + "|" + _VALUES)
+# key=value, key: value, "key": "value", key='value': the separator after a key, then the value
+_SEP_RE = re.compile(r"[\"']?[ \t]{0,3}[:=][ \t]{0,3}(?!//)")
+_SCHEMES = r"(?i:bearer|basic|token|digest)[ \t]+"
+_VALUE_RE = re.compile(
+    rf"(?!(?:{_SCHEMES})?\[REDACTED\])"  # already scrubbed
+    rf"(?:(?P<q>[\"'])[^\"'\n]{{1,512}}(?P=q)|(?P<scheme>{_SCHEMES})?[^\s\"',;&)}}\]\[<>]{{1,512}})"
+)
+#: a pair is looked at only where its key holds one of these (lower case)
+_KEY_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cookie", "cred", "sess", "jwt", "bearer")
+_KEY_RUN = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
-def _replace(m: re.Match[str]) -> str:
-    kind = m.lastgroup
-    if kind == "pair":
-        key, sep = m.group("pair_key"), m.group("pair_sep")
-        quote, value, scheme = m.group("pair_q") or "", m.group("pair_qv"), ""
-        if value is None:
-            value, scheme = m.group("pair_v"), m.group("pair_scheme") or ""
-        if is_secret_key(key) and value != REDACTED:
-            return f"{key}{sep}{quote}{scheme}{REDACTED}{quote}"
-        # not a secret's name: the value may still hold one (url=postgres://u:p@h, note=Bearer ...)
-        return f"{key}{sep}{quote}{_VALUE_RE.sub(_replace, scheme + value)}{quote}"
-    if kind == "url":
-        return m.group("url_head") + REDACTED
-    if kind == "auth":
-        scheme = m.group("auth_scheme") or m.group("auth_scheme2")
-        return f"{scheme} {REDACTED}"
-    return REDACTED  # pem, key, jwt: the whole match
+def _url(m: re.Match[str]) -> str:
+    return f"://{m.group('user')}:{REDACTED}"
+
+
+def _has_provider_prefix(text: str) -> bool:
+    if "AKIA" in text or "ASIA" in text or "AIza" in text:
+        return True
+    if "_" in text and ("k_" in text or "gh" in text or "hf_" in text or "npm_" in text or "_pat_" in text):
+        return True
+    return "-" in text and ("sk-" in text or "glpat-" in text or "xox" in text or "tvly-" in text)
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
+
+
+def _lower(text: str) -> str:
+    """Lower case with the same length as ``text`` (``"İ".lower()`` is two characters), so positions
+    found in it are positions in ``text``."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
+def _is_word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _auths(text: str, low: str) -> str:
+    """Replace the credential after every ``Bearer``/``Basic``/``Token``/``Digest`` scheme word."""
+    spans: dict[int, tuple[int, str]] = {}
+    n = len(text)
+    for word in _SCHEME_WORDS:
+        i = low.find(word)
+        while i != -1:
+            j = i + len(word)
+            if j < n and low[j].isspace() and (i == 0 or not _is_word_char(low[i - 1])):
+                m = _AUTH_RE.match(text, i)
+                # after Basic, Token or Digest an English word is not a credential ("Basic authentication"),
+                # nor a URL's scheme ("Basic postgres+psycopg://...")
+                if m is not None and (word == "bearer" or not (m.group("cred").isalpha()
+                                                               or text.startswith(":", m.end()))):
+                    spans[i] = (m.end(), f"{m.group('scheme')} {REDACTED}")
+            i = low.find(word, j)
+    return _apply(text, spans)
+
+
+def _pairs(text: str) -> str:
+    """Replace the value of every ``key=value`` / ``key: value`` pair whose key names a secret."""
+    low = _lower(text)
+    rev = low[::-1]
+    n = len(text)
+    spans: dict[int, tuple[int, str]] = {}  # value start -> (value end, replacement)
+    for word in _KEY_WORDS:
+        i = low.find(word)
+        while i != -1:
+            before = _KEY_RUN.match(rev, n - i)
+            start = i - (before.end() - (n - i)) if before is not None else i
+            after = _KEY_RUN.match(text, i + len(word))
+            end = after.end() if after is not None else i + len(word)
+            sep = _SEP_RE.match(text, end)
+            key = text[start:end]
+            if sep is not None and key[0] not in "0123456789-" and is_secret_key(key):
+                value = _VALUE_RE.match(text, sep.end())
+                if value is not None and value.start() not in spans:
+                    quote = value.group("q") or ""
+                    spans[value.start()] = (value.end(), f"{quote}{value.group('scheme') or ''}{REDACTED}{quote}")
+            i = low.find(word, max(end, i + 1))
+    return _apply(text, spans)
+
+
+def _apply(text: str, spans: dict[int, tuple[int, str]]) -> str:
+    """``text`` with ``spans`` (start -> (end, replacement)) replaced; overlapping spans after the first are
+    skipped."""
+    if not spans:
+        return text
+    parts, at = [], 0
+    for begin in sorted(spans):
+        finish, replacement = spans[begin]
+        if begin < at:
+            continue
+        parts += [text[at:begin], replacement]
+        at = finish
+    parts.append(text[at:])
+    return "".join(parts)
 
 
 def scrub(text: str) -> str:
@@ -94,9 +155,27 @@ def scrub(text: str) -> str:
 
     Returns ``text`` itself (the same object) when nothing was found. Never raises on a ``str``.
     """
-    if len(text) < MIN_LENGTH or _TRIGGER.search(text) is None:
+    if len(text) < MIN_LENGTH:
         return text
-    return _ALL_RE.sub(_replace, text)
+    low = _lower(text)
+    out = text
+    # values first (a URL's password, a token), then pairs: a pair's value ends at the first delimiter,
+    # which may sit inside a URL or a credential
+    if "-----begin" in low:
+        out = _PEM_RE.sub(REDACTED, out)
+    if "://" in out:
+        out = _URL_RE.sub(_url, out)
+    if "eyJ" in out:
+        out = _JWT_RE.sub(REDACTED, out)
+    if _has_provider_prefix(out):
+        out = _KEY_RE.sub(REDACTED, out)
+    if "bearer" in low or "basic" in low or "token" in low or "digest" in low:
+        out = _auths(out, _lower(out) if out is not text else low)
+    if ("=" in out or ":" in out) and ("pass" in low or "pwd" in low or "secret" in low or "token" in low
+                                       or "key" in low or "auth" in low or "cookie" in low or "cred" in low
+                                       or "sess" in low or "jwt" in low or "bearer" in low):
+        out = _pairs(out)
+    return text if out == text else out
 
 
 def scrub_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +223,8 @@ _KEY_OWNERS = frozenset({
 })
 #: "token_<word>" is about tokens, not a token: "token_count", "token_type", "token_usage"
 _TOKEN_METRICS = frozenset({"count", "counts", "usage", "limit", "limits", "budget", "type", "types", "ids",
-                            "total", "totals", "len", "length", "estimate", "cost", "price", "rate"})
+                            "total", "totals", "len", "length", "estimate", "cost", "price", "rate", "token",
+                            "tokens"})
 #: metrics that contain a secret's word (kept from 0.1.0; the rules above already leave them alone)
 NOT_SECRET = frozenset({
     "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens", "max_tokens",

@@ -70,7 +70,7 @@ def _stored_text(db: Path) -> str:
     with sqlite3.connect(db) as conn:
         parts = []
         for table in ("agent_runs", "run_steps", "api_calls"):
-            for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - fixed table names
+            for row in conn.execute(f"SELECT * FROM {table}"):  # fixed table names
                 parts.extend(str(v) for v in row)
     return "\n".join(parts)
 

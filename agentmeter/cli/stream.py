@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import default_db_path
+from .._extras import require
 from .._scrub import scrub
 from ._common import parse_since
 
@@ -46,6 +47,8 @@ def _checkpoint_path(args: argparse.Namespace, stream: str) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("this command", "mongodb", "pymongo")
+    require("this command", "firehose", "boto3", "botocore")
     from ..streamer import MetadataStreamer, StreamerNotConfigured, StreamSummary
 
     if args.limit is not None and args.limit < 1:

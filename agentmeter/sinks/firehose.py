@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import contract
 from .._capture import jsonable
+from .._extras import require
 from ._base import Document, Sink, WriteResult
 from ._retry import Retry, retrying
 
@@ -164,6 +165,7 @@ class FirehoseSink(Sink):
             raise ValueError("FirehoseSink: stream_name (AGENTMETER_FIREHOSE_STREAM) must not be empty")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"FirehoseSink: max_attempts must be a positive integer, got {max_attempts!r}")
+        require("FirehoseSink", "firehose", "boto3", "botocore")  # fail here, not on every export
         self.name = name
         self.stream_name = stream_name
         self.region = region

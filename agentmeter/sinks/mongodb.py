@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import _guard
 from .._clock import parse_iso_utc
+from .._extras import require
 from .._scrub import scrub
 from ._base import Document, Sink, WriteResult
 from ._retry import Retry, retrying
@@ -107,6 +108,7 @@ class MongoDBSink(Sink):
             raise ValueError(f"MongoDBSink: max_attempts must be a positive integer, got {max_attempts!r}")
         if not collection:
             raise ValueError("MongoDBSink: collection must be a non-empty string")
+        require("MongoDBSink", "mongodb", "pymongo")  # fail here, not on every export
         self.name = name
         self.uri = uri
         self.database_name = database

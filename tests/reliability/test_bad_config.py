@@ -147,6 +147,22 @@ def test_lazy_settings_in_process_keep_the_good_variables(monkeypatch: pytest.Mo
 
 
 # -- attack 7 ---------------------------------------------------------------------------------------------
+def test_configure_with_strings_for_booleans_and_a_number_for_a_path(record_fault: Any) -> None:
+    refused = []
+    for kwargs in ({"enabled": "false"}, {"capture": "false"}, {"propagate_threads": "no"},
+                   {"always_keep_errors": "off"}, {"handle_sigterm": "no"}, {"sync_export": "off"},
+                   {"spool_dir": 123}):
+        try:
+            agentmeter.configure(**kwargs)
+        except ValueError as exc:
+            refused.append(next(iter(kwargs)) in str(exc))
+    record_fault(case="attack 7: configure(enabled='false'), capture='false', ..., spool_dir=123", agent="sync",
+                 runs="-", user_exceptions="-", lost="-", duplicates="-", redeliveries="-", spooled="-",
+                 dropped="-", result=f"pass: {sum(refused)} of 7 refused, each naming its setting"
+                 if refused == [True] * 7 else f"FAIL: {7 - len(refused)} of 7 accepted")
+    assert refused == [True] * 7
+
+
 @pytest.mark.parametrize("field", BOOL_FIELDS)
 @pytest.mark.parametrize("value", ["false", "no", "off", "0", "", 0, 1, 1.0, [], "true"])
 def test_booleans_accept_only_real_booleans_from_python(field: str, value: Any) -> None:

@@ -15,6 +15,7 @@ import sys
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,11 +84,17 @@ def test_the_site_really_lacks_the_library(without: Without) -> None:
     [("mongodb", "from agentmeter.sinks import MongoDBSink; MongoDBSink(uri='mongodb://localhost:27017')"),
      ("firehose", "from agentmeter.sinks import FirehoseSink; FirehoseSink(stream_name='agent-runs')")],
 )
-def test_a_sink_without_its_library_fails_at_construction_naming_the_extra(without: Without, extra: str,
+def test_a_sink_without_its_library_fails_at_construction_naming_the_extra(without: Without, record_fault: Any,
+                                                                          extra: str,
                                                                           code: str) -> None:
     script = (f"try:\n    {code}\nexcept ValueError as exc:\n"
               "    print('VALUEERROR', isinstance(exc, ImportError), exc)\nelse:\n    print('ACCEPTED')\n")
     out = without(extra)("-c", script)
+    ok = out.returncode == 0 and "VALUEERROR True" in out.stdout and f"pip install 'agentmeter[{extra}]'" in out.stdout
+    record_fault(case=f"attack 11: {code.split('; ')[1].split('(')[0]} built without the {extra} extra",
+                 agent="sync", runs="-", user_exceptions="-", lost="-", duplicates="-", redeliveries="-",
+                 spooled=0, dropped=0, result="pass: ValueError naming the extra at construction" if ok
+                 else "FAIL: accepted (runs would be spooled forever)")
     assert out.returncode == 0, out.stderr
     assert "VALUEERROR True" in out.stdout, out.stdout  # a ValueError (configure's contract) and an ImportError
     assert f"pip install 'agentmeter[{extra}]'" in out.stdout
@@ -133,10 +140,17 @@ def _one_line(out: subprocess.CompletedProcess[str], extra: str) -> None:
 
 
 @pytest.mark.parametrize(("missing", "extra"), [("mongodb", "mongodb"), ("firehose", "firehose")])
-def test_agentmeter_stream_without_its_library_prints_one_line(without: Without, missing: str, extra: str) -> None:
+def test_agentmeter_stream_without_its_library_prints_one_line(without: Without, record_fault: Any, missing: str,
+                                                               extra: str) -> None:
     env = {"AGENTMETER_MONGODB_URI": "mongodb://127.0.0.1:9", "AGENTMETER_FIREHOSE_STREAM": "agent-runs",
            "AWS_REGION": "us-east-1"}
-    _one_line(without(missing)("-m", "agentmeter", "stream", "--since", "1h", "--no-checkpoint", env=env), extra)
+    out = without(missing)("-m", "agentmeter", "stream", "--since", "1h", "--no-checkpoint", env=env)
+    lines = out.stderr.strip().splitlines()
+    record_fault(case=f"attack 11: agentmeter stream without the {extra} extra", agent="cli", runs="-",
+                 user_exceptions="-", lost="-", duplicates="-", redeliveries="-", spooled="-", dropped="-",
+                 result=f"pass: one line, exit {out.returncode}" if out.returncode and len(lines) == 1
+                 and "Traceback" not in out.stderr else "FAIL: traceback")
+    _one_line(out, extra)
 
 
 @pytest.mark.parametrize(("source", "missing"), [("mongodb", "mongodb"), ("snowflake", "snowflake")])

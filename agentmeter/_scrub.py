@@ -53,12 +53,15 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 _PEM_RE = re.compile(  # to the end of the block, or of a truncated text
     r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----.*?(?:-----END[A-Z ]{0,40}PRIVATE KEY-----|\Z)", re.DOTALL
 )
-# key=value, key: value, "key": "value", key='value': the separator after a key, then the value
-_SEP_RE = re.compile(r"[\"']?[ \t]{0,3}[:=][ \t]{0,3}(?!//)")
+# key=value, key: value, "key": "value", key='value': a separator, the key before it, the value after it
+_SEPS = re.compile(r"[:=]")
 _SCHEMES = r"(?i:bearer|basic|token|digest)[ \t]+"
-_VALUE_RE = re.compile(
+_VALUE_RE = re.compile(  # an Authorization-like header keeps its scheme: "Authorization: Bearer [REDACTED]"
     rf"(?!(?:{_SCHEMES})?\[REDACTED\])"  # already scrubbed
     rf"(?:(?P<q>[\"'])[^\"'\n]{{1,512}}(?P=q)|(?P<scheme>{_SCHEMES})?[^\s\"',;&)}}\]\[<>]{{1,512}})"
+)
+_PLAIN_VALUE_RE = re.compile(  # any other secret: the whole value ("password=Bearer" hides "Bearer")
+    r"(?!\[REDACTED\])(?:(?P<q>[\"'])[^\"'\n]{1,512}(?P=q)|(?P<scheme>(?!))?[^\s\"',;&)}\]\[<>]{1,512})"
 )
 #: a pair is looked at only where its key holds one of these (lower case)
 _KEY_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cookie", "cred", "sess", "jwt", "bearer")
@@ -101,36 +104,47 @@ def _auths(text: str, low: str) -> str:
             j = i + len(word)
             if j < n and low[j].isspace() and (i == 0 or not _is_word_char(low[i - 1])):
                 m = _AUTH_RE.match(text, i)
-                # after Basic, Token or Digest an English word is not a credential ("Basic authentication"),
-                # nor a URL's scheme ("Basic postgres+psycopg://...")
-                if m is not None and (word == "bearer" or not (m.group("cred").isalpha()
-                                                               or text.startswith(":", m.end()))):
+                # never a URL's scheme ("Bearer postgres://..."); after Basic, Token or Digest neither an
+                # English word ("Basic authentication") nor anything before a colon
+                if m is not None and not text.startswith("://", m.end()) and (
+                        word == "bearer" or not (m.group("cred").isalpha() or text.startswith(":", m.end()))):
                     spans[i] = (m.end(), f"{m.group('scheme')} {REDACTED}")
             i = low.find(word, j)
     return _apply(text, spans)
 
 
 def _pairs(text: str) -> str:
-    """Replace the value of every ``key=value`` / ``key: value`` pair whose key names a secret."""
-    low = _lower(text)
-    rev = low[::-1]
+    """Replace the value of every ``key=value`` / ``key: value`` pair whose key names a secret.
+
+    Looks at each separator (few in most texts): the key before it (after at most three blanks and a
+    closing quote), then, if the key names a secret, the value after it (blanks skipped)."""
+    rev = ""  # text reversed, made for the first separator: keys are read backwards from it
     n = len(text)
     spans: dict[int, tuple[int, str]] = {}  # value start -> (value end, replacement)
-    for word in _KEY_WORDS:
-        i = low.find(word)
-        while i != -1:
-            before = _KEY_RUN.match(rev, n - i)
-            start = i - (before.end() - (n - i)) if before is not None else i
-            after = _KEY_RUN.match(text, i + len(word))
-            end = after.end() if after is not None else i + len(word)
-            sep = _SEP_RE.match(text, end)
-            key = text[start:end]
-            if sep is not None and key[0] not in "0123456789-" and is_secret_key(key):
-                value = _VALUE_RE.match(text, sep.end())
-                if value is not None and value.start() not in spans:
-                    quote = value.group("q") or ""
-                    spans[value.start()] = (value.end(), f"{quote}{value.group('scheme') or ''}{REDACTED}{quote}")
-            i = low.find(word, max(end, i + 1))
+    for sep in _SEPS.finditer(text):
+        at = sep.start()
+        value_at = at + 1
+        while value_at < n and value_at - at <= 3 and text[value_at] in " \t":
+            value_at += 1
+        if text.startswith("://", at):  # scheme://: a URL, not a pair
+            continue
+        key_end = at
+        while key_end > 0 and at - key_end < 3 and text[key_end - 1] in " \t":
+            key_end -= 1
+        if key_end > 0 and text[key_end - 1] in "\"'":
+            key_end -= 1
+        rev = rev or text[::-1]
+        run = _KEY_RUN.match(rev, n - key_end)
+        length = run.end() - (n - key_end) if run is not None else 0
+        if not length:
+            continue
+        key = text[key_end - length:key_end]
+        if key[0] in "0123456789-" or not is_secret_key(key):
+            continue
+        value = (_VALUE_RE if "auth" in key.lower() else _PLAIN_VALUE_RE).match(text, value_at)
+        if value is not None:
+            quote = value.group("q") or ""
+            spans[value.start()] = (value.end(), f"{quote}{value.group('scheme') or ''}{REDACTED}{quote}")
     return _apply(text, spans)
 
 

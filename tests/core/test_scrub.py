@@ -6,7 +6,7 @@ import string
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from agentmeter import _guard, track_run
@@ -152,6 +152,19 @@ def test_the_password_of_a_url_never_survives(scheme: str, user: str, password: 
     out = scrub(f"{before} {url} refused")
     assert f":{password}@" not in out
     assert f"{scheme}://{user}:{REDACTED}@db.example.com:5432/app" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(["password", "api_key", "X-Api-Key", "openai_key", "pwd", "secret", "token",
+                            "aws_secret_access_key", "Authorization", "db.passwd", "sessionId"]),
+       sep=st.sampled_from(["=", ": ", ":", " = ", '": "', "='", '="', "\t:\t"]),
+       value=_s(_ALNUM + "!$%^*+./~", 4, 30), before=SURROUNDING)
+def test_the_value_of_a_secret_named_pair_never_survives(key: str, sep: str, value: str, before: str) -> None:
+    close = sep[-1] if sep[-1] in "\"'" else ""
+    text = f"{before} {key}{sep}{value}{close} tail"
+    assume(value not in before and value not in key)
+    assume(not (sep == ":" and value.startswith("//")))  # key://value is a URL
+    assert value not in scrub(text)
 
 
 @settings(max_examples=500, deadline=None)

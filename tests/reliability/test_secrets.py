@@ -61,7 +61,7 @@ try:
 except ConnectionError:
     pass
 result = agentmeter.flush(timeout=30)
-print("FLUSHED", result.sinks["sqlite"].delivered)
+print("FLUSHED", result.sinks["sqlite"].delivered, "SPOOLED", result.sinks["warehouse"].spooled)
 """
 
 
@@ -80,15 +80,18 @@ def test_a_failing_run_stores_and_logs_no_secret_with_capture_off(tmp_path: Path
     out = run_python(_FAILING_RUN, str(db), str(tmp_path / "spool"), OPENAI_KEY, DB_PASSWORD, AWS_KEY_ID,
                      GITHUB_TOKEN, JWT, ANTHROPIC_KEY)
     assert out.returncode == 0, out.stderr
-    assert "FLUSHED 1" in out.stdout, out.stdout + out.stderr
-    stored = _stored_text(db)
+    assert "FLUSHED 1 SPOOLED 1" in out.stdout, out.stdout + out.stderr  # the down sink's copy is on disk
+    spool_files = sorted((tmp_path / "spool").glob("spool.db*"))  # the spooled copy too (WAL included)
+    assert spool_files
+    stored = _stored_text(db) + "".join(f.read_bytes().decode("utf-8", "replace") for f in spool_files)
     leaked_store = [s for s in SECRETS if s in stored]
     leaked_logs = [s for s in SECRETS if s in out.stdout + out.stderr]
     with sqlite3.connect(db) as conn:
         message, tags, metadata = conn.execute("SELECT error_message, tags, metadata FROM agent_runs").fetchone()
         call_message = conn.execute("SELECT error_message FROM api_calls").fetchone()[0]
+    spooled = int(out.stdout.split("SPOOLED ")[1].split()[0])
     record_fault(case="attack 3: secrets in an error message, metadata and a sink's error (capture off)",
-                 agent="sync", runs=1, user_exceptions=0, lost=0, duplicates=0, redeliveries=0, spooled=0,
+                 agent="sync", runs=1, user_exceptions=0, lost=0, duplicates=0, redeliveries=0, spooled=spooled,
                  dropped=0, result="pass: no secret in the store or the logs" if not leaked_store + leaked_logs
                  else f"FAIL: {len(leaked_store)} secrets stored, {len(leaked_logs)} logged")
     assert not leaked_store, leaked_store

@@ -57,7 +57,7 @@ def _positive_float(name: str, allow_zero: bool = False) -> Callable[[Any, attrs
     def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         # finite and within what threading waits accept: an infinite flush_interval would crash the exporter
-        ok = ok and math.isfinite(value) and value <= threading.TIMEOUT_MAX
+        ok = ok and (isinstance(value, int) or math.isfinite(value)) and value <= threading.TIMEOUT_MAX
         ok = ok and (value >= 0 if allow_zero else value > 0)
         if not ok:
             kind = "a finite number >= 0" if allow_zero else "a finite number > 0"
@@ -127,7 +127,7 @@ def _check_spool_dir(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> Non
 def _check_slow(value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # NaN >= 0 is false
         raise ValueError(f"slow_run_ms must be None or a number >= 0 (milliseconds), got {value!r}")
 
 

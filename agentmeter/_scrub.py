@@ -63,8 +63,6 @@ _VALUE_RE = re.compile(  # an Authorization-like header keeps its scheme: "Autho
 _PLAIN_VALUE_RE = re.compile(  # any other secret: the whole value ("password=Bearer" hides "Bearer")
     r"(?!\[REDACTED\])(?:(?P<q>[\"'])[^\"'\n]{1,512}(?P=q)|(?P<scheme>(?!))?[^\s\"',;&)}\]\[<>]{1,512})"
 )
-#: a pair is looked at only where its key holds one of these (lower case)
-_KEY_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cookie", "cred", "sess", "jwt", "bearer")
 _KEY_RUN = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
@@ -123,9 +121,6 @@ def _pairs(text: str) -> str:
     spans: dict[int, tuple[int, str]] = {}  # value start -> (value end, replacement)
     for sep in _SEPS.finditer(text):
         at = sep.start()
-        value_at = at + 1
-        while value_at < n and value_at - at <= 3 and text[value_at] in " \t":
-            value_at += 1
         if text.startswith("://", at):  # scheme://: a URL, not a pair
             continue
         key_end = at
@@ -141,6 +136,9 @@ def _pairs(text: str) -> str:
         key = text[key_end - length:key_end]
         if key[0] in "0123456789-" or not is_secret_key(key):
             continue
+        value_at = at + 1
+        while value_at < n and value_at - at <= 3 and text[value_at] in " \t":
+            value_at += 1
         value = (_VALUE_RE if "auth" in key.lower() else _PLAIN_VALUE_RE).match(text, value_at)
         if value is not None:
             quote = value.group("q") or ""
@@ -185,6 +183,7 @@ def scrub(text: str) -> str:
         out = _KEY_RE.sub(REDACTED, out)
     if "bearer" in low or "basic" in low or "token" in low or "digest" in low:
         out = _auths(out, _lower(out) if out is not text else low)
+    # a pair matters only if its key holds a secret's word (the words of _KEY_TRIGGER)
     if ("=" in out or ":" in out) and ("pass" in low or "pwd" in low or "secret" in low or "token" in low
                                        or "key" in low or "auth" in low or "cookie" in low or "cred" in low
                                        or "sess" in low or "jwt" in low or "bearer" in low):

@@ -217,7 +217,8 @@ def test_spool_dir_accepts_str_and_path_like(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("flush_interval", float("inf")), ("flush_interval", float("nan")), ("write_timeout", float("inf")),
-     ("exit_timeout", float("inf")), ("exit_timeout", 1e300), ("retry_initial", float("nan")),
+     ("exit_timeout", float("inf")), ("exit_timeout", 1e300), ("exit_timeout", 10**400),
+     ("retry_initial", float("nan")),
      ("retry_max", float("inf")), ("flush_interval", "1"), ("exit_timeout", True), ("sample_rate", float("nan")),
      ("sample_rate", "0.5"), ("slow_run_ms", float("nan")), ("slow_run_ms", "5"), ("batch_size", 10.0),
      ("batch_size", "10"), ("max_attempts", True), ("capture_max_chars", 2**70), ("spool_max_bytes", 2**64),
@@ -227,6 +228,12 @@ def test_spool_dir_accepts_str_and_path_like(tmp_path: Path) -> None:
 def test_every_setting_refuses_values_of_the_wrong_type_or_range(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
         agentmeter.configure(**{field: value})
+
+
+def test_a_huge_integer_duration_is_refused_not_overflowed() -> None:
+    with pytest.raises(ValueError, match="write_timeout"):
+        Settings(write_timeout=10**400)
+    assert Settings(slow_run_ms=10**400).slow_run_ms == 10**400  # "never slow": harmless
 
 
 def test_an_infinite_flush_interval_from_the_environment_fails_only_itself() -> None:

@@ -160,3 +160,14 @@ def test_tags_holding_secrets_are_stored_scrubbed(tmp_path: Path) -> None:
         (tags,) = conn.execute("SELECT tags FROM agent_runs").fetchone()
     assert [s for s in (OPENAI_KEY, AWS_KEY_ID, GITHUB_TOKEN) if s in tags] == []
     assert "env:prod" in tags and "key=[REDACTED]" in tags
+
+
+@pytest.mark.parametrize("uri", [f"mongdb://admin:{MONGO_PASSWORD}@db.example.com/agents",
+                                 f"mongodb://admin:{MONGO_PASSWORD}@db.example.com:port/agents"])
+def test_the_dashboard_reports_a_bad_mongodb_uri_without_its_password(uri: str) -> None:
+    from agentmeter.queries import SourceUnavailable, open_source
+
+    with pytest.raises(SourceUnavailable) as caught:
+        open_source("mongodb", environ={"AGENTMETER_MONGODB_URI": uri})
+    shown = f"{caught.value} {caught.value.hint}"
+    assert "AGENTMETER_MONGODB_URI cannot be used" in shown and MONGO_PASSWORD not in shown

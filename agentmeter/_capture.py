@@ -1,35 +1,25 @@
 """Safe snapshots of user values (captured inputs and outputs, metadata).
 
 :func:`jsonable` turns anything into a JSON-safe structure: bounded in depth and size, secrets scrubbed by
-key name, NaN and infinity as strings, bytes as a short description, invalid Unicode replaced, cycles
-broken, unknown objects as a truncated ``repr`` when their type's ``repr`` is the standard library's, else
-as a placeholder naming the type (a user's ``__repr__`` may block or raise: it is never called). It never
-raises. Whether anything was cut is reported so the record can carry a ``truncated`` flag.
+key name and in text (:mod:`agentmeter._scrub`), NaN and infinity as strings, bytes as a short description,
+invalid Unicode replaced, cycles broken, unknown objects as a truncated ``repr`` when their type's ``repr`` is
+the standard library's, else as a placeholder naming the type (a user's ``__repr__`` may block or raise: it is
+never called). It never raises. Whether anything was cut is reported so the record can carry a
+``truncated`` flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _guard
+from ._scrub import REDACTED, is_secret_key, scrub
 
-__all__ = ["REDACTED", "SECRET_KEY_PATTERN", "Snapshot", "jsonable", "set_limits", "snapshot"]
+__all__ = ["REDACTED", "Snapshot", "is_secret_key", "jsonable", "set_limits", "snapshot"]
 
-REDACTED = "[REDACTED]"
-SECRET_KEY_PATTERN = re.compile(
-    r"api[_-]?key|authorization|password|passwd|token|secret|cookie|credential|private[_-]?key", re.I
-)
-# A credential inside a value ("Bearer abc...", "Basic ..."), whatever the key it sits under.
-_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.I)
-# Keys that contain a secret word but are metrics, not secrets.
-_NOT_SECRET = frozenset(
-    {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens", "max_tokens",
-     "prompt_tokens", "completion_tokens", "max_output_tokens", "max_completion_tokens"}
-)
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200
 
@@ -46,10 +36,6 @@ class Snapshot:
 
     def __repr__(self) -> str:
         return f"Snapshot({self.value!r}, truncated={self.truncated})"
-
-
-def is_secret_key(key: str) -> bool:
-    return key.lower() not in _NOT_SECRET and SECRET_KEY_PATTERN.search(key) is not None
 
 
 class _Walker:
@@ -71,9 +57,10 @@ class _Walker:
             except UnicodeEncodeError:
                 _count("invalid_unicode")
                 s = s.encode("utf-8", "replace").decode("utf-8")
-        if _BEARER.search(s):
+        scrubbed = scrub(s)
+        if scrubbed != s:
             _count("redacted")
-            s = _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, s)
+            s = scrubbed
         self.budget -= len(s)
         return s
 
@@ -138,7 +125,7 @@ class _Walker:
                     if i >= _MAX_ITEMS or self.budget <= 0:
                         self.truncated = True
                         break
-                    if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (str, bytes))
+                    if (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], (str, bytes))
                             and is_secret_key(_key_text(item[0]))):  # a header pair: ("Authorization", ...)
                         _count("redacted")
                         result.append([self.text(_key_text(item[0])), REDACTED])

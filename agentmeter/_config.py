@@ -1,12 +1,20 @@
 """Settings: ``configure(...)`` arguments and ``AGENTMETER_*`` environment variables.
 
 Invalid settings fail fast with a ``ValueError`` naming the setting and what is accepted, at configuration
-time, never at the first export.
+time, never at the first export. Each setting accepts only its own type: booleans are ``True``/``False``
+(not ``"false"``, not ``0``), paths are ``str`` or ``os.PathLike``, durations are finite numbers.
+
+Environment variables are read one by one (:func:`load_settings`): a bad one is reported with its name and
+left out (its default applies), the others still apply. ``AGENTMETER_DISABLED`` wins over everything. A
+variable set to the empty string counts as unset. Booleans from the environment are ``true``/``false``,
+``1``/``0``, ``yes``/``no`` or ``on``/``off``, in any case.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -14,12 +22,27 @@ import attrs
 
 from ._paths import default_db_path
 
-__all__ = ["ENV_VARS", "Settings", "default_db_path", "settings_from_env"]
+__all__ = ["BOOL_FIELDS", "ENV_VARS", "EnvProblem", "Settings", "default_db_path", "load_settings",
+           "settings_from_env", "warn_problems"]
+
+#: settings that hold a boolean (``True``/``False`` only)
+BOOL_FIELDS = ("enabled", "capture", "handle_sigterm", "propagate_threads", "sync_export", "always_keep_errors")
+#: the largest integer a setting takes (SQLite's and every counter's limit)
+_MAX_INT = 2**63 - 1
+
+
+def _boolean(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, bool):  # "false" is a non-empty string, hence true: refuse it
+            raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+    return check
+
 
 def _positive_int(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INT:
+            raise ValueError(f"{name} must be a positive integer (at most 2**63-1), got {value!r}")
 
     return check
 
@@ -27,9 +50,11 @@ def _positive_int(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]
 def _positive_float(name: str, allow_zero: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        # finite and within what threading waits accept: an infinite flush_interval would crash the exporter
+        ok = ok and (isinstance(value, int) or math.isfinite(value)) and value <= threading.TIMEOUT_MAX
         ok = ok and (value >= 0 if allow_zero else value > 0)
         if not ok:
-            kind = "a number >= 0" if allow_zero else "a number > 0"
+            kind = "a finite number >= 0" if allow_zero else "a finite number > 0"
             raise ValueError(f"{name} must be {kind} (seconds), got {value!r}")
 
     return check
@@ -74,14 +99,29 @@ def _check_prices(value: Any) -> None:
 
 
 def _check_spill(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
-    if value not in ("drop_oldest", "drop_newest"):
+    if not isinstance(value, str) or value not in ("drop_oldest", "drop_newest"):
         raise ValueError(f"spool_full_policy must be 'drop_oldest' or 'drop_newest', got {value!r}")
+
+
+def _spool_dir(value: Any) -> Any:
+    """A path as a ``str`` (``~`` expanded); anything else is left for :func:`_check_spool_dir` to refuse."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value:
+        return os.path.expanduser(value)
+    return value
+
+
+def _check_spool_dir(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"spool_dir must be None or a non-empty path (str or os.PathLike), got {value!r} "
+                         f"({type(value).__name__})")
 
 
 def _check_slow(value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # NaN >= 0 is false
         raise ValueError(f"slow_run_ms must be None or a number >= 0 (milliseconds), got {value!r}")
 
 
@@ -89,10 +129,10 @@ def _check_slow(value: Any) -> None:
 class Settings:
     """Every setting, with its default. Build with :func:`agentmeter.configure`."""
 
-    enabled: bool = True
+    enabled: bool = attrs.field(default=True, validator=_boolean("enabled"))
     #: None means the default: a SQLiteSink at :func:`default_db_path`.
     sinks: tuple[Any, ...] | None = attrs.field(default=None, validator=_check_sinks)
-    capture: bool = False
+    capture: bool = attrs.field(default=False, validator=_boolean("capture"))
     capture_max_chars: int = attrs.field(default=65536, validator=_positive_int("capture_max_chars"))
     redact: Callable[[Any], Any] | None = attrs.field(default=None, validator=_callable_or_none("redact"))
     batch_size: int = attrs.field(default=100, validator=_positive_int("batch_size"))
@@ -107,27 +147,31 @@ class Settings:
     #: is spooled and the sink's lane spools directly until the write returns
     write_timeout: float = attrs.field(default=30.0, validator=_positive_float("write_timeout"))
     #: install the SIGTERM handler (open runs recorded as cancelled, flush, then the previous handler)
-    handle_sigterm: bool = False
-    propagate_threads: bool = True
-    sync_export: bool = False
+    handle_sigterm: bool = attrs.field(default=False, validator=_boolean("handle_sigterm"))
+    propagate_threads: bool = attrs.field(default=True, validator=_boolean("propagate_threads"))
+    sync_export: bool = attrs.field(default=False, validator=_boolean("sync_export"))
     prices: Mapping[str, Any] = attrs.field(factory=dict, validator=lambda _i, _a, v: _check_prices(v))
-    spool_dir: str | None = None
+    spool_dir: str | None = attrs.field(default=None, converter=_spool_dir, validator=_check_spool_dir)
     spool_max_bytes: int = attrs.field(default=512 * 1024 * 1024, validator=_positive_int("spool_max_bytes"))
     spool_full_policy: str = attrs.field(default="drop_oldest", validator=_check_spill)
     sample_rate: float = attrs.field(default=1.0, validator=_fraction("sample_rate"))
-    always_keep_errors: bool = True
+    always_keep_errors: bool = attrs.field(default=True, validator=_boolean("always_keep_errors"))
     slow_run_ms: float | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_slow(v))
 
 
 # env var -> (setting, parser). Parsers raise ValueError naming the variable.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _bool(var: str) -> Callable[[str], bool]:
     def parse(text: str) -> bool:
         low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
+        if low in _TRUE:
             return True
-        if low in ("0", "false", "no", "off", ""):
+        if low in _FALSE:
             return False
-        raise ValueError(f"{var} must be one of 1/0, true/false, yes/no, on/off; got {text!r}")
+        raise ValueError(f"{var} must be one of true/false, 1/0, yes/no, on/off (any case); got {text!r}")
 
     return parse
 
@@ -164,10 +208,11 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "AGENTMETER_PROPAGATE_THREADS": ("propagate_threads", _bool("AGENTMETER_PROPAGATE_THREADS"),
                                      "carry the current run into ThreadPoolExecutor tasks"),
     "AGENTMETER_SYNC": ("sync_export", _bool("AGENTMETER_SYNC"), "export on the caller's thread (tests only)"),
-    "AGENTMETER_SPOOL_DIR": ("spool_dir", str, "folder of the on-disk spool"),
+    "AGENTMETER_SPOOL_DIR": ("spool_dir", str.strip, "folder of the on-disk spool"),
     "AGENTMETER_SPOOL_MAX_BYTES": ("spool_max_bytes", _num("AGENTMETER_SPOOL_MAX_BYTES", int),
                                    "size limit of the spool"),
-    "AGENTMETER_SPOOL_FULL_POLICY": ("spool_full_policy", str, "drop_oldest or drop_newest when the spool is full"),
+    "AGENTMETER_SPOOL_FULL_POLICY": ("spool_full_policy", str.strip,
+                                     "drop_oldest or drop_newest when the spool is full"),
     "AGENTMETER_SAMPLE_RATE": ("sample_rate", _num("AGENTMETER_SAMPLE_RATE", float),
                                "fraction of runs whose captured payloads are kept"),
     "AGENTMETER_ALWAYS_KEEP_ERRORS": ("always_keep_errors", _bool("AGENTMETER_ALWAYS_KEEP_ERRORS"),
@@ -177,20 +222,66 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from ``AGENTMETER_*`` variables, then ``overrides`` (the arguments of ``configure``)."""
+@attrs.frozen
+class EnvProblem:
+    """An environment variable that could not be used: left out, its default applies."""
+
+    variable: str
+    message: str
+
+
+def _disabled(env: Mapping[str, str]) -> tuple[bool, EnvProblem | None]:
+    """The kill switch: any value but a false one (``0``, ``false``, ``no``, ``off``, empty) disables. An
+    operator who typed ``AGENTMETER_DISABLED=Y`` meant it: disabled, and the value is reported."""
+    text = env.get("AGENTMETER_DISABLED", "")
+    low = text.strip().lower()
+    if low in _FALSE or not low:
+        return False, None
+    if low in _TRUE:
+        return True, None
+    return True, EnvProblem("AGENTMETER_DISABLED", f"AGENTMETER_DISABLED must be one of true/false, 1/0, yes/no, "
+                                                   f"on/off (any case); got {text!r}: taken as on (disabled)")
+
+
+def _check_field(name: str, value: Any) -> Any:
+    """``value`` as the setting ``name`` holds it (converted, validated), or ValueError naming it."""
+    return getattr(Settings(**{name: value}), name)
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  **overrides: Any) -> tuple[Settings, list[EnvProblem]]:
+    """Settings from ``AGENTMETER_*`` variables, then ``overrides`` (the arguments of ``configure``), and the
+    variables that could not be used.
+
+    Each variable is parsed and checked on its own: a bad one is left out (its default applies) and listed
+    as an :class:`EnvProblem`; the others still apply. ``AGENTMETER_DISABLED`` wins over everything,
+    ``configure(enabled=True)`` included. Never raises for a bad variable; raises ValueError naming the
+    setting for bad ``overrides``.
+    """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    if _bool("AGENTMETER_DISABLED")(env.get("AGENTMETER_DISABLED", "")):
-        values["enabled"] = False
+    problems: list[EnvProblem] = []
+    disabled, problem = _disabled(env)
+    if problem is not None:
+        problems.append(problem)
     for var, (name, parse, _doc) in ENV_VARS.items():
-        if var in env:
-            values[name] = parse(env[var])
+        text = env.get(var)
+        if text is None or not text.strip():  # set to nothing: unset
+            continue
+        try:
+            values[name] = _check_field(name, parse(text))
+        except ValueError as exc:
+            message = str(exc) if var in str(exc) else f"{var}={text!r}: {exc}"
+            problems.append(EnvProblem(var, message))
     sink_names = env.get("AGENTMETER_SINKS", "").strip()
     if sink_names and "sinks" not in overrides:
         from .sinks import sinks_from_names
 
-        values["sinks"] = tuple(sinks_from_names([n.strip() for n in sink_names.split(",") if n.strip()]))
+        try:
+            values["sinks"] = tuple(sinks_from_names([n.strip() for n in sink_names.split(",") if n.strip()]))
+        except Exception as exc:  # a sink's own check (a bad URI, a missing library): that variable fails
+            message = str(exc) if "AGENTMETER_" in str(exc) else f"AGENTMETER_SINKS={sink_names!r}: {exc}"
+            problems.append(EnvProblem("AGENTMETER_SINKS", message))
     for key, value in overrides.items():
         if value is None and key != "sinks":
             continue
@@ -203,4 +294,35 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; accepted: {sorted(known)}")
-    return Settings(**values)
+    if disabled:
+        values["enabled"] = False
+    if problems:
+        from ._scrub import scrub  # a sink's message may quote a connection string
+
+        problems = [EnvProblem(p.variable, scrub(p.message)) for p in problems]
+    return Settings(**values), problems
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``AGENTMETER_*`` variables, then ``overrides`` (the arguments of ``configure``).
+
+    Strict, for ``configure()``: raises ValueError naming every bad variable, unless agentmeter is disabled
+    (``AGENTMETER_DISABLED``), in which case they are only warned about: the kill switch never fails.
+    """
+    settings, problems = load_settings(environ, **overrides)
+    if problems:
+        if settings.enabled:
+            raise ValueError("; ".join(p.message for p in problems))
+        warn_problems(problems)
+    return settings
+
+
+def warn_problems(problems: Sequence[EnvProblem]) -> None:
+    """One logged warning per bad variable, naming it (rate-limited per variable). Never raises."""
+    from . import _guard
+
+    for p in problems:
+        effect = ("taken as on: agentmeter is disabled" if p.variable == "AGENTMETER_DISABLED"
+                  else "ignored; its default applies")
+        _guard.warn(f"config.env.{p.variable}", f"invalid environment variable {p.variable} {effect}",
+                    variable=p.variable, error=p.message)

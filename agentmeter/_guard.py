@@ -7,19 +7,33 @@ Every place where agentmeter code runs on behalf of the user's code goes through
   instead, so SDK bugs fail tests.
 * :func:`warn` reports bad input at run time (a negative token count, an unserializable argument): logged,
   counted and rate-limited, never raised.
+
+Every log line is scrubbed of secrets (:mod:`agentmeter._scrub`: the message and every field) and goes to
+stderr (or wherever the application configured structlog to write), never to stdout.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TextIO, cast
 
 __all__ = ["counters", "internal_error", "raise_internal", "warn"]
 
 _logger: Any = None
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (a test's capture, a redirected stream)."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _log() -> Any:
@@ -28,8 +42,17 @@ def _log() -> Any:
     if _logger is None:
         import structlog
 
-        _logger = structlog.get_logger("agentmeter")
+        if structlog.is_configured():  # the application chose where logs go
+            _logger = structlog.get_logger("agentmeter")
+        else:  # structlog's default prints to stdout, which belongs to the application
+            _logger = structlog.wrap_logger(structlog.PrintLogger(cast(TextIO, _Stderr())))
     return _logger
+
+
+def _scrubbed(message: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from ._scrub import scrub, scrub_fields  # loaded with the first log line
+
+    return scrub(message), scrub_fields(fields)
 
 #: Seconds between two log lines for the same key; the counters still see every occurrence.
 LOG_INTERVAL_S = 60.0
@@ -62,13 +85,11 @@ def internal_error(where: str, exc: BaseException) -> None:
         raise exc
     try:
         if _should_log(f"error:{where}:{type(exc).__name__}"):
-            _log().error(
-                "agentmeter internal error; your code is unaffected",
-                where=where,
-                error_type=type(exc).__name__,
-                error=str(exc)[:500],
-                count=counters[f"internal_errors.{where}"],
-            )
+            message, fields = _scrubbed("agentmeter internal error; your code is unaffected", {
+                "where": where, "error_type": type(exc).__name__, "error": str(exc)[:500],
+                "count": counters[f"internal_errors.{where}"],
+            })
+            _log().error(message, **fields)
     except Exception:
         pass  # logging itself failed (closed stream at exit): the count above is kept
 
@@ -79,7 +100,8 @@ def warn(key: str, message: str, **fields: Any) -> None:
     counters[f"warnings.{key}"] += 1
     try:
         if _should_log(f"warn:{key}"):
-            _log().warning(message, key=key, count=counters[f"warnings.{key}"], **fields)
+            text, clean = _scrubbed(message, {"key": key, "count": counters[f"warnings.{key}"], **fields})
+            _log().warning(text, **clean)
     except Exception:
         pass  # see internal_error
 

@@ -232,10 +232,12 @@ class Run:
         """Add tags to the run (duplicates ignored, order kept). Never raises."""
         if _ended(self, "add_tags"):
             return
+        from ._scrub import scrub  # its patterns take ~3 ms to compile: loaded with the first tag
+
         for tag in tags:
             items = [tag] if isinstance(tag, str) else list(tag)
             for item in items:
-                item = str(item)
+                item = scrub(str(item))  # a tag is stored as is: a secret in it must not be
                 if item not in self.tags:
                     self.tags.append(item)
 

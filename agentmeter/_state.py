@@ -60,9 +60,10 @@ def settings() -> Settings:
         with _lock:
             if _settings is None:
                 try:
-                    from ._config import settings_from_env  # attrs: loaded with the settings
+                    from ._config import load_settings, warn_problems  # attrs: loaded with the settings
 
-                    fresh = settings_from_env()
+                    fresh, problems = load_settings()  # a bad variable fails only itself, named
+                    warn_problems(problems)
                 except ValueError as exc:
                     # A bad environment variable must not break the agent: warn and use the defaults.
                     _guard.warn("config.env", "invalid AGENTMETER_* environment variable; using defaults",

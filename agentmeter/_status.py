@@ -18,6 +18,8 @@ STATUSES: Final = (SUCCESS, ERROR, CANCELLED)
 STEP_KINDS: Final = ("tool", "llm", "retrieval", "plan", "agent", "other")
 
 _MAX_ERROR_MESSAGE = 2000
+#: scrubbed with this much beyond the cut, so a secret the cut would halve is still recognised whole
+_SCRUB_MARGIN = 512
 
 
 #: Exceptions recorded as ``cancelled`` rather than ``error`` (and asyncio's CancelledError).
@@ -38,10 +40,13 @@ def is_cancellation(exc: BaseException) -> bool:
 
 
 def error_fields(exc: BaseException) -> tuple[str, str, str]:
-    """(status, error_type, error_message) for an exception leaving user code."""
+    """(status, error_type, error_message) for an exception leaving user code; secrets in the message are
+    scrubbed (:mod:`agentmeter._scrub`), whatever the capture setting."""
+    from ._scrub import scrub  # re: loaded with the first error, not with agentmeter
+
     status = CANCELLED if is_cancellation(exc) else ERROR
     try:
-        message = str(exc)
+        message = scrub(str(exc)[:_MAX_ERROR_MESSAGE + _SCRUB_MARGIN])[:_MAX_ERROR_MESSAGE]
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
-    return status, type(exc).__qualname__, message[:_MAX_ERROR_MESSAGE]
+    return status, type(exc).__qualname__, message

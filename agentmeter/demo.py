@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._extras import MissingExtra
 from ._resources import bundled_path
 
 __all__ = [
@@ -163,7 +164,7 @@ def open_clients(
     try:
         import tavily
     except ImportError as exc:
-        raise ImportError("the demo needs tavily-python: pip install 'agentmeter[tavily,openai]'") from exc
+        raise MissingExtra("the demo", "tavily-python", "tavily,openai") from exc
     with ExitStack() as stack:
         tavily_url, openai_url = "https://api.tavily.com", None
         stub_urls: dict[str, str] = {}
@@ -184,7 +185,7 @@ def open_clients(
             try:
                 import openai
             except ImportError as exc:
-                raise ImportError("the demo needs openai: pip install 'agentmeter[tavily,openai]'") from exc
+                raise MissingExtra("the demo", "openai", "tavily,openai") from exc
             if mode.openai == "stub":
                 openai_url = stub_urls["openai"]
                 openai_client = openai.OpenAI(

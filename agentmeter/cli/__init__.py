@@ -8,6 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._extras import MissingExtra
 from .._version import __version__
 
 __all__ = ["main"]
@@ -38,8 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except MissingExtra as exc:  # one line naming the extra to install, no traceback
+        print(f"agentmeter {args.command}: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:  # bad arguments found while running: a clear message, no traceback
-        print(f"agentmeter {args.command}: error: {exc}", file=sys.stderr)
+        from .._scrub import scrub
+
+        print(f"agentmeter {args.command}: error: {scrub(str(exc))}", file=sys.stderr)
         return 2
 
 

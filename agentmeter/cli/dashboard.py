@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import default_db_path
+from .._extras import require
 from .._resources import bundled_path
 
 __all__ = ["build_command", "register", "run"]
@@ -58,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
         print("The dashboard needs Streamlit: pip install 'agentmeter[dashboard]'", file=sys.stderr)
         return 1
     cmd, env = build_command(args)
+    if env["AGENTMETER_DASHBOARD_SOURCE"] != "local":  # the driver of the source (a missing one: one line, exit 1)
+        from ..queries import SOURCE_EXTRAS
+
+        source = env["AGENTMETER_DASHBOARD_SOURCE"]
+        extra, driver = SOURCE_EXTRAS[source]
+        require(f"the {source} source", extra, driver)
     where = (f"local store {env.get('AGENTMETER_DB') or default_db_path()}"
              if env["AGENTMETER_DASHBOARD_SOURCE"] == "local" else env["AGENTMETER_DASHBOARD_SOURCE"])
     print(f"agentmeter dashboard on http://{args.host}:{args.port} ({where}); Ctrl+C to stop", flush=True)

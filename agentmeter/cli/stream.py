@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .._config import default_db_path
+from .._extras import require
+from .._scrub import scrub
 from ._common import parse_since
 
 __all__ = ["register"]
@@ -45,6 +47,8 @@ def _checkpoint_path(args: argparse.Namespace, stream: str) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("this command", "mongodb", "pymongo")
+    require("this command", "firehose", "boto3", "botocore")
     from ..streamer import MetadataStreamer, StreamerNotConfigured, StreamSummary
 
     if args.limit is not None and args.limit < 1:
@@ -56,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
         streamer = MetadataStreamer.from_env()
     except PyMongoError as exc:  # e.g. a mongodb+srv:// address that does not resolve
         print(f"agentmeter stream: nothing sent; cannot use AGENTMETER_MONGODB_URI: {type(exc).__name__}: "
-              f"{str(exc)[:300]}", file=sys.stderr)
+              f"{scrub(str(exc)[:1000])[:300]}", file=sys.stderr)
         return EXIT_FAILED
     except StreamerNotConfigured as exc:
         print("agentmeter stream: nothing sent.", file=sys.stderr)
-        for line in str(exc).splitlines():
+        for line in scrub(str(exc)).splitlines():
             print(f"  {line}", file=sys.stderr)
         print("  See docs/sinks.md for the configuration.", file=sys.stderr)
         return EXIT_NOT_CONFIGURED
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"agentmeter stream: {exc.args[0]}", file=sys.stderr)
         return EXIT_FAILED
     except PyMongoError as exc:
-        print(f"agentmeter stream: cannot read MongoDB: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        print(f"agentmeter stream: cannot read MongoDB: {type(exc).__name__}: {scrub(str(exc)[:1000])[:300]}",
+              file=sys.stderr)
         return EXIT_FAILED
     finally:
         streamer.sink.close()

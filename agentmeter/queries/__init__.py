@@ -10,15 +10,23 @@ import importlib
 import os
 from typing import Any
 
+from .._extras import MissingExtra, require
 from .base import FRAMES, Filters, RunDetail, Source, SourceUnavailable
 
-__all__ = ["FRAMES", "SOURCES", "Filters", "RunDetail", "Source", "SourceUnavailable", "open_source"]
+__all__ = ["FRAMES", "SOURCES", "SOURCE_EXTRAS", "Filters", "RunDetail", "Source", "SourceUnavailable",
+           "open_source"]
 
 #: ``--source`` name -> (module, factory function taking keyword options)
 SOURCES = {
     "local": (".local", "from_env"),
     "mongodb": (".mongodb", "from_env"),
     "snowflake": (".snowflake", "from_env"),
+}
+#: ``--source`` name -> (extra to install, the driver it needs); every source needs pandas as well
+SOURCE_EXTRAS = {
+    "local": ("dashboard", "pandas"),
+    "mongodb": ("mongodb", "pymongo"),
+    "snowflake": ("snowflake", "snowflake.connector"),
 }
 
 
@@ -33,13 +41,14 @@ def open_source(kind: str | None = None, **options: Any) -> Source:
     if name not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {name!r}")
     module_name, factory = SOURCES[name]
+    extra, driver = SOURCE_EXTRAS[name]
     try:
+        require(f"the {name} source", "dashboard", "pandas")
+        require(f"the {name} source", extra, driver)
         module = importlib.import_module(module_name, __name__)
     except ImportError as exc:
-        extra = {"local": "dashboard", "mongodb": "mongodb", "snowflake": "snowflake"}[name]
-        raise SourceUnavailable(
-            f"the {name} source cannot be loaded: {exc}",
-            f"install its extra: pip install 'agentmeter[{extra},dashboard]'",
-        ) from exc
+        install = exc.install if isinstance(exc, MissingExtra) else f"pip install 'agentmeter[{extra},dashboard]'"
+        raise SourceUnavailable(f"the {name} source cannot be loaded: {exc}", f"install its extra: {install}",
+                                ) from exc
     source: Source = getattr(module, factory)(**options)
     return source

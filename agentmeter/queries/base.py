@@ -269,8 +269,10 @@ class SourceUnavailable(Exception):
     """The source cannot be reached or read. ``hint`` says what the user should check."""
 
     def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+        from .._scrub import scrub  # a driver's error may quote a connection string, password included
+
+        super().__init__(scrub(message))
+        self.hint = scrub(hint)
 
 
 class Source(ABC):

@@ -31,7 +31,7 @@ _HINT = ("Check AGENTMETER_MONGODB_URI (host, port, credentials, TLS), that the 
 def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> MongoSource:
     """From ``AGENTMETER_MONGODB_URI`` (required), ``AGENTMETER_MONGODB_DATABASE`` (default: the URI's
     database or ``agentmeter``) and ``AGENTMETER_MONGODB_COLLECTION`` (default ``agent_metadata``).
-    Raises :class:`SourceUnavailable` when the URI is unset."""
+    Raises :class:`SourceUnavailable` when the URI is unset or unusable (its password never shown)."""
     env = os.environ if environ is None else environ
     uri = env.get("AGENTMETER_MONGODB_URI", "").strip()
     if not uri:
@@ -39,9 +39,14 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> MongoS
                                 "Set AGENTMETER_MONGODB_URI=mongodb://host:27017 (and optionally "
                                 "AGENTMETER_MONGODB_DATABASE, AGENTMETER_MONGODB_COLLECTION).")
     import pymongo
+    import pymongo.errors
 
-    client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000,
-                                 socketTimeoutMS=30000, appname="agentmeter-dashboard")
+    try:
+        client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000,
+                                          socketTimeoutMS=30000, appname="agentmeter-dashboard")
+    except (pymongo.errors.PyMongoError, ValueError) as exc:  # a mistyped URI, an srv name that does not resolve
+        raise SourceUnavailable(f"AGENTMETER_MONGODB_URI cannot be used: {type(exc).__name__}: {str(exc)[:500]}",
+                                _HINT) from exc
     database = env.get("AGENTMETER_MONGODB_DATABASE") or None
     db = client.get_database(database) if database else client.get_default_database("agentmeter")
     collection = env.get("AGENTMETER_MONGODB_COLLECTION") or "agent_metadata"

@@ -1,4 +1,6 @@
-"""Sinks: where finished runs go. Sink libraries (pymongo, boto3) are imported only when their sink is used.
+"""Sinks: where finished runs go. Sink libraries (pymongo, boto3) are imported only when their sink is used;
+a sink whose library is not installed refuses to be built (:class:`agentmeter._extras.MissingExtra`, a
+``ValueError`` naming the extra to install).
 
 * :class:`SQLiteSink` - the embedded local store (the default);
 * :class:`MemorySink` - in memory, for tests;

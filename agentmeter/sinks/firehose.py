@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import contract
 from .._capture import jsonable
+from .._extras import require
 from ._base import Document, Sink, WriteResult
 
 __all__ = [
@@ -164,6 +165,7 @@ class FirehoseSink(Sink):
     ) -> None:
         if not isinstance(stream_name, str) or not stream_name.strip():
             raise ValueError("FirehoseSink: stream_name (AGENTMETER_FIREHOSE_STREAM) must not be empty")
+        require("FirehoseSink", "firehose", "boto3", "botocore")  # fail here, not on every export
         self.name = name
         self.stream_name = stream_name
         self.region = region

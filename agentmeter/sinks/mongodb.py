@@ -24,6 +24,8 @@ from typing import Any
 
 from .. import _guard
 from .._clock import parse_iso_utc
+from .._extras import require
+from .._scrub import scrub
 from ._base import Document, Sink, WriteResult
 
 __all__ = ["INDEXES", "MongoDBSink", "from_bson", "to_bson"]
@@ -98,10 +100,12 @@ class MongoDBSink(Sink):
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(uri, str) or not uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError("MongoDBSink: uri (AGENTMETER_MONGODB_URI) must start with mongodb:// or "
-                             f"mongodb+srv://, got {uri!r}"[:200])
+            shown = scrub(repr(uri)[:1000])[:200]  # a mistyped URI still holds its password: never shown
+            raise ValueError(f"MongoDBSink: uri (AGENTMETER_MONGODB_URI) must start with mongodb:// or "
+                             f"mongodb+srv://, got {shown}")
         if not collection:
             raise ValueError("MongoDBSink: collection must be a non-empty string")
+        require("MongoDBSink", "mongodb", "pymongo")  # fail here, not on every export
         self.name = name
         self.uri = uri
         self.database_name = database

@@ -11,7 +11,7 @@ lines and the messages of sinks, sources and commands. Standard library only, so
   the value of ``key=value`` / ``key: value`` pairs whose key names a secret (``password=...``,
   ``"api_key": "..."``, ``Authorization: Basic ...``).
 * :func:`is_secret_key` says whether a mapping key names a secret (``api_key``, ``openai_key``,
-  ``aws_secret_access_key``, ``X-Auth-Token``, ``pwd``, ``passphrase``, ``session_id``, ``Set-Cookie``...),
+  ``aws_secret_access_key``, ``X-Auth-Token``, ``pwd``, ``passphrase``, ``sessionid``, ``Set-Cookie``...),
   never a token count (``input_tokens``, ``max_tokens``, ``token_count``).
 
 Both are cheap on clean text: a string shorter than :data:`MIN_LENGTH` is returned at once, and each
@@ -224,7 +224,7 @@ _SECRET_WORDS = frozenset({
 })
 #: ... and a key containing one of these, written in one word ("csrftoken", "xapikey", "dbpassword")
 _SECRET_PARTS = ("password", "passwd", "passphrase", "pwd", "apikey", "accesskey", "privatekey", "secretkey",
-                 "credential", "authorization", "cookie", "sessionid", "sessid", "authtoken", "accesstoken",
+                 "credential", "authorization", "cookie", "sessid", "authtoken", "accesstoken",
                  "refreshtoken", "idtoken", "sessiontoken", "csrftoken", "xsrftoken", "apitoken", "bearertoken",
                  "clientsecret", "secretaccess")
 #: "<owner>_key" names a secret ("openai_key", "aws_access_key_id", "x_api_key"); "cache_key" does not
@@ -268,7 +268,7 @@ def _is_secret_key(key: str) -> bool:
             return True
         if word == "pass" and i and after is None:  # db_pass, smtp_pass (not pass_rate, not pass)
             return True
-        if word == "session" and after in ("id", "key"):
+        if word == "session" and after == "key":  # "session_id" is a grouping key (agent sessions), not a secret
             return True
     joined = "".join(words)
     return any(part in joined for part in _SECRET_PARTS) or ("secret" in joined and "secretar" not in joined)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import agentmeter
+import agentmeter.testing
 from agentmeter import _state
 from agentmeter._config import BOOL_FIELDS, Settings, load_settings, settings_from_env
 
@@ -139,8 +140,7 @@ def test_lazy_settings_in_process_keep_the_good_variables(monkeypatch: pytest.Mo
     monkeypatch.setenv("AGENTMETER_DISABLED", "1")
     monkeypatch.setenv("AGENTMETER_MAX_ATTEMPTS", "-3")
     monkeypatch.setenv("AGENTMETER_WRITE_TIMEOUT", "12")
-    _state.reset()
-    _state._settings = None
+    agentmeter.testing.reset()  # settings are read from the environment again on first use
     s = _state.settings()
     assert (s.enabled, s.write_timeout, s.max_attempts) == (False, 12.0, 4)
     assert "AGENTMETER_MAX_ATTEMPTS" in capsys.readouterr().err

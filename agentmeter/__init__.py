@@ -51,9 +51,15 @@ def configure(**settings: Any) -> Settings:
 
     ``configure(sinks=[SQLiteSink("runs.db"), MongoDBSink(uri=...)])``. Raises ``ValueError`` naming the
     setting when a value is invalid; nothing changes then. Runs already queued are flushed to the previous
-    sinks first.
+    sinks first. Also loads the price table (genai-prices, when installed) on this thread, so the exporter
+    never has to import it while your threads run (see :mod:`agentmeter.pricing`).
     """
-    return _state.configure(**settings)
+    new = _state.configure(**settings)
+    if new.enabled:
+        from .pricing import load_library
+
+        load_library()
+    return new
 
 
 def flush(timeout: float | None = 10.0) -> FlushResult:
@@ -88,7 +94,8 @@ def shutdown(timeout: float | None = 10.0) -> FlushResult:
 
 
 def stats() -> dict[str, Any]:
-    """Counters: runs finished, exported, dropped, failed, spooled, per sink; internal errors; warnings."""
+    """Counters: runs finished, exported, dropped, failed, spooled, per sink; internal errors; warnings;
+    calls left unpriced because the price table was not loaded (see :mod:`agentmeter.pricing`)."""
     exporter = _state.current_exporter()
     out: dict[str, Any] = exporter.stats() if exporter is not None else {
         "runs_finished": 0, "runs_exported": 0, "runs_dropped": 0, "runs_failed": 0, "runs_spooled": 0,
@@ -96,6 +103,7 @@ def stats() -> dict[str, Any]:
     }
     out["internal_errors"] = _guard.counters["internal_errors"]
     out["warnings"] = _guard.counters["warnings"]
+    out["unpriced_price_table_not_loaded"] = _guard.counters["pricing.library_not_loaded"]
     out["thread_propagation"] = _context.thread_propagation_enabled()
     return out
 

@@ -26,8 +26,10 @@ SECRET_KEY_PATTERN = re.compile(
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.I)
 # Keys that contain a secret word but are metrics, not secrets.
 _NOT_SECRET = frozenset(
-    {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens", "max_tokens",
-     "prompt_tokens", "completion_tokens", "max_output_tokens", "max_completion_tokens"}
+    {"input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+     "total_tokens", "max_tokens", "prompt_tokens", "completion_tokens", "max_output_tokens",
+     "max_completion_tokens", "cached_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
+     "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}
 )
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200

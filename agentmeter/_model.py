@@ -96,6 +96,7 @@ class Call:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     units: float | None = None
     metadata: dict[str, Any] = attrs.Factory(dict)
@@ -108,14 +109,19 @@ class Call:
         reasoning_tokens: int | None = None,
         model: str | None = None,
         units: float | None = None,
+        *,
+        cache_write_tokens: int | None = None,
     ) -> None:
         """Record token usage (and optionally the model that answered, or billable ``units`` such as search
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
-        and recorded as unknown. Never raises."""
+        and recorded as unknown. Never raises. ``input_tokens`` counts every input token, cached ones
+        included; ``cached_input_tokens`` (read from the provider's cache) and ``cache_write_tokens``
+        (written to it) are the parts of it billed at other rates."""
         for field, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),
             ("cached_input_tokens", cached_input_tokens),
+            ("cache_write_tokens", cache_write_tokens),
             ("reasoning_tokens", reasoning_tokens),
         ):
             if value is None:

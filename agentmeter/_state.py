@@ -98,6 +98,9 @@ def exporter() -> Exporter:
 
                 _exporter = Exporter(settings())
                 _register_multiprocessing_exit()
+                from .pricing import load_library_if_alone
+
+                load_library_if_alone()  # here, on the caller's thread: never on the exporter's
             e = _exporter
     return e
 

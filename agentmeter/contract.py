@@ -71,6 +71,8 @@ _TOKENS = (
     Column("input_tokens", "integer", "input (prompt) tokens; null when unknown"),
     Column("output_tokens", "integer", "output (completion) tokens; null when unknown"),
     Column("cached_input_tokens", "integer", "input tokens served from the provider's cache; null when unknown"),
+    Column("cache_write_tokens", "integer",
+           "input tokens written to the provider's cache (billed at the cache-write rate); null when unknown"),
     Column("reasoning_tokens", "integer", "output tokens spent on reasoning; null when unknown"),
     Column("total_tokens", "integer", "input + output tokens; null when unknown"),
 )
@@ -236,6 +238,7 @@ def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str,
         "input_tokens": call.input_tokens,
         "output_tokens": call.output_tokens,
         "cached_input_tokens": call.cached_input_tokens,
+        "cache_write_tokens": call.cache_write_tokens,
         "reasoning_tokens": call.reasoning_tokens,
         "total_tokens": _total(call.input_tokens, call.output_tokens),
         "units": call.units,
@@ -254,7 +257,7 @@ def _call_row(call: Call, run: Run, pricer: Pricer, max_chars: int) -> dict[str,
 
 
 _NO_CALLS: Final = {"input_tokens": None, "output_tokens": None, "cached_input_tokens": None,
-                     "reasoning_tokens": None, "total_tokens": None, "cost_usd": 0}
+                     "cache_write_tokens": None, "reasoning_tokens": None, "total_tokens": None, "cost_usd": 0}
 
 
 def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -265,6 +268,7 @@ def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
         "input_tokens": _sum_known([c["input_tokens"] for c in calls]),
         "output_tokens": _sum_known([c["output_tokens"] for c in calls]),
         "cached_input_tokens": _sum_known([c["cached_input_tokens"] for c in calls]),
+        "cache_write_tokens": _sum_known([c["cache_write_tokens"] for c in calls]),
         "reasoning_tokens": _sum_known([c["reasoning_tokens"] for c in calls]),
         "total_tokens": _sum_known([c["total_tokens"] for c in calls]),
         # cost: 0 for a run without calls (nothing billed); null when there are calls and none is priced
@@ -296,6 +300,7 @@ def _step_row(step: Step, run: Run, calls: list[dict[str, Any]], max_chars: int,
         "input_tokens": rollup["input_tokens"],
         "output_tokens": rollup["output_tokens"],
         "cached_input_tokens": rollup["cached_input_tokens"],
+        "cache_write_tokens": rollup["cache_write_tokens"],
         "reasoning_tokens": rollup["reasoning_tokens"],
         "total_tokens": rollup["total_tokens"],
         "cost_usd": rollup["cost_usd"] if calls else None,

@@ -41,6 +41,7 @@ from openai import AsyncStream, Stream
 from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 from .. import _guard
+from ..pricing import load_library
 from ._span import CallSpan, Patches, as_int, attr, record_calls
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
@@ -84,6 +85,7 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     an instrumented client derives with ``with_options()`` / ``copy()`` are instrumented too.
     """
     _patches.instrument(client, include_usage, _make_wrapper)
+    load_library()  # the price table, here on your thread (never imported on the exporter's)
     if client is not None:
         for name in _DERIVE:
             if hasattr(type(client), name):

@@ -145,6 +145,17 @@ class StubRequest:
     fault: str | None = None  # "scripted", "random_error", "random_rate_limit" or None
     model: str | None = None
     result_count: int | None = None
+    #: milliseconds from the request's arrival to when the server began writing the first content event
+    #: (streams) and the end of its answer: a client cannot have read either sooner
+    first_content_ms: float | None = None
+    answer_ms: float | None = None
+    received_ns: int = field(default_factory=time.monotonic_ns, repr=False)
+
+    def _mark(self, first_content: bool = False) -> None:
+        elapsed = math.floor((time.monotonic_ns() - self.received_ns) / 1e3) / 1e3  # floor to 1 us
+        if first_content and self.first_content_ms is None:
+            self.first_content_ms = elapsed
+        self.answer_ms = elapsed
 
 
 _VOCABULARY = (
@@ -349,6 +360,18 @@ def _endpoint_key(path: str) -> str:
     return key
 
 
+def _is_content(event: str | None, data: Any) -> bool:
+    """True for a streamed event carrying generated content (text, a tool call's arguments...)."""
+    if not isinstance(data, dict):
+        return False
+    kind = str(data.get("type") or event or "")
+    if kind.endswith(".delta") or kind == "content_block_delta":
+        return True
+    choices = data.get("choices")
+    delta = choices[0].get("delta") if isinstance(choices, list) and choices else None
+    return isinstance(delta, dict) and bool(delta.get("content") or delta.get("tool_calls"))
+
+
 class _Cut(Exception):
     """The scripted connection drop of a streamed answer."""
 
@@ -414,7 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
             return server_error(500, retry_after_ms=5.0)
         return OK
 
-    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None,
+                   entry: StubRequest | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -423,14 +447,17 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
+        if entry is not None:
+            entry._mark()
         self.wfile.write(data)
+        self.wfile.flush()
 
     def _error(self, entry: StubRequest, status: int, kind: str | None, message: str | None,
                reply: Reply | None = None) -> None:
         entry.status = status
         headers = dict(reply.headers) if reply is not None else {}
         if reply is not None and reply.body is not None:
-            self._send_json(status, reply.body, headers)
+            self._send_json(status, reply.body, headers, entry)
             return
         if status == 429:
             kind = kind or "rate_limit_exceeded"
@@ -440,11 +467,11 @@ class _Handler(BaseHTTPRequestHandler):
             message = message or "The server had an error while processing your request. Sorry about that!"
         kind, message = kind or "invalid_request_error", message or f"error {status}"
         if entry.api == "tavily":
-            self._send_json(status, {"detail": {"error": message}}, headers)
+            self._send_json(status, {"detail": {"error": message}}, headers, entry)
         else:
             code = kind if kind == "rate_limit_exceeded" else None
             error = {"message": message, "type": kind, "param": None, "code": code}
-            self._send_json(status, {"error": error}, headers)
+            self._send_json(status, {"error": error}, headers, entry)
 
     def _answer(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
         endpoint = entry.endpoint
@@ -465,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         entry.status = 200
         usage = payload.get("usage") if isinstance(payload, dict) else None
         entry.usage = usage if isinstance(usage, dict) else None
-        self._send_json(200, payload, reply.headers)
+        self._send_json(200, payload, reply.headers, entry)
 
     # -- streaming ------------------------------------------------------------------------------------
     def _stream(self, entry: StubRequest, events: Iterator[tuple[str | None, Any]], reply: Reply) -> None:
@@ -482,7 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Each event is written when the next one is due, and the last one together with the end of the
         # chunked body, so a client that stops reading at the last event still finds the body complete
         # and can reuse the connection (as with the real API).
-        pending = b""
+        pending, pending_content = b"", False
         for sent, (event, data) in enumerate(events):
             if reply.cut_after_chunks is not None and sent >= reply.cut_after_chunks:
                 self.wfile.write(pending)
@@ -493,11 +520,14 @@ class _Handler(BaseHTTPRequestHandler):
             if pause > 0 and self.cfg.stop.wait(pause / 1000.0):
                 raise _Cut()
             if pending:
+                entry._mark(pending_content)
                 self.wfile.write(pending)
                 self.wfile.flush()
             text = data if isinstance(data, str) else json.dumps(data)
             chunk = ((f"event: {event}\n" if event else "") + f"data: {text}\n\n").encode()
             pending = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+            pending_content = _is_content(event, data)
+        entry._mark(pending_content)
         self.wfile.write(pending + b"0\r\n\r\n")
         self.wfile.flush()
 

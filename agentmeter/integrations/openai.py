@@ -42,7 +42,7 @@ from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 from .. import _guard
 from ..pricing import load_library
-from ._span import CallSpan, Patches, as_int, attr, record_calls
+from ._span import CallSpan, Patches, as_int, attr, body_pending, record_calls, watch_body
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
@@ -68,6 +68,8 @@ _KNOWN_OPERATIONS = {
     "audio/translations": "audio.translations",
     "audio/speech": "audio.speech",
 }
+#: the responses API's last streamed events: they carry the usage
+_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 #: an object id ("file-abc123", "vs_68ab12Cd", "ftjob-X1"); resource names are lowercase words joined by "_"
 _ID_LIKE = re.compile(r"[0-9A-Z-]")
 
@@ -199,7 +201,7 @@ def operation_of(url: str) -> str:
 class _Request:
     """Bookkeeping for one ``client.request(...)``: its call span, attempts and last response."""
 
-    __slots__ = ("attempts", "last_response", "operation", "sending", "span", "stream")
+    __slots__ = ("attempts", "body_ref", "last_response", "operation", "sending", "span", "stream")
 
     def __init__(self, span: CallSpan, operation: str, stream: bool) -> None:
         self.span = span
@@ -208,6 +210,7 @@ class _Request:
         self.attempts = 0
         self.sending = False
         self.last_response: Any = None
+        self.body_ref: weakref.ref[Any] | None = None  # a response whose body the caller reads later
 
     @classmethod
     def begin(cls, options: Any, stream: bool) -> _Request | None:
@@ -267,6 +270,9 @@ class _Request:
                 return _observe_sync_stream(self, result)
             if isinstance(result, AsyncStream):
                 return _observe_async_stream(self, result)
+            if body_pending(self.last_response):  # with_streaming_response, or with_raw_response of a stream
+                self._watch_body()
+                return result
             self._record_response_bytes()
             self._record_result(result)
         except Exception as exc:
@@ -274,8 +280,28 @@ class _Request:
         self.span.end(None)
         return result
 
+    def _watch_body(self) -> None:
+        """The call ends when the body the caller reads later does (see ``_span.watch_body``)."""
+        response, self.last_response = self.last_response, None  # collectable: its finalizer ends the call
+        self.body_ref = weakref.ref(response)
+        watch_body(response, self._body_item, self._body_end)
+
+    def _body_item(self, item: Any) -> bool:
+        self.observe(item)
+        return attr(item, "type") in _FINAL_EVENTS
+
+    def _body_end(self, body: Any, exc: BaseException | None, closed_early: bool) -> None:
+        if body is not None:
+            try:
+                self._record_result(body)
+            except Exception as err:
+                _guard.internal_error("openai_result", err)
+        self.end_stream(exc, closed_early)
+
     def _record_response_bytes(self) -> None:
         response = self.last_response
+        if response is None and self.body_ref is not None:
+            response = self.body_ref()
         if response is not None:
             downloaded = getattr(response, "num_bytes_downloaded", None)
             if isinstance(downloaded, int) and downloaded > 0:
@@ -311,7 +337,7 @@ class _Request:
             if isinstance(kind, str):  # responses API event
                 if call.first_token_ns is None and kind.endswith(".delta"):
                     call.mark_first_token()
-                if kind in ("response.completed", "response.incomplete", "response.failed"):
+                if kind in _FINAL_EVENTS:
                     response = attr(item, "response")
                     record_usage(call, attr(response, "usage"), attr(response, "model"))
                     call.set_metadata(response_status=attr(response, "status"))

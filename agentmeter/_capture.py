@@ -29,7 +29,7 @@ _NOT_SECRET = frozenset(
     {"input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
      "total_tokens", "max_tokens", "prompt_tokens", "completion_tokens", "max_output_tokens",
      "max_completion_tokens", "cached_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
-     "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}
+     "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens", "cache_write_1h_tokens"}
 )
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200

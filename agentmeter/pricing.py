@@ -26,7 +26,8 @@ library could price stay unpriced (``agentmeter.stats()["unpriced_price_table_no
 
 A request the provider rejected (OpenAI, Anthropic or Tavily answered 4xx/5xx and reported no usage) is
 not billed: it costs 0 with ``price_source = "not_billed"``. A call whose tokens are unknown (a stream
-read without the usage chunk, a timeout) is unpriced even when its model's price is known.
+read without the usage chunk or closed before its output count, a timeout) is unpriced even when its
+model's price is known (:func:`tokens_unknown`).
 
 Override keys are matched against each call, most specific first: ``"provider:model"``, ``"model"``, the
 same two with a trailing date removed (``gpt-4o-2024-08-06`` -> ``gpt-4o``), ``"provider:operation"``,
@@ -46,7 +47,7 @@ from . import _guard
 from .contract import Price, Pricer
 
 __all__ = ["LIBRARY", "NOT_BILLED", "OVERRIDE", "PRICE_FIELDS", "library_loaded", "load_library",
-           "load_library_if_alone", "make_pricer", "validate_prices"]
+           "load_library_if_alone", "make_pricer", "tokens_unknown", "validate_prices"]
 
 OVERRIDE = "override"
 LIBRARY = "genai-prices"
@@ -176,6 +177,17 @@ def _applicable(specs: tuple[_Spec, ...], started_at: Any) -> _Spec | None:
     return chosen
 
 
+def tokens_unknown(call: Mapping[str, Any]) -> bool:
+    """True when a call's tokens are not known well enough to price it: none was reported, or it is a
+    stream whose output count never arrived (closed before its last event)."""
+    if call.get("output_tokens") is not None:
+        return False
+    if call.get("input_tokens") is None:
+        return True
+    metadata = call.get("metadata")
+    return isinstance(metadata, Mapping) and bool(metadata.get("stream"))
+
+
 def _input_parts(call: Mapping[str, Any]) -> tuple[int, int, int]:
     """(input tokens, of which read from the cache, of which written to it), clamped to be consistent."""
     total = call.get("input_tokens") or 0
@@ -187,15 +199,14 @@ def _input_parts(call: Mapping[str, Any]) -> tuple[int, int, int]:
 def _override_cost(spec: _Spec, call: Mapping[str, Any]) -> Price:
     cost = 0.0
     if any(getattr(spec, f) is not None for f in _TOKEN_FIELDS):
-        input_tokens, output_tokens = call.get("input_tokens"), call.get("output_tokens")
-        if input_tokens is None and output_tokens is None:
+        if tokens_unknown(call):
             return Price(None, False, None)
         total_in, cached, written = _input_parts(call)
         per_in = spec.input_per_mtok or 0.0
         per_cached = spec.cached_input_per_mtok if spec.cached_input_per_mtok is not None else per_in
         per_written = spec.cache_write_per_mtok if spec.cache_write_per_mtok is not None else per_in
         cost += (total_in - cached - written) * per_in + cached * per_cached + written * per_written
-        cost += (output_tokens or 0) * (spec.output_per_mtok or 0.0)
+        cost += (call.get("output_tokens") or 0) * (spec.output_per_mtok or 0.0)
         cost /= 1e6
     if spec.per_unit is not None:
         units = call.get("units")
@@ -253,9 +264,8 @@ class _Library:
                 _guard.counters["pricing.library_not_loaded"] += 1
                 return None
             lib = self.mod
-        input_tokens, output_tokens = call.get("input_tokens"), call.get("output_tokens")
         total_in, cached, written = _input_parts(call)
-        parts: dict[str, int] = {"input_tokens": total_in, "output_tokens": output_tokens or 0,
+        parts: dict[str, int] = {"input_tokens": total_in, "output_tokens": call.get("output_tokens") or 0,
                                  "cache_read_tokens": cached}
         if written:
             parts["cache_write_tokens"] = written
@@ -271,7 +281,7 @@ class _Library:
                                         genai_request_timestamp=_timestamp(call.get("started_at")))
             except LookupError:
                 return None
-        if input_tokens is None and output_tokens is None:
+        if tokens_unknown(call):
             return Price(None, False, None)  # the model is known, the tokens are not
         return Price(round(float(result.total_price), 10), True, LIBRARY)
 

@@ -1,7 +1,7 @@
 """Record every Anthropic API request as an agentmeter call: ``instrument()`` / ``uninstrument()``.
 
 >>> import agentmeter.integrations.anthropic as am_anthropic
->>> am_anthropic.instrument()          # every Anthropic / AsyncAnthropic client (Bedrock, Vertex too)
+>>> am_anthropic.instrument()          # every Anthropic / AsyncAnthropic client, sync and async
 >>> am_anthropic.instrument(client)    # or one client instance only
 
 Each request (``messages.create``, ``messages.stream``, batches, any other endpoint) becomes one call

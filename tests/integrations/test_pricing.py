@@ -201,3 +201,27 @@ def test_a_stream_without_its_output_count_is_unpriced() -> None:
 def test_cache_write_price_must_be_a_number() -> None:
     with pytest.raises(ValueError, match="cache_write_per_mtok"):
         validate_prices({"m": {"input_per_mtok": 1, "cache_write_per_mtok": "1.25x"}})
+
+
+# docs/integrations.md "Cache writes, priced": (model, provider, input, cached, written, 1h written, output) -> cost
+DOC_EXAMPLES = [
+    ("claude-sonnet-4-5", "anthropic", 2_050, 0, 2_000, 0, 400, "$0.013650"),
+    ("claude-sonnet-4-5", "anthropic", 2_050, 2_000, 0, 0, 400, "$0.006750"),
+    ("claude-haiku-4-5", "anthropic", 2_050, 0, 2_000, 2_000, 400, "$0.006050"),
+    ("claude-opus-4-1", "anthropic", 2_050, 0, 2_000, 0, 400, "$0.068250"),
+    ("gpt-4o-mini", "openai", 1_500, 1_024, 0, 0, 200, "$0.0002682"),
+]
+
+
+@pytest.mark.parametrize("example", DOC_EXAMPLES, ids=[f"{e[0]}-{e[7]}" for e in DOC_EXAMPLES])
+def test_the_documented_cache_write_examples_are_what_agentmeter_charges(example: tuple[Any, ...]) -> None:
+    from pathlib import Path
+
+    model, provider, total, cached, written, hour, output, shown = example
+    call = row(model, total, output, cached=cached, provider=provider, cache_write_tokens=written,
+               metadata={"cache_write_1h_tokens": hour} if hour else {})
+    price = make_pricer({})(call)
+    assert price.source == "genai-prices"
+    assert f"${price.cost_usd:.{len(shown) - 3}f}" == shown
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "integrations.md").read_text()
+    assert f"**{shown}**" in doc

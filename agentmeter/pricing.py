@@ -221,12 +221,11 @@ def _override_cost(spec: _Spec, call: Mapping[str, Any]) -> Price:
 
 
 class _Library:
-    """genai-prices and its bundled price table, once per process. Loaded only by :func:`load_library`."""
+    """genai-prices and its bundled price table, loaded once per process (see the module docstring)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.mod: Any = None
-        self.snapshot: Any = None
         self.providers: frozenset[str] = frozenset()
         self.missing = False  # not installed (or broken): every lookup misses
 
@@ -244,11 +243,12 @@ class _Library:
                                                 "gpt-4o-mini", provider_id="openai")
                     except LookupError:
                         pass
-                    self.snapshot = snapshot
                     self.mod = genai_prices
-                except Exception as exc:  # ImportError, or a broken install: unpriced, said once
+                except ImportError:  # not installed (no pricing extra): calls without an override are unpriced
                     self.missing = True
-                    _guard.warn("pricing.library", "genai-prices is unavailable; calls without a price "
+                except Exception as exc:  # a broken install: the same, said once
+                    self.missing = True
+                    _guard.warn("pricing.library", "genai-prices failed to load; calls without a price "
                                 "override are unpriced", error=f"{type(exc).__name__}: {exc}"[:300])
             return self.mod is not None
 
@@ -258,7 +258,9 @@ class _Library:
             return None
         lib = self.mod
         if lib is None:
-            if self.missing or not (_fully_imported("pydantic") and _fully_imported("httpx2")) or not self.load():
+            if self.missing:
+                return None
+            if not (_fully_imported("pydantic") and _fully_imported("httpx2")) or not self.load():
                 # Not loaded, and loading it here (on the exporter's thread) would import modules your
                 # threads may be using, half-imported (see the module docstring): unpriced, and counted.
                 _guard.counters["pricing.library_not_loaded"] += 1

@@ -114,9 +114,7 @@ class Call:
     ) -> None:
         """Record token usage (and optionally the model that answered, or billable ``units`` such as search
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
-        and recorded as unknown. Never raises. ``input_tokens`` counts every input token, cached ones
-        included; ``cached_input_tokens`` (read from the provider's cache) and ``cache_write_tokens``
-        (written to it) are the parts of it billed at other rates."""
+        and recorded as unknown. Never raises."""
         for field, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),

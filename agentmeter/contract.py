@@ -68,7 +68,8 @@ _ERROR = (
     Column("error_message", "text", "exception message (first 2000 characters), else null"),
 )
 _TOKENS = (
-    Column("input_tokens", "integer", "input (prompt) tokens; null when unknown"),
+    Column("input_tokens", "integer",
+           "input (prompt) tokens, all of them (cache reads and cache writes included); null when unknown"),
     Column("output_tokens", "integer", "output (completion) tokens; null when unknown"),
     Column("cached_input_tokens", "integer", "input tokens served from the provider's cache; null when unknown"),
     Column("cache_write_tokens", "integer",

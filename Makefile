@@ -1,12 +1,13 @@
 # The two quickstart commands (see README):
 #   make demo   set up .venv with every extra, run the demo agent offline into the local store, print a report
-#   make test   set up .venv with the test extra (and Chromium for the browser test), run the whole suite
+#   make test   set up .venv with the test extra (and Chromium for the browser test), run the whole suite,
+#               then the integration tests again on openai 2.x (make test-openai2)
 #   make bench  benchmarks against OpenTelemetry, Langfuse and LangSmith (see benchmarks/README.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench system-deps
+.PHONY: demo test test-openai2 lint bench system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,25 @@ system-deps:
 
 test: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+	$(MAKE) test-openai2
+
+# .venv gets openai 3.x from the extras; the integrations are tested on openai 2.x too, in two more venvs:
+# the oldest versions the integrations support (openai 2.31.0, anthropic 1.0.0) and the newest openai 2.x
+# (what CrewAI, LlamaIndex and openai-agents users get). test_resolution needs one interpreter only.
+OPENAI2_PINS_oldest := 'openai==2.31.0' 'anthropic==1.0.0'
+OPENAI2_PINS_newest := 'openai>=2.31,<3'
+OPENAI2_TESTS := tests/integrations --ignore=tests/integrations/test_resolution.py -p no:cacheprovider
+
+.venv-openai2-%/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-openai2-$*
+	.venv-openai2-$*/bin/python -m pip install -q --upgrade pip
+	.venv-openai2-$*/bin/python -m pip install -q -e '.[openai,anthropic,tavily]' $(OPENAI2_PINS_$*) \
+	  'pytest>=8' 'pytest-timeout>=2.3'
+	touch $@
+
+test-openai2: .venv-openai2-oldest/.installed .venv-openai2-newest/.installed
+	.venv-openai2-oldest/bin/python -m pytest $(OPENAI2_TESTS)
+	.venv-openai2-newest/bin/python -m pytest $(OPENAI2_TESTS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -85,9 +85,15 @@ def configure(**settings: Unpack[ConfigureOptions]) -> Settings:
 
     ``configure(sinks=[SQLiteSink("runs.db"), MongoDBSink(uri=...)])``. Raises ``ValueError`` naming the
     setting when a value is invalid; nothing changes then. Runs already queued are flushed to the previous
-    sinks first.
+    sinks first. Also loads the price table (genai-prices, when installed) on this thread, so the exporter
+    never has to import it while your threads run (see :mod:`agentmeter.pricing`).
     """
-    return _state.configure(**settings)
+    new = _state.configure(**settings)
+    if new.enabled:
+        from .pricing import load_library
+
+        load_library()
+    return new
 
 
 def flush(timeout: float | None = 10.0) -> FlushResult:
@@ -141,6 +147,7 @@ def stats() -> Stats:
         base = Stats()
     return attrs.evolve(base, internal_errors=_guard.counters["internal_errors"],
                         warnings=_guard.counters["warnings"],
+                        unpriced_price_table_not_loaded=_guard.counters["pricing.library_not_loaded"],
                         thread_propagation=_context.thread_propagation_enabled())
 
 

@@ -93,7 +93,7 @@ def _check_sinks(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _check_prices(value: Any) -> None:
-    from .pricing import validate_prices  # light: genai-prices itself is imported only by the exporter
+    from .pricing import validate_prices  # light: genai-prices is loaded by pricing.load_library()
 
     validate_prices(value)
 

@@ -110,6 +110,7 @@ class Call:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     units: float | None = None
     metadata: dict[str, Any] = attrs.Factory(dict)
@@ -124,6 +125,8 @@ class Call:
         reasoning_tokens: int | None = None,
         model: str | None = None,
         units: float | None = None,
+        *,
+        cache_write_tokens: int | None = None,
     ) -> None:
         """Record token usage (and optionally the model that answered, or billable ``units`` such as search
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
@@ -134,6 +137,7 @@ class Call:
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),
             ("cached_input_tokens", cached_input_tokens),
+            ("cache_write_tokens", cache_write_tokens),
             ("reasoning_tokens", reasoning_tokens),
         ):
             if value is None:

@@ -45,6 +45,7 @@ class FinishedCall(NamedTuple):
     input_tokens: int | None
     output_tokens: int | None
     cached_input_tokens: int | None
+    cache_write_tokens: int | None
     reasoning_tokens: int | None
     units: float | None
     metadata: Snapshot
@@ -121,7 +122,7 @@ def freeze_call(call: Any, max_chars: int) -> FinishedCall:
         call.start_us, call.start_ns, call.end_us, call.end_ns, call.status, call.error_type,
         call.error_message, call.http_status, call.retries, call.first_token_ns, call.request_bytes,
         call.response_bytes, call.input_tokens, call.output_tokens, call.cached_input_tokens,
-        call.reasoning_tokens, call.units, _meta(call.metadata, max_chars),
+        call.cache_write_tokens, call.reasoning_tokens, call.units, _meta(call.metadata, max_chars),
     )
 
 

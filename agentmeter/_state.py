@@ -115,6 +115,9 @@ def processor() -> Processor:
                         listener(created)
                     except Exception as exc:
                         _guard.internal_error("processor_listener", exc)
+                from .pricing import load_library_if_alone  # genai-prices: only once a processor is needed
+
+                load_library_if_alone()  # here, on the caller's thread: never on the exporter's (import races)
             p = _processor
             assert p is not None
     return p

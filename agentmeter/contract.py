@@ -69,9 +69,12 @@ _ERROR = (
     Column("error_message", "text", "exception message (first 2000 characters), else null"),
 )
 _TOKENS = (
-    Column("input_tokens", "integer", "input (prompt) tokens; null when unknown"),
+    Column("input_tokens", "integer",
+           "input (prompt) tokens, all of them (cache reads and cache writes included); null when unknown"),
     Column("output_tokens", "integer", "output (completion) tokens; null when unknown"),
     Column("cached_input_tokens", "integer", "input tokens served from the provider's cache; null when unknown"),
+    Column("cache_write_tokens", "integer",
+           "input tokens written to the provider's cache (billed at the cache-write rate); null when unknown"),
     Column("reasoning_tokens", "integer", "output tokens spent on reasoning; null when unknown"),
     Column("total_tokens", "integer", "input + output tokens; null when unknown"),
 )
@@ -237,6 +240,7 @@ def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: i
         "input_tokens": call.input_tokens,
         "output_tokens": call.output_tokens,
         "cached_input_tokens": call.cached_input_tokens,
+        "cache_write_tokens": call.cache_write_tokens,
         "reasoning_tokens": call.reasoning_tokens,
         "total_tokens": _total(call.input_tokens, call.output_tokens),
         "units": call.units,
@@ -255,7 +259,7 @@ def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: i
 
 
 _NO_CALLS: Final = {"input_tokens": None, "output_tokens": None, "cached_input_tokens": None,
-                     "reasoning_tokens": None, "total_tokens": None, "cost_usd": 0}
+                     "cache_write_tokens": None, "reasoning_tokens": None, "total_tokens": None, "cost_usd": 0}
 
 
 def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -266,6 +270,7 @@ def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
         "input_tokens": _sum_known([c["input_tokens"] for c in calls]),
         "output_tokens": _sum_known([c["output_tokens"] for c in calls]),
         "cached_input_tokens": _sum_known([c["cached_input_tokens"] for c in calls]),
+        "cache_write_tokens": _sum_known([c["cache_write_tokens"] for c in calls]),
         "reasoning_tokens": _sum_known([c["reasoning_tokens"] for c in calls]),
         "total_tokens": _sum_known([c["total_tokens"] for c in calls]),
         # cost: 0 for a run without calls (nothing billed); null when there are calls and none is priced
@@ -297,6 +302,7 @@ def _step_row(step: FinishedStep, run: FinishedRun, calls: list[dict[str, Any]],
         "input_tokens": rollup["input_tokens"],
         "output_tokens": rollup["output_tokens"],
         "cached_input_tokens": rollup["cached_input_tokens"],
+        "cache_write_tokens": rollup["cache_write_tokens"],
         "reasoning_tokens": rollup["reasoning_tokens"],
         "total_tokens": rollup["total_tokens"],
         "cost_usd": rollup["cost_usd"] if calls else None,

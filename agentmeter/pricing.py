@@ -4,16 +4,30 @@ Prices come from, in order:
 
 1. **your overrides**, ``configure(prices={...})``: per model, per million tokens
    (``{"my-model": {"input_per_mtok": 0.5, "output_per_mtok": 1.5, "cached_input_per_mtok": 0.25,
-   "effective_from": "2026-01-01"}}``), or per request / per billable unit for non-token APIs
-   (``{"tavily:search": {"per_credit": 0.008}}``, ``{"tavily:extract": {"per_request": 0.002}}``). A value
-   may be a list of such dicts with different ``effective_from`` dates (a price history);
-2. **genai-prices**, a maintained price library that ships its data and works offline (imported the first
-   time a call needs it, in the exporter, never by ``import agentmeter``);
+   "cache_write_per_mtok": 0.625, "effective_from": "2026-01-01"}}``), or per request / per billable unit for
+   non-token APIs (``{"tavily:search": {"per_credit": 0.008}}``, ``{"tavily:extract": {"per_request": 0.002}}``).
+   A value may be a list of such dicts with different ``effective_from`` dates (a price history);
+2. **genai-prices**, a maintained price library that ships its data and works offline;
 3. otherwise the call is **unpriced**: ``cost_usd = None`` and ``priced = False``, never a silent $0.
 
-A request the provider rejected (OpenAI or Tavily answered 4xx/5xx and reported no usage) is not billed:
-it costs 0 with ``price_source = "not_billed"``. A call whose tokens are unknown (a stream read without the
-usage chunk, a timeout) is unpriced even when its model's price is known.
+Token counts follow one convention whatever the provider: ``input_tokens`` counts every input token, and
+``cached_input_tokens`` (read from the provider's cache) and ``cache_write_tokens`` (written to it) are
+the parts of it billed at their own rates; the rest is billed at the input rate. (OpenAI reports usage
+this way; Anthropic reports the three separately and its integration adds them up.)
+
+genai-prices is loaded by :func:`load_library`, on the thread that calls it, where the import cannot race
+with your threads: ``agentmeter.configure()``, every LLM integration's ``instrument()`` and
+``agentmeter.testing.capture_runs()`` call it, and so does the end of your first run when no other thread
+of your program is running. The exporter's threads load it themselves only when that imports nothing but
+genai-prices' own modules (pydantic and httpx2 already imported, as openai 3.x and anthropic do):
+importing a module on a background thread while your threads use it can crash them (openai 2.x clients
+look ``httpx2`` up in ``sys.modules`` and fail on a half-imported one). Otherwise calls that only the
+library could price stay unpriced (``agentmeter.stats().unpriced_price_table_not_loaded`` counts them).
+
+A request the provider rejected (OpenAI, Anthropic or Tavily answered 4xx/5xx and reported no usage) is
+not billed: it costs 0 with ``price_source = "not_billed"``. A call whose tokens are unknown (a stream
+read without the usage chunk or closed before its output count, a timeout) is unpriced even when its
+model's price is known (:func:`tokens_unknown`).
 
 Override keys are matched against each call, most specific first: ``"provider:model"``, ``"model"``, the
 same two with a trailing date removed (``gpt-4o-2024-08-06`` -> ``gpt-4o``), ``"provider:operation"``,
@@ -23,6 +37,7 @@ then ``"provider"``.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
@@ -31,7 +46,8 @@ from typing import Any, NamedTuple
 from . import _guard
 from .contract import Price, Pricer
 
-__all__ = ["LIBRARY", "NOT_BILLED", "OVERRIDE", "PRICE_FIELDS", "make_pricer", "validate_prices"]
+__all__ = ["LIBRARY", "NOT_BILLED", "OVERRIDE", "PRICE_FIELDS", "library_loaded", "load_library",
+           "load_library_if_alone", "make_pricer", "tokens_unknown", "validate_prices"]
 
 OVERRIDE = "override"
 LIBRARY = "genai-prices"
@@ -42,14 +58,15 @@ PRICE_FIELDS: dict[str, str] = {
     "input_per_mtok": "price of one million input (prompt) tokens",
     "output_per_mtok": "price of one million output tokens (reasoning tokens are output tokens)",
     "cached_input_per_mtok": "price of one million cached input tokens (default: input_per_mtok)",
+    "cache_write_per_mtok": "price of one million input tokens written to the cache (default: input_per_mtok)",
     "per_request": "price of one successful request",
     "per_unit": "price of one billable unit the call reported (call.units: e.g. Tavily credits)",
     "per_credit": "alias of per_unit",
     "effective_from": "YYYY-MM-DD: the price applies to calls started on or after this date (UTC)",
 }
-_TOKEN_FIELDS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+_TOKEN_FIELDS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok")
 #: Providers whose rejected requests (4xx/5xx without usage) are known not to be billed.
-_REJECTS_FREE = ("openai", "tavily")
+_REJECTS_FREE = ("openai", "anthropic", "tavily")
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
@@ -58,6 +75,7 @@ class _Spec(NamedTuple):
     input_per_mtok: float | None
     output_per_mtok: float | None
     cached_input_per_mtok: float | None
+    cache_write_per_mtok: float | None
     per_request: float | None
     per_unit: float | None
 
@@ -98,6 +116,7 @@ def _spec(key: str, raw: Any) -> _Spec:
         _number(key, "input_per_mtok", raw.get("input_per_mtok")),
         _number(key, "output_per_mtok", raw.get("output_per_mtok")),
         _number(key, "cached_input_per_mtok", raw.get("cached_input_per_mtok")),
+        _number(key, "cache_write_per_mtok", raw.get("cache_write_per_mtok")),
         _number(key, "per_request", raw.get("per_request")),
         _number(key, "per_unit", raw.get("per_unit", raw.get("per_credit"))),
     )
@@ -158,17 +177,36 @@ def _applicable(specs: tuple[_Spec, ...], started_at: Any) -> _Spec | None:
     return chosen
 
 
+def tokens_unknown(call: Mapping[str, Any]) -> bool:
+    """True when a call's tokens are not known well enough to price it: none was reported, or it is a
+    stream whose output count never arrived (closed before its last event)."""
+    if call.get("output_tokens") is not None:
+        return False
+    if call.get("input_tokens") is None:
+        return True
+    metadata = call.get("metadata")
+    return isinstance(metadata, Mapping) and bool(metadata.get("stream"))
+
+
+def _input_parts(call: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(input tokens, of which read from the cache, of which written to it), clamped to be consistent."""
+    total = call.get("input_tokens") or 0
+    cached = min(call.get("cached_input_tokens") or 0, total)
+    written = min(call.get("cache_write_tokens") or 0, total - cached)
+    return total, cached, written
+
+
 def _override_cost(spec: _Spec, call: Mapping[str, Any]) -> Price:
     cost = 0.0
     if any(getattr(spec, f) is not None for f in _TOKEN_FIELDS):
-        input_tokens, output_tokens = call.get("input_tokens"), call.get("output_tokens")
-        if input_tokens is None and output_tokens is None:
+        if tokens_unknown(call):
             return Price(None, False, None)
-        cached = min(call.get("cached_input_tokens") or 0, input_tokens or 0)
+        total_in, cached, written = _input_parts(call)
         per_in = spec.input_per_mtok or 0.0
         per_cached = spec.cached_input_per_mtok if spec.cached_input_per_mtok is not None else per_in
-        cost += ((input_tokens or 0) - cached) * per_in + cached * per_cached
-        cost += (output_tokens or 0) * (spec.output_per_mtok or 0.0)
+        per_written = spec.cache_write_per_mtok if spec.cache_write_per_mtok is not None else per_in
+        cost += (total_in - cached - written) * per_in + cached * per_cached + written * per_written
+        cost += (call.get("output_tokens") or 0) * (spec.output_per_mtok or 0.0)
         cost /= 1e6
     if spec.per_unit is not None:
         units = call.get("units")
@@ -183,50 +221,111 @@ def _override_cost(spec: _Spec, call: Mapping[str, Any]) -> Price:
 
 
 class _Library:
-    """genai-prices, imported on first use (in the exporter). Unavailable -> every lookup misses."""
+    """genai-prices and its bundled price table, loaded once per process (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._mod: Any = None
-        self._providers: set[str] = set()
-        self._failed = False
+        self.lock = threading.Lock()
+        self.mod: Any = None
+        self.providers: frozenset[str] = frozenset()
+        self.missing = False  # not installed (or broken): every lookup misses
 
-    def _load(self) -> Any:
-        if self._mod is None and not self._failed:
-            try:
-                import genai_prices
-                from genai_prices import data_snapshot
+    def load(self) -> bool:
+        with self.lock:
+            if self.mod is None and not self.missing:
+                try:
+                    import genai_prices
+                    from genai_prices import data_snapshot
 
-                self._mod = genai_prices
-                self._providers = {p.id for p in data_snapshot.get_snapshot().providers}
-            except ImportError:
-                self._failed = True
-        return self._mod
+                    snapshot = data_snapshot.get_snapshot()  # imports the table (genai_prices.data) now
+                    self.providers = frozenset(p.id for p in snapshot.providers)
+                    try:  # one price now, so the modules calc_price imports on first use load here too
+                        genai_prices.calc_price(genai_prices.Usage(input_tokens=1, output_tokens=1),
+                                                "gpt-4o-mini", provider_id="openai")
+                    except LookupError:
+                        pass
+                    self.mod = genai_prices
+                except ImportError:  # not installed (no pricing extra): calls without an override are unpriced
+                    self.missing = True
+                except Exception as exc:  # a broken install: the same, said once
+                    self.missing = True
+                    _guard.warn("pricing.library", "genai-prices failed to load; calls without a price "
+                                "override are unpriced", error=f"{type(exc).__name__}: {exc}"[:300])
+            return self.mod is not None
 
     def price(self, call: Mapping[str, Any]) -> Price | None:
         model = call.get("model")
-        input_tokens, output_tokens = call.get("input_tokens"), call.get("output_tokens")
         if not model:
             return None
-        with self._lock:
-            lib = self._load()
-            if lib is None:
+        lib = self.mod
+        if lib is None:
+            if self.missing:
                 return None
-            provider = call.get("provider")
-            provider_id = provider if provider in self._providers else None
-            when = _timestamp(call.get("started_at"))
-            usage = lib.Usage(
-                input_tokens=input_tokens or 0,
-                output_tokens=output_tokens or 0,
-                cache_read_tokens=min(call.get("cached_input_tokens") or 0, input_tokens or 0),
-            )
+            if not (_fully_imported("pydantic") and _fully_imported("httpx2")) or not self.load():
+                # Not loaded, and loading it here (on the exporter's thread) would import modules your
+                # threads may be using, half-imported (see the module docstring): unpriced, and counted.
+                _guard.counters["pricing.library_not_loaded"] += 1
+                return None
+            lib = self.mod
+        total_in, cached, written = _input_parts(call)
+        parts: dict[str, int] = {"input_tokens": total_in, "output_tokens": call.get("output_tokens") or 0,
+                                 "cache_read_tokens": cached}
+        if written:
+            parts["cache_write_tokens"] = written
+            metadata = call.get("metadata")
+            hour = metadata.get("cache_write_1h_tokens") if isinstance(metadata, Mapping) else None
+            if isinstance(hour, int) and not isinstance(hour, bool) and 0 < hour <= written:
+                parts["cache_write_1h_tokens"] = hour  # Anthropic's 1-hour cache writes cost more
+        provider = call.get("provider")
+        provider_id = provider if provider in self.providers else None
+        with self.lock:
             try:
-                result = lib.calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=when)
+                result = lib.calc_price(lib.Usage(**parts), model, provider_id=provider_id,
+                                        genai_request_timestamp=_timestamp(call.get("started_at")))
             except LookupError:
                 return None
-        if input_tokens is None and output_tokens is None:
+        if tokens_unknown(call):
             return Price(None, False, None)  # the model is known, the tokens are not
         return Price(round(float(result.total_price), 10), True, LIBRARY)
+
+
+_library = _Library()
+
+
+def _fully_imported(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def load_library() -> bool:
+    """Import genai-prices and load its price table on the calling thread (once per process); True when
+    it is available. Idempotent, thread-safe; never raises.
+
+    ``agentmeter.configure()``, the LLM integrations' ``instrument()`` and ``capture_runs()`` call it, so
+    you need it only when none of them runs: call it once at start-up, before your threads start.
+    """
+    try:
+        return _library.load()
+    except Exception as exc:
+        _guard.internal_error("pricing_load", exc)
+        return False
+
+
+def load_library_if_alone() -> None:
+    """:func:`load_library` now if no other thread of the program runs (so nothing can race with the
+    import); called where the exporter is created, on the caller's thread. Never raises."""
+    try:
+        if _library.mod is not None or _library.missing:
+            return
+        me = threading.current_thread()
+        if all(t is me or t.name.startswith("agentmeter-") for t in threading.enumerate()):
+            load_library()
+    except Exception as exc:
+        _guard.internal_error("pricing_load", exc)
+
+
+def library_loaded() -> bool:
+    """True once :func:`load_library` has loaded genai-prices in this process."""
+    return _library.mod is not None
 
 
 def _timestamp(started_at: Any) -> datetime | None:
@@ -242,7 +341,7 @@ def make_pricer(prices: Mapping[str, Any]) -> Pricer:
     """A pricer: overrides from ``prices`` first, then genai-prices, else unpriced. Raises ``ValueError``
     for an invalid ``prices`` setting; the pricer itself never raises."""
     table = validate_prices(prices)
-    library = _Library()
+    library = _library
 
     def price(call: Mapping[str, Any]) -> Price:
         try:

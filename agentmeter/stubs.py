@@ -5,10 +5,16 @@ One :class:`StubServer` listens on loopback (``127.0.0.1``, a free port) in a da
 * OpenAI (``server.openai_base_url``, e.g. ``http://127.0.0.1:PORT/openai/v1``): ``POST /chat/completions``
   (plain, and server-sent events with or without the final usage chunk), ``POST /responses`` (plain and
   streamed events), ``POST /embeddings`` (float or base64);
+* Anthropic (``server.anthropic_base_url``, e.g. ``http://127.0.0.1:PORT/anthropic``): ``POST /v1/messages``
+  (a message, or its server-sent events with ``stream: true``; a ``tool_use`` block when the request offers
+  tools; prompt caching: blocks marked ``cache_control`` are written to the cache the first time and read
+  from it after, as ``cache_creation_input_tokens`` / ``cache_read_input_tokens``, apart from
+  ``input_tokens`` as Anthropic counts them) and ``POST /v1/messages/count_tokens``;
 * Tavily (``server.tavily_base_url``, e.g. ``http://127.0.0.1:PORT/tavily``): ``POST /search`` and
   ``POST /extract``, with ``usage.credits`` when the request asks ``include_usage``.
 
 Point the real clients at it: ``OpenAI(base_url=server.openai_base_url, api_key="stub")``,
+``Anthropic(base_url=server.anthropic_base_url, api_key="stub")``,
 ``TavilyClient(api_key="stub", api_base_url=server.tavily_base_url)``.
 
 Answers are generated, not canned: token counts follow the prompt's length, texts and result lists vary,
@@ -22,7 +28,7 @@ tests use::
         ...
         server.requests[-1].usage   # what the server reported for the last request
 
-Stdlib only (``http.server``); never imports openai or tavily. This module is not imported by
+Stdlib only (``http.server``); never imports openai, anthropic or tavily. This module is not imported by
 ``import agentmeter``.
 """
 
@@ -57,8 +63,11 @@ __all__ = [
 ]
 
 OPENAI_PREFIX = "/openai/v1"
+ANTHROPIC_PREFIX = "/anthropic"
 TAVILY_PREFIX = "/tavily"
-ENDPOINTS = ("chat/completions", "responses", "embeddings", "search", "extract")
+ENDPOINTS = ("chat/completions", "responses", "embeddings", "messages", "messages/count_tokens", "search", "extract")
+#: Anthropic caches a prefix only from this many tokens on (Sonnet and Opus models)
+ANTHROPIC_MIN_CACHE_TOKENS = 1024
 
 #: A latency: fixed milliseconds, a uniform (min, max) range, or a function of the server's Random.
 Latency = float | tuple[float, float] | Callable[[random.Random], float]
@@ -127,13 +136,14 @@ def _shorthand(status: int) -> Reply:
 class StubURLs(NamedTuple):
     openai: str
     tavily: str
+    anthropic: str
 
 
 @dataclass
 class StubRequest:
     """One request the server received, and what it answered (``usage`` as the body reported it)."""
 
-    api: str  # "openai" or "tavily"
+    api: str  # "openai", "anthropic" or "tavily"
     endpoint: str  # one of ENDPOINTS, or the unknown path
     method: str
     path: str
@@ -146,6 +156,17 @@ class StubRequest:
     model: str | None = None
     result_count: int | None = None
     tool_call: str | None = None  # the tool the answer called (``tool_calls=True`` servers)
+    #: milliseconds from the request's arrival to when the server began writing the first content event
+    #: (streams) and the end of its answer: a client cannot have read either sooner
+    first_content_ms: float | None = None
+    answer_ms: float | None = None
+    received_ns: int = field(default_factory=time.monotonic_ns, repr=False)
+
+    def _mark(self, first_content: bool = False) -> None:
+        elapsed = math.floor((time.monotonic_ns() - self.received_ns) / 1e3) / 1e3  # floor to 1 us
+        if first_content and self.first_content_ms is None:
+            self.first_content_ms = elapsed
+        self.answer_ms = elapsed
 
 
 _VOCABULARY = (
@@ -318,7 +339,12 @@ class StubServer:
 
     @property
     def urls(self) -> StubURLs:
-        return StubURLs(self.openai_base_url, self.tavily_base_url)
+        return StubURLs(self.openai_base_url, self.tavily_base_url, self.anthropic_base_url)
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """Pass as ``Anthropic(base_url=...)`` (the client adds ``/v1/messages``)."""
+        return self.base_url + ANTHROPIC_PREFIX
 
     @property
     def openai_base_url(self) -> str:
@@ -367,10 +393,50 @@ class _QuietServer(ThreadingHTTPServer):
 
 def _endpoint_key(path: str) -> str:
     key = path.split("?", 1)[0].strip("/")
-    for prefix in (OPENAI_PREFIX.strip("/") + "/", "openai/", "v1/", TAVILY_PREFIX.strip("/") + "/"):
+    for prefix in (OPENAI_PREFIX.strip("/") + "/", "openai/", ANTHROPIC_PREFIX.strip("/") + "/", "v1/",
+                   TAVILY_PREFIX.strip("/") + "/"):
         if key.startswith(prefix):
             key = key[len(prefix):]
     return key
+
+
+def _anthropic_prompt(body: Mapping[str, Any]) -> tuple[int, tuple[int, str] | None, str | None]:
+    """(prompt tokens, (tokens, key) of the cached prefix or None, its cache ttl) of a messages request.
+
+    The prompt is read in Anthropic's cache order (tools, system, messages); the cached prefix ends at the
+    last block marked ``cache_control``."""
+    parts: list[tuple[str, Any]] = []
+    for tool in body.get("tools") or []:
+        parts.append((json.dumps(tool, sort_keys=True), tool.get("cache_control") if isinstance(tool, dict) else None))
+    system = body.get("system")
+    blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        blocks += [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    for block in blocks:
+        if isinstance(block, Mapping):
+            parts.append((_text_of(block) or json.dumps(block, sort_keys=True), block.get("cache_control")))
+    model = str(body.get("model") or "")
+    total = _estimate_tokens(" ".join(text for text, _ in parts)) + 3
+    cached, ttl = None, None
+    for i, (_text, control) in enumerate(parts):
+        if isinstance(control, Mapping):
+            prefix = " ".join(text for text, _ in parts[: i + 1])
+            key = hashlib.sha256((model + "\0" + prefix).encode()).hexdigest()
+            cached, ttl = (_estimate_tokens(prefix), key), control.get("ttl")
+    return total, cached, ttl if isinstance(ttl, str) else None
+
+
+def _is_content(event: str | None, data: Any) -> bool:
+    """True for a streamed event carrying generated content (text, a tool call's arguments...)."""
+    if not isinstance(data, dict):
+        return False
+    kind = str(data.get("type") or event or "")
+    if kind.endswith(".delta") or kind == "content_block_delta":
+        return True
+    choices = data.get("choices")
+    delta = choices[0].get("delta") if isinstance(choices, list) and choices else None
+    return isinstance(delta, dict) and bool(delta.get("content") or delta.get("tool_calls"))
 
 
 class _Cut(Exception):
@@ -400,6 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         path = self.path.split("?", 1)[0]
         api = ("openai" if path.startswith(OPENAI_PREFIX)
+               else "anthropic" if path.startswith(ANTHROPIC_PREFIX + "/v1/")
                else "tavily" if path.startswith(TAVILY_PREFIX) else "-")
         entry = StubRequest(api, _endpoint_key(path), "POST", path, dict(self.headers.items()), body)
         with cfg.lock:
@@ -438,7 +505,8 @@ class _Handler(BaseHTTPRequestHandler):
             return server_error(500, retry_after_ms=5.0)
         return OK
 
-    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None,
+                   entry: StubRequest | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -447,14 +515,17 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
+        if entry is not None:
+            entry._mark()
         self.wfile.write(data)
+        self.wfile.flush()
 
     def _error(self, entry: StubRequest, status: int, kind: str | None, message: str | None,
                reply: Reply | None = None) -> None:
         entry.status = status
         headers = dict(reply.headers) if reply is not None else {}
         if reply is not None and reply.body is not None:
-            self._send_json(status, reply.body, headers)
+            self._send_json(status, reply.body, headers, entry)
             return
         if status == 429:
             kind = kind or "rate_limit_exceeded"
@@ -464,11 +535,16 @@ class _Handler(BaseHTTPRequestHandler):
             message = message or "The server had an error while processing your request. Sorry about that!"
         kind, message = kind or "invalid_request_error", message or f"error {status}"
         if entry.api == "tavily":
-            self._send_json(status, {"detail": {"error": message}}, headers)
+            self._send_json(status, {"detail": {"error": message}}, headers, entry)
+        elif entry.api == "anthropic":
+            kinds = {429: "rate_limit_error", 529: "overloaded_error", 404: "not_found_error",
+                     400: "invalid_request_error"}
+            kind = kinds.get(status, "api_error" if status >= 500 else kind)
+            self._send_json(status, {"type": "error", "error": {"type": kind, "message": message}}, headers, entry)
         else:
             code = kind if kind == "rate_limit_exceeded" else None
             error = {"message": message, "type": kind, "param": None, "code": code}
-            self._send_json(status, {"error": error}, headers)
+            self._send_json(status, {"error": error}, headers, entry)
 
     def _answer(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
         endpoint = entry.endpoint
@@ -478,6 +554,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._responses(entry, body, reply)
         elif endpoint == "embeddings":
             self._embeddings(entry, body, reply)
+        elif endpoint == "messages":
+            self._messages(entry, body, reply)
+        elif endpoint == "messages/count_tokens":
+            self._finish_json(entry, {"input_tokens": _anthropic_prompt(body)[0]}, reply)
         elif endpoint == "search":
             self._search(entry, body, reply)
         else:
@@ -489,7 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         entry.status = 200
         usage = payload.get("usage") if isinstance(payload, dict) else None
         entry.usage = usage if isinstance(usage, dict) else None
-        self._send_json(200, payload, reply.headers)
+        self._send_json(200, payload, reply.headers, entry)
 
     # -- streaming ------------------------------------------------------------------------------------
     def _stream(self, entry: StubRequest, events: Iterator[tuple[str | None, Any]], reply: Reply) -> None:
@@ -506,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Each event is written when the next one is due, and the last one together with the end of the
         # chunked body, so a client that stops reading at the last event still finds the body complete
         # and can reuse the connection (as with the real API).
-        pending = b""
+        pending, pending_content = b"", False
         for sent, (event, data) in enumerate(events):
             if reply.cut_after_chunks is not None and sent >= reply.cut_after_chunks:
                 self.wfile.write(pending)
@@ -517,11 +597,14 @@ class _Handler(BaseHTTPRequestHandler):
             if pause > 0 and self.cfg.stop.wait(pause / 1000.0):
                 raise _Cut()
             if pending:
+                entry._mark(pending_content)
                 self.wfile.write(pending)
                 self.wfile.flush()
             text = data if isinstance(data, str) else json.dumps(data)
             chunk = ((f"event: {event}\n" if event else "") + f"data: {text}\n\n").encode()
             pending = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+            pending_content = _is_content(event, data)
+        entry._mark(pending_content)
         self.wfile.write(pending + b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -738,6 +821,84 @@ class _Handler(BaseHTTPRequestHandler):
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         self._finish_json(entry, {"object": "list", "data": data, "model": model,
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, reply)
+
+    # -- Anthropic ------------------------------------------------------------------------------------
+    def _messages(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:
+        cfg = self.cfg
+        model = str(body.get("model") or "claude-sonnet-4-5")
+        entry.model = model
+        total, cached_prefix, ttl = _anthropic_prompt(body)
+        read = written = 0
+        if cached_prefix is not None and cached_prefix[0] >= ANTHROPIC_MIN_CACHE_TOKENS:
+            tokens, key = cached_prefix
+            with cfg.lock:
+                seen = key in cfg.seen_prompts
+                cfg.seen_prompts.add(key)
+            read, written = (tokens, 0) if seen else (0, tokens)
+        limit = body.get("max_tokens")
+        n_words = cfg.randint(20, 120)
+        if isinstance(limit, int) and limit > 0:
+            n_words = min(n_words, limit)
+        words = cfg.words(n_words)
+        n_chunks = min(cfg.randint(*cfg.chunks), n_words)
+        size = math.ceil(n_words / n_chunks)
+        pieces = [" ".join(words[i:i + size]) + " " for i in range(0, n_words, size)]
+        pieces[-1] = pieces[-1].rstrip()
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        tool = tools[0] if tools and isinstance(tools[0], dict) and tools[0].get("name") else None
+        tool_input = {"query": " ".join(words[:4])} if tool is not None else None
+        tool_json = json.dumps(tool_input) if tool_input is not None else ""
+        output_tokens = n_words + (_estimate_tokens(tool_json) + 10 if tool is not None else 0)
+        usage: dict[str, Any] = {
+            "input_tokens": total - read - written,  # Anthropic counts cached tokens apart
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "cache_creation": {"ephemeral_5m_input_tokens": written if ttl != "1h" else 0,
+                               "ephemeral_1h_input_tokens": written if ttl == "1h" else 0},
+            "output_tokens": output_tokens,
+            "service_tier": "standard",
+        }
+        mid = "msg_" + uuid.uuid4().hex[:24]
+        text = "".join(pieces)
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        tool_id = "toolu_" + uuid.uuid4().hex[:24]
+        if tool is not None:
+            content.append({"type": "tool_use", "id": tool_id, "name": tool["name"], "input": tool_input})
+        stop_reason = "tool_use" if tool is not None else "end_turn"
+        message = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
+                   "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            self._finish_json(entry, message, reply)
+            return
+        with_usage = True if reply.include_usage is None else reply.include_usage
+        entry.usage = usage if with_usage else None
+
+        def events() -> Iterator[tuple[str | None, Any]]:
+            start_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
+                                                  "cache_read_input_tokens", "cache_creation", "service_tier")}
+            yield "message_start", {"type": "message_start", "message": {
+                **message, "content": [], "stop_reason": None, "usage": {**start_usage, "output_tokens": 1}}}
+            yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                          "content_block": {"type": "text", "text": ""}}
+            yield "ping", {"type": "ping"}
+            for piece in pieces:
+                yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                              "delta": {"type": "text_delta", "text": piece}}
+            yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            if tool is not None:
+                yield "content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+                    "type": "tool_use", "id": tool_id, "name": tool["name"], "input": {}}}
+                half = len(tool_json) // 2
+                for part in (tool_json[:half], tool_json[half:]):
+                    yield "content_block_delta", {"type": "content_block_delta", "index": 1,
+                                                  "delta": {"type": "input_json_delta", "partial_json": part}}
+                yield "content_block_stop", {"type": "content_block_stop", "index": 1}
+            final = {"output_tokens": output_tokens} if with_usage else {}
+            yield "message_delta", {"type": "message_delta", "usage": final,
+                                    "delta": {"stop_reason": stop_reason, "stop_sequence": None}}
+            yield "message_stop", {"type": "message_stop"}
+
+        self._stream(entry, events(), reply)
 
     # -- Tavily ---------------------------------------------------------------------------------------
     def _search(self, entry: StubRequest, body: dict[str, Any], reply: Reply) -> None:

@@ -83,6 +83,9 @@ def capture_runs(
 
     With ``deterministic=True`` ids are ``id-000001``... and the clock advances 1 ms per reading.
     """
+    from .pricing import load_library
+
+    load_library()  # on the caller's thread, as configure() does
     sink = MemorySink()
     previous: Settings = _state.settings()
     new = settings_from_env(sinks=[sink], sync_export=True, **settings)

@@ -82,6 +82,7 @@ SELECT
   SUM(input_tokens) AS input_tokens,
   SUM(output_tokens) AS output_tokens,
   SUM(cached_input_tokens) AS cached_input_tokens,
+  SUM(cache_write_tokens) AS cache_write_tokens,
   SUM(reasoning_tokens) AS reasoning_tokens,
   SUM(total_tokens) AS total_tokens,
   SUM(units) AS units

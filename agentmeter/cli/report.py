@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _group(rows: list[sqlite3.Row]) -> dict[str, Any]:
+def _group(rows: list[sqlite3.Row], tokens_unknown: int = 0) -> dict[str, Any]:
     durations = [r["duration_ms"] for r in rows if r["duration_ms"] is not None]
     n = len(rows)
     ok = sum(1 for r in rows if r["status"] == "success")
@@ -42,7 +42,9 @@ def _group(rows: list[sqlite3.Row]) -> dict[str, Any]:
         "output_tokens": sum(r["output_tokens"] or 0 for r in rows),
         "total_tokens": sum(r["total_tokens"] or 0 for r in rows),
         "cost_usd": sum(costs),
-        "unpriced_calls": sum(r["unpriced_call_count"] or 0 for r in rows),
+        # unpriced because no price is known for the model, apart from those whose tokens are unknown
+        "unpriced_calls": sum(r["unpriced_call_count"] or 0 for r in rows) - tokens_unknown,
+        "tokens_unknown_calls": tokens_unknown,
     }
 
 
@@ -55,19 +57,24 @@ def summarize(db: str | Path, since: str | None = "24h", agent: str | None = Non
     conn.row_factory = sqlite3.Row
     try:
         sql = ("SELECT agent, status, duration_ms, step_count, call_count, input_tokens, output_tokens, "
-               "total_tokens, cost_usd, unpriced_call_count FROM agent_runs WHERE 1=1")
-        params: list[Any] = []
+               "total_tokens, cost_usd, unpriced_call_count FROM agent_runs r WHERE 1=1")
+        filters, params = "", []
         start = since_iso(since)
         if start is not None:
-            sql += " AND started_at >= ?"
+            filters += " AND r.started_at >= ?"
             params.append(start)
         if agent is not None:
-            sql += " AND agent = ?"
+            filters += " AND r.agent = ?"
             params.append(agent)
-        rows = conn.execute(sql, params).fetchall()
+        rows = conn.execute(sql + filters, params).fetchall()
+        # unpriced calls whose tokens are unknown (agentmeter.pricing.tokens_unknown), per agent of the run
+        unknown = dict(conn.execute(
+            "SELECT r.agent, count(*) FROM api_calls c JOIN agent_runs r ON r.run_id = c.run_id "
+            "WHERE NOT c.priced AND c.output_tokens IS NULL AND (c.input_tokens IS NULL "
+            "OR json_extract(c.metadata, '$.stream') = 1)" + filters + " GROUP BY r.agent", params).fetchall())
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
-            rows = []
+            rows, unknown = [], {}
         else:
             raise
     finally:
@@ -75,7 +82,8 @@ def summarize(db: str | Path, since: str | None = "24h", agent: str | None = Non
     by_agent: dict[str, list[sqlite3.Row]] = {}
     for r in rows:
         by_agent.setdefault(r["agent"] or "(none)", []).append(r)
-    return {"total": _group(rows), "agents": {k: _group(v) for k, v in sorted(by_agent.items())}}
+    agents = {k: _group(v, unknown.get(None if k == "(none)" else k, 0)) for k, v in sorted(by_agent.items())}
+    return {"total": _group(rows, sum(unknown.values())), "agents": agents}
 
 
 def _fmt_ms(v: float | None) -> str:
@@ -107,6 +115,9 @@ def render(summary: dict[str, Any], db: Path, since: str | None) -> None:
     if total["unpriced_calls"]:
         console.print(f"[yellow]{total['unpriced_calls']} call(s) have no known price: cost shown excludes them "
                       "(see docs/integrations.md to price a model).[/]")
+    if total["tokens_unknown_calls"]:
+        console.print(f"[yellow]{total['tokens_unknown_calls']} call(s) have tokens unknown (a stream read without "
+                      "its usage, or cut short): cost shown excludes them (see docs/integrations.md).[/]")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -71,6 +71,8 @@ class Stats:
     sinks: Mapping[str, SinkStats] = attrs.field(factory=dict)
     internal_errors: int = 0
     warnings: int = 0
+    #: calls left unpriced because the price table was not loaded (see :mod:`agentmeter.pricing`)
+    unpriced_price_table_not_loaded: int = 0
     thread_propagation: bool = False
 
     def as_dict(self) -> dict[str, object]:

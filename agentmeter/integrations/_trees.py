@@ -424,11 +424,15 @@ def _step(node: Node, step_id: str, run_id: str, parent: str | None, kind: str, 
 
 
 def _call(node: Node, call_id: str, run_id: str, parent: str | None, max_chars: int) -> FinishedCall:
+    start_us, start_ns, end_us, end_ns = _times(node)
     return FinishedCall(
-        call_id, run_id, parent, node.provider, node.operation, node.model, *_times(node), _status(node),
-        node.error_type, node.error_message, node.http_status, 0, node.first_token_ns, None, None,
-        node.input_tokens, node.output_tokens, node.cached_input_tokens, node.reasoning_tokens, None,
-        _meta(node.metadata, max_chars),
+        call_id=call_id, run_id=run_id, step_id=parent, provider=node.provider, operation=node.operation,
+        model=node.model, start_us=start_us, start_ns=start_ns, end_us=end_us, end_ns=end_ns,
+        status=_status(node), error_type=node.error_type, error_message=node.error_message,
+        http_status=node.http_status, retries=0, first_token_ns=node.first_token_ns, request_bytes=None,
+        response_bytes=None, input_tokens=node.input_tokens, output_tokens=node.output_tokens,
+        cached_input_tokens=node.cached_input_tokens, cache_write_tokens=None,
+        reasoning_tokens=node.reasoning_tokens, units=None, metadata=_meta(node.metadata, max_chars),
     )
 
 

@@ -10,11 +10,18 @@ nested under the current step: provider ``openai``, the operation (``chat.comple
 sizes, and the token usage the API returned (input, output, cached input, reasoning). Nothing is
 estimated: tokens the API did not report stay unknown (``None``).
 
-How it hooks in: ``openai`` 3.x sends every request through ``SyncAPIClient.request`` /
-``AsyncAPIClient.request``, whose retry loop calls ``_send_request`` once per attempt. The first is
-wrapped to open and close the call, the second to count attempts, so ``retries`` is exactly the number of
-times the client re-sent the request (after a 429, a 5xx, a timeout or a connection error), and
-``http_status`` is the status of the final attempt.
+How it hooks in (``openai`` 2.31 and later, 3.x included): every request goes through
+``SyncAPIClient.request`` / ``AsyncAPIClient.request``, whose retry loop calls ``_send_request`` once per
+attempt. The first is wrapped to open and close the call, the second to count attempts, so ``retries`` is
+exactly the number of times the client re-sent the request (after a 429, a 5xx, a timeout or a
+connection error), and ``http_status`` is the status of the final attempt.
+
+Every way of reading a response records the whole call: a parsed result (``create``, ``parse``), a stream
+(``stream=True``, the ``.stream()`` helpers), ``with_raw_response`` (its ``.parse()`` too, streams
+included) and ``with_streaming_response`` (``.parse()``, ``.read()``, ``.json()``, ``.iter_lines()``...).
+A call whose body is read after ``create`` returns lasts until that body is read to the end, closed or
+garbage-collected; its tokens come from the body (or the stream's final event), its time to first token
+from the first event carrying content.
 
 Streaming (``stream=True``): the call lasts until the stream is exhausted or closed; the time to first
 token is when the first chunk carrying content arrived. Chat completions report usage only in a final
@@ -24,16 +31,15 @@ that did not set it (opt-in: your code then sees one extra chunk with an empty `
 responses API always reports usage in its ``response.completed`` event.
 
 Never raises into your code: the client's own exceptions propagate unchanged; an agentmeter failure is
-logged and counted. Cost is not computed here (the exporter prices calls off your thread). Importing this
-module imports ``openai``; ``import agentmeter`` does not.
+logged and counted. Cost is not computed here (the exporter prices calls off your thread); ``instrument()``
+loads the price table on your thread. Importing this module imports ``openai``; ``import agentmeter`` does
+not.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -41,7 +47,8 @@ from openai import AsyncStream, Stream
 from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 from .. import _guard
-from ._span import CallSpan, Patches, as_int, attr, record_calls
+from ..pricing import load_library
+from ._span import CallSpan, Patches, Request, as_int, attempt_wrapper, attr, operation_from_path, record_calls
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
@@ -67,8 +74,8 @@ _KNOWN_OPERATIONS = {
     "audio/translations": "audio.translations",
     "audio/speech": "audio.speech",
 }
-#: an object id ("file-abc123", "vs_68ab12Cd", "ftjob-X1"); resource names are lowercase words joined by "_"
-_ID_LIKE = re.compile(r"[0-9A-Z-]")
+#: the responses API's last streamed events: they carry the usage
+_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
 # -- public API -----------------------------------------------------------------------------------------
@@ -84,6 +91,7 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     an instrumented client derives with ``with_options()`` / ``copy()`` are instrumented too.
     """
     _patches.instrument(client, include_usage, _make_wrapper)
+    load_library()  # the price table, here on your thread (never imported on the exporter's)
     if client is not None:
         for name in _DERIVE:
             if hasattr(type(client), name):
@@ -127,7 +135,16 @@ def _derive(name: str, client: Any, *args: Any, **kwargs: Any) -> Any:
 def _make_wrapper(name: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:
     if name == "request":
         return record_calls(original, is_async, _active, _begin_request, _MARK)
-    return _async_send(original) if is_async else _sync_send(original)
+    # _send_request(request, *, stream, **kwargs) -> the HTTP response
+    return attempt_wrapper(original, is_async, _active, _MARK, _first_arg, _same)
+
+
+def _first_arg(args: tuple[Any, ...]) -> Any:
+    return args[0] if args else None
+
+
+def _same(response: Any) -> Any:
+    return response
 
 
 def _begin_request(_client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request | None:
@@ -139,73 +156,20 @@ def _options_arg(cast_to: Any, options: Any, *_args: Any, **_kwargs: Any) -> Any
     return options
 
 
-def _sync_send(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        rec = _active.get()
-        if rec is None or rec.sending:
-            return original(self, request, *args, **kwargs)
-        rec.before_attempt(request)
-        try:
-            response = original(self, request, *args, **kwargs)
-        finally:
-            rec.sending = False
-        rec.after_attempt(response)
-        return response
-
-    setattr(send, _MARK, True)
-    return send
-
-
-def _async_send(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        rec = _active.get()
-        if rec is None or rec.sending:
-            return await original(self, request, *args, **kwargs)
-        rec.before_attempt(request)
-        try:
-            response = await original(self, request, *args, **kwargs)
-        finally:
-            rec.sending = False
-        rec.after_attempt(response)
-        return response
-
-    setattr(send, _MARK, True)
-    return send
-
-
 # -- one request ---------------------------------------------------------------------------------------
 
 
 def operation_of(url: str) -> str:
     """``/chat/completions`` -> ``chat.completions``; unknown paths keep their leading non-id segments."""
-    path = url.split("?", 1)[0].strip("/")
-    if path.startswith("v1/"):
-        path = path[3:]
-    known = _KNOWN_OPERATIONS.get(path)
-    if known is not None:
-        return known
-    parts: list[str] = []
-    for segment in path.split("/"):
-        if not segment or _ID_LIKE.search(segment):
-            break
-        parts.append(segment)
-    return ".".join(parts[:2]) or "request"
+    return operation_from_path(url, _KNOWN_OPERATIONS)
 
 
-class _Request:
-    """Bookkeeping for one ``client.request(...)``: its call span, attempts and last response."""
+class _Request(Request):
+    """One ``client.request(...)`` of an OpenAI client."""
 
-    __slots__ = ("attempts", "last_response", "operation", "sending", "span", "stream")
-
-    def __init__(self, span: CallSpan, operation: str, stream: bool) -> None:
-        self.span = span
-        self.operation = operation
-        self.stream = stream
-        self.attempts = 0
-        self.sending = False
-        self.last_response: Any = None
+    __slots__ = ()
+    stream_types = (Stream, AsyncStream)
+    provider = PROVIDER
 
     @classmethod
     def begin(cls, options: Any, stream: bool) -> _Request | None:
@@ -217,76 +181,15 @@ class _Request:
                     and isinstance(body, dict) and not (body.get("stream_options") or {}).get("include_usage")):
                 options.json_data = {**body, "stream_options": {**(body.get("stream_options") or {}),
                                                                 "include_usage": True}}
-            span = CallSpan(PROVIDER, operation, model if isinstance(model, str) else None)
-            rec = cls(span, operation, stream)
-            if stream:
-                span.call.set_metadata(stream=True)
-            return rec
+            return cls(CallSpan(PROVIDER, operation, model if isinstance(model, str) else None), operation, stream)
         except Exception as exc:
             _guard.internal_error("openai_begin", exc)
             return None
 
-    def before_attempt(self, request: Any) -> None:
-        self.sending = True
-        try:
-            self.attempts += 1
-            self.last_response = None
-            if self.attempts == 1:
-                content = getattr(request, "content", None)
-                if isinstance(content, (bytes, bytearray)):
-                    self.span.call.record_sizes(request_bytes=len(content))
-        except Exception as exc:
-            _guard.internal_error("openai_attempt", exc)
-
-    def after_attempt(self, response: Any) -> None:
-        self.last_response = response
-
-    def _settle(self) -> None:
-        call = self.span.call
-        if self.attempts > 1:
-            call.record_retry(self.attempts - 1)
-        response = self.last_response
-        call.http_status = None
-        if response is not None:
-            call.set_http_status(response.status_code)
-
-    def fail(self, exc: BaseException) -> None:
-        try:
-            self._settle()
-            self._record_response_bytes()
-        except Exception as err:
-            _guard.internal_error("openai_fail", err)
-        self.span.end(exc)
-
-    def succeed(self, result: Any) -> Any:
-        try:
-            self._settle()
-            if isinstance(result, Stream):
-                return _observe_sync_stream(self, result)
-            if isinstance(result, AsyncStream):
-                return _observe_async_stream(self, result)
-            self._record_response_bytes()
-            self._record_result(result)
-        except Exception as exc:
-            _guard.internal_error("openai_result", exc)
-        self.span.end(None)
-        return result
-
-    def _record_response_bytes(self) -> None:
-        response = self.last_response
-        if response is not None:
-            downloaded = getattr(response, "num_bytes_downloaded", None)
-            if isinstance(downloaded, int) and downloaded > 0:
-                self.span.call.record_sizes(response_bytes=downloaded)
-
-    def _record_result(self, result: Any) -> None:
+    def record_result(self, result: Any) -> None:
         usage = attr(result, "usage")
-        if usage is None and not hasattr(result, "usage") and self.last_response is not None:
-            # a raw response (with_raw_response): read usage from the JSON body, already in memory
-            try:
-                body = self.last_response.json()
-            except Exception:
-                body = None
+        if usage is None and not hasattr(result, "usage") and not isinstance(result, dict):
+            body = self.raw_body()  # a raw response (with_raw_response): usage from the JSON body in memory
             if isinstance(body, dict):
                 result, usage = body, body.get("usage")
         record_usage(self.span.call, usage, attr(result, "model"))
@@ -300,7 +203,9 @@ class _Request:
         if self.operation == "responses" and isinstance(status, str):
             self.span.call.set_metadata(response_status=status)
 
-    # -- streams --------------------------------------------------------------------------------------
+    def is_final(self, item: Any) -> bool:
+        return attr(item, "type") in _FINAL_EVENTS
+
     def observe(self, item: Any) -> None:
         """Look at one streamed chunk or event: first token, usage, model, finish reason."""
         try:
@@ -309,7 +214,7 @@ class _Request:
             if isinstance(kind, str):  # responses API event
                 if call.first_token_ns is None and kind.endswith(".delta"):
                     call.mark_first_token()
-                if kind in ("response.completed", "response.incomplete", "response.failed"):
+                if kind in _FINAL_EVENTS:
                     response = attr(item, "response")
                     record_usage(call, attr(response, "usage"), attr(response, "model"))
                     call.set_metadata(response_status=attr(response, "status"))
@@ -337,19 +242,6 @@ class _Request:
         except Exception as exc:
             _guard.internal_error("openai_chunk", exc)
 
-    def end_stream(self, exc: BaseException | None, closed_early: bool = False) -> None:
-        if self.span.closed:
-            return
-        try:
-            call = self.span.call
-            call.metadata.pop("reported_model", None)
-            if closed_early:
-                call.set_metadata(stream_closed_early=True)
-            self._record_response_bytes()
-        except Exception as err:
-            _guard.internal_error("openai_stream_end", err)
-        self.span.end(exc)
-
 
 def record_usage(call: Any, usage: Any, model: Any = None) -> None:
     """Copy an OpenAI ``usage`` object (chat, responses or embeddings form) onto ``call``."""
@@ -376,74 +268,3 @@ def record_usage(call: Any, usage: Any, model: Any = None) -> None:
         if call.model is not None and call.model != model:
             call.set_metadata(request_model=call.model)
         call.record_usage(model=model)
-
-
-def _observe_sync_stream(rec: _Request, stream: Stream[Any]) -> Stream[Any]:
-    inner: Iterator[Any] = stream._iterator
-
-    def observed() -> Generator[Any, None, None]:
-        try:
-            for item in inner:
-                rec.observe(item)
-                yield item
-        except GeneratorExit:
-            close = getattr(inner, "close", None)
-            if close is not None:
-                close()
-            rec.end_stream(None, closed_early=True)
-            raise
-        except BaseException as exc:
-            rec.end_stream(exc)
-            raise
-        rec.end_stream(None)
-
-    generator = observed()
-    original_close = stream.close
-
-    def close() -> None:
-        try:
-            original_close()
-        finally:
-            generator.close()
-            rec.end_stream(None, closed_early=True)  # when iteration never started
-
-    stream._iterator = generator
-    weakref.finalize(stream, rec.end_stream, None, True).atexit = False
-    object.__setattr__(stream, "close", close)
-    return stream
-
-
-def _observe_async_stream(rec: _Request, stream: AsyncStream[Any]) -> AsyncStream[Any]:
-    inner: AsyncIterator[Any] = stream._iterator
-
-    async def observed() -> AsyncGenerator[Any, None]:
-        try:
-            async for item in inner:
-                rec.observe(item)
-                yield item
-        except GeneratorExit:
-            aclose = getattr(inner, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            rec.end_stream(None, closed_early=True)
-            raise
-        except BaseException as exc:
-            rec.end_stream(exc)
-            raise
-        rec.end_stream(None)
-
-    generator = observed()
-    original_close = stream.close
-
-    async def close() -> None:
-        try:
-            await original_close()
-        finally:
-            await generator.aclose()
-            rec.end_stream(None, closed_early=True)  # when iteration never started
-
-    stream._iterator = generator
-    weakref.finalize(stream, rec.end_stream, None, True).atexit = False
-    object.__setattr__(stream, "close", close)
-    return stream
-

@@ -67,6 +67,31 @@ def test_report_command_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert "alpha" in out and "beta" in out and "75.0%" in out and "no known price" in out
 
 
+def test_report_says_tokens_unknown_apart_from_unpriced_models(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "r.db"
+    agentmeter.configure(sinks=[SQLiteSink(db)], prices={"m": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}})
+    with track_run("r", agent="alpha"):
+        with track_call("openai", "chat.completions", model="m") as c:  # a stream read without its usage
+            c.set_metadata(stream=True)
+        with track_call("anthropic", "messages", model="m") as c:  # a stream closed before its output count
+            c.set_metadata(stream=True)
+            c.record_usage(input_tokens=900)
+        with track_call("openai", "chat", model="mystery") as c:  # a model without a price
+            c.record_usage(input_tokens=1, output_tokens=1)
+    with track_run("r2", agent="beta"), track_call("openai", "chat", model="m") as c:
+        c.record_usage(input_tokens=10, output_tokens=10)
+    assert agentmeter.flush(timeout=10).ok
+    s = summarize(db, since="24h")
+    assert (s["total"]["unpriced_calls"], s["total"]["tokens_unknown_calls"]) == (1, 2)
+    assert (s["agents"]["alpha"]["unpriced_calls"], s["agents"]["alpha"]["tokens_unknown_calls"]) == (1, 2)
+    assert (s["agents"]["beta"]["unpriced_calls"], s["agents"]["beta"]["tokens_unknown_calls"]) == (0, 0)
+    assert summarize(db, since="24h", agent="beta")["total"]["tokens_unknown_calls"] == 0
+    assert main(["report", "--db", str(db), "--since", "7d"]) == 0
+    out = capsys.readouterr().out
+    assert "2 call(s) have tokens unknown" in out and "1 call(s) have no known price" in out
+
+
 def test_report_without_store_and_bad_since(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--db", str(tmp_path / "missing.db")]) == 1
     assert "agentmeter demo" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import agentmeter
-from agentmeter import contract, track_call, track_run, track_step
+from agentmeter import _guard, contract, track_call, track_run, track_step
 from agentmeter._ids import new_id
 from agentmeter.testing import DeterministicClock, capture_runs
 
@@ -96,3 +96,21 @@ def test_price_overrides_apply_in_the_exporter() -> None:
 
 def test_erd_doc_is_generated_from_the_contract() -> None:
     assert (ROOT / "docs" / "data_model_erd.md").read_text() == contract.erd_markdown()
+
+
+def test_cache_write_tokens_roll_up_like_the_other_token_counts() -> None:
+    with capture_runs() as cap, track_run("r"):
+        with track_step("a"):
+            with track_call("anthropic", "messages", model="x") as c:
+                c.record_usage(input_tokens=1_000, cached_input_tokens=200, cache_write_tokens=600, output_tokens=5)
+            with track_call("anthropic", "messages", model="x") as c:
+                c.record_usage(input_tokens=10, output_tokens=1)  # cache writes not reported: unknown
+        with track_step("b"), track_call("anthropic", "messages", model="x") as c:
+            c.record_usage(input_tokens=10, cache_write_tokens=-1)  # invalid: warned, recorded as unknown
+    (run,) = cap.runs
+    assert [call["cache_write_tokens"] for call in run["calls"]] == [600, None, None]
+    steps = {s["name"]: s for s in run["steps"]}
+    assert steps["a"]["cache_write_tokens"] == 600 and steps["b"]["cache_write_tokens"] is None
+    assert run["cache_write_tokens"] == 600 and run["cached_input_tokens"] == 200
+    assert _guard.counters["warnings.usage.cache_write_tokens"] == 1
+    assert sorted(r["cache_write_tokens"] or 0 for r in cap.records.api_calls) == [0, 0, 600]

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 
 import agentmeter
 import agentmeter.testing
+from agentmeter import contract
 from agentmeter.sinks import SQLiteSink
+from agentmeter.sinks.sqlite import table_columns
 from tests import strategies
 from tests.strategies import RunSpec
 
@@ -116,6 +118,26 @@ def test_a_store_from_an_older_version_gains_the_new_columns(tmp_path: Path) -> 
     assert agentmeter.flush(timeout=10).ok
     rows = _fetch(db, "SELECT name, sampled, step_count FROM agent_runs ORDER BY name")
     assert [tuple(r) for r in rows] == [("legacy", None, None), ("new", 1, 0)]
+
+
+def test_a_store_from_before_cache_write_tokens_gains_the_column(tmp_path: Path) -> None:
+    db = tmp_path / "before.db"
+    conn = sqlite3.connect(db)
+    primary = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id"}
+    for table in contract.TABLES:  # the tables as 0.1.0 made them: every column but cache_write_tokens
+        cols = ", ".join(c.name + (" TEXT PRIMARY KEY" if c.name == primary[table] else "")
+                         for c in table_columns(table) if c.name != "cache_write_tokens")
+        conn.execute(f"CREATE TABLE {table} ({cols})")
+    conn.commit()
+    conn.close()
+    agentmeter.configure(sinks=[SQLiteSink(db)])
+    with agentmeter.track_run("cached"), agentmeter.track_step("s"), \
+            agentmeter.track_call("anthropic", "messages", model="m") as call:
+        call.record_usage(input_tokens=2_000, cached_input_tokens=500, cache_write_tokens=1_200, output_tokens=40)
+    assert agentmeter.flush(timeout=10).ok
+    for table in contract.TABLES:
+        (row,) = _fetch(db, f"SELECT cache_write_tokens, cached_input_tokens FROM {table}")
+        assert tuple(row) == (1_200, 500), table
 
 
 def test_a_sink_lock_held_at_fork_time_does_not_deadlock_the_child(tmp_path: Path) -> None:

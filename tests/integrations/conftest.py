@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests: a loopback stub server, real openai / tavily clients pointed at it,
+"""Fixtures for the integration tests: a loopback stub server, real openai / anthropic / tavily clients pointed at it,
 and captured runs. Every test leaves the clients uninstrumented."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def _uninstrument_after() -> Iterator[None]:
     yield
     import sys
 
-    for name in ("agentmeter.integrations.openai", "agentmeter.integrations.tavily"):
+    for name in ("agentmeter.integrations.openai", "agentmeter.integrations.anthropic",
+                 "agentmeter.integrations.tavily"):
         module = sys.modules.get(name)
         if module is not None:
             module.uninstrument()

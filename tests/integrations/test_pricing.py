@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 import agentmeter
-from agentmeter.pricing import make_pricer, validate_prices
+from agentmeter.pricing import load_library, make_pricer, validate_prices
 from agentmeter.testing import capture_runs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _price_table() -> None:
+    assert load_library()  # what configure() and instrument() do on the caller's thread
 
 
 def row(model: str | None, input_tokens: int | None = None, output_tokens: int | None = None,
@@ -135,3 +140,88 @@ def test_import_agentmeter_imports_no_client_or_price_library() -> None:
     code = "import sys, agentmeter.stubs, agentmeter.integrations; print('openai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_price_table_is_never_imported_by_a_pricer_that_could_race() -> None:
+    # A fresh interpreter where nothing imported pydantic or httpx2 and another thread runs: pricing a
+    # call there (as the exporter's threads do) must not import genai-prices; load_library() does.
+    code = """
+import sys, threading
+from agentmeter import _guard
+from agentmeter.pricing import library_loaded, load_library, make_pricer
+busy = threading.Event()
+threading.Thread(target=busy.wait, daemon=True).start()
+row = {"provider": "openai", "model": "gpt-4o-mini", "input_tokens": 1_000_000, "output_tokens": 0,
+       "started_at": "2026-06-01T12:00:00.000000Z"}
+before = make_pricer({})(row)
+imported = [m for m in ("genai_prices", "httpx2", "pydantic") if m in sys.modules]
+counted = _guard.counters["pricing.library_not_loaded"]
+assert load_library() and library_loaded()
+after = make_pricer({})(row)
+print(before.priced, imported, counted, after.priced, after.cost_usd)
+busy.set()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "[]", "1", "True", "0.15"]
+
+
+def test_cache_write_tokens_priced_by_overrides_and_the_library() -> None:
+    # Overrides: cache writes at cache_write_per_mtok (default: the input price); the rest at their rates.
+    pricer = make_pricer({"my-claude": {"input_per_mtok": 3.0, "output_per_mtok": 15.0,
+                                        "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75},
+                          "plain": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}})
+    usage = {"input_tokens": 10_000, "output_tokens": 1_000, "cached": 2_000, "cache_write_tokens": 3_000}
+    price = pricer(row("my-claude", usage["input_tokens"], usage["output_tokens"], cached=usage["cached"],
+                       provider="anthropic", cache_write_tokens=usage["cache_write_tokens"]))
+    assert price.cost_usd == pytest.approx((5_000 * 3.0 + 2_000 * 0.3 + 3_000 * 3.75 + 1_000 * 15.0) / 1e6)
+    plain = pricer(row("plain", 10_000, 1_000, provider="custom", cache_write_tokens=3_000))
+    assert plain.cost_usd == pytest.approx((10_000 * 2.0 + 1_000 * 8.0) / 1e6)
+    # genai-prices: Claude Sonnet 4.5 is $3 input, $15 output, $0.30 cache read, $3.75 cache write (5 min)
+    # and $6 (1 h) per million tokens
+    library = make_pricer({})
+    sonnet = row("claude-sonnet-4-5", 10_000, 1_000, cached=2_000, provider="anthropic", cache_write_tokens=3_000)
+    assert library(sonnet).cost_usd == pytest.approx((5_000 * 3 + 2_000 * 0.3 + 3_000 * 3.75 + 1_000 * 15) / 1e6)
+    hour = {**sonnet, "metadata": {"cache_write_1h_tokens": 1_000}}
+    assert library(hour).cost_usd == pytest.approx(
+        (5_000 * 3 + 2_000 * 0.3 + 2_000 * 3.75 + 1_000 * 6 + 1_000 * 15) / 1e6)
+    # OpenAI bills no cache writes: its models price them as input
+    mini = row("gpt-4o-mini", 10_000, 1_000, cached=2_000, cache_write_tokens=3_000)
+    assert library(mini).cost_usd == pytest.approx((8_000 * 0.15 + 2_000 * 0.075 + 1_000 * 0.60) / 1e6)
+
+
+def test_a_stream_without_its_output_count_is_unpriced() -> None:
+    pricer = make_pricer({"house": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}})
+    closed = row("claude-sonnet-4-5", 5_000, None, provider="anthropic", metadata={"stream": True})
+    assert pricer(closed).priced is False and make_pricer({})(closed).priced is False
+    assert pricer(row("house", 5_000, None, metadata={"stream": True})).priced is False
+    # not a stream: an input-only call (an embedding recorded by hand) is priced on its input
+    assert pricer(row("house", 1_000_000, None)).cost_usd == pytest.approx(1.0)
+
+
+def test_cache_write_price_must_be_a_number() -> None:
+    with pytest.raises(ValueError, match="cache_write_per_mtok"):
+        validate_prices({"m": {"input_per_mtok": 1, "cache_write_per_mtok": "1.25x"}})
+
+
+# docs/integrations.md "Cache writes, priced": (model, provider, input, cached, written, 1h written, output) -> cost
+DOC_EXAMPLES = [
+    ("claude-sonnet-4-5", "anthropic", 2_050, 0, 2_000, 0, 400, "$0.013650"),
+    ("claude-sonnet-4-5", "anthropic", 2_050, 2_000, 0, 0, 400, "$0.006750"),
+    ("claude-haiku-4-5", "anthropic", 2_050, 0, 2_000, 2_000, 400, "$0.006050"),
+    ("claude-opus-4-1", "anthropic", 2_050, 0, 2_000, 0, 400, "$0.068250"),
+    ("gpt-4o-mini", "openai", 1_500, 1_024, 0, 0, 200, "$0.0002682"),
+]
+
+
+@pytest.mark.parametrize("example", DOC_EXAMPLES, ids=[f"{e[0]}-{e[7]}" for e in DOC_EXAMPLES])
+def test_the_documented_cache_write_examples_are_what_agentmeter_charges(example: tuple[Any, ...]) -> None:
+    from pathlib import Path
+
+    model, provider, total, cached, written, hour, output, shown = example
+    call = row(model, total, output, cached=cached, provider=provider, cache_write_tokens=written,
+               metadata={"cache_write_1h_tokens": hour} if hour else {})
+    price = make_pricer({})(call)
+    assert price.source == "genai-prices"
+    assert f"${price.cost_usd:.{len(shown) - 3}f}" == shown
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "integrations.md").read_text()
+    assert f"**{shown}**" in doc

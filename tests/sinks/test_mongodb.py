@@ -56,7 +56,7 @@ def _runs(n: int) -> None:
     for i in range(n):
         with agentmeter.track_run(f"run-{i}", agent="a", tags=["x"]), agentmeter.track_step("s", kind="llm"), \
                 agentmeter.track_call("openai", "chat.completions", model="m") as call:
-            call.record_usage(input_tokens=3, output_tokens=4)
+            call.record_usage(input_tokens=3, output_tokens=4, cached_input_tokens=1, cache_write_tokens=2)
 
 
 def _inserts(mongo: MongoTarget, listener: Inserts) -> int:
@@ -93,6 +93,7 @@ def test_runs_are_stored_one_document_per_run_and_read_back_exactly(mongo: Mongo
         back = stored[doc["run_id"]]
         assert isinstance(back["started_at"], datetime)  # a real BSON date, for queries and indexes
         assert from_bson(back) == doc  # exact, microseconds included
+        assert back["cache_write_tokens"] == back["calls"][0]["cache_write_tokens"] == 2
 
 
 def test_indexes_are_created_on_first_use(mongo: MongoTarget) -> None:

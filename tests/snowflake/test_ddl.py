@@ -124,6 +124,21 @@ def test_records_delivered_twice_count_once(sf: Snowflake, tmp_path: Path) -> No
     assert cost == [{"model": "m", "c": 2.5, "n": 5}]
 
 
+def test_cache_write_tokens_reach_the_typed_view_and_daily_usage(sf: Snowflake, tmp_path: Path) -> None:
+    folder = tmp_path / "s3"
+    docs = _documents(3)
+    for i, doc in enumerate(docs):
+        doc["calls"][0].update(input_tokens=100, cached_input_tokens=10, cache_write_tokens=20 + i)
+    write_ndjson(folder / "part-1.json", docs)
+    sf.point_stage_at(folder)
+    sf.run_pipe()
+    calls = sf.query(f"SELECT cache_write_tokens FROM {sf.table('API_CALLS')} ORDER BY call_id")
+    assert [r["cache_write_tokens"] for r in calls] == [20, 21, 22]
+    usage = sf.query(f"SELECT SUM(cache_write_tokens) AS w, SUM(cached_input_tokens) AS r, "
+                     f"SUM(input_tokens) AS i FROM {sf.table('DAILY_USAGE')}")
+    assert usage == [{"w": 63, "r": 30, "i": 300}]
+
+
 def test_raw_line_with_unknown_fields_and_newer_schema_still_loads(sf: Snowflake, tmp_path: Path) -> None:
     folder = tmp_path / "s3"
     folder.mkdir()

@@ -32,6 +32,21 @@ class GatedSink(Sink):
         return WriteResult()
 
 
+class CountingMemorySink(MemorySink):
+    """A MemorySink that sets ``reached`` once it holds ``target`` documents (no polling, no timing)."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__()
+        self.target = target
+        self.reached = threading.Event()
+
+    def write(self, documents: Sequence[Document]) -> WriteResult:
+        result = super().write(documents)
+        if len(self.documents) >= self.target:
+            self.reached.set()
+        return result
+
+
 class RaisingSink(Sink):
     name = "raising"
 
@@ -44,7 +59,7 @@ class RaisingSink(Sink):
 
 
 def test_a_blocked_sink_never_holds_up_the_decorated_function() -> None:
-    gated, memory = GatedSink(), MemorySink()
+    gated, memory = GatedSink(), CountingMemorySink(target=49)
     agentmeter.configure(sinks=[gated, memory], batch_size=1)
 
     @track_run
@@ -57,9 +72,9 @@ def test_a_blocked_sink_never_holds_up_the_decorated_function() -> None:
     results = [agent(i) for i in range(2, 50)]  # ...and the caller still runs freely
     assert results == list(range(2, 50))
     assert gated.received == []
-    # the other sink is not held up by the blocked one
-    assert agentmeter.flush(timeout=0.2).timed_out is True
-    assert len(memory.documents) == 49
+    # the other sink is not held up by the blocked one...
+    assert memory.reached.wait(30) and len(memory.documents) == 49
+    assert agentmeter.flush(timeout=0.2).timed_out is True  # ...while flush() waits for the blocked one
     gated.release.set()
     result = agentmeter.flush(timeout=30)
     assert result.ok, result

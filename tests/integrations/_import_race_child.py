@@ -96,7 +96,7 @@ def main(mode: str) -> dict[str, Any]:
         "flushed": bool(flushed.ok and store.ok),
         "priced": priced,
         "openai": openai.__version__,
-        "stats": {k: v for k, v in agentmeter.stats().items() if k.startswith("unpriced")},
+        "stats": {k: v for k, v in agentmeter.stats().as_dict().items() if k.startswith("unpriced")},
     }
 
 

@@ -72,9 +72,8 @@ def test_disconnected_client_cancels_the_stream_and_its_run_and_cleanup_runs_in_
                 pass
 
     app = _app(slow)
-    with capture_runs() as cap, TestClient(app) as client:
-        with client.stream("GET", "/chat") as response:
-            assert next(response.iter_text()).startswith("t0")
+    with capture_runs() as cap, TestClient(app) as client, client.stream("GET", "/chat") as response:
+        assert next(response.iter_text()).startswith("t0")
         # leaving the block disconnects the client: the server's streaming task is cancelled
     (run,) = cap.runs
     (step,) = run["steps"]
@@ -210,14 +209,14 @@ def test_an_exception_raised_by_cleanup_on_close_ends_the_step_with_error_and_pr
         await gen.__anext__()
         await gen.aclose()
 
+    def close() -> None:
+        gen = sync_stream()
+        next(gen)
+        gen.close()
+
     with capture_runs() as cap:
         with pytest.raises(Boom) as info:
-            if how == "close":
-                gen = sync_stream()
-                next(gen)
-                gen.close()
-            else:
-                asyncio.run(aclose())
+            close() if how == "close" else asyncio.run(aclose())
         assert info.value is err
         agentmeter.flush()
     (run,) = cap.runs  # outside any run: an implicit run, exported at once, nothing left for exit

@@ -92,6 +92,7 @@ def gen_body(frame: Frame | None, gen: Generator[Any, Any, Any], guard: StreamGu
             return stop.value
         except BaseException as exc:
             pause(frame)
+            capture_items(frame)  # what it yielded before failing
             safe_end(frame, exc)
             raise
         pause(frame)
@@ -131,6 +132,7 @@ async def agen_body(frame: Frame | None, agen: AsyncGenerator[Any, Any],
             return
         except BaseException as exc:  # a failure, or the consumer's task cancelled while the body awaits
             pause(frame)
+            capture_items(frame)
             safe_end(frame, exc)
             raise
         pause(frame)

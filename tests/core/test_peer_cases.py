@@ -162,7 +162,8 @@ def test_lf_abandoned_sync_generator_ends_its_step() -> None:
 
 def test_lf_aclose_ends_the_step_without_exhaustion_and_runs_cleanup_in_it() -> None:
     # langfuse/langfuse-python tests/unit/test_observe.py
-    #   test_async_generator_wrapper_aclose_ends_span_without_exhaustion and test_async_generator_wrapper_aclose_preserves_context
+    #   test_async_generator_wrapper_aclose_ends_span_without_exhaustion and
+    #   test_async_generator_wrapper_aclose_preserves_context
     seen: list[Any] = []
 
     @track_step

@@ -112,7 +112,7 @@ def wrap(func: Callable[..., Any], kind: type[Any], name: str, capture: bool | N
     """``func`` tracked as ``kind`` (Run, Step or Call) named ``name``. Chosen once, here."""
     sig = _signature(func)
     target: Any = func
-    if not (inspect.isroutine(func) or isinstance(func, functools.partial)):
+    if not (inspect.isroutine(func) or isinstance(func, functools.partial) or hasattr(func, "__code__")):
         target = type(func).__call__.__get__(func)  # a callable object: what its calls run
     code = getattr(func, "__code__", None)
     if code is not None and code is _helper_codes("contextmanager"):

@@ -34,25 +34,29 @@ class _Stderr:
 
 
 def _log() -> Any:
-    """agentmeter's own structlog logger, writing to stderr (structlog's default logger prints to stdout,
-    which belongs to the application). Made with the first log line: structlog (with rich) takes ~50 ms
-    to import. The application's structlog configuration is left untouched."""
+    """agentmeter's structlog logger: it writes to stderr (structlog's default logger prints to stdout, which
+    belongs to the application) through the processors structlog is configured with, so
+    ``structlog.testing.capture_logs()`` and an application's own renderer still see agentmeter's lines.
+    Made with the first log line: structlog (with rich) takes ~50 ms to import."""
     global _logger
     if _logger is None:
         import structlog
 
-        stream = _Stderr()
-        colors = bool(getattr(sys.stderr, "isatty", lambda: False)())
-        _logger = structlog.wrap_logger(
-            structlog.PrintLogger(stream),  # type: ignore[arg-type]
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-                structlog.dev.ConsoleRenderer(colors=colors),
-            ],
-            logger_name="agentmeter",
-        )
+        _logger = structlog.wrap_logger(structlog.PrintLogger(_Stderr()),  # type: ignore[arg-type]
+                                        logger_name="agentmeter")
     return _logger
+
+
+def _emit(level: str, message: str, fields: dict[str, Any]) -> None:
+    try:
+        getattr(_log(), level)(message, **fields)
+    except Exception:  # processors made for another logger (stdlib's): one plain line on stderr instead
+        try:
+            detail = " ".join(f"{k}={v!r}" for k, v in fields.items())
+            sys.stderr.write(f"agentmeter {level}: {message} {detail}\n")
+        except Exception:
+            pass  # a closed stream at exit: the counters are kept
+
 
 #: Seconds between two log lines for the same key; the counters still see every occurrence.
 LOG_INTERVAL_S = 60.0
@@ -85,13 +89,9 @@ def internal_error(where: str, exc: BaseException) -> None:
         raise exc
     try:
         if _should_log(f"error:{where}:{type(exc).__name__}"):
-            _log().error(
-                "agentmeter internal error; your code is unaffected",
-                where=where,
-                error_type=type(exc).__name__,
-                error=str(exc)[:500],
-                count=counters[f"internal_errors.{where}"],
-            )
+            _emit("error", "agentmeter internal error; your code is unaffected",
+                  {"where": where, "error_type": type(exc).__name__, "error": str(exc)[:500],
+                   "count": counters[f"internal_errors.{where}"]})
     except Exception:
         pass  # logging itself failed (closed stream at exit): the count above is kept
 
@@ -102,7 +102,7 @@ def warn(key: str, message: str, **fields: Any) -> None:
     counters[f"warnings.{key}"] += 1
     try:
         if _should_log(f"warn:{key}"):
-            _log().warning(message, key=key, count=counters[f"warnings.{key}"], **fields)
+            _emit("warning", message, {"key": key, "count": counters[f"warnings.{key}"], **fields})
     except Exception:
         pass  # see internal_error
 

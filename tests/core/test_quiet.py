@@ -15,7 +15,10 @@ _NOISY = r"""
 import asyncio, gc, structlog
 import agentmeter
 from agentmeter import track_call, track_run, track_step
-structlog.configure()  # the application's own structlog setup, printing to stdout: left alone
+# the application's own structlog setup, printing JSON to stdout: its lines stay there, agentmeter's do not
+structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+                    logger_factory=structlog.PrintLoggerFactory())
+structlog.get_logger().info("app line")
 
 @track_step
 def stream():
@@ -45,10 +48,10 @@ def test_warnings_go_to_stderr_and_stdout_holds_only_what_the_program_printed(tm
     out = subprocess.run([sys.executable, "-c", _NOISY], capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "END\n"
+    assert out.stdout == '{"event": "app line", "level": "info"}\nEND\n'
     for key in ("usage.input_tokens", "usage.model", "call.request_bytes", "tags.type", "metadata.key",
                 "handle.after_end"):
-        assert f"key={key}" in out.stderr, key
+        assert f'"key": "{key}"' in out.stderr, key  # through the application's renderer, on stderr
     with sqlite3.connect(tmp_path / "a.db") as conn:
         assert conn.execute("SELECT status FROM agent_runs").fetchall() == [("cancelled",)]
 

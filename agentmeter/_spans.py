@@ -273,6 +273,8 @@ def safe_end(frame: Frame | None, exc: BaseException | None, fields: tuple[str, 
     """Close a span (status from ``exc``, or ``fields``). Idempotent; never raises."""
     if frame is None:
         return
+    if _abandoned:  # a stream dropped by the code that just returned: ended first, so its run can end now
+        settle()
     try:
         _end(frame, exc, fields)
     except Exception as err:

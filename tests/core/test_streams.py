@@ -336,3 +336,21 @@ def test_nested_streams_and_a_generator_run_hold_their_parent_run_open() -> None
     steps = {s["name"].rsplit(".", 1)[-1]: s for s in parent["steps"]}
     assert steps["inner"]["parent_step_id"] == steps["outer"]["step_id"]
     assert parent["ended_at"] >= child_doc["ended_at"]
+
+
+def test_a_stream_dropped_by_the_function_that_made_it_does_not_hold_its_run_open() -> None:
+    @track_step
+    def stream() -> Iterator[int]:
+        yield 1
+
+    @track_run
+    def agent() -> int:
+        stream()  # made and dropped: never read
+        return 1
+
+    with capture_runs() as cap:
+        assert agent() == 1
+        (run,) = cap.runs  # recorded when the function returned, not at the next flush
+    # dropped while the function ran: like a break, the function's own outcome is the run's
+    assert (run["status"], run["steps"][0]["status"], run["steps"][0]["error_type"]) == (
+        "success", "cancelled", "Abandoned")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _guard, _state
+from . import _context, _guard, _spans, _state
 from ._context import current_call, current_run, current_step
 from ._context import wrap as wrap_context
 from ._lifecycle import install_signal_handlers  # importing _lifecycle installs the exit and fork hooks
@@ -100,8 +100,9 @@ def flush(timeout: float | None = 10.0) -> FlushResult:
     """Deliver every finished run to every sink, waiting at most ``timeout`` seconds.
 
     Returns per sink what was delivered, spooled (kept on disk for later), dropped, failed, and what is
-    still pending. Never raises.
+    still pending. Streams dropped without being closed are recorded first. Never raises.
     """
+    _spans.settle()
     return _with_processor("flush", _state.current_processor, timeout)
 
 
@@ -110,6 +111,7 @@ def shutdown(timeout: float | None = 10.0) -> FlushResult:
 
     Tracking after shutdown starts a fresh processor.
     """
+    _spans.settle()
     return _with_processor("shutdown", _state.replace, timeout)
 
 

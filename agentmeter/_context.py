@@ -4,6 +4,11 @@ asyncio tasks (and ``gather``) copy the context when they are created, so nestin
 Threads do not: :func:`wrap` carries agentmeter's context (and only agentmeter's) into a callable for
 another thread, and ``concurrent.futures.ThreadPoolExecutor.submit`` is wrapped to do that by default
 (``configure(propagate_threads=False)`` turns it off).
+
+The ContextVars never hold a run, step or call directly: they hold a small :class:`Ref` whose ``handle``
+is cleared when the span ends. A context copied while a run was open (a ``loop.call_later`` timer, a
+long-lived task, an HTTP client's keep-alive timer) therefore keeps only that small object alive, never
+the finished run with its steps and captured values.
 """
 
 from __future__ import annotations
@@ -19,28 +24,47 @@ if TYPE_CHECKING:
 
     from ._model import Call, Run, Step
 
-__all__ = ["current_call", "current_run", "current_step", "wrap"]
+__all__ = ["Ref", "current_call", "current_run", "current_step", "wrap"]
 
-run_var: ContextVar[Run | None] = ContextVar("agentmeter_run", default=None)
-step_var: ContextVar[Step | None] = ContextVar("agentmeter_step", default=None)
-call_var: ContextVar[Call | None] = ContextVar("agentmeter_call", default=None)
+
+class Ref:
+    """What agentmeter's ContextVars hold: a span's ``handle`` while it is open, None once it ended.
+
+    ``ident`` (the span's id) and ``run_id`` outlive the handle, so a span started later in a context
+    copied from this one still knows where it came from.
+    """
+
+    __slots__ = ("handle", "ident", "run_id")
+
+    def __init__(self, handle: Any, ident: str, run_id: str) -> None:
+        self.handle = handle
+        self.ident = ident
+        self.run_id = run_id
+
+
+run_var: ContextVar[Ref | None] = ContextVar("agentmeter_run", default=None)
+step_var: ContextVar[Ref | None] = ContextVar("agentmeter_step", default=None)
+call_var: ContextVar[Ref | None] = ContextVar("agentmeter_call", default=None)
 
 R = TypeVar("R")
 
 
 def current_run() -> Run | None:
     """The run active in this context, or None. Never raises."""
-    return run_var.get()
+    ref = run_var.get()
+    return None if ref is None else ref.handle
 
 
 def current_step() -> Step | None:
     """The innermost step active in this context, or None. Never raises."""
-    return step_var.get()
+    ref = step_var.get()
+    return None if ref is None else ref.handle
 
 
 def current_call() -> Call | None:
     """The API call being recorded in this context, or None. Never raises."""
-    return call_var.get()
+    ref = call_var.get()
+    return None if ref is None else ref.handle
 
 
 def wrap(fn: Callable[..., R]) -> Callable[..., R]:
@@ -50,7 +74,7 @@ def wrap(fn: Callable[..., R]) -> Callable[..., R]:
     Only agentmeter's context travels; the user's own context variables are untouched.
     """
     run, step = run_var.get(), step_var.get()
-    if run is None:
+    if run is None or run.handle is None:
         return fn
 
     @functools.wraps(fn)
@@ -73,7 +97,8 @@ _original_submit: Callable[..., Any] | None = None
 
 def _submit(self: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any,
             **kwargs: Any) -> concurrent.futures.Future[Any]:
-    if run_var.get() is not None:
+    ref = run_var.get()
+    if ref is not None and ref.handle is not None:
         fn = wrap(fn)
     assert _original_submit is not None  # set before _submit is installed
     return _original_submit(self, fn, *args, **kwargs)  # type: ignore[no-any-return]

@@ -27,25 +27,26 @@ _logger: Any = None
 
 
 class _Stderr:
-    """Whatever ``sys.stderr`` is when a line is written (a test's capture, a redirected stream)."""
+    """Whatever ``sys.stderr`` is when a line is written (a test's capture, a redirect), never stdout."""
 
-    def write(self, text: str) -> None:
-        sys.stderr.write(text)
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
 
     def flush(self) -> None:
         sys.stderr.flush()
 
 
 def _log() -> Any:
-    """structlog's logger, imported with the first log line: structlog (with rich) takes ~50 ms to import."""
+    """agentmeter's structlog logger: it writes to stderr (structlog's default logger prints to stdout, which
+    belongs to the application) through the processors structlog is configured with, so
+    ``structlog.testing.capture_logs()`` and an application's own renderer still see agentmeter's lines.
+    Made with the first log line: structlog (with rich) takes ~50 ms to import."""
     global _logger
     if _logger is None:
         import structlog
 
-        if structlog.is_configured():  # the application chose where logs go
-            _logger = structlog.get_logger("agentmeter")
-        else:  # structlog's default prints to stdout, which belongs to the application
-            _logger = structlog.wrap_logger(structlog.PrintLogger(cast(TextIO, _Stderr())))
+        # the configured processors (an application's renderer, capture_logs()), but always onto stderr
+        _logger = structlog.wrap_logger(structlog.PrintLogger(cast(TextIO, _Stderr())), logger_name="agentmeter")
     return _logger
 
 
@@ -53,6 +54,20 @@ def _scrubbed(message: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any]
     from ._scrub import scrub, scrub_fields  # loaded with the first log line
 
     return scrub(message), scrub_fields(fields)
+
+
+def _emit(level: str, message: str, fields: dict[str, Any]) -> None:
+    """Log one scrubbed line at ``level``. Never raises."""
+    try:
+        message, fields = _scrubbed(message, fields)
+        getattr(_log(), level)(message, **fields)
+    except Exception:  # processors made for another logger (stdlib's): one plain line on stderr instead
+        try:
+            detail = " ".join(f"{k}={v!r}" for k, v in fields.items())
+            sys.stderr.write(f"agentmeter {level}: {message} {detail}\n")
+        except Exception:
+            pass  # a closed stream at exit: the counters are kept
+
 
 #: Seconds between two log lines for the same key; the counters still see every occurrence.
 LOG_INTERVAL_S = 60.0
@@ -85,11 +100,9 @@ def internal_error(where: str, exc: BaseException) -> None:
         raise exc
     try:
         if _should_log(f"error:{where}:{type(exc).__name__}"):
-            message, fields = _scrubbed("agentmeter internal error; your code is unaffected", {
-                "where": where, "error_type": type(exc).__name__, "error": str(exc)[:500],
-                "count": counters[f"internal_errors.{where}"],
-            })
-            _log().error(message, **fields)
+            _emit("error", "agentmeter internal error; your code is unaffected",
+                  {"where": where, "error_type": type(exc).__name__, "error": str(exc)[:500],
+                   "count": counters[f"internal_errors.{where}"]})
     except Exception:
         pass  # logging itself failed (closed stream at exit): the count above is kept
 
@@ -100,8 +113,7 @@ def warn(key: str, message: str, **fields: Any) -> None:
     counters[f"warnings.{key}"] += 1
     try:
         if _should_log(f"warn:{key}"):
-            text, clean = _scrubbed(message, {"key": key, "count": counters[f"warnings.{key}"], **fields})
-            _log().warning(text, **clean)
+            _emit("warning", message, {"key": key, "count": counters[f"warnings.{key}"], **fields})
     except Exception:
         pass  # see internal_error
 

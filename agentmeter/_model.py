@@ -36,12 +36,35 @@ def _merge_metadata(target: dict[str, Any], data: Mapping[Any, Any] | None, kwar
         if not isinstance(data, Mapping):
             _guard.warn("metadata.type", "metadata must be a mapping; ignored", got=type(data).__name__)
         else:
-            for key, value in data.items():
+            try:
+                pairs = list(data.items())
+            except Exception as exc:  # a user-defined Mapping whose items() raises
+                _guard.warn("metadata.type", "metadata could not be read; ignored", error=type(exc).__name__)
+                pairs = []
+            for key, value in pairs:
                 if not isinstance(key, str):
-                    _guard.warn("metadata.key", "metadata key is not a string; stored as str()")
-                    key = str(key)
+                    if key is None or isinstance(key, (bool, int, float)):
+                        _guard.warn("metadata.key", "metadata key is not a string; stored as str()")
+                        key = str(key)
+                    else:  # str() would run the key's own __str__, which may raise or block: never called
+                        _guard.warn("metadata.key", "metadata key is not a string; dropped",
+                                    got=type(key).__name__)
+                        continue
                 target[key] = value
     target.update(kwargs)
+
+
+def _count(value: Any, field: str) -> int | None:
+    """``value`` when it is a non-negative int below 2**63, else None after a counted warning."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        _guard.warn(f"call.{field}", f"{field} must be an int from 0 to 2**63-1; ignored", got=type(value).__name__)
+        return None
+    return value
+
+
+def _guarded(method: str, exc: Exception) -> None:
+    # a bug of ours on a handle method: counted and logged, never raised into the agent
+    _guard.internal_error(f"handle.{method}", exc)
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -64,22 +87,23 @@ class Step:
     inputs: Any = None
     output: Any = None
     captured: bool = False
+    #: set by set_output: the value the user set wins over the return value
+    output_set: bool = False
     #: set when the step ended (frozen into its run); the handle then changes nothing
     ended: bool = False
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the step's metadata. Never raises."""
-        if not _ended(self, "set_metadata"):
-            _merge_metadata(self.metadata, data, kwargs)
+        try:
+            if not _ended(self, "set_metadata"):
+                _merge_metadata(self.metadata, data, kwargs)
+        except Exception as exc:
+            _guarded("set_metadata", exc)
 
     def set_output(self, value: Any) -> None:
-        """Record the step's output explicitly (captured only when capture is on). Never raises."""
-        if _ended(self, "set_output"):
-            return
-        from ._capture import snapshot
-
-        self.output = snapshot(value)
-        self.captured = True
+        """Record the step's output explicitly. It wins over the return value (or the yielded items), and
+        it is stored even with capture off, where it is the only captured value. Never raises."""
+        _set_output(self, value)
 
     def __repr__(self) -> str:
         return f"<Step {self.name!r} {self.status} id={self.step_id}>"
@@ -131,67 +155,95 @@ class Call:
         """Record token usage (and optionally the model that answered, or billable ``units`` such as search
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
         and recorded as unknown. Never raises."""
-        if _ended(self, "record_usage"):
-            return
-        for field, value in (
-            ("input_tokens", input_tokens),
-            ("output_tokens", output_tokens),
-            ("cached_input_tokens", cached_input_tokens),
-            ("cache_write_tokens", cache_write_tokens),
-            ("reasoning_tokens", reasoning_tokens),
-        ):
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                _guard.warn(
-                    f"usage.{field}",
-                    "token count must be an int from 0 to 2**63-1; recorded as unknown",
-                    value=repr(value)[:100],
-                )
-                continue
-            setattr(self, field, value)
-        if units is not None:
-            if isinstance(units, bool) or not isinstance(units, (int, float)) or not 0 <= units < float("inf"):
-                _guard.warn("usage.units", "units must be a non-negative number; recorded as unknown")
-            else:
-                self.units = float(units)
-        if model is not None:
-            self.model = str(model)
+        try:
+            if _ended(self, "record_usage"):
+                return
+            for field, value in (
+                ("input_tokens", input_tokens),
+                ("output_tokens", output_tokens),
+                ("cached_input_tokens", cached_input_tokens),
+                ("cache_write_tokens", cache_write_tokens),
+                ("reasoning_tokens", reasoning_tokens),
+            ):
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                    _guard.warn(
+                        f"usage.{field}",
+                        "token count must be an int from 0 to 2**63-1; recorded as unknown",
+                        got=type(value).__name__,
+                    )
+                    continue
+                setattr(self, field, value)
+            if units is not None:
+                if isinstance(units, bool) or not isinstance(units, (int, float)) or not 0 <= units < float("inf"):
+                    _guard.warn("usage.units", "units must be a non-negative number; recorded as unknown")
+                else:
+                    self.units = float(units)
+            if model is not None:
+                if isinstance(model, str):
+                    self.model = model
+                else:  # str() would run the object's own __str__: never called
+                    _guard.warn("usage.model", "model must be a string; ignored", got=type(model).__name__)
+        except Exception as exc:
+            _guarded("record_usage", exc)
 
     def set_http_status(self, status_code: int) -> None:
-        """Record the HTTP status of the response. Never raises."""
-        if _ended(self, "set_http_status"):
-            return
+        """Record the HTTP status of the response (an int, or a string of digits). Never raises."""
         try:
-            self.http_status = int(status_code)
-        except (TypeError, ValueError):
-            _guard.warn("call.http_status", "http status must be an int; ignored")
+            if _ended(self, "set_http_status"):
+                return
+            if isinstance(status_code, str) and status_code.strip().isdigit():
+                status_code = int(status_code)
+            if isinstance(status_code, bool) or not isinstance(status_code, int) or not 0 <= status_code < 1000:
+                _guard.warn("call.http_status", "http status must be an int from 0 to 999; ignored",
+                            got=type(status_code).__name__)
+                return
+            self.http_status = status_code
+        except Exception as exc:
+            _guarded("set_http_status", exc)
 
     def record_retry(self, count: int = 1) -> None:
         """Count a retry of this call (the client re-sent the request). Never raises."""
-        if _ended(self, "record_retry"):
-            return
-        if isinstance(count, int) and count > 0:
+        try:
+            if _ended(self, "record_retry"):
+                return
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                _guard.warn("call.retries", "retry count must be a non-negative int; ignored",
+                            got=type(count).__name__)
+                return
             self.retries += count
+        except Exception as exc:
+            _guarded("record_retry", exc)
 
     def record_sizes(self, request_bytes: int | None = None, response_bytes: int | None = None) -> None:
-        """Record request and response body sizes in bytes. Never raises."""
-        if _ended(self, "record_sizes"):
-            return
-        if request_bytes is not None:
-            self.request_bytes = int(request_bytes)
-        if response_bytes is not None:
-            self.response_bytes = int(response_bytes)
+        """Record request and response body sizes in bytes (non-negative ints; anything else is ignored
+        with a counted warning). Never raises."""
+        try:
+            if _ended(self, "record_sizes"):
+                return
+            if request_bytes is not None and (n := _count(request_bytes, "request_bytes")) is not None:
+                self.request_bytes = n
+            if response_bytes is not None and (n := _count(response_bytes, "response_bytes")) is not None:
+                self.response_bytes = n
+        except Exception as exc:
+            _guarded("record_sizes", exc)
 
     def mark_first_token(self) -> None:
-        """Record now as the time the first token (or byte) of a streamed response arrived."""
-        if self.first_token_ns is None and not _ended(self, "mark_first_token"):
-            self.first_token_ns = _clock.monotonic_ns()
+        """Record now as the time the first token (or byte) of a streamed response arrived. Never raises."""
+        try:
+            if self.first_token_ns is None and not _ended(self, "mark_first_token"):
+                self.first_token_ns = _clock.monotonic_ns()
+        except Exception as exc:
+            _guarded("mark_first_token", exc)
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the call's metadata (for example ``result_count``). Never raises."""
-        if not _ended(self, "set_metadata"):
-            _merge_metadata(self.metadata, data, kwargs)
+        try:
+            if not _ended(self, "set_metadata"):
+                _merge_metadata(self.metadata, data, kwargs)
+        except Exception as exc:
+            _guarded("set_metadata", exc)
 
     def __repr__(self) -> str:
         return f"<Call {self.provider}.{self.operation} {self.status} id={self.call_id}>"
@@ -218,6 +270,8 @@ class Run:
     inputs: Any = None
     output: Any = None
     captured: bool = False
+    #: set by set_output: the value the user set wins over the return value
+    output_set: bool = False
     #: finished steps and calls (frozen records, see :mod:`agentmeter._record`), in finishing order
     steps: list[Any] = attrs.Factory(list)
     calls: list[Any] = attrs.Factory(list)
@@ -226,33 +280,54 @@ class Run:
     open_calls: dict[str, Call] = attrs.Factory(dict)
     #: set when the run ended and was frozen; the handle then changes nothing
     ended: bool = False
+    #: what keeps the run open: its body (the decorated function or ``with`` block) until it returns, and
+    #: the streams (decorated generators) created in it until the last one ends
+    body_open: bool = True
+    streams: int = 0
+    #: where the finished run goes: the processor current when the run started (None: the current one)
+    processor: Any = None
+    #: what the ContextVars hold for this run (an agentmeter._context.Ref), cleared when the run ends
+    ref: Any = None
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the run's metadata. Never raises."""
-        if not _ended(self, "set_metadata"):
-            _merge_metadata(self.metadata, data, kwargs)
+        try:
+            if not _ended(self, "set_metadata"):
+                _merge_metadata(self.metadata, data, kwargs)
+        except Exception as exc:
+            _guarded("set_metadata", exc)
 
     def add_tags(self, *tags: str | Iterable[str]) -> None:
-        """Add tags to the run (duplicates ignored, order kept). Never raises."""
-        if _ended(self, "add_tags"):
-            return
-        from ._scrub import scrub  # its patterns take ~3 ms to compile: loaded with the first tag
+        """Add tags to the run (strings, or iterables of strings; duplicates ignored, order kept). Anything
+        else is ignored with a counted warning. Never raises."""
+        try:
+            if _ended(self, "add_tags"):
+                return
+            from ._scrub import scrub  # its patterns take ~3 ms to compile: loaded with the first tag
 
-        for tag in tags:
-            items = [tag] if isinstance(tag, str) else list(tag)
-            for item in items:
-                item = scrub(str(item))  # a tag is stored as is: a secret in it must not be
-                if item not in self.tags:
-                    self.tags.append(item)
+            for tag in tags:
+                if isinstance(tag, str):
+                    items: Iterable[Any] = (tag,)
+                elif isinstance(tag, (list, tuple, set, frozenset)):
+                    items = tag
+                else:  # iterating an arbitrary object runs its own code: only plain collections are read
+                    _guard.warn("tags.type", "a tag must be a string or a list of strings; ignored",
+                                got=type(tag).__name__)
+                    continue
+                for item in items:
+                    if not isinstance(item, str):
+                        _guard.warn("tags.type", "a tag must be a string; ignored", got=type(item).__name__)
+                    else:
+                        item = scrub(item)  # a tag is stored as is: a secret in it must not be
+                        if item not in self.tags:
+                            self.tags.append(item)
+        except Exception as exc:
+            _guarded("add_tags", exc)
 
     def set_output(self, value: Any) -> None:
-        """Record the run's output explicitly (for example a final report). Never raises."""
-        if _ended(self, "set_output"):
-            return
-        from ._capture import snapshot
-
-        self.output = snapshot(value)
-        self.captured = True
+        """Record the run's output explicitly (for example a final report). It wins over the return value,
+        and it is stored even with capture off, where it is the only captured value. Never raises."""
+        _set_output(self, value)
 
     @property
     def duration_ms(self) -> float | None:
@@ -262,3 +337,15 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.name!r} {self.status} id={self.run_id} steps={len(self.steps)}>"
+
+
+def _set_output(handle: Step | Run, value: Any) -> None:
+    try:
+        if _ended(handle, "set_output"):
+            return
+        from ._capture import snapshot  # loaded with the first captured value
+
+        handle.output = snapshot(value)
+        handle.captured = handle.output_set = True
+    except Exception as exc:
+        _guarded("set_output", exc)

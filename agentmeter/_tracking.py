@@ -1,24 +1,26 @@
 """``track_run``, ``track_step`` and ``track_call``: decorators and context managers.
 
-The wrapper for a function is chosen once, when the decorator is applied (sync, coroutine, generator or
-async generator). Opening and closing a span (:mod:`agentmeter._spans`) touches only in-memory objects and
-ContextVars; a finished run is frozen and handed to the processor without blocking. Every piece of
-bookkeeping is guarded: an internal failure is logged and counted, and the user's function runs (and
-raises) exactly as it would without us.
+The wrapper for a function is chosen once, when the decorator is applied (:mod:`agentmeter._wrappers`:
+sync, coroutine, generator or async generator, a ``contextlib`` context manager, a callable object).
+Arguments are validated here, when the tracker is made: a wrong one is a ``ValueError`` (or, for something
+that cannot be decorated, a ``TypeError``) naming it, at the decorator, never later in the agent. Opening
+and closing a span (:mod:`agentmeter._spans`) touches only in-memory objects and ContextVars; a finished
+run is frozen and handed to the processor without blocking. Every piece of bookkeeping is guarded: an
+internal failure is logged and counted, and the user's function runs (and raises) exactly as it would
+without us.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
-from . import _spans, _state
+from . import _spans
 from ._context import call_var, run_var, step_var
-from ._spans import Frame, capture_inputs, capture_output, pause, resume, safe_begin, safe_end
+from ._spans import Frame, safe_begin, safe_end
 from ._status import STEP_KINDS
+from ._wrappers import clean_name, framework_hint, wrap
 
 if TYPE_CHECKING:
     from ._model import Call, Run, Step
@@ -37,10 +39,6 @@ def _load_model() -> None:
     from ._model import Call, Run, Step
 
     _VARS = {Run: run_var, Step: step_var, Call: call_var}
-
-
-def _clean_name(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", getattr(func, "__name__", "anonymous")).replace("<locals>.", "")
 
 
 # -- the tracker: decorator and context manager -------------------------------------------------------
@@ -87,14 +85,13 @@ class _Tracker(Generic[H]):
 
     def _pop_frame(self) -> Frame | None:
         frames = self._frames
-        if not frames:
-            return None
+        if len(frames) < 2:
+            return frames.pop() if frames else None
         # The same tracker may be entered from several tasks or threads: close the one current here.
-        var: ContextVar[Any] = _VARS[self._kind]
-        current = var.get()
+        current = _VARS[self._kind].get()
         for i in range(len(frames) - 1, -1, -1):
             frame = frames[i]
-            if frame is not None and frame.handle is current:
+            if frame is not None and (frame is current or frame.rref is current):
                 return frames.pop(i)
         return frames.pop()
 
@@ -102,9 +99,22 @@ class _Tracker(Generic[H]):
     def __call__(self, func: F) -> F:
         if isinstance(func, (classmethod, staticmethod)):
             return type(func)(self(func.__func__))
-        if not callable(func):
-            raise TypeError(f"track_{self._kind.__name__.lower()} must decorate a callable, got {func!r}")
-        return cast(F, _wrap(func, self._kind, self._name or _clean_name(func), self._capture, self._options))
+        what = f"track_{self._kind.__name__.lower()}"
+        _check_target(what, func)
+        return cast(F, wrap(func, self._kind, self._name or clean_name(func), self._capture, self._options))
+
+
+def _check_target(what: str, func: Any) -> None:
+    """A ``TypeError`` for what cannot be decorated, saying where the decorator goes."""
+    if isinstance(func, type):
+        raise TypeError(f"{what} cannot decorate a class ({func.__qualname__}); decorate its methods instead")
+    hint = framework_hint(what, func)
+    if hint is not None:
+        raise TypeError(hint)
+    if isinstance(func, property):
+        raise TypeError(f"{what} cannot decorate a property; put it below @property, on the getter")
+    if not callable(func):
+        raise TypeError(f"{what} must decorate a function, got a {type(func).__name__} object")
 
 
 class _Detached:
@@ -121,144 +131,6 @@ def _noop(*_args: Any, **_kwargs: Any) -> None:
     return None
 
 
-def _wrap(func: Callable[..., Any], kind: type[Any], name: str, capture: bool | None,
-          options: dict[str, Any]) -> Callable[..., Any]:
-    # Chosen once, at decoration time.
-    sig: inspect.Signature | None = None
-    if capture or capture is None:
-        try:
-            sig = inspect.signature(func)
-        except (TypeError, ValueError):
-            sig = None
-
-    def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Frame | None:
-        frame = safe_begin(kind, name, options)
-        if frame is not None and sig is not None and (capture or (capture is None and _state.capture_default)):
-            capture_inputs(frame, sig, args, kwargs)
-        return frame
-
-    if inspect.isasyncgenfunction(func):
-
-        @functools.wraps(func)
-        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            frame = begin(args, kwargs)
-            if frame is not None:
-                frame.leave()  # the generator's body sees the span only while it runs
-            agen = func(*args, **kwargs)
-            to_send: Any = None
-            method: Callable[[Any], Any] = agen.asend
-            try:
-                while True:
-                    resume(frame)
-                    try:
-                        item = await method(to_send)
-                    finally:
-                        pause(frame)
-                    method = agen.asend
-                    try:
-                        to_send = yield item
-                    except GeneratorExit:
-                        raise
-                    except BaseException as thrown:  # thrown in by the consumer: forward it
-                        method, to_send = agen.athrow, thrown
-            except StopAsyncIteration:
-                safe_end(frame, None)
-            except GeneratorExit:
-                await agen.aclose()
-                safe_end(frame, None)
-                raise
-            except BaseException as exc:
-                safe_end(frame, exc)
-                raise
-
-        return agen_wrapper
-
-    if inspect.isgeneratorfunction(func):
-
-        @functools.wraps(func)
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            frame = begin(args, kwargs)
-            if frame is not None:
-                frame.leave()
-            gen = func(*args, **kwargs)
-            to_send: Any = None
-            method: Callable[[Any], Any] = gen.send
-            try:
-                while True:
-                    resume(frame)
-                    try:
-                        item = method(to_send)
-                    finally:
-                        pause(frame)
-                    method = gen.send
-                    try:
-                        to_send = yield item
-                    except GeneratorExit:
-                        raise
-                    except BaseException as thrown:
-                        method, to_send = gen.throw, thrown
-            except StopIteration as stop:
-                capture_output(frame, stop.value)
-                safe_end(frame, None)
-                return stop.value
-            except GeneratorExit:
-                gen.close()
-                safe_end(frame, None)
-                raise
-            except BaseException as exc:
-                safe_end(frame, exc)
-                raise
-
-        return gen_wrapper
-
-    if inspect.iscoroutinefunction(func):
-
-        @functools.wraps(func)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            frame = begin(args, kwargs)
-            try:
-                result = await func(*args, **kwargs)
-            except BaseException as exc:
-                safe_end(frame, exc)
-                raise
-            capture_output(frame, result)
-            safe_end(frame, None)
-            return result
-
-        return async_wrapper
-
-    if sig is None:  # capture can never apply: the leanest wrapper
-
-        @functools.wraps(func)
-        def lean_wrapper(*args: Any, **kwargs: Any) -> Any:
-            frame = safe_begin(kind, name, options)
-            try:
-                result = func(*args, **kwargs)
-            except BaseException as exc:
-                safe_end(frame, exc)
-                raise
-            safe_end(frame, None)
-            return result
-
-        return lean_wrapper
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        frame = safe_begin(kind, name, options)
-        if frame is not None and (capture or (capture is None and _state.capture_default)):
-            capture_inputs(frame, sig, args, kwargs)
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            safe_end(frame, exc)
-            raise
-        capture_output(frame, result)
-        safe_end(frame, None)
-        return result
-
-    return wrapper
-
-
 # -- public constructors ------------------------------------------------------------------------------
 
 
@@ -266,9 +138,45 @@ def _is_target(obj: Any) -> bool:
     return callable(obj) or isinstance(obj, (classmethod, staticmethod))
 
 
+def _check_name(what: str, name: Any) -> None:
+    if name is None or isinstance(name, str):
+        return
+    if isinstance(name, property) or framework_hint(what, name) is not None:
+        _check_target(what, name)  # raises the TypeError saying where the decorator goes
+    raise ValueError(f"{what} name must be a string (or the function to decorate), got {type(name).__name__}")
+
+
 def _check_str(setting: str, value: Any) -> None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{setting} must be a string, got {type(value).__name__}")
+
+
+def _check_capture(what: str, capture: Any) -> None:
+    if capture is not None and not isinstance(capture, bool):
+        raise ValueError(f"{what} capture must be True, False or None, got {type(capture).__name__}")
+
+
+def _tags(tags: Any) -> tuple[str, ...]:
+    """The tags as a tuple of strings (read once: a generator of tags serves every run)."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    if isinstance(tags, Mapping) or not isinstance(tags, Iterable):
+        raise ValueError(f"track_run tags must be a string or an iterable of strings, got {type(tags).__name__}")
+    out = tuple(tags)
+    for tag in out:
+        if not isinstance(tag, str):
+            raise ValueError(f"track_run tags must be strings, got a {type(tag).__name__} in tags")
+    return out
+
+
+def _metadata(metadata: Any) -> dict[Any, Any] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"track_run metadata must be a mapping, got {type(metadata).__name__}")
+    return dict(metadata)  # a copy: changing the caller's dict later does not change the runs
 
 
 @overload
@@ -286,18 +194,19 @@ def track_run(
 
     ``@track_run``, ``@track_run(name=..., agent=..., tags=[...], metadata={...})``,
     ``with track_run("research", agent="researcher") as run:`` or ``async with``. A run started inside
-    another run is recorded as its own run with ``parent_run_id`` set. Never raises into the decorated
-    code; its exceptions propagate unchanged and are recorded with status ``error`` (or ``cancelled``).
+    another run is recorded as its own run with ``parent_run_id`` set. A run lasts while its function (or
+    ``with`` block) runs and while the streams created in it (decorated generators) are still open. Bad
+    arguments raise ``ValueError`` here, at the decorator. Never raises into the decorated code; its
+    exceptions propagate unchanged and are recorded with status ``error`` (or ``cancelled``).
     """
     if Run is None:
         _load_model()
     if _is_target(name):
         return _Tracker(Run, None, None, {})(name)
-    _check_str("track_run name", name)
+    _check_name("track_run", name)
     _check_str("track_run agent", agent)
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise ValueError(f"track_run metadata must be a mapping, got {type(metadata).__name__}")
-    return _Tracker(Run, name, capture, {"agent": agent, "tags": tags, "metadata": metadata})
+    _check_capture("track_run", capture)
+    return _Tracker(Run, name, capture, {"agent": agent, "tags": _tags(tags), "metadata": _metadata(metadata)})
 
 
 @overload
@@ -309,16 +218,25 @@ def track_step(name: Any = None, *, kind: str = "other", capture: bool | None = 
 
     Steps nest: a step opened inside another records it as ``parent_step_id``. A step used outside any run
     is recorded in an implicit run of its own (``implicit = true``) named after the step. A generator step
-    lasts until the generator is exhausted or closed. Never raises into the decorated code.
+    belongs to the run and step current when the generator is called, keeps that run open until it ends,
+    and is current only while its body runs. Bad arguments raise ``ValueError`` here. Never raises into
+    the decorated code.
     """
     if Step is None:
         _load_model()
     if _is_target(name):
-        return _Tracker(Step, None, None, {"kind": "other"})(name)
-    _check_str("track_step name", name)
+        return _Tracker(Step, None, None, _DEFAULT_STEP)(name)
+    if name is not None and not isinstance(name, str):
+        _check_name("track_step", name)
     if kind not in STEP_KINDS:
         raise ValueError(f"track_step kind must be one of {', '.join(STEP_KINDS)}; got {kind!r}")
-    return _Tracker(Step, name, capture, {"kind": kind})
+    if capture is not None:
+        _check_capture("track_step", capture)
+    return _Tracker(Step, name, capture, _STEP_OPTIONS[kind])
+
+
+_STEP_OPTIONS = {kind: {"kind": kind} for kind in STEP_KINDS}  # shared: a tracker never changes its options
+_DEFAULT_STEP = _STEP_OPTIONS["other"]
 
 
 @overload
@@ -332,17 +250,18 @@ def track_call(provider: Any = None, operation: str | None = None, *, model: str
 
     The handle records usage (``call.record_usage(input_tokens=..., output_tokens=...)``), the HTTP status,
     retries and sizes; cost is computed later, off the caller's thread. A call outside any run is recorded
-    in an implicit run of its own. Never raises into the decorated code.
+    in an implicit run of its own. Bad arguments raise ``ValueError`` here. Never raises into the
+    decorated code.
     """
     if Call is None:
         _load_model()
     if _is_target(provider):
         target = getattr(provider, "__func__", provider)
-        options = {"provider": "custom", "operation": _clean_name(target), "model": None}
+        options = {"provider": "custom", "operation": clean_name(target), "model": None}
         return _Tracker(Call, None, False, options)(provider)
-    _check_str("track_call provider", provider)
+    if provider is not None and not isinstance(provider, str):
+        _check_name("track_call", provider)
     _check_str("track_call operation", operation)
     _check_str("track_call model", model)
     return _Tracker(Call, operation or provider, False,
                     {"provider": provider or "custom", "operation": operation, "model": model})
-

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import _guard, _spans, _state
 from .._capture import Snapshot, jsonable
-from .._context import run_var
+from .._context import Ref, run_var
 from .._model import Run, Step
 from .._record import FinishedCall, FinishedRun, FinishedStep, freeze_call, freeze_step
 from .._status import CANCELLED, ERROR, RUNNING, SUCCESS
@@ -228,6 +228,7 @@ class Forest:
                 run_id = run_id_of(self.source, tree, root)
                 live = Run(run_id, root.name, root.agent, time.time_ns() // 1000, time.perf_counter_ns(),
                            parent_run_id=tree.parent_run_id)
+                live.ref = Ref(live, run_id, run_id)  # what agentmeter's ContextVars hold while it is current
                 tree.live[root.key] = live
             if nearest is root and root.role == RUN:
                 return live, None

@@ -161,14 +161,16 @@ def _tags(tags: Any) -> tuple[str, ...]:
     if tags is None:
         return ()
     if isinstance(tags, str):
-        return (tags,)
+        tags = (tags,)
     if isinstance(tags, Mapping) or not isinstance(tags, Iterable):
         raise ValueError(f"track_run tags must be a string or an iterable of strings, got {type(tags).__name__}")
     out = tuple(tags)
     for tag in out:
         if not isinstance(tag, str):
             raise ValueError(f"track_run tags must be strings, got a {type(tag).__name__} in tags")
-    return out
+    from ._scrub import scrub  # its patterns take ~3 ms to compile: loaded with the first tags
+
+    return tuple(dict.fromkeys(scrub(tag) for tag in out))  # stored as is: a secret in a tag must not be
 
 
 def _metadata(metadata: Any) -> dict[Any, Any] | None:

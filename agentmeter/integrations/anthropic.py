@@ -42,7 +42,8 @@ from anthropic._base_client import AsyncAPIClient, SyncAPIClient
 
 from .. import _guard
 from ..pricing import load_library
-from ._span import CallSpan, Patches, Request, as_int, attempt_wrapper, attr, operation_from_path, record_calls
+from ._request import Request, attempt_wrapper, operation_from_path
+from ._span import CallSpan, Patches, as_int, attr, record_calls
 
 __all__ = ["instrument", "instrumented", "operation_of", "record_usage", "uninstrument"]
 

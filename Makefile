@@ -65,6 +65,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# BENCH_ARGS=--quick for a smoke run of the harness; the table also goes into docs/performance.md.
+# BENCH_ARGS=--quick for a smoke run of the harness; BENCH_ARGS=--write-docs puts the table into
+# docs/performance.md and the JSON into benchmarks/results/ (otherwise benchmarks/results/scratch/).
 bench: $(PEERS)/.installed $(VENV)/.installed-test
-	$(PEERS)/bin/python benchmarks/run.py --project-python $(BIN)/python --write-docs $(BENCH_ARGS)
+	$(PEERS)/bin/python benchmarks/run.py --project-python $(BIN)/python $(BENCH_ARGS)

@@ -21,7 +21,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
+#: Where results go: ``benchmarks/results/`` (committed) only when asked (``run.py --write-docs`` sets
+#: AGENTMETER_BENCH_RESULTS for itself and the scripts it runs); otherwise a scratch folder git ignores.
+RESULTS = Path(os.environ.get("AGENTMETER_BENCH_RESULTS") or HERE / "results" / "scratch")
 
 
 def summary(samples: Sequence[float]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ Writes a table to stdout and JSON to ``benchmarks/results/dashboard.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import sqlite3
@@ -28,6 +27,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from _common import write_json
 
 from agentmeter.queries.base import Filters, Source
 from agentmeter.queries.local import LocalSource
@@ -340,9 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{'store':<15} {'workload':<30} {'indexes':<9} {'records/s (median)':>19}")
         for r in out["write_cost"]:
             print(f"{r['store']:<15} {r['workload']:<30} {r['indexes']:<9} {r['median_records_per_s']:>19,.0f}")
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "dashboard.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {ROOT / 'results' / 'dashboard.json'}")
+    print(f"\nwrote {write_json('dashboard.json', out)}")
     return 0
 
 

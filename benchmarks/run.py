@@ -24,6 +24,8 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if "--write-docs" in sys.argv:  # committed results are rewritten only when asked (before _common loads)
+    os.environ["AGENTMETER_BENCH_RESULTS"] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 import bench_exit
 import bench_hotpath

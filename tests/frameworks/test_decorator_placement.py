@@ -8,8 +8,10 @@ import pytest
 from agentmeter import track_run, track_step
 from agentmeter.testing import capture_runs
 
-lc_tools = pytest.importorskip("langchain_core.tools", reason="langchain-core is a test dependency")
-pydantic_ai = pytest.importorskip("pydantic_ai", reason="pydantic-ai-slim is a test dependency")
+from .conftest import need
+
+lc_tools = need("langchain_core.tools")  # test dependencies (the test extra): a missing one fails
+pydantic_ai = need("pydantic_ai")
 
 
 def test_langchain_tool_above_track_step_records_each_invocation_with_the_real_schema() -> None:

@@ -151,7 +151,7 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
 
 
 def views(source: Source, f: Filters) -> dict[str, Callable[[], Any]]:
-    """Each view's queries, as dashboard/dash_views.py runs them on a cold cache (every view draws the KPI
+    """Each view's queries, as agentmeter/dashboard/views.py runs them on a cold cache (every view draws the KPI
     strip, so every view runs ``kpis``)."""
     return {
         "health": lambda: (source.kpis(f), source.status_over_time(f), source.recent_failures(f, 20)),

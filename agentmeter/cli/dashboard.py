@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from .._config import default_db_path
-from .._resources import bundled_path
 
 __all__ = ["build_command", "register", "run"]
 
@@ -33,7 +32,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The streamlit command line and environment for ``args`` (pure; for tests and ``run``)."""
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    app = bundled_path("dashboard") / "app.py"
+    from ..dashboard import script_path
+
+    app = script_path()
     env = dict(os.environ)
     source = args.source or env.get("AGENTMETER_DASHBOARD_SOURCE") or "local"
     if source not in SOURCES:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import dash_charts as charts
 import pandas as pd
 import streamlit as st
-from dash_format import fmt_count, fmt_ms, fmt_pct, fmt_usd
 
-from agentmeter.queries.base import Filters, Source
+from ..queries.base import Filters, Source
+from . import charts
+from .format import fmt_count, fmt_ms, fmt_pct, fmt_usd
 
 __all__ = ["VIEWS", "cached", "cached_agents", "kpi_strip"]
 

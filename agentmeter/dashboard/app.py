@@ -9,20 +9,14 @@ application embedding it (or a test) may put a ready :class:`agentmeter.queries.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # the helpers beside this file (streamlit adds the folder too; AppTest may not)
-    sys.path.insert(0, _HERE)
+import streamlit as st
 
-import dash_views  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from agentmeter.queries import Filters, Source, SourceUnavailable, open_source  # noqa: E402
-from agentmeter.queries.base import STATUSES  # noqa: E402
+from ..queries import Filters, Source, SourceUnavailable, open_source
+from ..queries.base import STATUSES
+from . import views
 
 RANGES: dict[str, timedelta | None] = {
     "Last hour": timedelta(hours=1),
@@ -72,25 +66,27 @@ def empty_state(source: Source) -> None:
 
 def sidebar(source: Source) -> tuple[Filters, str, str]:
     st.sidebar.header("Filters")
-    view = st.sidebar.radio("View", list(dash_views.VIEWS), key="view")
-    label = st.sidebar.selectbox("Time range", [*RANGES, "Custom"], index=len(RANGES) - 1, key="time_range")
+    view = st.sidebar.radio("View", list(views.VIEWS), key="view")
+    label = st.sidebar.selectbox("Time range", [*RANGES, "Custom"], index=len(RANGES) - 1,
+                                 key="time_range") or "All time"
     now = datetime.now(timezone.utc)
     since: datetime | None
     until: datetime | None = None
     if label == "Custom":
-        start, end = st.sidebar.date_input("From - to (UTC)", value=(now.date() - timedelta(days=7), now.date()),
-                                           key="custom_range") or (None, None)
+        picked: Any = st.sidebar.date_input("From - to (UTC)", value=(now.date() - timedelta(days=7), now.date()),
+                                            key="custom_range")
+        start, end = picked or (None, None)
         since = datetime.combine(start, datetime.min.time(), timezone.utc) if start else None
         until = datetime.combine(end, datetime.min.time(), timezone.utc) + timedelta(days=1) if end else None
     else:
         delta = RANGES[label]
         since = now.replace(second=0, microsecond=0) - delta if delta is not None else None
-    agents = dash_views.cached_agents(source)
+    agents = views.cached_agents(source)
     chosen = st.sidebar.multiselect("Agent", agents, key="agents", placeholder="All agents")
     statuses = st.sidebar.multiselect("Run status", list(STATUSES), key="statuses", placeholder="All statuses")
     span = (until or now) - since if since is not None else None
     auto = "hour" if span is not None and span <= timedelta(days=2) else "day"
-    bucket = st.sidebar.selectbox("Time bucket", ["auto", "hour", "day"], key="bucket")
+    bucket = st.sidebar.selectbox("Time bucket", ["auto", "hour", "day"], key="bucket") or "auto"
     if st.sidebar.button("Refresh data"):
         st.cache_data.clear()
     filters = Filters(since=since.isoformat() if since else None, until=until.isoformat() if until else None,
@@ -120,9 +116,7 @@ def main() -> None:
     try:
         filters, view, bucket = sidebar(source)
         st.header(view)
-        dash_views.VIEWS[view](source, filters, bucket)
+        views.VIEWS[view](source, filters, bucket)
     except SourceUnavailable as exc:
         error_panel(kind, exc)
 
-
-main()

@@ -11,15 +11,15 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import base, derive
+from . import _kpis, base, derive
 from ._stats import QUANTILES, percentiles
 from .base import conform
 
 __all__ = ["CALL_FIELDS", "RUN_FIELDS", "STEP_FIELDS", "Frames"]
 
 RUN_FIELDS = ("run_id", "name", "agent", "status", "error_type", "error_message", "started_at", "duration_ms",
-              "step_count", "call_count", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
-              "unpriced_call_count")
+              "step_count", "call_count", "error_step_count", "error_call_count", "input_tokens",
+              "output_tokens", "total_tokens", "cost_usd", "unpriced_call_count")
 STEP_FIELDS = ("name", "status", "duration_ms")
 CALL_FIELDS = ("provider", "operation", "model", "priced", "status", "input_tokens", "output_tokens",
                "total_tokens", "cost_usd", "duration_ms", "started_at")
@@ -69,22 +69,21 @@ class Frames:
             for c in cols:
                 df[c] = pd.to_numeric(df[c], errors="coerce")
 
+    @staticmethod
+    def _kpi_row(r: pd.DataFrame) -> dict[str, object]:
+        """:mod:`._kpis`' definitions over the run rows ``r``."""
+        measured = [len(r), *((r["status"] == status).sum() for _, status in _kpis.STATUS_COUNTS),
+                    *(pd.to_numeric(r[column], errors="coerce").fillna(0).sum() for _, column in _kpis.SUMS)]
+        return _kpis.finish(measured, percentiles(r["duration_ms"].to_numpy(dtype="float64")))
+
     def kpis(self) -> pd.DataFrame:
-        r = self.runs
-        n = len(r)
-        ok = int((r["status"] == "success").sum())
-        err = int((r["status"] == "error").sum())
-        p50, p95, p99 = percentiles(r["duration_ms"].to_numpy(dtype="float64"))
-        num = {c: pd.to_numeric(r[c], errors="coerce").fillna(0).sum() for c in
-               ("input_tokens", "output_tokens", "total_tokens", "cost_usd", "call_count", "unpriced_call_count")}
-        return conform([{
-            "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": int((r["status"] == "cancelled").sum()),
-            "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-            "input_tokens": num["input_tokens"], "output_tokens": num["output_tokens"],
-            "total_tokens": num["total_tokens"], "cost_usd": float(num["cost_usd"]),
-            "calls": num["call_count"], "unpriced_calls": num["unpriced_call_count"],
-        }], base.KPIS)
+        return conform([self._kpi_row(self.runs)], base.KPIS)
+
+    def agent_kpis(self) -> pd.DataFrame:
+        rows = [{"agent": key[0] if isinstance(key, tuple) else key, **self._kpi_row(g)}
+                for key, g in _groups(self.runs, ["agent"])]
+        out = _unnull(pd.DataFrame(rows, columns=_names(base.AGENT_KPIS)), ["agent"])
+        return conform(_sort(out, [("agent", True)]), base.AGENT_KPIS)
 
     def status_over_time(self, bucket: str) -> pd.DataFrame:
         r = self.runs.assign(bucket=_bucket(self.runs["started_at"], bucket))

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENTS",
+    "AGENT_KPIS",
     "API_LATENCY",
     "BUCKETS",
     "CALLS_BY_PROVIDER",
@@ -73,7 +74,6 @@ __all__ = [
     "check_bucket",
     "check_limit",
     "conform",
-    "empty_frame",
     "iso_bound",
 ]
 
@@ -86,16 +86,23 @@ BUCKETS: Final = ("hour", "day")
 # float (may be NaN for null), time (tz-aware UTC timestamp, may be NaT), bool.
 Spec = tuple[tuple[str, str], ...]
 
-#: One row: the headline numbers of Health (and the KPI strip on every view). Rates are fractions 0..1 of
-#: ``runs`` (NaN for no runs); ``p*_ms`` are run durations; tokens and cost are sums over runs;
-#: ``calls`` and ``unpriced_calls`` sum the runs' ``call_count`` and ``unpriced_call_count``.
+#: One row: the headline numbers of Health (and the KPI strip on every view), all over the runs that match
+#: (defined once, in :mod:`agentmeter.queries._kpis`). ``success_rate`` and ``error_rate`` are fractions
+#: 0..1 of ``runs``, ``step_error_rate`` of ``steps``, ``call_error_rate`` of ``calls`` (NaN when there
+#: is none); ``p*_ms`` are run durations; tokens and cost are sums over runs; ``steps``, ``calls``,
+#: ``error_steps``, ``error_calls`` and ``unpriced_calls`` sum the runs' ``step_count``, ``call_count``,
+#: ``error_step_count``, ``error_call_count`` and ``unpriced_call_count``.
 KPIS: Final[Spec] = (
     ("runs", "int"), ("success_runs", "int"), ("error_runs", "int"), ("cancelled_runs", "int"),
     ("success_rate", "float"), ("error_rate", "float"),
     ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
     ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
     ("cost_usd", "float"), ("calls", "int"), ("unpriced_calls", "int"),
+    ("steps", "int"), ("error_steps", "int"), ("error_calls", "int"),
+    ("step_error_rate", "float"), ("call_error_rate", "float"),
 )
+#: :data:`KPIS` per agent (agent may be null); ordered by agent (nulls first). Only agents with runs.
+AGENT_KPIS: Final[Spec] = (("agent", "str"), *KPIS)
 #: Runs per bucket and status; ordered by bucket, status. Only non-empty combinations.
 STATUS_OVER_TIME: Final[Spec] = (("bucket", "time"), ("status", "str"), ("runs", "int"))
 #: Run duration percentiles per bucket; ordered by bucket.
@@ -197,7 +204,8 @@ AGENTS: Final[Spec] = (("agent", "str"), ("runs", "int"), ("last_seen", "time"))
 
 #: method name -> column spec, for sources' tests.
 FRAMES: Final[Mapping[str, Spec]] = {
-    "kpis": KPIS, "status_over_time": STATUS_OVER_TIME, "latency_over_time": LATENCY_OVER_TIME,
+    "kpis": KPIS, "agent_kpis": AGENT_KPIS, "status_over_time": STATUS_OVER_TIME,
+    "latency_over_time": LATENCY_OVER_TIME,
     "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "slowest_runs": SLOWEST_RUNS,
     "recent_failures": RECENT_FAILURES, "runs_per_agent": RUNS_PER_AGENT,
     "calls_by_provider": CALLS_BY_PROVIDER, "tokens_by_model": TOKENS_BY_MODEL,
@@ -304,6 +312,10 @@ class Source(ABC):
         """:data:`KPIS`: one row."""
 
     @abstractmethod
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        """:data:`AGENT_KPIS`: the KPIs of each agent."""
+
+    @abstractmethod
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         """:data:`STATUS_OVER_TIME`."""
 
@@ -386,13 +398,6 @@ def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     return limit
-
-
-def empty_frame(spec: Spec) -> pd.DataFrame:
-    """An empty frame with the spec's columns and kinds."""
-    import pandas as pd
-
-    return conform(pd.DataFrame({name: [] for name, _ in spec}), spec)
 
 
 _INT_FILL = {"int": 0}

@@ -18,19 +18,13 @@ import numpy as np
 import pandas as pd
 
 from .._config import default_db_path
-from . import base
-from ._sql import Dialect, SqlSource, and_, kpis_frame, names
+from . import _kpis, base
+from ._dialect import SQLITE as _SQLITE
+from ._sql import SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
 from .base import Filters, SourceUnavailable, conform
 
 __all__ = ["LocalSource", "from_env"]
-
-_SQLITE = Dialect(
-    mark="?", runs="agent_runs", steps="run_steps", calls="api_calls",
-    buckets={"day": "substr({col}, 1, 10) || 'T00:00:00Z'", "hour": "substr({col}, 1, 13) || ':00:00Z'"},
-    total="total({})",
-)
-
 
 def from_env(db: str | Path | None = None) -> LocalSource:
     """The local store at ``db`` (default ``$AGENTMETER_DB`` or ``~/.agentmeter/agentmeter.db``)."""
@@ -152,20 +146,15 @@ class LocalSource(SqlSource):
         return self._frame(sql, [], names(base.AGENTS), base.AGENTS)
 
     def kpis(self, f: Filters) -> pd.DataFrame:
-        where, params = _SQLITE.where(f, "agent_runs")
-        sql = (
-            "SELECT count(*), total(status = 'success'), total(status = 'error'), "
-            "total(status = 'cancelled'), total(input_tokens), total(output_tokens), total(total_tokens), "
-            "total(cost_usd), "
-            "total(call_count), total(unpriced_call_count), group_concat(duration_ms) "
-            f"FROM agent_runs{where}"
-        )
-        rows = self._rows(sql, params)
-        n, ok, err, canc, tin, tout, ttot, cost, calls, unpriced, durations = (
-            rows[0] if rows else (0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, None)
-        )
-        p50, p95, p99 = percentiles(_parse_floats(durations))
-        return kpis_frame(n, ok, err, canc, p50, p95, p99, tin, tout, ttot, cost, calls, unpriced)
+        rows = self._rows(*_kpis.sqlite_query(f))
+        measured, durations = (rows[0][:-1], rows[0][-1]) if rows else ((), None)
+        row = _kpis.finish(measured or [0] * len(_kpis.MEASURED), percentiles(_parse_floats(durations)))
+        return conform([row], base.KPIS)
+
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        rows = [{"agent": r[0], **_kpis.finish(r[1:-1], percentiles(_parse_floats(r[-1])))}
+                for r in self._rows(*_kpis.sqlite_query(f, by_agent=True))]
+        return conform(rows or pd.DataFrame(columns=names(base.AGENT_KPIS)), base.AGENT_KPIS)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _SQLITE.bucket(bucket)

@@ -165,6 +165,9 @@ class MongoSource(Source):
     def kpis(self, f: Filters) -> pd.DataFrame:
         return self._frames(f).kpis()
 
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f).agent_kpis()
+
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         return self._frames(f).status_over_time(check_bucket(bucket))
 

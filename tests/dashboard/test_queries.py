@@ -9,13 +9,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from agentmeter._percentile import percentile_cont
 from agentmeter.queries import open_source
-from agentmeter.queries._stats import grouped_percentiles, percentiles
+from agentmeter.queries._stats import percentiles
 from agentmeter.queries.base import FRAMES, Filters
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
@@ -153,12 +152,6 @@ def test_vectorized_percentiles_equal_percentile_cont() -> None:
         values = [rng.lognormvariate(5, 1) for _ in range(n)]
         for q, got in zip((0.5, 0.95, 0.99), percentiles(values), strict=True):
             assert got == pytest.approx(percentile_cont(values, q), rel=1e-12)
-    codes = np.array([rng.randrange(4) for _ in range(500)])
-    values = np.array([rng.random() for _ in range(500)])
-    table = grouped_percentiles(codes, values, 5)
-    for g in range(4):
-        assert table[g, 1] == pytest.approx(percentile_cont(values[codes == g].tolist(), 0.95))
-    assert np.isnan(table[4]).all()
 
 
 def test_dashboard_command_runs_streamlit_on_the_bundled_app(tmp_path: Path) -> None:
@@ -173,3 +166,55 @@ def test_dashboard_command_runs_streamlit_on_the_bundled_app(tmp_path: Path) -> 
     bad = build_parser().parse_args(["dashboard", "--port", "70000"])
     with pytest.raises(ValueError, match="--port"):
         build_command(bad)
+
+
+def test_kpis_count_step_and_call_errors_as_python_does(seeded: Seeded, mongo_collection: Any) -> None:
+    docs = seeded[1]
+    steps = sum(len(d["steps"]) for d in docs)
+    calls = sum(len(d["calls"]) for d in docs)
+    error_steps = sum(1 for d in docs for s in d["steps"] if s["status"] == "error")
+    error_calls = sum(1 for d in docs for c in d["calls"] if c["status"] == "error")
+    assert 0 < error_steps < steps and 0 < error_calls < calls
+    for source in (LocalSource(seeded[0]), MongoSource(mongo_collection)):
+        k = source.kpis(Filters()).iloc[0]
+        assert (k["steps"], k["error_steps"], k["calls"], k["error_calls"]) == (steps, error_steps, calls, error_calls)
+        assert k["step_error_rate"] == pytest.approx(error_steps / steps)
+        assert k["call_error_rate"] == pytest.approx(error_calls / calls)
+
+
+def test_agent_kpis_are_the_kpis_of_each_agent(seeded: Seeded, mongo_collection: Any) -> None:
+    for source in (LocalSource(seeded[0]), MongoSource(mongo_collection)):
+        by_agent = source.agent_kpis(Filters())
+        assert sorted(by_agent["agent"]) == sorted({d["agent"] for d in seeded[1]})
+        for row in by_agent.itertuples(index=False):
+            one = source.kpis(Filters(agents=(row.agent,)))
+            pd.testing.assert_frame_equal(
+                pd.DataFrame([row]).drop(columns=["agent"]), one, check_exact=False, rtol=1e-12, obj=row.agent)
+
+
+def test_report_shows_the_query_layers_kpis_without_pandas(seeded: Seeded) -> None:
+    """`agentmeter report` reads the KPIs the dashboard shows, with a bare install (no pandas, no numpy)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from agentmeter.cli.report import summarize; "
+            f"s = summarize({str(seeded[0])!r}, since='all'); "
+            "print(json.dumps([s, sorted({'pandas', 'numpy'} & set(sys.modules))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    summary, heavy = json.loads(out)
+    assert heavy == []
+    source = LocalSource(seeded[0])
+    total = source.kpis(Filters()).iloc[0]
+    groups = {r["agent"]: r for _, r in source.agent_kpis(Filters()).iterrows()}
+    pairs = [(summary["total"], total), *((summary["agents"][a], groups[a]) for a in groups)]
+    assert len(pairs) == 4
+    for shown, k in pairs:
+        assert shown["runs"] == k["runs"] and shown["success"] == k["success_runs"]
+        assert shown["errors"] == k["error_runs"] and shown["cancelled"] == k["cancelled_runs"]
+        assert shown["success_rate"] == pytest.approx(k["success_rate"], rel=1e-12)
+        assert shown["p50_ms"] == pytest.approx(k["p50_ms"], rel=1e-12)
+        assert shown["p95_ms"] == pytest.approx(k["p95_ms"], rel=1e-12)
+        for key in ("steps", "calls", "input_tokens", "output_tokens", "total_tokens", "unpriced_calls"):
+            assert shown[key] == k[key], key
+        assert shown["cost_usd"] == pytest.approx(k["cost_usd"], rel=1e-12)

@@ -17,7 +17,7 @@ from typing import Any
 from . import base
 from .base import Filters, check_bucket
 
-__all__ = ["SQLITE", "Dialect", "and_", "names"]
+__all__ = ["SQLITE", "Dialect", "and_", "names", "order_by"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Dialect:
     runs: str
     steps: str
     calls: str
-    #: ``hour`` / ``day`` -> the UTC start of the bucket of ``{col}``
+    #: ``minute`` / ``hour`` / ``day`` -> the UTC start of the bucket of ``{col}``
     buckets: Mapping[str, str]
     #: the sum of ``{}`` that is 0, not NULL, over no rows
     total: str
@@ -71,6 +71,21 @@ class Dialect:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+#: the SQL of a sort key of :data:`~agentmeter.queries.base.RUN_ORDERS`
+_ORDER_KEYS = {"started_at": "started_at", "run_id": "run_id", "duration_ms": "duration_ms", "cost_usd": "cost_usd",
+               "status_rank": "CASE status WHEN 'error' THEN 0 WHEN 'cancelled' THEN 1 ELSE 2 END"}
+
+
+def order_by(keys: tuple[tuple[str, bool], ...]) -> str:
+    """``ORDER BY`` text for sort keys with nulls last in either direction (the same in every dialect: a
+    false ``IS NULL`` sorts before a true one)."""
+    parts = []
+    for key, ascending in keys:
+        expr = _ORDER_KEYS[key]
+        parts.append(f"({expr} IS NULL), {expr} {'ASC' if ascending else 'DESC'}")
+    return ", ".join(parts)
+
+
 def and_(where: str, clause: str) -> str:
     """``where`` (a ``WHERE ...`` clause or empty) narrowed by ``clause``."""
     return f"{where} AND {clause}" if where else f" WHERE {clause}"
@@ -83,6 +98,7 @@ def names(spec: base.Spec) -> list[str]:
 #: the local SQLite store (:mod:`.local`)
 SQLITE = Dialect(
     mark="?", runs="agent_runs", steps="run_steps", calls="api_calls",
-    buckets={"day": "substr({col}, 1, 10) || 'T00:00:00Z'", "hour": "substr({col}, 1, 13) || ':00:00Z'"},
+    buckets={"day": "substr({col}, 1, 10) || 'T00:00:00Z'", "hour": "substr({col}, 1, 13) || ':00:00Z'",
+             "minute": "substr({col}, 1, 16) || ':00Z'"},
     total="total({})", count_if="total({})",
 )

@@ -29,7 +29,9 @@ _NULL = "\x00null"
 
 def _bucket(started: pd.Series, bucket: str) -> pd.Series:
     text = started.astype(str)
-    return text.str.slice(0, 10) + "T00:00:00Z" if bucket == "day" else text.str.slice(0, 13) + ":00:00Z"
+    if bucket == "day":
+        return text.str.slice(0, 10) + "T00:00:00Z"
+    return text.str.slice(0, 13) + ":00:00Z" if bucket == "hour" else text.str.slice(0, 16) + ":00Z"
 
 
 def _sort(df: pd.DataFrame, keys: Sequence[tuple[str, bool]]) -> pd.DataFrame:
@@ -73,7 +75,8 @@ class Frames:
     def _kpi_row(r: pd.DataFrame) -> dict[str, object]:
         """:mod:`._kpis`' definitions over the run rows ``r``."""
         measured = [len(r), *((r["status"] == status).sum() for _, status in _kpis.STATUS_COUNTS),
-                    *(pd.to_numeric(r[column], errors="coerce").fillna(0).sum() for _, column in _kpis.SUMS)]
+                    *(pd.to_numeric(r[column], errors="coerce").fillna(0).sum() for _, column in _kpis.SUMS),
+                    r["started_at"].min() if len(r) else None, r["started_at"].max() if len(r) else None]
         return _kpis.finish(measured, percentiles(r["duration_ms"].to_numpy(dtype="float64")))
 
     def kpis(self) -> pd.DataFrame:
@@ -183,11 +186,28 @@ class Frames:
     def unpriced_calls(self) -> pd.DataFrame:
         return derive.unpriced_calls(self.calls_summary())
 
-    def search_runs(self, prefix: str, limit: int) -> pd.DataFrame:
+    def _matching(self, prefix: str) -> pd.DataFrame:
         r = self.runs
-        if prefix:
-            r = r[r["run_id"].astype(str).str.startswith(prefix)]
-        return conform(_sort(r, [("started_at", False), ("run_id", False)]).head(limit), base.RUN_SEARCH)
+        return r[r["run_id"].astype(str).str.startswith(prefix)] if prefix else r
+
+    def search_runs(self, prefix: str, limit: int, order: str = "newest") -> pd.DataFrame:
+        r = self._matching(prefix)
+        keys = base.check_order(order)
+        if r.empty:
+            return conform(r, base.RUN_SEARCH)
+        rank = {"error": 0, "cancelled": 1, "success": 2}
+        tmp = r.assign(status_rank=r["status"].map(rank))
+        by: list[str] = []
+        asc: list[bool] = []
+        for i, (key, ascending) in enumerate(keys):  # nulls last either way, as the SQL sources sort
+            tmp[f"_n{i}"] = tmp[key].isna()
+            by += [f"_n{i}", key]
+            asc += [True, ascending]
+        ordered = tmp.sort_values(by, ascending=asc, kind="mergesort").head(limit).reset_index(drop=True)
+        return conform(ordered, base.RUN_SEARCH)
+
+    def count_runs(self, prefix: str) -> int:
+        return len(self._matching(prefix))
 
 
 def _names(spec: base.Spec) -> list[str]:

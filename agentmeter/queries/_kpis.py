@@ -16,7 +16,9 @@ from typing import Any, Final
 from ._dialect import SQLITE, Dialect
 from .base import Filters
 
-__all__ = ["MEASURED", "RATES", "STATUS_COUNTS", "SUMS", "finish", "select_list", "sqlite_query"]
+__all__ = [
+    "MEASURED", "RATES", "SELECTED", "SPAN", "STATUS_COUNTS", "SUMS", "finish", "select_list", "sqlite_query",
+]
 
 #: KPI -> the run status it counts
 STATUS_COUNTS: Final = (("success_runs", "success"), ("error_runs", "error"), ("cancelled_runs", "cancelled"))
@@ -37,18 +39,29 @@ MEASURED: Final = ("runs", *(k for k, _ in STATUS_COUNTS), *(k for k, _ in SUMS)
 PERCENTILES: Final = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
 
 
+#: the first and last run start of the runs measured (null when there is none)
+SPAN: Final = ("first_started_at", "last_started_at")
+
+
 def select_list(d: Dialect) -> str:
-    """The SQL that measures :data:`MEASURED` over ``agent_runs`` rows (no percentiles)."""
+    """The SQL that measures :data:`MEASURED` and then :data:`SPAN` over ``agent_runs`` rows (no
+    percentiles)."""
     parts = ["COUNT(*)"]
     parts += [d.count_if.format(f"status = '{status}'") for _, status in STATUS_COUNTS]
     parts += [d.total.format(column) for _, column in SUMS]
+    parts += ["MIN(started_at)", "MAX(started_at)"]
     return ", ".join(parts)
 
 
-def finish(measured: Sequence[Any], percentiles: Sequence[float | None]) -> dict[str, Any]:
-    """The KPI row from the values of :data:`MEASURED` (in order; None counts as 0) and the p50, p95
-    and p99 run durations."""
-    row: dict[str, Any] = {}
+#: how many values :func:`select_list` selects
+SELECTED: Final = len(MEASURED) + len(SPAN)
+
+
+def finish(selected: Sequence[Any], percentiles: Sequence[float | None]) -> dict[str, Any]:
+    """The KPI row from the values :func:`select_list` selects (:data:`MEASURED`, in order, None counting
+    as 0; then :data:`SPAN`) and the p50, p95 and p99 run durations."""
+    measured, span = selected[: len(MEASURED)], selected[len(MEASURED):]
+    row: dict[str, Any] = dict(zip(SPAN, list(span) or [None, None], strict=True))
     for name, value in zip(MEASURED, measured, strict=True):
         row[name] = (float(value or 0) if name == "cost_usd" else int(value or 0))
     for name, num, den in RATES:

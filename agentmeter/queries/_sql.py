@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from . import base, derive
-from ._dialect import Dialect, and_, names
-from .base import Filters, RunDetail, Source, check_limit, conform
+from ._dialect import Dialect, and_, names, order_by
+from .base import Filters, RunDetail, Source, check_limit, check_order, conform
 
 __all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "names"]
 
@@ -103,13 +103,25 @@ class SqlSource(Source):
         return self._run_list(f, f"{RUN_COLS}, unpriced_call_count", "cost_usd IS NOT NULL",
                               "cost_usd DESC, run_id", limit, base.EXPENSIVE_RUNS)
 
-    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
+    def _prefix(self, run_id_prefix: str) -> tuple[str | None, list[Any]]:
         prefix = str(run_id_prefix or "").strip()
         # a substring comparison, not LIKE: no wildcard or escape character can change the match
         clause = f"substr(run_id, 1, {self.dialect.mark}) = {self.dialect.mark}" if prefix else None
-        extra = [len(prefix), prefix] if prefix else []
-        return self._run_list(f, f"{RUN_COLS}, error_type", clause, "started_at DESC, run_id DESC", limit,
+        return clause, ([len(prefix), prefix] if prefix else [])
+
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100,
+                    order: str = "newest") -> pd.DataFrame:
+        clause, extra = self._prefix(run_id_prefix)
+        return self._run_list(f, f"{RUN_COLS}, error_type", clause, order_by(check_order(order)), limit,
                               base.RUN_SEARCH, extra)
+
+    def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
+        clause, extra = self._prefix(run_id_prefix)
+        where, params = self.dialect.where(f, self.dialect.runs)
+        if clause is not None:
+            where = and_(where, clause)
+        rows = self._rows(f"SELECT COUNT(*) FROM {self.dialect.runs}{where}", [*params, *extra])
+        return int(rows[0][0] or 0) if rows else 0
 
     def run_detail(self, run_id: str) -> RunDetail | None:
         d = self.dialect

@@ -22,7 +22,7 @@ from . import _kpis, base
 from ._dialect import SQLITE as _SQLITE
 from ._sql import SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
-from .base import Filters, SourceUnavailable, conform
+from .base import Filters, SourceUnavailable, conform, flat
 
 __all__ = ["LocalSource", "from_env"]
 
@@ -83,9 +83,10 @@ class LocalSource(SqlSource):
 
     def _unavailable(self, exc: BaseException) -> SourceUnavailable:
         return SourceUnavailable(
-            f"cannot read the local store {self.path}: {exc}",
+            f"cannot read the local store {self.path}: {flat(exc)}",
             "Check that the path is an agentmeter SQLite store (--db or AGENTMETER_DB) and that this user "
             "can read it and its folder (SQLite needs the -wal and -shm files beside it).",
+            f"{type(exc).__name__}: {exc}",
         )
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

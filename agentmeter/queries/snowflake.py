@@ -30,7 +30,7 @@ import pandas as pd
 from . import _kpis, base
 from ._dialect import Dialect
 from ._sql import SqlSource, and_, names
-from .base import Filters, SourceUnavailable, conform
+from .base import Filters, SourceUnavailable, conform, flat
 
 __all__ = ["SnowflakeSource", "connection_params", "from_env"]
 
@@ -42,7 +42,8 @@ _ENV_PARAMS = (
 #: table names are placeholders that :meth:`SnowflakeSource._sql` fills with the qualified view names
 _SNOWFLAKE = Dialect(
     mark="%s", runs="{runs}", steps="{steps}", calls="{calls}",
-    buckets={"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})"},
+    buckets={"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})",
+             "minute": "DATE_TRUNC('MINUTE', {col})"},
     total="COALESCE(SUM({}), 0)", count_if="COUNT_IF({})", time="TO_TIMESTAMP_TZ({})", nulls_first=" NULLS FIRST",
 )
 _HINT = (
@@ -135,8 +136,9 @@ class SnowflakeSource(SqlSource):
 
     def _unavailable(self, exc: BaseException) -> SourceUnavailable:
         return SourceUnavailable(
-            f"cannot read Snowflake ({self.database}.{self.schema}): {exc}",
+            f"cannot read Snowflake ({self.database}.{self.schema}): {flat(exc)}",
             _HINT.format(where=f"{self.database}.{self.schema}"),
+            f"{type(exc).__name__}: {exc}"[:5000],
         )
 
     def _connection(self) -> Any:

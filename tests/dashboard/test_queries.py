@@ -15,7 +15,7 @@ import pytest
 from agentmeter._percentile import percentile_cont
 from agentmeter.queries import open_source
 from agentmeter.queries._stats import percentiles
-from agentmeter.queries.base import FRAMES, Filters
+from agentmeter.queries.base import FRAMES, RUN_ORDERS, Filters
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
@@ -55,9 +55,13 @@ def test_local_and_mongodb_return_the_same_frames(seeded: Seeded, mongo_collecti
     for method in FRAMES:
         a, b = _call(local, method, f), _call(mongo, method, f)
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12, obj=f"{method} {f}")
-    for bucket in ("hour", "day"):
+    for bucket in ("minute", "hour", "day"):
         for method in ("status_over_time", "latency_over_time", "runs_per_agent", "cost_over_time"):
             pd.testing.assert_frame_equal(getattr(local, method)(f, bucket), getattr(mongo, method)(f, bucket))
+    for order in RUN_ORDERS:
+        pd.testing.assert_frame_equal(local.search_runs(f, "", 100, order), mongo.search_runs(f, "", 100, order),
+                                      check_exact=False, rtol=1e-9, obj=order)
+    assert local.count_runs(f) == mongo.count_runs(f) == len(local.search_runs(f, "", 1000))
     run_id = local.search_runs(f)["run_id"].iloc[0] if len(local.search_runs(f)) else None
     if run_id is not None:
         for x, y in zip(local.run_detail(run_id), mongo.run_detail(run_id), strict=True):
@@ -218,3 +222,47 @@ def test_report_shows_the_query_layers_kpis_without_pandas(seeded: Seeded) -> No
         for key in ("steps", "calls", "input_tokens", "output_tokens", "total_tokens", "unpriced_calls"):
             assert shown[key] == k[key], key
         assert shown["cost_usd"] == pytest.approx(k["cost_usd"], rel=1e-12)
+
+
+def test_run_orders_sort_by_the_store_and_counts_are_true(seeded: Seeded, mongo_collection: Any) -> None:
+    docs = seeded[1]
+    rank = {"error": 0, "cancelled": 1, "success": 2}
+    want = {
+        "newest": sorted(docs, key=lambda d: (d["started_at"], d["run_id"]), reverse=True),
+        "oldest": sorted(docs, key=lambda d: (d["started_at"], d["run_id"])),
+        "slowest": sorted(docs, key=lambda d: (-d["duration_ms"], [-ord(c) for c in d["run_id"]])),
+        "fastest": sorted(docs, key=lambda d: (d["duration_ms"], [-ord(c) for c in d["run_id"]])),
+        "status": sorted(docs, key=lambda d: (rank[d["status"]], [-ord(c) for c in d["started_at"] + d["run_id"]])),
+    }
+    for source in (LocalSource(seeded[0]), MongoSource(mongo_collection)):
+        for order, runs in want.items():
+            got = list(source.search_runs(Filters(), "", 7, order)["run_id"])
+            assert got == [d["run_id"] for d in runs[:7]], (source.kind, order)
+        costly = source.search_runs(Filters(), "", 100, "costliest")["cost_usd"].tolist()
+        assert costly == sorted(costly, reverse=True) and len(costly) == len(docs)
+        assert source.count_runs(Filters()) == len(docs)
+        assert source.count_runs(Filters(statuses=("error",))) == sum(d["status"] == "error" for d in docs) > 0
+        assert source.count_runs(Filters(), docs[3]["run_id"][:-1]) == 1
+        with pytest.raises(ValueError, match="order must be one of"):
+            source.search_runs(Filters(), "", 5, "random'; DROP TABLE agent_runs")
+
+
+def test_run_detail_has_tags_metadata_and_captured_values(tmp_path: Path) -> None:
+    import json
+
+    from .conftest import mongo_of, payload, seed_hostile
+
+    db = tmp_path / "h.db"
+    docs = seed_hostile(db)
+    for source in (LocalSource(db), MongoSource(mongo_of(docs))):
+        for doc in docs:
+            detail = source.run_detail(doc["run_id"])
+            assert detail is not None
+            run = detail.run.iloc[0]
+            assert json.loads(run["tags"]) == [payload("tag")]
+            assert json.loads(run["metadata"]) == {payload("metakey"): payload("metavalue")}
+            inputs = json.loads(run["inputs"])
+            assert inputs == doc["inputs"] and inputs["question"] == payload("input")
+            assert (run["output"] is None) == (doc["status"] == "error")
+            step = detail.steps[detail.steps["name"] == payload("step")].iloc[0]
+            assert json.loads(step["metadata"]) == {"note": payload("stepmeta")}

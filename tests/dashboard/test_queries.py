@@ -148,6 +148,15 @@ def test_filters_normalize_and_validate() -> None:
         Filters(statuses=("success'; --",))
     with pytest.raises(ValueError, match="ISO"):
         Filters(since="yesterday'; DROP TABLE x")
+    # what datetime.isoformat() writes (the dashboard's time ranges once crashed on it), in UTC or not
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime(2026, 3, 4, 5, 6, 7, 890, tzinfo=timezone.utc)
+    assert Filters(since=moment.isoformat()).since == "2026-03-04T05:06:07.000890Z" == Filters(since=moment).since
+    cet = moment.astimezone(timezone(timedelta(hours=1)))
+    assert Filters(until=cet.isoformat()).until == "2026-03-04T05:06:07.000890Z"
+    with pytest.raises(ValueError, match="ISO"):
+        Filters(since="2026-03-04T05:06:07+0100x")
 
 
 def test_vectorized_percentiles_equal_percentile_cont() -> None:

@@ -76,7 +76,14 @@ def wait_ready(page: Any, charts: bool = True) -> None:
 
 
 def open_view(page: Any, view: str) -> None:
+    expand = page.locator('[data-testid="stExpandSidebarButton"]')
+    narrow = expand.count() > 0 and expand.first.is_visible()
+    if narrow:  # a phone-sized window starts with the sidebar closed
+        expand.first.click()
     page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=view).first.click()
+    if narrow:
+        page.locator('[data-testid="stSidebarCollapseButton"] button, [data-testid="stSidebarCollapseButton"]'
+                     ).first.click()
     page.wait_for_function(f"() => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === {view!r})",
                            timeout=60_000)
     wait_ready(page)

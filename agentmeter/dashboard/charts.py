@@ -21,6 +21,8 @@ STATUS_COLORS = alt.Scale(domain=["success", "error", "cancelled"], range=["#2e9
 LABEL_LIMIT = 360
 #: how a time bucket reads in a tooltip, per bucket size
 BUCKET_FORMATS = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}
+#: time axis labels per bucket size (UTC, 24-hour clock)
+AXIS_FORMATS = {"minute": "%H:%M", "hour": "%b %d %H:00", "day": "%Y-%m-%d"}
 #: the Vega-Lite time unit of a bucket: a bar then spans its whole minute, hour or day
 TIME_UNITS = {"minute": "utcyearmonthdatehoursminutes", "hour": "utcyearmonthdatehours", "day": "utcyearmonthdate"}
 
@@ -49,7 +51,7 @@ def stacked_over_time(df: pd.DataFrame, color: str, y: str, title: str, status: 
         alt.Chart(data, title=title)
         .mark_bar()
         .encode(
-            x=alt.X(when, title=None, axis=alt.Axis(labelOverlap=True)),
+            x=alt.X(when, title=None, axis=alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"))),
             y=alt.Y(f"{y}:Q", title=column_name(y), axis=_axis(fmt)),
             color=alt.Color(f"{color}:N", scale=scale, title=column_name(color),
                             legend=alt.Legend(labelLimit=LABEL_LIMIT) if legend else None),
@@ -67,15 +69,15 @@ def latency_lines(df: pd.DataFrame, title: str, bucket: str = "hour") -> Any:
                    value_name="latency")
     long["percentile"] = long["percentile"].str.replace("_ms", "", regex=False)
     long["latency"] = long["latency"] / div
+    when = f"{TIME_UNITS.get(bucket, TIME_UNITS['hour'])}(bucket):T"
     return (
         alt.Chart(long, title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("bucket:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(labelOverlap=True)),
+            x=alt.X(when, title=None, axis=alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"))),
             y=alt.Y("latency:Q", title=f"Run latency ({unit})"),
             color=alt.Color("percentile:N", sort=["p50", "p95", "p99"], title="Percentile"),
-            tooltip=[alt.Tooltip("bucket:T", title="Time (UTC)", format=BUCKET_FORMATS.get(bucket, "%Y-%m-%d %H:%M"),
-                                 formatType="utc"),
+            tooltip=[alt.Tooltip(when, title="Time (UTC)", format=BUCKET_FORMATS.get(bucket, "%Y-%m-%d %H:%M")),
                      alt.Tooltip("percentile:N", title="Percentile"),
                      alt.Tooltip("latency:Q", title=f"Latency ({unit})", format=",.4~r")],
         )

@@ -189,9 +189,8 @@ def test_each_time_bucket_groups_the_charts_by_it(bucket: str, aged: tuple[Path,
     for view in VIEWS[:4]:
         at.sidebar.radio(key="view").set_value(view).run()
         assert page_problems(at) == [], view
-        first = at.get("vega_lite_chart")[0].proto.spec
-        if view != "Performance":  # bars span their bucket (Performance draws points per bucket)
-            assert f'"timeUnit": "{charts_unit(bucket)}"' in first, view
+        first = at.get("vega_lite_chart")[0].proto.spec  # each view's time chart comes first
+        assert f'"timeUnit": "{charts_unit(bucket)}"' in first, view
 
 
 def charts_unit(bucket: str) -> str:
@@ -215,3 +214,72 @@ def test_run_list_sort_and_search_pick_the_first_run_of_the_list(aged: tuple[Pat
     at.text_input(key="run_id_prefix").input(target[:-3]).run()
     assert metrics(at)["Matching runs"] == "1"
     assert at.selectbox(key=f"run_pick:oldest:{target[:-3]}").value == target
+
+
+@pytest.mark.parametrize("kind", ["local", "mongodb"])
+def test_health_shows_run_step_and_call_errors_and_where_they_happen(kind: str, seeded: tuple[Path, Docs]) -> None:
+    db, docs = seeded
+    source = LocalSource(db) if kind == "local" else MongoSource(mongo_of(docs))
+    at = app(source).run()
+    steps = [s for d in docs for s in d["steps"]]
+    calls = [c for d in docs for c in d["calls"]]
+    runs_failed = sum(d["status"] == "error" for d in docs)
+    steps_failed = sum(s["status"] == "error" for s in steps)
+    calls_failed = sum(c["status"] == "error" for c in calls)
+    assert runs_failed and steps_failed and calls_failed
+    tiles = metrics(at)
+    assert tiles["Error rate"] == f"{runs_failed / len(docs) * 100:.2f}%"
+    assert tiles["Step error rate"] == f"{steps_failed / len(steps) * 100:.2f}%"
+    assert tiles["Call error rate"] == f"{calls_failed / len(calls) * 100:.2f}%"
+    assert any(c.value.startswith(f"Failed: {runs_failed} runs, {steps_failed} steps, {calls_failed} API calls")
+               for c in at.caption)
+    by_step = next(d.value for d in at.dataframe if list(d.value.columns) == ["name", "steps", "errors", "error_rate"])
+    want_steps: dict[str, list[int]] = {}
+    for s in steps:
+        n = want_steps.setdefault(s["name"], [0, 0])
+        n[0] += 1
+        n[1] += s["status"] == "error"
+    assert {r.name: [r.steps, r.errors] for r in by_step.itertuples()} == {k: v for k, v in want_steps.items() if v[1]}
+    by_model = next(d.value for d in at.dataframe
+                    if list(d.value.columns) == ["model", "calls", "errors", "error_rate"])
+    failing = {f"{c['provider']} · {c['model'] or '(none)'}" for c in calls if c["status"] == "error"}
+    assert set(by_model["model"]) == failing
+    assert by_model["errors"].sum() == calls_failed
+
+
+def test_run_page_lists_errors_with_their_step_and_shows_tags_metadata_captures(tmp_path: Path) -> None:
+    import json
+
+    from .conftest import payload, seed_hostile
+
+    db = tmp_path / "h.db"
+    docs = seed_hostile(db)
+    failed = next(d for d in docs if d["status"] == "error")
+    ok = next(d for d in docs if d["status"] == "success")
+    at = app(LocalSource(db)).run()
+    at.sidebar.radio(key="view").set_value("Run explorer").run()
+    at.selectbox(key="run_pick").set_value(failed["run_id"]).run()
+    errors = next(d.value for d in at.dataframe if "where" in d.value.columns)
+    rows = {(r.where, r.step, r.error_message) for r in errors.itertuples()}
+    assert ("step", "fetch", payload("error")) in rows  # the step the run failed in
+    assert ("call openai chat · m", "fetch", payload("callerror")) in rows  # the call, with its step
+    about = next(d.value for d in at.dataframe if list(d.value.columns) == ["key", "value"])
+    facts = dict(zip(about["key"], about["value"], strict=True))
+    assert facts["Tags"] == payload("tag") and facts[f"metadata · {payload('metakey')}"] == payload("metavalue")
+    codes = [c.value for c in at.code]
+    assert json.dumps({"fail": True, "question": payload("input")}, indent=2, ensure_ascii=False) in codes
+    at.selectbox(key="run_pick").set_value(ok["run_id"]).run()
+    assert payload("output") in [c.value for c in at.code]  # a captured string, as it is
+    assert not any("where" in d.value.columns for d in at.dataframe)  # no errors, no errors table
+
+
+def test_tables_use_human_column_names_and_units(seeded: tuple[Path, Docs]) -> None:
+    import json
+
+    at = app(LocalSource(seeded[0])).run()
+    at.sidebar.radio(key="view").set_value("Cost").run()
+    labels = {}
+    for d in at.dataframe:
+        labels.update({k: v.get("label") for k, v in json.loads(d.proto.columns).items()})
+    assert labels["cost_usd"] == "Cost (USD)" and labels["duration_ms"] == "Duration (ms)"
+    assert labels["started_at"] == "Started (UTC)" and labels["unpriced_call_count"] == "Unpriced calls"

@@ -3,8 +3,8 @@ every control clicked through in every view (time ranges with typed custom dates
 time buckets, the run list's sort, id search and run picker), and hostile user strings shown as text with no
 request to the beacon they point at.
 
-Needs /usr/bin/chromium (`apt-get install -y chromium`); never `playwright install`. Set
-AGENTMETER_TEST_DOCS_SCREENSHOT=1 to also refresh docs/img/dashboard.png.
+Needs /usr/bin/chromium (`apt-get install -y chromium`); never `playwright install`. The screenshots in
+docs/img/ come from docs/screenshots.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,7 +33,6 @@ from .._servers import free_port
 from .conftest import NASTY_AGENT, aged_docs, expected, in_range, payload, seed_hostile
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
 VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
 RANGES: dict[str, timedelta | None] = {
     "Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
@@ -193,9 +191,6 @@ def test_dashboard_renders_key_numbers_in_chromium(
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("AGENTMETER_TEST_DOCS_SCREENSHOT") == "1":
-        DOCS_IMG.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, DOCS_IMG)
 
 
 @pytest.fixture

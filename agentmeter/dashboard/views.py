@@ -140,12 +140,12 @@ def health(source: Source, f: Filters, bucket: str) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Errors by step")
-        steps = _errors_table(cached(source, "step_latency", f), "name", "steps")
+        steps = _errors_table(cached(source, "step_errors", f), "name", "steps")
         if not _empty(steps, "failed steps"):
             _table(steps)
     with right:
         st.subheader("Errors by provider and model")
-        api = cached(source, "api_latency", f)
+        api = cached(source, "call_errors", f)
         api = _errors_table(api.assign(model=_target(api)), "model", "calls")
         if not _empty(api, "failed API calls"):
             _table(api)

@@ -76,13 +76,19 @@ _ORDER_KEYS = {"started_at": "started_at", "run_id": "run_id", "duration_ms": "d
                "status_rank": "CASE status WHEN 'error' THEN 0 WHEN 'cancelled' THEN 1 ELSE 2 END"}
 
 
+#: sort keys that are never null (a run always has an id, a start and a status)
+_NOT_NULL = ("started_at", "run_id", "status_rank")
+
+
 def order_by(keys: tuple[tuple[str, bool], ...]) -> str:
     """``ORDER BY`` text for sort keys with nulls last in either direction (the same in every dialect: a
-    false ``IS NULL`` sorts before a true one)."""
+    false ``IS NULL`` sorts before a true one). Keys that are never null get no ``IS NULL`` term, so the
+    store can walk its ``started_at`` index for the newest and oldest runs."""
     parts = []
     for key, ascending in keys:
         expr = _ORDER_KEYS[key]
-        parts.append(f"({expr} IS NULL), {expr} {'ASC' if ascending else 'DESC'}")
+        direction = "ASC" if ascending else "DESC"
+        parts.append(f"{expr} {direction}" if key in _NOT_NULL else f"({expr} IS NULL), {expr} {direction}")
     return ", ".join(parts)
 
 

@@ -110,6 +110,16 @@ class Frames:
         out = _unnull(pd.DataFrame(rows, columns=[*keys, count, "errors", "mean_ms", *QUANTILES]), keys)
         return conform(_sort(out, [("p95_ms", False), *[(k, True) for k in keys]]), spec)
 
+    def step_errors(self) -> pd.DataFrame:
+        s = self.steps.assign(errors=(self.steps["status"] == "error").astype(int))
+        g = _groups(s, ["name"]).agg(steps=("status", "size"), errors=("errors", "sum")).reset_index() if len(
+            s) else pd.DataFrame(columns=_names(base.STEP_ERRORS))
+        out = _unnull(g, ["name"])
+        return conform(_sort(out, [("errors", False), ("name", True)]), base.STEP_ERRORS)
+
+    def call_errors(self) -> pd.DataFrame:
+        return derive.call_errors(self.calls_summary())
+
     def step_latency(self) -> pd.DataFrame:
         return self._latency(self.steps, ["name"], "steps", base.STEP_LATENCY)
 

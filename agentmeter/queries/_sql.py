@@ -154,6 +154,27 @@ class SqlSource(Source):
             self._memo[f] = (now + self.SUMMARY_TTL, frame)
         return frame
 
+    def _from(self, table: str, f: Filters) -> str:
+        """The FROM text of an aggregate over ``table`` (a source may pick an index for it)."""
+        return table
+
+    def step_errors(self, f: Filters) -> pd.DataFrame:
+        d = self.dialect
+        where, params = d.where(f, d.steps)
+        failed = d.count_if.format("status = 'error'")
+        sql = (f"SELECT name, COUNT(*) AS n, {failed} AS errors "
+               f"FROM {self._from(d.steps, f)}{where} GROUP BY name ORDER BY errors DESC, name{d.nulls_first}")
+        return self._frame(sql, params, names(base.STEP_ERRORS), base.STEP_ERRORS)
+
+    def call_errors(self, f: Filters) -> pd.DataFrame:
+        # its own query rather than the calls summary: fewer groups and sums (1M calls: 0.3 s, not 0.7 s)
+        d = self.dialect
+        where, params = d.where(f, d.calls)
+        failed = d.count_if.format("status = 'error'")
+        sql = (f"SELECT provider, model, COUNT(*) AS n, {failed} AS errors FROM {self._from(d.calls, f)}{where} "
+               f"GROUP BY provider, model ORDER BY errors DESC, provider{d.nulls_first}, model{d.nulls_first}")
+        return self._frame(sql, params, names(base.CALL_ERRORS), base.CALL_ERRORS)
+
     def calls_by_provider(self, f: Filters) -> pd.DataFrame:
         return derive.calls_by_provider(self.calls_summary(f))
 

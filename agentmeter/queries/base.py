@@ -48,6 +48,7 @@ __all__ = [
     "BUCKETS",
     "CALLS_BY_PROVIDER",
     "CALLS_SUMMARY",
+    "CALL_ERRORS",
     "COST_BY_AGENT",
     "COST_BY_MODEL",
     "COST_BY_PROVIDER",
@@ -66,6 +67,7 @@ __all__ = [
     "SLOWEST_RUNS",
     "STATUSES",
     "STATUS_OVER_TIME",
+    "STEP_ERRORS",
     "STEP_LATENCY",
     "TOKENS_BY_MODEL",
     "UNPRICED_CALLS",
@@ -151,6 +153,12 @@ RECENT_FAILURES: Final[Spec] = (
 )
 #: Runs per bucket and agent (agent may be null); ordered by bucket, agent (nulls first).
 RUNS_PER_AGENT: Final[Spec] = (("bucket", "time"), ("agent", "str"), ("runs", "int"))
+#: Steps and failed steps per step name; ordered by errors descending, name (nulls first). Counts only
+#: (no percentiles), for Health.
+STEP_ERRORS: Final[Spec] = (("name", "str"), ("steps", "int"), ("errors", "int"))
+#: API calls and failed calls per provider and model; ordered by errors descending, provider, model (nulls
+#: first). Derived from :data:`CALLS_SUMMARY` by the sources that have it.
+CALL_ERRORS: Final[Spec] = (("provider", "str"), ("model", "str"), ("calls", "int"), ("errors", "int"))
 #: Calls per provider; ordered by calls descending, provider.
 CALLS_BY_PROVIDER: Final[Spec] = (
     ("provider", "str"), ("calls", "int"), ("errors", "int"), ("total_tokens", "int"), ("cost_usd", "float"),
@@ -229,7 +237,8 @@ AGENTS: Final[Spec] = (("agent", "str"), ("runs", "int"), ("last_seen", "time"))
 FRAMES: Final[Mapping[str, Spec]] = {
     "kpis": KPIS, "agent_kpis": AGENT_KPIS, "status_over_time": STATUS_OVER_TIME,
     "latency_over_time": LATENCY_OVER_TIME,
-    "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "slowest_runs": SLOWEST_RUNS,
+    "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "step_errors": STEP_ERRORS,
+    "call_errors": CALL_ERRORS, "slowest_runs": SLOWEST_RUNS,
     "recent_failures": RECENT_FAILURES, "runs_per_agent": RUNS_PER_AGENT,
     "calls_by_provider": CALLS_BY_PROVIDER, "tokens_by_model": TOKENS_BY_MODEL,
     "cost_over_time": COST_OVER_TIME, "cost_by_model": COST_BY_MODEL, "cost_by_provider": COST_BY_PROVIDER,
@@ -377,6 +386,14 @@ class Source(ABC):
     @abstractmethod
     def api_latency(self, f: Filters) -> pd.DataFrame:
         """:data:`API_LATENCY`."""
+
+    @abstractmethod
+    def step_errors(self, f: Filters) -> pd.DataFrame:
+        """:data:`STEP_ERRORS`."""
+
+    @abstractmethod
+    def call_errors(self, f: Filters) -> pd.DataFrame:
+        """:data:`CALL_ERRORS`."""
 
     @abstractmethod
     def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:

@@ -33,7 +33,7 @@ def from_env(db: str | Path | None = None) -> LocalSource:
 
 #: the store's covering index per table (see ``agentmeter.sinks.sqlite``): every dashboard aggregate over
 #: that table reads only the index, in group order, so GROUP BY needs no sort
-ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup"}
+ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup2"}
 #: the plain started_at index of the tables aggregated per group (in every version of the store)
 TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
 #: a time range holding less than this fraction of a table's rows reads it through its started_at index
@@ -140,6 +140,9 @@ class LocalSource(SqlSource):
         (n,), = self._rows(f"SELECT count(*) FROM (SELECT 1 FROM {table} INDEXED BY {by_time} "
                            f"WHERE {' AND '.join(clauses)} LIMIT ?)", [*params, cap])
         return f"{table} INDEXED BY {by_time}" if n < cap else table
+
+    def _from(self, table: str, f: Filters) -> str:
+        return self._scan(table, f)
 
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, count(*), max(started_at) FROM agent_runs WHERE agent IS NOT NULL "

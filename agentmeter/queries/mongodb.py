@@ -181,6 +181,12 @@ class MongoSource(Source):
     def api_latency(self, f: Filters) -> pd.DataFrame:
         return self._frames(f, runs=False, calls=True).api_latency()
 
+    def step_errors(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f, runs=False, steps=True).step_errors()
+
+    def call_errors(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f, runs=False, calls=True).call_errors()
+
     def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
         return self._frames(f).slowest_runs(check_limit(limit))
 

@@ -275,3 +275,18 @@ def test_run_detail_has_tags_metadata_and_captured_values(tmp_path: Path) -> Non
             assert (run["output"] is None) == (doc["status"] == "error")
             step = detail.steps[detail.steps["name"] == payload("step")].iloc[0]
             assert json.loads(step["metadata"]) == {"note": payload("stepmeta")}
+
+
+def test_local_kpis_and_run_list_read_indexes_not_rows(seeded: Seeded) -> None:
+    """The KPI row (step and error counts included) reads only the runs' covering index, and the newest
+    runs come from the started_at order of an index, not a sort of every run."""
+    from agentmeter.queries import _kpis
+    from agentmeter.queries._dialect import order_by
+
+    with sqlite3.connect(seeded[0]) as conn:
+        def plan(sql: str, params: list[Any]) -> str:
+            return " | ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+        assert "COVERING INDEX ix_runs_rollup2" in plan(*_kpis.sqlite_query(Filters()))
+        newest = plan(f"SELECT run_id FROM agent_runs ORDER BY {order_by(RUN_ORDERS['newest'])} LIMIT 5", [])
+        assert "TEMP B-TREE FOR ORDER BY" not in newest, newest

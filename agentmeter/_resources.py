@@ -1,26 +1,30 @@
-"""Where the shipped extras live: ``dashboard/``, ``sql/`` and ``examples/``.
+"""Where the files shipped inside the package are: ``dashboard/``, ``sql/`` and ``examples/``.
 
-In an installed wheel they are inside the package (``agentmeter/_bundled/<name>``); in a checkout
-(editable install, tests) they are the top-level folders of the repository.
+They live in the package itself (``agentmeter/<name>/``; the repository's top-level ``dashboard``, ``sql``
+and ``examples`` are symbolic links to them), and are found one way, with :mod:`importlib.resources`,
+in a checkout, an editable install and an installed wheel alike.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["bundled_path"]
+__all__ = ["SHIPPED", "shipped_path"]
 
-_PACKAGE = Path(__file__).resolve().parent
+#: the folders of shipped files
+SHIPPED = ("dashboard", "sql", "examples")
 
 
-def bundled_path(name: str) -> Path:
-    """Folder of a shipped extra: ``"dashboard"``, ``"sql"`` or ``"examples"``."""
-    if name not in ("dashboard", "sql", "examples"):
-        raise ValueError(f"bundled_path name must be dashboard, sql or examples; got {name!r}")
-    inside = _PACKAGE / "_bundled" / name
-    if inside.is_dir():
-        return inside
-    checkout = _PACKAGE.parent / name
-    if checkout.is_dir():
-        return checkout
-    raise FileNotFoundError(f"agentmeter's {name}/ folder is missing from this installation ({inside})")
+def shipped_path(name: str) -> Path:
+    """The folder of shipped files ``name`` (one of :data:`SHIPPED`) on the file system.
+
+    Raises ``ValueError`` for another name and ``FileNotFoundError`` when the folder is missing or the
+    package is not installed as plain files (Streamlit and SQLite need real paths, not a zip member).
+    """
+    if name not in SHIPPED:
+        raise ValueError(f"shipped_path name must be one of {', '.join(SHIPPED)}; got {name!r}")
+    folder = files("agentmeter").joinpath(name)
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise FileNotFoundError(f"agentmeter's {name}/ folder is missing from this installation ({folder})")
+    return folder

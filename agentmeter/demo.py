@@ -1,7 +1,7 @@
 """The demo's plumbing: load the bundled example agent and give it API clients, live or offline.
 
 * :func:`load_agent` loads ``examples/company_research/agent.py`` from
-  :func:`agentmeter._resources.bundled_path` by file path, so it works from an installed wheel as well as
+  :func:`agentmeter._resources.shipped_path` by file path, so it works from an installed wheel as well as
   from a checkout.
 * :func:`open_clients` decides the mode. Tavily is live when ``TAVILY_API_KEY`` is set; OpenAI is live when
   ``OPENAI_API_KEY`` is set. Without keys (or with ``offline=True``) the **real** ``tavily`` and ``openai``
@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from ._extras import MissingExtra
-from ._resources import bundled_path
+from ._resources import shipped_path
 
 __all__ = [
     "DEFAULT_COMPANIES",
@@ -55,7 +55,7 @@ _STUB_KEYS = {"tavily": "tvly-offline-demo", "openai": "sk-offline-demo"}
 
 def agent_path() -> Path:
     """Path of the bundled example agent (``company_research/agent.py``). Raises FileNotFoundError."""
-    path = bundled_path("examples") / "company_research" / "agent.py"
+    path = shipped_path("examples") / "company_research" / "agent.py"
     if not path.is_file():
         raise FileNotFoundError(f"the example agent is missing from this installation: {path}")
     return path

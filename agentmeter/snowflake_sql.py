@@ -1,6 +1,6 @@
 """The Snowflake setup script, rendered with your names.
 
-The templates live in the shipped ``sql/`` folder (``agentmeter._resources.bundled_path("sql")``), one
+The templates live in the shipped ``sql/`` folder (``agentmeter._resources.shipped_path("sql")``), one
 file per part, run in name order. :func:`render` fills in the names and expands the typed columns of
 ``agent_runs``, ``run_steps`` and ``api_calls`` from :data:`agentmeter.contract.TABLES`, so the views
 always carry every column of the contract. ``agentmeter sql`` prints the result for ``snowsql``.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from . import contract
-from ._resources import bundled_path
+from ._resources import shipped_path
 
 __all__ = [
     "PIPE_NAME",
@@ -130,7 +130,7 @@ def typed_column_sql(table: str, indent: str = "  ") -> str:
 
 def template_files(folder: Path | None = None) -> list[Path]:
     """The template files of the setup script, in the order they run."""
-    root = folder or bundled_path("sql")
+    root = folder or shipped_path("sql")
     return sorted(p for p in root.glob("[0-9][0-9]_*.sql"))
 
 

@@ -152,18 +152,20 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
 
 
 def views(source: Source, f: Filters) -> dict[str, Callable[[], Any]]:
-    """Each view's queries, as dashboard/dash_views.py runs them on a cold cache (every view draws the KPI
+    """Each view's queries, as agentmeter/dashboard/views.py runs them on a cold cache (every view draws the KPI
     strip, so every view runs ``kpis``)."""
     return {
-        "health": lambda: (source.kpis(f), source.status_over_time(f), source.recent_failures(f, 20)),
+        "health": lambda: (source.kpis(f), source.status_over_time(f), source.step_errors(f),
+                           source.call_errors(f), source.recent_failures(f, 20)),
         "performance": lambda: (source.kpis(f), source.latency_over_time(f), source.step_latency(f),
                                 source.api_latency(f), source.slowest_runs(f, 20)),
         "usage": lambda: (source.kpis(f), source.runs_per_agent(f), source.calls_by_provider(f),
-                          source.tokens_by_model(f)),
+                          source.tokens_by_model(f), source.agent_kpis(f)),
         "cost": lambda: (source.kpis(f), source.cost_over_time(f), source.cost_by_model(f),
                          source.cost_by_provider(f), source.cost_by_agent(f), source.expensive_runs(f, 20),
                          source.unpriced_calls(f)),
-        "run explorer": lambda: (source.search_runs(f, "", 200), source.run_detail("r000050000")),
+        "run explorer": lambda: (source.count_runs(f), source.search_runs(f, "", 200),
+                                 source.run_detail("r000050000")),
         "filter sidebar": lambda: (source.agents(), source.has_runs()),
     }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,8 @@ from typing import Any
 
 from .._config import default_db_path
 from .._extras import require
-from .._resources import bundled_path
 
-__all__ = ["build_command", "register", "run"]
+__all__ = ["build_command", "port_problem", "register", "run"]
 
 SOURCES = ("local", "mongodb", "snowflake")
 
@@ -34,7 +35,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The streamlit command line and environment for ``args`` (pure; for tests and ``run``)."""
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    app = bundled_path("dashboard") / "app.py"
+    from ..dashboard import script_path
+
+    app = script_path()
     env = dict(os.environ)
     source = args.source or env.get("AGENTMETER_DASHBOARD_SOURCE") or "local"
     if source not in SOURCES:
@@ -52,6 +55,46 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
+def _bind(info: tuple[Any, ...]) -> OSError | None:
+    family, kind, proto, _, address = info
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            # as the server will: an old connection in TIME_WAIT does not make the port busy
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _free_port_after(host: str, port: int) -> int | None:
+    for candidate in range(port + 1, min(port + 50, 65536)):
+        if port_problem(host, candidate) is None:
+            return candidate
+    return None
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why Streamlit could not listen on ``host:port`` (a sentence for the user), or None when it can.
+
+    Tries to bind every address ``host`` resolves to, as the server does; a port another process listens
+    on is busy. The port may still be taken between this check and the server's start.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve --host {host}: {exc.strerror}"
+    failures = [(info, _bind(info)) for info in infos]
+    if any(exc is not None and exc.errno == errno.EADDRINUSE for _, exc in failures):
+        return f"port {port} on {host} is in use (another dashboard or server is listening there)"
+    if all(exc is not None for _, exc in failures):
+        first = failures[0][1]
+        reason = first.strerror if first is not None and first.strerror else str(first)
+        return (f"cannot listen on {host}:{port}: {reason}; --host must be an address of this machine "
+                "(127.0.0.1, 0.0.0.0 for every interface, or a local interface's address)")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import streamlit  # noqa: F401
@@ -65,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
         source = env["AGENTMETER_DASHBOARD_SOURCE"]
         extra, driver = SOURCE_EXTRAS[source]
         require(f"the {source} source", extra, driver)
+
+    problem = port_problem(args.host, args.port)
+    if problem is not None:
+        suggestion = _free_port_after(args.host, args.port) if "in use" in problem else None
+        hint = f"; start it on another port with --port {suggestion}" if suggestion else ""
+        print(f"agentmeter dashboard: {problem}{hint}", file=sys.stderr)
+        return 1
     where = (f"local store {env.get('AGENTMETER_DB') or default_db_path()}"
              if env["AGENTMETER_DASHBOARD_SOURCE"] == "local" else env["AGENTMETER_DASHBOARD_SOURCE"])
     print(f"agentmeter dashboard on http://{args.host}:{args.port} ({where}); Ctrl+C to stop", flush=True)

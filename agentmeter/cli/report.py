@@ -10,6 +10,8 @@ from typing import Any
 
 from .._config import default_db_path
 from .._percentile import percentile_cont
+from ..queries import _kpis
+from ..queries.base import Filters
 from ._common import since_iso
 
 __all__ = ["register", "summarize"]
@@ -23,67 +25,78 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _group(rows: list[sqlite3.Row], tokens_unknown: int = 0) -> dict[str, Any]:
-    durations = [r["duration_ms"] for r in rows if r["duration_ms"] is not None]
-    n = len(rows)
-    ok = sum(1 for r in rows if r["status"] == "success")
-    costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
+def _group(kpi: dict[str, Any], tokens_unknown: int = 0) -> dict[str, Any]:
+    """The report's numbers for one group, from the query layer's KPI row; ``tokens_unknown``: its unpriced
+    calls whose tokens are unknown (reported apart from calls whose model has no price)."""
     return {
-        "runs": n,
-        "success": ok,
-        "errors": sum(1 for r in rows if r["status"] == "error"),
-        "cancelled": sum(1 for r in rows if r["status"] == "cancelled"),
-        "success_rate": ok / n if n else None,
-        "p50_ms": percentile_cont(durations, 0.5),
-        "p95_ms": percentile_cont(durations, 0.95),
-        "steps": sum(r["step_count"] or 0 for r in rows),
-        "calls": sum(r["call_count"] or 0 for r in rows),
-        "input_tokens": sum(r["input_tokens"] or 0 for r in rows),
-        "output_tokens": sum(r["output_tokens"] or 0 for r in rows),
-        "total_tokens": sum(r["total_tokens"] or 0 for r in rows),
-        "cost_usd": sum(costs),
-        # unpriced because no price is known for the model, apart from those whose tokens are unknown
-        "unpriced_calls": sum(r["unpriced_call_count"] or 0 for r in rows) - tokens_unknown,
+        "runs": kpi["runs"],
+        "success": kpi["success_runs"],
+        "errors": kpi["error_runs"],
+        "cancelled": kpi["cancelled_runs"],
+        "success_rate": kpi["success_rate"],
+        "p50_ms": kpi["p50_ms"],
+        "p95_ms": kpi["p95_ms"],
+        "steps": kpi["steps"],
+        "calls": kpi["calls"],
+        "input_tokens": kpi["input_tokens"],
+        "output_tokens": kpi["output_tokens"],
+        "total_tokens": kpi["total_tokens"],
+        "cost_usd": kpi["cost_usd"],
+        "unpriced_calls": kpi["unpriced_calls"] - tokens_unknown,
         "tokens_unknown_calls": tokens_unknown,
     }
 
 
+def _durations(joined: str | None) -> list[float]:
+    return [float(v) for v in joined.split(",")] if joined else []
+
+
 def summarize(db: str | Path, since: str | None = "24h", agent: str | None = None) -> dict[str, Any]:
-    """The report's numbers: ``{"total": {...}, "agents": {name: {...}}}``. Raises FileNotFoundError."""
+    """The report's numbers: ``{"total": {...}, "agents": {name: {...}}}``. Raises FileNotFoundError.
+
+    The KPIs are the query layer's (:mod:`agentmeter.queries._kpis`, the dashboard's headline numbers),
+    read with the local source's query; no pandas needed."""
     path = Path(db).expanduser()
     if not path.exists():
         raise FileNotFoundError(str(path))
+    f = Filters(since=since_iso(since), agents=(agent,) if agent is not None else ())
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
     try:
-        sql = ("SELECT agent, status, duration_ms, step_count, call_count, input_tokens, output_tokens, "
-               "total_tokens, cost_usd, unpriced_call_count FROM agent_runs r WHERE 1=1")
-        filters, params = "", []
-        start = since_iso(since)
-        if start is not None:
-            filters += " AND r.started_at >= ?"
-            params.append(start)
-        if agent is not None:
-            filters += " AND r.agent = ?"
-            params.append(agent)
-        rows = conn.execute(sql + filters, params).fetchall()
-        # unpriced calls whose tokens are unknown (agentmeter.pricing.tokens_unknown), per agent of the run
-        unknown = dict(conn.execute(
-            "SELECT r.agent, count(*) FROM api_calls c JOIN agent_runs r ON r.run_id = c.run_id "
-            "WHERE NOT c.priced AND c.output_tokens IS NULL AND (c.input_tokens IS NULL "
-            "OR json_extract(c.metadata, '$.stream') = 1)" + filters + " GROUP BY r.agent", params).fetchall())
+        rows = [conn.execute(*_kpis.sqlite_query(f)).fetchone()]
+        rows += conn.execute(*_kpis.sqlite_query(f, by_agent=True)).fetchall()
+        unknown = _tokens_unknown(conn, since, agent)
     except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            rows, unknown = [], {}
-        else:
+        if "no such table" not in str(exc):
             raise
+        rows, unknown = [None], {}
     finally:
         conn.close()
-    by_agent: dict[str, list[sqlite3.Row]] = {}
-    for r in rows:
-        by_agent.setdefault(r["agent"] or "(none)", []).append(r)
-    agents = {k: _group(v, unknown.get(None if k == "(none)" else k, 0)) for k, v in sorted(by_agent.items())}
-    return {"total": _group(rows, sum(unknown.values())), "agents": agents}
+
+    def kpi(row: Any) -> dict[str, Any]:
+        measured, joined = (row[:-1], row[-1]) if row else ([0] * len(_kpis.MEASURED), None)
+        values = _durations(joined)
+        return _kpis.finish(measured, [percentile_cont(values, q) for _, q in _kpis.PERCENTILES])
+
+    total, *groups = rows
+    agents = {(r[0] or "(none)"): _group(kpi(r[1:]), unknown.get(r[0], 0)) for r in groups}
+    return {"total": _group(kpi(total), sum(unknown.values())), "agents": dict(sorted(agents.items()))}
+
+
+def _tokens_unknown(conn: sqlite3.Connection, since: str | None, agent: str | None) -> dict[str | None, int]:
+    """Per agent of the run: unpriced calls whose tokens are unknown (:func:`agentmeter.pricing.tokens_unknown`:
+    no output count, or a stream whose usage never came)."""
+    filters, params = "", []
+    start = since_iso(since)
+    if start is not None:
+        filters += " AND r.started_at >= ?"
+        params.append(start)
+    if agent is not None:
+        filters += " AND r.agent = ?"
+        params.append(agent)
+    return dict(conn.execute(
+        "SELECT r.agent, count(*) FROM api_calls c JOIN agent_runs r ON r.run_id = c.run_id "
+        "WHERE NOT c.priced AND c.output_tokens IS NULL AND (c.input_tokens IS NULL "
+        "OR json_extract(c.metadata, '$.stream') = 1)" + filters + " GROUP BY r.agent", params).fetchall())
 
 
 def _fmt_ms(v: float | None) -> str:

@@ -11,15 +11,15 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import base, derive
+from . import _kpis, base, derive
 from ._stats import QUANTILES, percentiles
 from .base import conform
 
 __all__ = ["CALL_FIELDS", "RUN_FIELDS", "STEP_FIELDS", "Frames"]
 
 RUN_FIELDS = ("run_id", "name", "agent", "status", "error_type", "error_message", "started_at", "duration_ms",
-              "step_count", "call_count", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
-              "unpriced_call_count")
+              "step_count", "call_count", "error_step_count", "error_call_count", "input_tokens",
+              "output_tokens", "total_tokens", "cost_usd", "unpriced_call_count")
 STEP_FIELDS = ("name", "status", "duration_ms")
 CALL_FIELDS = ("provider", "operation", "model", "priced", "status", "input_tokens", "output_tokens",
                "total_tokens", "cost_usd", "duration_ms", "started_at")
@@ -29,7 +29,9 @@ _NULL = "\x00null"
 
 def _bucket(started: pd.Series, bucket: str) -> pd.Series:
     text = started.astype(str)
-    return text.str.slice(0, 10) + "T00:00:00Z" if bucket == "day" else text.str.slice(0, 13) + ":00:00Z"
+    if bucket == "day":
+        return text.str.slice(0, 10) + "T00:00:00Z"
+    return text.str.slice(0, 13) + ":00:00Z" if bucket == "hour" else text.str.slice(0, 16) + ":00Z"
 
 
 def _sort(df: pd.DataFrame, keys: Sequence[tuple[str, bool]]) -> pd.DataFrame:
@@ -69,22 +71,22 @@ class Frames:
             for c in cols:
                 df[c] = pd.to_numeric(df[c], errors="coerce")
 
+    @staticmethod
+    def _kpi_row(r: pd.DataFrame) -> dict[str, object]:
+        """:mod:`._kpis`' definitions over the run rows ``r``."""
+        measured = [len(r), *((r["status"] == status).sum() for _, status in _kpis.STATUS_COUNTS),
+                    *(pd.to_numeric(r[column], errors="coerce").fillna(0).sum() for _, column in _kpis.SUMS),
+                    r["started_at"].min() if len(r) else None, r["started_at"].max() if len(r) else None]
+        return _kpis.finish(measured, percentiles(r["duration_ms"].to_numpy(dtype="float64")))
+
     def kpis(self) -> pd.DataFrame:
-        r = self.runs
-        n = len(r)
-        ok = int((r["status"] == "success").sum())
-        err = int((r["status"] == "error").sum())
-        p50, p95, p99 = percentiles(r["duration_ms"].to_numpy(dtype="float64"))
-        num = {c: pd.to_numeric(r[c], errors="coerce").fillna(0).sum() for c in
-               ("input_tokens", "output_tokens", "total_tokens", "cost_usd", "call_count", "unpriced_call_count")}
-        return conform([{
-            "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": int((r["status"] == "cancelled").sum()),
-            "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-            "input_tokens": num["input_tokens"], "output_tokens": num["output_tokens"],
-            "total_tokens": num["total_tokens"], "cost_usd": float(num["cost_usd"]),
-            "calls": num["call_count"], "unpriced_calls": num["unpriced_call_count"],
-        }], base.KPIS)
+        return conform([self._kpi_row(self.runs)], base.KPIS)
+
+    def agent_kpis(self) -> pd.DataFrame:
+        rows = [{"agent": key[0] if isinstance(key, tuple) else key, **self._kpi_row(g)}
+                for key, g in _groups(self.runs, ["agent"])]
+        out = _unnull(pd.DataFrame(rows, columns=_names(base.AGENT_KPIS)), ["agent"])
+        return conform(_sort(out, [("agent", True)]), base.AGENT_KPIS)
 
     def status_over_time(self, bucket: str) -> pd.DataFrame:
         r = self.runs.assign(bucket=_bucket(self.runs["started_at"], bucket))
@@ -107,6 +109,16 @@ class Frames:
                          **dict(zip(QUANTILES, percentiles(g["duration_ms"]), strict=True))})
         out = _unnull(pd.DataFrame(rows, columns=[*keys, count, "errors", "mean_ms", *QUANTILES]), keys)
         return conform(_sort(out, [("p95_ms", False), *[(k, True) for k in keys]]), spec)
+
+    def step_errors(self) -> pd.DataFrame:
+        s = self.steps.assign(errors=(self.steps["status"] == "error").astype(int))
+        g = _groups(s, ["name"]).agg(steps=("status", "size"), errors=("errors", "sum")).reset_index() if len(
+            s) else pd.DataFrame(columns=_names(base.STEP_ERRORS))
+        out = _unnull(g, ["name"])
+        return conform(_sort(out, [("errors", False), ("name", True)]), base.STEP_ERRORS)
+
+    def call_errors(self) -> pd.DataFrame:
+        return derive.call_errors(self.calls_summary())
 
     def step_latency(self) -> pd.DataFrame:
         return self._latency(self.steps, ["name"], "steps", base.STEP_LATENCY)
@@ -184,11 +196,28 @@ class Frames:
     def unpriced_calls(self) -> pd.DataFrame:
         return derive.unpriced_calls(self.calls_summary())
 
-    def search_runs(self, prefix: str, limit: int) -> pd.DataFrame:
+    def _matching(self, prefix: str) -> pd.DataFrame:
         r = self.runs
-        if prefix:
-            r = r[r["run_id"].astype(str).str.startswith(prefix)]
-        return conform(_sort(r, [("started_at", False), ("run_id", False)]).head(limit), base.RUN_SEARCH)
+        return r[r["run_id"].astype(str).str.startswith(prefix)] if prefix else r
+
+    def search_runs(self, prefix: str, limit: int, order: str = "newest") -> pd.DataFrame:
+        r = self._matching(prefix)
+        keys = base.check_order(order)
+        if r.empty:
+            return conform(r, base.RUN_SEARCH)
+        rank = {"error": 0, "cancelled": 1, "success": 2}
+        tmp = r.assign(status_rank=r["status"].map(rank))
+        by: list[str] = []
+        asc: list[bool] = []
+        for i, (key, ascending) in enumerate(keys):  # nulls last either way, as the SQL sources sort
+            tmp[f"_n{i}"] = tmp[key].isna()
+            by += [f"_n{i}", key]
+            asc += [True, ascending]
+        ordered = tmp.sort_values(by, ascending=asc, kind="mergesort").head(limit).reset_index(drop=True)
+        return conform(ordered, base.RUN_SEARCH)
+
+    def count_runs(self, prefix: str) -> int:
+        return len(self._matching(prefix))
 
 
 def _names(spec: base.Spec) -> list[str]:

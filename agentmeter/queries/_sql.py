@@ -1,89 +1,26 @@
-"""What the two SQL sources (:mod:`.local` on SQLite, :mod:`.snowflake`) share: the filter clause, the
-per-filters memo of the calls summary, and the queries whose SQL is the same in both dialects.
-
-A :class:`Dialect` says how the SQL differs: the driver's parameter mark (``?`` or ``%s``), how a bound
-time is wrapped before it is compared with ``started_at``, how the three tables are named, how a time
-bucket and a sum that is 0 over no rows are written, and whether ascending NULL keys need ``NULLS FIRST``.
-Every filter value is still a bound parameter; only marks, table names and fixed SQL are put into the text.
-"""
+"""What the two SQL sources (:mod:`.local` on SQLite, :mod:`.snowflake`) share: the per-filters memo of
+the calls summary and the queries whose SQL is the same in both dialects (how the SQL differs, and the
+filter clause, are in :mod:`._dialect`)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from . import base, derive
-from .base import Filters, RunDetail, Source, check_bucket, check_limit, conform
+from ._dialect import Dialect, and_, names, order_by
+from .base import Filters, RunDetail, Source, check_limit, check_order, conform
 
-__all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "kpis_frame", "names"]
+__all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "names"]
 
 #: the columns of :data:`~agentmeter.queries.base.SLOWEST_RUNS` (a prefix of the other run lists)
 RUN_COLS = ("run_id, name, agent, status, started_at, duration_ms, step_count, call_count, "
             "total_tokens, cost_usd")
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How one SQL source writes its queries. ``runs``, ``steps`` and ``calls`` are the table names as
-    they appear in the SQL text (for Snowflake a ``{runs}`` placeholder its source fills in)."""
-
-    mark: str
-    runs: str
-    steps: str
-    calls: str
-    #: ``hour`` / ``day`` -> the UTC start of the bucket of ``{col}``
-    buckets: Mapping[str, str]
-    #: the sum of ``{}`` that is 0, not NULL, over no rows
-    total: str
-    #: wraps the mark of a time bound compared with ``started_at`` (``{}`` leaves it as is)
-    time: str = "{}"
-    #: appended to an ascending ORDER BY key that may be NULL, so NULL sorts first
-    nulls_first: str = ""
-
-    def bucket(self, bucket: str) -> str:
-        """The bucket of ``started_at``; raises ``ValueError`` for a size not in ``BUCKETS``."""
-        return self.buckets[check_bucket(bucket)].format(col="started_at")
-
-    def marks(self, n: int) -> str:
-        return ", ".join(self.mark for _ in range(n))
-
-    def where(self, f: Filters, table: str) -> tuple[str, list[Any]]:
-        """``WHERE ...`` for ``table`` (:attr:`runs`, :attr:`steps` or :attr:`calls`) and its parameters."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        bound = self.time.format(self.mark)
-        if f.since is not None:
-            clauses.append(f"started_at >= {bound}")
-            params.append(f.since)
-        if f.until is not None:
-            clauses.append(f"started_at < {bound}")
-            params.append(f.until)
-        if f.agents:
-            clauses.append(f"agent IN ({self.marks(len(f.agents))})")
-            params.extend(f.agents)
-        if f.statuses:
-            marks = self.marks(len(f.statuses))
-            if table == self.runs:
-                clauses.append(f"status IN ({marks})")
-            else:
-                clauses.append(f"run_id IN (SELECT run_id FROM {self.runs} WHERE status IN ({marks}))")
-            params.extend(f.statuses)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def and_(where: str, clause: str) -> str:
-    """``where`` (a ``WHERE ...`` clause or empty) narrowed by ``clause``."""
-    return f"{where} AND {clause}" if where else f" WHERE {clause}"
-
-
-def names(spec: base.Spec) -> list[str]:
-    return [name for name, _ in spec]
 
 
 class SqlSource(Source):
@@ -166,13 +103,25 @@ class SqlSource(Source):
         return self._run_list(f, f"{RUN_COLS}, unpriced_call_count", "cost_usd IS NOT NULL",
                               "cost_usd DESC, run_id", limit, base.EXPENSIVE_RUNS)
 
-    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
+    def _prefix(self, run_id_prefix: str) -> tuple[str | None, list[Any]]:
         prefix = str(run_id_prefix or "").strip()
         # a substring comparison, not LIKE: no wildcard or escape character can change the match
         clause = f"substr(run_id, 1, {self.dialect.mark}) = {self.dialect.mark}" if prefix else None
-        extra = [len(prefix), prefix] if prefix else []
-        return self._run_list(f, f"{RUN_COLS}, error_type", clause, "started_at DESC, run_id DESC", limit,
+        return clause, ([len(prefix), prefix] if prefix else [])
+
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100,
+                    order: str = "newest") -> pd.DataFrame:
+        clause, extra = self._prefix(run_id_prefix)
+        return self._run_list(f, f"{RUN_COLS}, error_type", clause, order_by(check_order(order)), limit,
                               base.RUN_SEARCH, extra)
+
+    def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
+        clause, extra = self._prefix(run_id_prefix)
+        where, params = self.dialect.where(f, self.dialect.runs)
+        if clause is not None:
+            where = and_(where, clause)
+        rows = self._rows(f"SELECT COUNT(*) FROM {self.dialect.runs}{where}", [*params, *extra])
+        return int(rows[0][0] or 0) if rows else 0
 
     def run_detail(self, run_id: str) -> RunDetail | None:
         d = self.dialect
@@ -205,6 +154,27 @@ class SqlSource(Source):
             self._memo[f] = (now + self.SUMMARY_TTL, frame)
         return frame
 
+    def _from(self, table: str, f: Filters) -> str:
+        """The FROM text of an aggregate over ``table`` (a source may pick an index for it)."""
+        return table
+
+    def step_errors(self, f: Filters) -> pd.DataFrame:
+        d = self.dialect
+        where, params = d.where(f, d.steps)
+        failed = d.count_if.format("status = 'error'")
+        sql = (f"SELECT name, COUNT(*) AS n, {failed} AS errors "
+               f"FROM {self._from(d.steps, f)}{where} GROUP BY name ORDER BY errors DESC, name{d.nulls_first}")
+        return self._frame(sql, params, names(base.STEP_ERRORS), base.STEP_ERRORS)
+
+    def call_errors(self, f: Filters) -> pd.DataFrame:
+        # its own query rather than the calls summary: fewer groups and sums (1M calls: 0.3 s, not 0.7 s)
+        d = self.dialect
+        where, params = d.where(f, d.calls)
+        failed = d.count_if.format("status = 'error'")
+        sql = (f"SELECT provider, model, COUNT(*) AS n, {failed} AS errors FROM {self._from(d.calls, f)}{where} "
+               f"GROUP BY provider, model ORDER BY errors DESC, provider{d.nulls_first}, model{d.nulls_first}")
+        return self._frame(sql, params, names(base.CALL_ERRORS), base.CALL_ERRORS)
+
     def calls_by_provider(self, f: Filters) -> pd.DataFrame:
         return derive.calls_by_provider(self.calls_summary(f))
 
@@ -219,16 +189,3 @@ class SqlSource(Source):
 
     def unpriced_calls(self, f: Filters) -> pd.DataFrame:
         return derive.unpriced_calls(self.calls_summary(f))
-
-
-def kpis_frame(n: int, ok: int, err: int, canc: Any, p50: Any, p95: Any, p99: Any, tin: Any, tout: Any,
-               ttot: Any, cost: Any, calls: Any, unpriced: Any) -> pd.DataFrame:
-    """:data:`~agentmeter.queries.base.KPIS` from the counts and sums over the runs (rates from the counts)."""
-    row = {
-        "runs": n, "success_runs": ok, "error_runs": err, "cancelled_runs": canc,
-        "success_rate": ok / n if n else None, "error_rate": err / n if n else None,
-        "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-        "input_tokens": tin, "output_tokens": tout, "total_tokens": ttot, "cost_usd": cost,
-        "calls": calls, "unpriced_calls": unpriced,
-    }
-    return conform([row], base.KPIS)

@@ -8,8 +8,9 @@ can compare them frame by frame. :func:`conform` puts any frame into that shape.
 Meaning of the filters (the same in every source):
 
 * ``since`` / ``until``: ISO-8601 UTC strings (``2026-01-01T00:00:00.000000Z``; a shorter ISO prefix such
-  as ``2026-01-01`` is accepted and padded); a row is kept when ``since <= started_at < until``, each
-  table using its **own** ``started_at`` (runs their start, steps and calls theirs).
+  as ``2026-01-01`` is accepted and padded, and so is a time with an offset such as ``+00:00``, which is
+  converted to UTC) or datetimes; a row is kept when ``since <= started_at < until``, each table using its
+  **own** ``started_at`` (runs their start, steps and calls theirs).
 * ``agents``: the run's agent (``agent`` is denormalized onto steps and calls); empty = all agents.
 * ``statuses``: the **run's** status (``success``, ``error``, ``cancelled``); steps and calls are kept when
   their run has one of these statuses. Empty = all.
@@ -17,7 +18,7 @@ Meaning of the filters (the same in every source):
 Every value is bound as a query parameter, never formatted into SQL or a query document. Sums of tokens
 and cost are ``0`` when nothing is known (never null) in aggregates; per-row values stay null when unknown.
 Percentiles are PERCENTILE_CONT (linear interpolation, :func:`agentmeter._percentile.percentile_cont`).
-Time buckets are the UTC start of the hour or day, as tz-aware pandas timestamps.
+Time buckets are the UTC start of the minute, hour or day, as tz-aware pandas timestamps.
 
 For implementers (see :mod:`agentmeter.queries.local` as the reference; the tests compare every source's
 frames with it): pass the result through :func:`conform`; ``ORDER BY`` as each constant says, with NULL
@@ -42,10 +43,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENTS",
+    "AGENT_KPIS",
     "API_LATENCY",
     "BUCKETS",
     "CALLS_BY_PROVIDER",
     "CALLS_SUMMARY",
+    "CALL_ERRORS",
     "COST_BY_AGENT",
     "COST_BY_MODEL",
     "COST_BY_PROVIDER",
@@ -57,12 +60,14 @@ __all__ = [
     "RECENT_FAILURES",
     "RUNS_PER_AGENT",
     "RUN_CALLS",
+    "RUN_ORDERS",
     "RUN_SEARCH",
     "RUN_STEPS",
     "RUN_SUMMARY",
     "SLOWEST_RUNS",
     "STATUSES",
     "STATUS_OVER_TIME",
+    "STEP_ERRORS",
     "STEP_LATENCY",
     "TOKENS_BY_MODEL",
     "UNPRICED_CALLS",
@@ -72,30 +77,52 @@ __all__ = [
     "SourceUnavailable",
     "check_bucket",
     "check_limit",
+    "check_order",
     "conform",
-    "empty_frame",
+    "flat",
     "iso_bound",
+    "one_line",
 ]
 
 #: Run statuses a filter may name.
 STATUSES: Final = ("success", "error", "cancelled")
+#: How :meth:`Source.search_runs` may order runs: name -> (key, ascending) pairs, null keys always last.
+#: ``status`` ranks error, then cancelled, then success.
+RUN_ORDERS: Final[Mapping[str, tuple[tuple[str, bool], ...]]] = {
+    "newest": (("started_at", False), ("run_id", False)),
+    "oldest": (("started_at", True), ("run_id", True)),
+    "slowest": (("duration_ms", False), ("run_id", False)),
+    "fastest": (("duration_ms", True), ("run_id", False)),
+    "costliest": (("cost_usd", False), ("run_id", False)),
+    "status": (("status_rank", True), ("started_at", False), ("run_id", False)),
+}
 #: Time bucket sizes of the ``*_over_time`` methods.
-BUCKETS: Final = ("hour", "day")
+BUCKETS: Final = ("minute", "hour", "day")
 
 # Column kinds: str (text, may be null), int (integer, never null), Int (integer, may be null),
-# float (may be NaN for null), time (tz-aware UTC timestamp, may be NaT), bool.
+# float (may be NaN for null), time (tz-aware UTC timestamp, may be NaT), bool, json (JSON text with sorted
+# keys, may be null).
 Spec = tuple[tuple[str, str], ...]
 
-#: One row: the headline numbers of Health (and the KPI strip on every view). Rates are fractions 0..1 of
-#: ``runs`` (NaN for no runs); ``p*_ms`` are run durations; tokens and cost are sums over runs;
-#: ``calls`` and ``unpriced_calls`` sum the runs' ``call_count`` and ``unpriced_call_count``.
+#: One row: the headline numbers of Health (and the KPI strip on every view), all over the runs that match
+#: (defined once, in :mod:`agentmeter.queries._kpis`). ``success_rate`` and ``error_rate`` are fractions
+#: 0..1 of ``runs``, ``step_error_rate`` of ``steps``, ``call_error_rate`` of ``calls`` (NaN when there
+#: is none); ``p*_ms`` are run durations; tokens and cost are sums over runs; ``steps``, ``calls``,
+#: ``error_steps``, ``error_calls`` and ``unpriced_calls`` sum the runs' ``step_count``, ``call_count``,
+#: ``error_step_count``, ``error_call_count`` and ``unpriced_call_count``; ``first_started_at`` and
+#: ``last_started_at`` the span of those runs' starts (NaT for no runs).
 KPIS: Final[Spec] = (
     ("runs", "int"), ("success_runs", "int"), ("error_runs", "int"), ("cancelled_runs", "int"),
     ("success_rate", "float"), ("error_rate", "float"),
     ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
     ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
     ("cost_usd", "float"), ("calls", "int"), ("unpriced_calls", "int"),
+    ("steps", "int"), ("error_steps", "int"), ("error_calls", "int"),
+    ("step_error_rate", "float"), ("call_error_rate", "float"),
+    ("first_started_at", "time"), ("last_started_at", "time"),
 )
+#: :data:`KPIS` per agent (agent may be null); ordered by agent (nulls first). Only agents with runs.
+AGENT_KPIS: Final[Spec] = (("agent", "str"), *KPIS)
 #: Runs per bucket and status; ordered by bucket, status. Only non-empty combinations.
 STATUS_OVER_TIME: Final[Spec] = (("bucket", "time"), ("status", "str"), ("runs", "int"))
 #: Run duration percentiles per bucket; ordered by bucket.
@@ -126,6 +153,12 @@ RECENT_FAILURES: Final[Spec] = (
 )
 #: Runs per bucket and agent (agent may be null); ordered by bucket, agent (nulls first).
 RUNS_PER_AGENT: Final[Spec] = (("bucket", "time"), ("agent", "str"), ("runs", "int"))
+#: Steps and failed steps per step name; ordered by errors descending, name (nulls first). Counts only
+#: (no percentiles), for Health.
+STEP_ERRORS: Final[Spec] = (("name", "str"), ("steps", "int"), ("errors", "int"))
+#: API calls and failed calls per provider and model; ordered by errors descending, provider, model (nulls
+#: first). Derived from :data:`CALLS_SUMMARY` by the sources that have it.
+CALL_ERRORS: Final[Spec] = (("provider", "str"), ("model", "str"), ("calls", "int"), ("errors", "int"))
 #: Calls per provider; ordered by calls descending, provider.
 CALLS_BY_PROVIDER: Final[Spec] = (
     ("provider", "str"), ("calls", "int"), ("errors", "int"), ("total_tokens", "int"), ("cost_usd", "float"),
@@ -170,20 +203,24 @@ CALLS_SUMMARY: Final[Spec] = (
     ("errors", "int"), ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
     ("cost_usd", "float"), ("last_seen", "time"),
 )
-#: Runs found by :meth:`Source.search_runs`; ordered by started_at descending, run_id descending.
+#: Runs found by :meth:`Source.search_runs`; ordered as :data:`RUN_ORDERS` says (default ``newest``:
+#: started_at descending, run_id descending).
 RUN_SEARCH: Final[Spec] = (*_RUN_ROW, ("error_type", "str"))
-#: The one run of :meth:`Source.run_detail`.
+#: The one run of :meth:`Source.run_detail`. ``tags``, ``metadata`` and the captured ``inputs`` and
+#: ``output`` are JSON text (kind ``json``: keys sorted, null when absent).
 RUN_SUMMARY: Final[Spec] = (
     ("run_id", "str"), ("parent_run_id", "str"), ("name", "str"), ("agent", "str"), ("status", "str"),
     ("error_type", "str"), ("error_message", "str"), ("started_at", "time"), ("ended_at", "time"),
     ("duration_ms", "float"), ("step_count", "int"), ("call_count", "int"), ("input_tokens", "Int"),
     ("output_tokens", "Int"), ("total_tokens", "Int"), ("cost_usd", "float"), ("unpriced_call_count", "int"),
+    ("tags", "json"), ("metadata", "json"), ("inputs", "json"), ("output", "json"), ("truncated", "bool"),
 )
 #: The run's steps; ordered by started_at, step_id.
 RUN_STEPS: Final[Spec] = (
     ("step_id", "str"), ("parent_step_id", "str"), ("name", "str"), ("kind", "str"), ("status", "str"),
     ("error_type", "str"), ("error_message", "str"), ("started_at", "time"), ("ended_at", "time"),
     ("duration_ms", "float"), ("call_count", "int"), ("total_tokens", "Int"), ("cost_usd", "float"),
+    ("metadata", "json"), ("inputs", "json"), ("output", "json"), ("truncated", "bool"),
 )
 #: The run's API calls; ordered by started_at, call_id.
 RUN_CALLS: Final[Spec] = (
@@ -191,14 +228,17 @@ RUN_CALLS: Final[Spec] = (
     ("status", "str"), ("error_type", "str"), ("error_message", "str"), ("http_status", "Int"),
     ("started_at", "time"), ("ended_at", "time"), ("duration_ms", "float"), ("input_tokens", "Int"),
     ("output_tokens", "Int"), ("total_tokens", "Int"), ("cost_usd", "float"), ("priced", "bool"),
+    ("metadata", "json"),
 )
 #: Agents for the filter (null agent excluded), unfiltered; ordered by agent.
 AGENTS: Final[Spec] = (("agent", "str"), ("runs", "int"), ("last_seen", "time"))
 
 #: method name -> column spec, for sources' tests.
 FRAMES: Final[Mapping[str, Spec]] = {
-    "kpis": KPIS, "status_over_time": STATUS_OVER_TIME, "latency_over_time": LATENCY_OVER_TIME,
-    "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "slowest_runs": SLOWEST_RUNS,
+    "kpis": KPIS, "agent_kpis": AGENT_KPIS, "status_over_time": STATUS_OVER_TIME,
+    "latency_over_time": LATENCY_OVER_TIME,
+    "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "step_errors": STEP_ERRORS,
+    "call_errors": CALL_ERRORS, "slowest_runs": SLOWEST_RUNS,
     "recent_failures": RECENT_FAILURES, "runs_per_agent": RUNS_PER_AGENT,
     "calls_by_provider": CALLS_BY_PROVIDER, "tokens_by_model": TOKENS_BY_MODEL,
     "cost_over_time": COST_OVER_TIME, "cost_by_model": COST_BY_MODEL, "cost_by_provider": COST_BY_PROVIDER,
@@ -207,13 +247,16 @@ FRAMES: Final[Mapping[str, Spec]] = {
 }
 
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?)?Z?")
+_ISO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?[+-]\d{2}:\d{2}")
 
 
 def iso_bound(value: str | datetime | None) -> str | None:
     """A time bound in the store's fixed-width form ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC).
 
-    Accepts a tz-aware datetime (converted to UTC), a naive datetime (taken as UTC), or an ISO string
-    prefix (``2026-01-01``, ``2026-01-01T10:00``...). Raises ``ValueError`` for anything else.
+    Accepts a tz-aware datetime (converted to UTC), a naive datetime (taken as UTC), an ISO string
+    prefix (``2026-01-01``, ``2026-01-01T10:00``...) or an ISO time with an offset
+    (``datetime.isoformat()``: ``2026-01-01T10:00:00+00:00``, converted to UTC). Raises ``ValueError`` for
+    anything else.
     """
     if value is None:
         return None
@@ -222,6 +265,8 @@ def iso_bound(value: str | datetime | None) -> str | None:
             value = value.astimezone(timezone.utc)
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     text = str(value).strip()
+    if _ISO_OFFSET.fullmatch(text):
+        return iso_bound(datetime.fromisoformat(text))
     if not _ISO.fullmatch(text):
         raise ValueError(f"time bound must be an ISO-8601 UTC time like 2026-01-01T00:00:00Z, got {value!r}")
     text = text.rstrip("Z")
@@ -266,13 +311,32 @@ class RunDetail(NamedTuple):
 
 
 class SourceUnavailable(Exception):
-    """The source cannot be reached or read. ``hint`` says what the user should check."""
+    """The source cannot be reached or read. The message is one line; ``hint`` says what the user should
+    check; ``details`` is the driver's whole story (for an expander), when it has more to say."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", details: str = "") -> None:
         from .._scrub import scrub  # a driver's error may quote a connection string, password included
 
         super().__init__(scrub(message))
         self.hint = scrub(hint)
+        self.details = scrub(details)
+
+
+def flat(exc: BaseException, limit: int = 300) -> str:
+    """The message on one line (lines joined with spaces), cut at ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, cut before a driver's long tail (pymongo's topology dump,
+    its timeouts) and at ``limit`` characters."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    for tail in (", Timeout:", " (configured timeouts", ", Topology Description"):
+        text = text.split(tail, 1)[0]
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
 
 
 class Source(ABC):
@@ -306,6 +370,10 @@ class Source(ABC):
         """:data:`KPIS`: one row."""
 
     @abstractmethod
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        """:data:`AGENT_KPIS`: the KPIs of each agent."""
+
+    @abstractmethod
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         """:data:`STATUS_OVER_TIME`."""
 
@@ -320,6 +388,14 @@ class Source(ABC):
     @abstractmethod
     def api_latency(self, f: Filters) -> pd.DataFrame:
         """:data:`API_LATENCY`."""
+
+    @abstractmethod
+    def step_errors(self, f: Filters) -> pd.DataFrame:
+        """:data:`STEP_ERRORS`."""
+
+    @abstractmethod
+    def call_errors(self, f: Filters) -> pd.DataFrame:
+        """:data:`CALL_ERRORS`."""
 
     @abstractmethod
     def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
@@ -366,9 +442,15 @@ class Source(ABC):
         """:data:`UNPRICED_CALLS`."""
 
     @abstractmethod
-    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
-        """:data:`RUN_SEARCH`: runs matching the filters whose run_id starts with ``run_id_prefix``
-        (compared as text, no wildcards)."""
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100,
+                    order: str = "newest") -> pd.DataFrame:
+        """:data:`RUN_SEARCH`: at most ``limit`` runs matching the filters whose run_id starts with
+        ``run_id_prefix`` (compared as text, no wildcards), sorted by the store as ``order``
+        (:data:`RUN_ORDERS`) says."""
+
+    @abstractmethod
+    def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
+        """How many runs :meth:`search_runs` would find without a limit."""
 
     @abstractmethod
     def run_detail(self, run_id: str) -> RunDetail | None:
@@ -384,17 +466,17 @@ def check_bucket(bucket: str) -> str:
     return bucket
 
 
+def check_order(order: str) -> tuple[tuple[str, bool], ...]:
+    """The sort keys of ``order``; raises ``ValueError`` for a name not in :data:`RUN_ORDERS`."""
+    if order not in RUN_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(RUN_ORDERS)}; got {order!r}")
+    return RUN_ORDERS[order]
+
+
 def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     return limit
-
-
-def empty_frame(spec: Spec) -> pd.DataFrame:
-    """An empty frame with the spec's columns and kinds."""
-    import pandas as pd
-
-    return conform(pd.DataFrame({name: [] for name, _ in spec}), spec)
 
 
 _INT_FILL = {"int": 0}
@@ -404,7 +486,9 @@ def conform(frame: pd.DataFrame | Iterable[Mapping[str, Any]], spec: Spec) -> pd
     """``frame`` (or rows as dicts) with exactly the spec's columns in order, each coerced to its kind:
     ``str`` -> object (None for null), ``int`` -> int64 (null -> 0), ``Int`` -> nullable Int64,
     ``float`` -> float64, ``time`` -> datetime64[ns, UTC] (ISO strings, datetimes, or timestamps),
-    ``bool`` -> bool. Missing columns raise ``KeyError``; extra columns are dropped.
+    ``bool`` -> bool, ``json`` -> object: canonical JSON text (keys sorted) of JSON text as the SQL stores
+    keep it (MongoDB's source encodes its values first), None for null. Missing columns raise ``KeyError``;
+    extra columns are dropped.
     """
     import pandas as pd
 
@@ -428,9 +512,25 @@ def conform(frame: pd.DataFrame | Iterable[Mapping[str, Any]], spec: Spec) -> pd
             out[name] = _to_time(col)
         elif kind == "bool":
             out[name] = col.map(lambda v: bool(v) if not _is_null(v) else False).astype(bool)
+        elif kind == "json":
+            out[name] = pd.Series([_json(v) for v in col], index=df.index, dtype=object)
         else:  # pragma: no cover - specs are constants
             raise ValueError(f"unknown column kind {kind!r}")
     return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def _json(v: Any) -> str | None:
+    import json
+
+    if _is_null(v):
+        return None
+    try:
+        value = json.loads(v) if isinstance(v, (str, bytes)) else v
+    except ValueError:  # not JSON text (a store written by something else): keep the text as a string
+        value = v if isinstance(v, str) else v.decode("utf-8", "replace")
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _is_null(v: Any) -> bool:

@@ -15,7 +15,8 @@ from .base import conform
 
 _NULL = "\x00null"  # stands for a null key while grouping
 
-__all__ = ["calls_by_provider", "cost_by_model", "cost_by_provider", "tokens_by_model", "unpriced_calls"]
+__all__ = ["call_errors", "calls_by_provider", "cost_by_model", "cost_by_provider", "tokens_by_model",
+           "unpriced_calls"]
 
 
 def _group(summary: pd.DataFrame, keys: Sequence[str], sums: Sequence[str], maxes: Sequence[str] = ()) -> pd.DataFrame:
@@ -43,6 +44,12 @@ def calls_by_provider(summary: pd.DataFrame) -> pd.DataFrame:
     """:data:`~agentmeter.queries.base.CALLS_BY_PROVIDER`."""
     g = _group(summary, ["provider"], ["calls", "errors", "total_tokens", "cost_usd"])
     return _order(g, "calls", ["provider"], base.CALLS_BY_PROVIDER)
+
+
+def call_errors(summary: pd.DataFrame) -> pd.DataFrame:
+    """:data:`~agentmeter.queries.base.CALL_ERRORS`."""
+    g = _group(summary, ["provider", "model"], ["calls", "errors"])
+    return _order(g, "errors", ["provider", "model"], base.CALL_ERRORS)
 
 
 def tokens_by_model(summary: pd.DataFrame) -> pd.DataFrame:

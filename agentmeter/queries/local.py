@@ -18,19 +18,13 @@ import numpy as np
 import pandas as pd
 
 from .._config import default_db_path
-from . import base
-from ._sql import Dialect, SqlSource, and_, kpis_frame, names
+from . import _kpis, base
+from ._dialect import SQLITE as _SQLITE
+from ._sql import SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
-from .base import Filters, SourceUnavailable, conform
+from .base import Filters, SourceUnavailable, conform, flat
 
 __all__ = ["LocalSource", "from_env"]
-
-_SQLITE = Dialect(
-    mark="?", runs="agent_runs", steps="run_steps", calls="api_calls",
-    buckets={"day": "substr({col}, 1, 10) || 'T00:00:00Z'", "hour": "substr({col}, 1, 13) || ':00:00Z'"},
-    total="total({})",
-)
-
 
 def from_env(db: str | Path | None = None) -> LocalSource:
     """The local store at ``db`` (default ``$AGENTMETER_DB`` or ``~/.agentmeter/agentmeter.db``)."""
@@ -39,7 +33,7 @@ def from_env(db: str | Path | None = None) -> LocalSource:
 
 #: the store's covering index per table (see ``agentmeter.sinks.sqlite``): every dashboard aggregate over
 #: that table reads only the index, in group order, so GROUP BY needs no sort
-ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup"}
+ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup2"}
 #: the plain started_at index of the tables aggregated per group (in every version of the store)
 TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
 #: a time range holding less than this fraction of a table's rows reads it through its started_at index
@@ -89,9 +83,10 @@ class LocalSource(SqlSource):
 
     def _unavailable(self, exc: BaseException) -> SourceUnavailable:
         return SourceUnavailable(
-            f"cannot read the local store {self.path}: {exc}",
+            f"cannot read the local store {self.path}: {flat(exc)}",
             "Check that the path is an agentmeter SQLite store (--db or AGENTMETER_DB) and that this user "
             "can read it and its folder (SQLite needs the -wal and -shm files beside it).",
+            f"{type(exc).__name__}: {exc}",
         )
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -146,26 +141,24 @@ class LocalSource(SqlSource):
                            f"WHERE {' AND '.join(clauses)} LIMIT ?)", [*params, cap])
         return f"{table} INDEXED BY {by_time}" if n < cap else table
 
+    def _from(self, table: str, f: Filters) -> str:
+        return self._scan(table, f)
+
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, count(*), max(started_at) FROM agent_runs WHERE agent IS NOT NULL "
                "GROUP BY agent ORDER BY agent")
         return self._frame(sql, [], names(base.AGENTS), base.AGENTS)
 
     def kpis(self, f: Filters) -> pd.DataFrame:
-        where, params = _SQLITE.where(f, "agent_runs")
-        sql = (
-            "SELECT count(*), total(status = 'success'), total(status = 'error'), "
-            "total(status = 'cancelled'), total(input_tokens), total(output_tokens), total(total_tokens), "
-            "total(cost_usd), "
-            "total(call_count), total(unpriced_call_count), group_concat(duration_ms) "
-            f"FROM agent_runs{where}"
-        )
-        rows = self._rows(sql, params)
-        n, ok, err, canc, tin, tout, ttot, cost, calls, unpriced, durations = (
-            rows[0] if rows else (0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, None)
-        )
-        p50, p95, p99 = percentiles(_parse_floats(durations))
-        return kpis_frame(n, ok, err, canc, p50, p95, p99, tin, tout, ttot, cost, calls, unpriced)
+        rows = self._rows(*_kpis.sqlite_query(f))
+        measured, durations = (rows[0][:-1], rows[0][-1]) if rows else ((), None)
+        row = _kpis.finish(measured or [0] * len(_kpis.MEASURED), percentiles(_parse_floats(durations)))
+        return conform([row], base.KPIS)
+
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        rows = [{"agent": r[0], **_kpis.finish(r[1:-1], percentiles(_parse_floats(r[-1])))}
+                for r in self._rows(*_kpis.sqlite_query(f, by_agent=True))]
+        return conform(rows or pd.DataFrame(columns=names(base.AGENT_KPIS)), base.AGENT_KPIS)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _SQLITE.bucket(bucket)

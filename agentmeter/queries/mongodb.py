@@ -11,6 +11,7 @@ sources exactly. Filter values only ever appear as values in query documents, ne
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ import pandas as pd
 
 from . import base
 from ._frames import CALL_FIELDS, RUN_FIELDS, STEP_FIELDS, Frames
-from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform
+from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform, one_line
 
 __all__ = ["MongoSource", "from_env"]
 
@@ -74,7 +75,7 @@ class MongoSource(Source):
             return "MongoDB"
 
     def _guard(self, exc: Exception) -> SourceUnavailable:
-        return SourceUnavailable(f"MongoDB query failed: {type(exc).__name__}: {str(exc)[:500]}", _HINT)
+        return SourceUnavailable(f"MongoDB query failed: {one_line(exc)}", _HINT, f"{type(exc).__name__}: {exc}"[:5000])
 
     def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import pymongo.errors
@@ -170,6 +171,9 @@ class MongoSource(Source):
     def kpis(self, f: Filters) -> pd.DataFrame:
         return self._frames(f).kpis()
 
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f).agent_kpis()
+
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         return self._frames(f).status_over_time(check_bucket(bucket))
 
@@ -181,6 +185,12 @@ class MongoSource(Source):
 
     def api_latency(self, f: Filters) -> pd.DataFrame:
         return self._frames(f, runs=False, calls=True).api_latency()
+
+    def step_errors(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f, runs=False, steps=True).step_errors()
+
+    def call_errors(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f, runs=False, calls=True).call_errors()
 
     def slowest_runs(self, f: Filters, limit: int = 20) -> pd.DataFrame:
         return self._frames(f).slowest_runs(check_limit(limit))
@@ -215,8 +225,12 @@ class MongoSource(Source):
     def unpriced_calls(self, f: Filters) -> pd.DataFrame:
         return self._frames(f, runs=False, calls=True).unpriced_calls()
 
-    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100) -> pd.DataFrame:
-        return self._frames(f).search_runs(str(run_id_prefix or "").strip(), check_limit(limit))
+    def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100,
+                    order: str = "newest") -> pd.DataFrame:
+        return self._frames(f).search_runs(str(run_id_prefix or "").strip(), check_limit(limit), order)
+
+    def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
+        return self._frames(f).count_runs(str(run_id_prefix or "").strip())
 
     def run_detail(self, run_id: str) -> RunDetail | None:
         import pymongo.errors
@@ -227,11 +241,13 @@ class MongoSource(Source):
             raise self._guard(exc) from exc
         if doc is None:
             return None
-        run = dict(doc)
+        run = _as_json_text(dict(doc), base.RUN_SUMMARY)
         run["started_at"] = (doc.get("_iso") or {}).get("started_at") or _iso(doc.get("started_at"))
         run["ended_at"] = (doc.get("_iso") or {}).get("ended_at") or _iso(doc.get("ended_at"))
-        steps = sorted(doc.get("steps") or [], key=lambda s: (s.get("started_at") or "", s.get("step_id")))
-        calls = sorted(doc.get("calls") or [], key=lambda c: (c.get("started_at") or "", c.get("call_id")))
+        steps = [_as_json_text(s, base.RUN_STEPS) for s in sorted(
+            doc.get("steps") or [], key=lambda s: (s.get("started_at") or "", s.get("step_id")))]
+        calls = [_as_json_text(c, base.RUN_CALLS) for c in sorted(
+            doc.get("calls") or [], key=lambda c: (c.get("started_at") or "", c.get("call_id")))]
         return RunDetail(
             conform(pd.DataFrame([run]).reindex(columns=[n for n, _ in base.RUN_SUMMARY]), base.RUN_SUMMARY),
             conform(pd.DataFrame(steps).reindex(columns=[n for n, _ in base.RUN_STEPS]), base.RUN_STEPS),
@@ -243,6 +259,16 @@ class MongoSource(Source):
             self.collection.database.client.close()
         except Exception:
             pass
+
+
+def _as_json_text(item: Mapping[str, Any], spec: base.Spec) -> dict[str, Any]:
+    """The item with its ``json`` columns as JSON text, the form :func:`~.base.conform` reads (as the SQL
+    stores keep them)."""
+    out = dict(item)
+    for name, kind in spec:
+        if kind == "json" and out.get(name) is not None:
+            out[name] = json.dumps(out[name], default=str)
+    return out
 
 
 def _iso(value: Any) -> Any:

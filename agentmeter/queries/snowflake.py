@@ -27,9 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import base
-from ._sql import Dialect, SqlSource, and_, kpis_frame, names
-from .base import Filters, SourceUnavailable
+from . import _kpis, base
+from ._dialect import Dialect
+from ._sql import SqlSource, and_, names
+from .base import Filters, SourceUnavailable, conform, flat
 
 __all__ = ["SnowflakeSource", "connection_params", "from_env"]
 
@@ -41,8 +42,9 @@ _ENV_PARAMS = (
 #: table names are placeholders that :meth:`SnowflakeSource._sql` fills with the qualified view names
 _SNOWFLAKE = Dialect(
     mark="%s", runs="{runs}", steps="{steps}", calls="{calls}",
-    buckets={"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})"},
-    total="COALESCE(SUM({}), 0)", time="TO_TIMESTAMP_TZ({})", nulls_first=" NULLS FIRST",
+    buckets={"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})",
+             "minute": "DATE_TRUNC('MINUTE', {col})"},
+    total="COALESCE(SUM({}), 0)", count_if="COUNT_IF({})", time="TO_TIMESTAMP_TZ({})", nulls_first=" NULLS FIRST",
 )
 _HINT = (
     "Check the connection: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and a credential (SNOWFLAKE_PASSWORD, "
@@ -134,8 +136,9 @@ class SnowflakeSource(SqlSource):
 
     def _unavailable(self, exc: BaseException) -> SourceUnavailable:
         return SourceUnavailable(
-            f"cannot read Snowflake ({self.database}.{self.schema}): {exc}",
+            f"cannot read Snowflake ({self.database}.{self.schema}): {flat(exc)}",
             _HINT.format(where=f"{self.database}.{self.schema}"),
+            f"{type(exc).__name__}: {exc}"[:5000],
         )
 
     def _connection(self) -> Any:
@@ -199,21 +202,19 @@ class SnowflakeSource(SqlSource):
                "GROUP BY agent ORDER BY agent")
         return self._frame(sql, [], names(base.AGENTS), base.AGENTS)
 
-    def kpis(self, f: Filters) -> pd.DataFrame:
+    def _kpi_rows(self, f: Filters, by_agent: bool) -> list[tuple[Any, ...]]:
         where, params = _SNOWFLAKE.where(f, "{runs}")
-        sql = (
-            "SELECT COUNT(*) AS runs, COUNT_IF(status = 'success') AS ok, COUNT_IF(status = 'error') AS err, "
-            "COUNT_IF(status = 'cancelled') AS canc, "
-            f"{_PCTS}, "
-            "COALESCE(SUM(input_tokens), 0) AS tin, COALESCE(SUM(output_tokens), 0) AS tout, "
-            "COALESCE(SUM(total_tokens), 0) AS ttot, COALESCE(SUM(cost_usd), 0) AS cost, "
-            "COALESCE(SUM(call_count), 0) AS calls, COALESCE(SUM(unpriced_call_count), 0) AS unpriced "
-            f"FROM {{runs}}{where}"
-        )
-        rows = self._rows(sql, params)
-        n, ok, err, canc, p50, p95, p99, tin, tout, ttot, cost, calls, unpriced = rows[0]
-        n, ok, err = int(n or 0), int(ok or 0), int(err or 0)
-        return kpis_frame(n, ok, err, canc, p50, p95, p99, tin, tout, ttot, _float(cost), calls, unpriced)
+        key, group = ("agent, ", " GROUP BY agent ORDER BY agent NULLS FIRST") if by_agent else ("", "")
+        return self._rows(f"SELECT {key}{_kpis.select_list(_SNOWFLAKE)}, {_PCTS} FROM {{runs}}{where}{group}",
+                          params)
+
+    def kpis(self, f: Filters) -> pd.DataFrame:
+        (row,) = self._kpi_rows(f, by_agent=False)
+        return conform([_kpis.finish(row[:-3], row[-3:])], base.KPIS)
+
+    def agent_kpis(self, f: Filters) -> pd.DataFrame:
+        rows = [{"agent": r[0], **_kpis.finish(r[1:-3], r[-3:])} for r in self._kpi_rows(f, by_agent=True)]
+        return conform(rows or pd.DataFrame(columns=names(base.AGENT_KPIS)), base.AGENT_KPIS)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _SNOWFLAKE.bucket(bucket)
@@ -249,10 +250,6 @@ class SnowflakeSource(SqlSource):
                "COALESCE(SUM(total_tokens), 0) AS t, COALESCE(SUM(cost_usd), 0) AS c, "
                f"MAX(started_at) AS last_seen FROM {{calls}}{where} GROUP BY provider, operation, model, priced")
         return sql, params
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

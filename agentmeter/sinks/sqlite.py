@@ -29,13 +29,16 @@ _SKIP = ("record_type", "record_id")
 # The dashboard's aggregates read only the "rollup" covering indexes, in group order (no sort, no row
 # lookups, payload columns never read): on 1M calls a per-model summary takes 0.2 s instead of 1.5 s. Each
 # rollup leads with the grouping columns and then started_at, so new rows land at the end of their group
-# (append-like inserts). ix_runs_rollup and ix_calls_rollup start with the columns of ix_runs_started and
+# (append-like inserts). ix_runs_rollup2 and ix_calls_rollup start with the columns of ix_runs_started and
 # ix_calls_provider, which they replace; ix_calls_model served no query. Older stores drop those three on
 # their next open. run_id stays out of the rollups: a status filter is a semi-join on run_id, which the
 # run_id indexes serve better.
 _INDEXES: tuple[str, ...] = (
-    "CREATE INDEX IF NOT EXISTS ix_runs_rollup ON agent_runs (started_at, agent, status, duration_ms, "
-    "total_tokens, cost_usd, call_count, unpriced_call_count, input_tokens, output_tokens)",
+    # ix_runs_rollup2: ix_runs_rollup plus the step and error counts the KPIs sum (step and call error rates)
+    "CREATE INDEX IF NOT EXISTS ix_runs_rollup2 ON agent_runs (started_at, agent, status, duration_ms, "
+    "total_tokens, cost_usd, call_count, unpriced_call_count, input_tokens, output_tokens, step_count, "
+    "error_step_count, error_call_count)",
+    "DROP INDEX IF EXISTS ix_runs_rollup",
     "CREATE INDEX IF NOT EXISTS ix_runs_agent ON agent_runs (agent, started_at)",
     "CREATE INDEX IF NOT EXISTS ix_runs_status ON agent_runs (status, started_at)",
     "CREATE INDEX IF NOT EXISTS ix_steps_run ON run_steps (run_id)",

@@ -17,7 +17,7 @@ import json, sqlite3, sys
 from pathlib import Path
 import agentmeter
 from agentmeter import track_run, track_step
-from agentmeter._resources import bundled_path
+from agentmeter._resources import shipped_path
 
 assert "site-packages" in agentmeter.__file__, agentmeter.__file__
 
@@ -30,8 +30,17 @@ assert agent() == 42
 assert agentmeter.flush(timeout=30).ok
 db = Path(sys.argv[1])
 runs = sqlite3.connect(db).execute("select agent, step_count from agent_runs").fetchall()
-print(json.dumps({"runs": runs, "bundled": {n: sorted(p.name for p in bundled_path(n).iterdir())
-                                            for n in ("sql", "dashboard", "examples")}}))
+shipped = {n: sorted(p.name for p in shipped_path(n).iterdir()) for n in ("sql", "dashboard", "examples")}
+assert all("site-packages" in str(shipped_path(n)) for n in shipped)
+
+# the dashboard as `agentmeter dashboard` runs it: the installed script, on the store just written
+from streamlit.testing.v1 import AppTest
+from agentmeter.dashboard import script_path
+
+at = AppTest.from_file(str(script_path()), default_timeout=60).run()
+assert not at.exception, [e.value for e in at.exception]
+tiles = {m.label: m.value for m in at.metric}
+print(json.dumps({"runs": runs, "bundled": shipped, "tiles": tiles}))
 """
 
 
@@ -59,3 +68,5 @@ def test_wheel_installs_with_all_extras_and_works_outside_the_checkout(tmp_path:
     result = json.loads(out.stdout)
     assert result["runs"] == [["wheel", 1]]
     assert result["bundled"]["sql"] and result["bundled"]["dashboard"] and result["bundled"]["examples"]
+    assert "streamlit_app.py" in result["bundled"]["dashboard"] and "views.py" in result["bundled"]["dashboard"]
+    assert result["tiles"]["Runs"] == "1"

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from agentmeter._resources import bundled_path
+from agentmeter.dashboard import script_path
 
-APP = str(bundled_path("dashboard") / "app.py")
+APP = str(script_path())
 VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
 Seeded = tuple[Path, list[dict[str, Any]]]
 

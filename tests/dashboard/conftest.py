@@ -3,8 +3,10 @@ sink at once; the same documents go into a mongomock collection (stored as Mongo
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,64 @@ def mongo_collection(seeded: tuple[Path, list[dict[str, Any]]]) -> Any:
     return coll
 
 
+#: how far back the runs of :func:`aged` start, in hours: inside the last hour, the last 24 hours, the last
+#: 7 days, 30 days and before, each at least 30 minutes away from a range boundary
+AGES_H = (*(i + 0.5 for i in range(24)), 48.5, 72.5, 96.5, 120.5, 240.5, 960.5)
+ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _shift(value: Any, delta: timedelta) -> Any:
+    if not isinstance(value, str):
+        return value
+    return (datetime.strptime(value, ISO).replace(tzinfo=timezone.utc) - delta).strftime(ISO)
+
+
+def age(doc: dict[str, Any], delta: timedelta) -> dict[str, Any]:
+    """The document with every timestamp (run, steps, calls) moved ``delta`` into the past."""
+    out = copy.deepcopy(doc)
+    for item in (out, *out["steps"], *out["calls"]):
+        for key in ("started_at", "ended_at"):
+            item[key] = _shift(item[key], delta)
+    return out
+
+
+def aged_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The seeded runs spread over 40 days (see :data:`AGES_H`), each moved back from now."""
+    now = datetime.now(timezone.utc)
+    ordered = sorted(docs, key=lambda d: (d["started_at"], d["run_id"]))
+    assert len(ordered) == len(AGES_H)
+    out = []
+    for doc, hours in zip(ordered, AGES_H, strict=True):
+        started = datetime.strptime(doc["started_at"], ISO).replace(tzinfo=timezone.utc)
+        out.append(age(doc, started - (now - timedelta(hours=hours))))
+    return out
+
+
+def in_range(docs: list[dict[str, Any]], since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """The runs a time range keeps (by the run's own start)."""
+    lo = since.strftime(ISO) if since else ""
+    hi = until.strftime(ISO) if until else "~"
+    return [d for d in docs if lo <= d["started_at"] < hi]
+
+
+@pytest.fixture
+def aged(seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """(store path, documents): the seeded runs spread over the last 40 days, written for this test."""
+    docs = aged_docs(seeded[1])
+    db = tmp_path / "aged.db"
+    sink = SQLiteSink(db)
+    sink.write(docs)
+    sink.close()
+    return db, docs
+
+
+def mongo_of(docs: list[dict[str, Any]]) -> Any:
+    """The documents in a fresh mongomock collection, as MongoDBSink stores them."""
+    coll = mongomock.MongoClient(tz_aware=True)["agentmeter"]["agent_metadata"]
+    coll.insert_many([to_bson(d) for d in docs])
+    return coll
+
+
 @pytest.fixture(autouse=True)
 def _clear_streamlit_caches() -> Iterator[None]:
     import streamlit as st
@@ -113,3 +173,48 @@ def _clear_streamlit_caches() -> Iterator[None]:
     st.cache_data.clear()
     st.cache_resource.clear()
     return
+
+
+def payload(where: str, port: int = 9) -> str:
+    """A user string that markdown or HTML would turn into an image fetched from a beacon, bold text, a
+    coloured directive and maths: displayed as text, it reads exactly like this."""
+    return (f"{where} ![x](http://127.0.0.1:{port}/beacon-{where}.png) "
+            f"<img src=\"http://127.0.0.1:{port}/img-{where}.png\"> **bold-{where}** :red[red-{where}] $x^2$")
+
+
+#: every kind of user string a run carries, by the name :func:`payload` gets
+USER_STRINGS = ("run", "agent", "tag", "metakey", "metavalue", "errortype", "error", "step", "stepmeta",
+                "provider", "operation", "model", "callerror", "input", "output")
+
+
+def seed_hostile(db: Path, port: int = 9) -> list[dict[str, Any]]:
+    """Two runs whose every user-written string is a :func:`payload` (one fails), into the store ``db``."""
+    memory = MemorySink()
+    agentmeter.configure(sinks=[SQLiteSink(db), memory])
+    hostile_error = type(payload("errortype", port), (Exception,), {})
+
+    @track_run(name=payload("run", port), agent=payload("agent", port), tags=[payload("tag", port)],
+               metadata={payload("metakey", port): payload("metavalue", port)}, capture=True)
+    def hostile(question: str, fail: bool) -> str:
+        with track_step(payload("step", port), kind="tool") as step:
+            step.set_metadata(note=payload("stepmeta", port))
+            with track_call(payload("provider", port), payload("operation", port), model=payload("model", port)) as c:
+                c.record_usage(input_tokens=5, output_tokens=7)
+        if fail:
+            with track_step("fetch", kind="tool"):
+                try:
+                    with track_call("openai", "chat", model="m"):
+                        raise hostile_error(payload("callerror", port))
+                except hostile_error:
+                    pass
+                raise hostile_error(payload("error", port))
+        return payload("output", port)
+
+    hostile(payload("input", port), fail=False)
+    try:
+        hostile(payload("input", port), fail=True)
+    except hostile_error:
+        pass
+    assert agentmeter.flush(timeout=10).ok
+    agentmeter.shutdown()
+    return list(memory.documents)

@@ -43,9 +43,13 @@ def test_every_source_shows_the_python_numbers_in_every_view(source: Any, seeded
     newest = max(seeded[1], key=lambda d: (d["started_at"], d["run_id"]))
     assert at.selectbox(key="run_pick").value == newest["run_id"]
     assert metrics(at)["Status"] == newest["status"]
-    assert len(at.dataframe) == 3  # search results, steps, calls
-    assert len(at.dataframe[1].value) == len(newest["steps"])
-    assert len(at.dataframe[2].value) == len(newest["calls"])
+    failed = any(x["error_type"] for x in (*newest["steps"], *newest["calls"]))
+    # search results, about this run, the errors (when something failed), steps, calls
+    assert len(at.dataframe) == (5 if failed else 4)
+    (steps,) = [d.value for d in at.dataframe if "step_id" in d.value and "call_id" not in d.value]
+    (calls,) = [d.value for d in at.dataframe if "call_id" in d.value]
+    assert len(steps) == len(newest["steps"])
+    assert len(calls) == len(newest["calls"])
 
 
 def test_cost_view_shows_cost_per_model_equal_to_python(seeded: Seeded) -> None:

@@ -27,10 +27,13 @@ from agentmeter.snowflake_sql import SnowflakeNames, render, split_statements
 from .._servers import free_port
 from ..snowflake._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
 from ._apptest import APP, VIEWS, Seeded, app, check_headline, metrics, number
-from .conftest import NASTY_AGENT, expected
+from .conftest import NASTY_AGENT, aged_docs, expected
+from .test_app_controls import FILTERS, check_every_range_and_filter
 
 #: a second database on the same server with the DDL deployed and nothing loaded
 EMPTY = dataclasses.replace(NAMES, database="AM_EMPTY")
+#: a third with the seeded runs spread over 40 days (tests/dashboard/conftest.py aged_docs)
+AGED = dataclasses.replace(NAMES, database="AM_AGED")
 
 
 def _deploy(conn: Any, names: SnowflakeNames) -> Snowflake:
@@ -90,6 +93,33 @@ def _fakesnow_server() -> Iterator[dict[str, Any]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def aged_snowflake(snowflake: dict[str, Any], seeded: Seeded,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SnowflakeSource, list[dict[str, Any]]]]:
+    """The aged runs loaded through the pipe's COPY into their own database; (source, documents)."""
+    from snowflake import connector
+
+    docs = aged_docs(seeded[1])
+    folder = tmp_path_factory.mktemp("snowflake-aged")
+    write_ndjson(folder / "part-1.json", docs)
+    conn = connector.connect(**snowflake)
+    try:
+        env = _deploy(conn, AGED)
+        env.point_stage_at(folder)
+        env.run_pipe()
+    finally:
+        conn.close()
+    source = SnowflakeSource(database=AGED.database, schema=AGED.schema, **snowflake)
+    yield source, docs
+    source.close()
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_snowflake_every_time_range_and_filter(view: str, aged_snowflake: tuple[SnowflakeSource, Any]) -> None:
+    # the agent and status filters together (the local store and MongoDB also run every range unfiltered)
+    check_every_range_and_filter(*aged_snowflake, view, filters=FILTERS[1:])
 
 
 @pytest.fixture

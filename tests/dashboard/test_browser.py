@@ -1,47 +1,69 @@
-"""`agentmeter dashboard` on a seeded local store, driven by Playwright with Debian's chromium.
+"""`agentmeter dashboard` as a user runs it, driven by Playwright with Debian's chromium: the key numbers,
+every control clicked through in every view (time ranges with typed custom dates, agent and status filters,
+time buckets, the run list's sort, id search and run picker), and hostile user strings shown as text with no
+request to the beacon they point at.
 
-Needs /usr/bin/chromium (`apt-get install -y chromium`); never `playwright install`. Set
-AGENTMETER_TEST_DOCS_SCREENSHOT=1 to also refresh docs/img/dashboard.png.
+Needs /usr/bin/chromium (`apt-get install -y chromium`); never `playwright install`. The screenshots in
+docs/img/ come from docs/screenshots.py.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentmeter.sinks import SQLiteSink
+
 from .._servers import free_port
-from .conftest import expected
+from .conftest import NASTY_AGENT, aged_docs, expected, in_range, payload, seed_hostile
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
+VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
+RANGES: dict[str, timedelta | None] = {
+    "Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30), "All time": None,
+}
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+#: the page is drawn: tiles shown, no skeleton, no script running, every chart drawn
+READY = """() => !document.querySelector('[data-testid="stSkeleton"]')
+    && !document.querySelector('[data-testid="stStatusWidget"]')
+    && document.querySelectorAll('[data-testid="stMetricValue"]').length > 0
+    && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'))"""
 pytestmark = pytest.mark.browser
+Docs = list[dict[str, Any]]
 
 
-@pytest.fixture
-def dashboard(seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Iterator[str]:
-    """The real command, as a user runs it; yields the page URL once Streamlit answers its health check."""
+@contextmanager
+def serving(db: Path, tmp_path: Path) -> Iterator[str]:
+    """The real command on ``db``, as a user runs it; yields the page URL once Streamlit answers."""
     port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
+    log_path = tmp_path / f"streamlit-{port}.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentmeter", "dashboard", "--db", str(seeded[0]), "--port", str(port), "--headless"],
+        [sys.executable, "-m", "agentmeter", "dashboard", "--db", str(db), "--port", str(port), "--headless"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)},
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:  # a separate process: poll its health endpoint until it serves
-            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
                     if resp.read() == b"ok":
@@ -64,45 +86,299 @@ def dashboard(seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Iter
             assert probe.connect_ex(("127.0.0.1", port)) != 0, "a Streamlit server outlived the command"
 
 
-def test_dashboard_renders_key_numbers_in_chromium(
-    dashboard: str, seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path
-) -> None:
+@pytest.fixture
+def dashboard(seeded: tuple[Path, Docs], tmp_path: Path) -> Iterator[str]:
+    with serving(seeded[0], tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium"
-    want = expected(seeded[1])
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.goto(dashboard)
-            page.wait_for_selector('[data-testid="stMetricValue"]', timeout=60_000)
-            page.wait_for_function(
-                "() => !document.querySelector('[data-testid=\"stSkeleton\"]')"
-                " && document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas,"
-                " [data-testid=\"stVegaLiteChart\"] svg').length > 0",
-                timeout=60_000,
-            )
-            metrics = {
-                m.locator('[data-testid="stMetricLabel"]').inner_text().strip():
-                m.locator('[data-testid="stMetricValue"]').inner_text().strip()
-                for m in page.locator('[data-testid="stMetric"]').all()
-            }
-            assert metrics["Runs"] == f"{want['runs']:,}"
-            assert metrics["Success rate"] == f"{want['success_rate'] * 100:.2f}%"
-            assert metrics["Tokens"] == f"{want['total_tokens']:,}"
-            digits = 3 - math.floor(math.log10(want["cost_usd"]))
-            assert metrics["Cost"] == f"${want['cost_usd']:.{digits}f}"
-            assert page.get_by_text("Recent failures").count() == 1
-            shot = tmp_path / "dashboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
+            yield chromium
         finally:
-            browser.close()
-    if os.environ.get("AGENTMETER_TEST_DOCS_SCREENSHOT") == "1":
-        DOCS_IMG.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, DOCS_IMG)
+            chromium.close()
+
+
+def ready(page: Any) -> None:
+    page.wait_for_function(READY, timeout=60_000)
+
+
+def problems(page: Any) -> list[str]:
+    """Tracebacks and error panels on the page (a run's own error in the Run explorer is not one)."""
+    shown = page.locator('[data-testid="stException"]').all_inner_texts()
+    for text in page.locator('[data-testid="stAlert"]').all_inner_texts():
+        if text.startswith("Cannot reach") or any(text.startswith(f"{v} failed:") for v in VIEWS):
+            shown.append(text)
+    return shown
+
+
+def tiles(page: Any) -> dict[str, str]:
+    return {m.locator('[data-testid="stMetricLabel"]').inner_text().strip():
+            m.locator('[data-testid="stMetricValue"]').inner_text().strip()
+            for m in page.locator('[data-testid="stMetric"]').all()}
+
+
+def wait_tile(page: Any, label: str, value: str) -> None:
+    """Until the tile ``label`` reads ``value`` (the rerun the last click started has drawn)."""
+    page.wait_for_function(
+        """([label, value]) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(m =>
+            m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === label
+            && m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)""",
+        arg=[label, value], timeout=60_000)
+    ready(page)
+    assert problems(page) == []
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def open_view(page: Any, view: str) -> None:
+    page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=view).first.click()
+    page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
+                           arg=view, timeout=60_000)
+    ready(page)
+    assert problems(page) == [], view
+
+
+def wait_picked(page: Any, run_id: str) -> None:
+    """Until the Run explorer's run picker shows ``run_id`` and the page is drawn."""
+    page.wait_for_function("id => document.querySelector('input[aria-label=\"Run\"]')?.value.startsWith(id)",
+                           arg=run_id, timeout=60_000)
+    ready(page)
+
+
+def pick_run(page: Any, run_id: str) -> None:
+    """Open a run with the run picker: type its id to narrow the list (it is long), click it."""
+    picker = page.get_by_role("combobox", name="Run", exact=True)
+    picker.click()
+    picker.fill(run_id)
+    page.get_by_role("option").filter(has_text=run_id).first.click()
+    wait_picked(page, run_id)
+
+
+def type_dates(page: Any, first: date, last: date) -> None:
+    """Type a custom range into the date range input, as a keyboard user does, and leave the field."""
+    for end, day in (("start", first), ("end", last)):
+        page.get_by_role("spinbutton", name=f"year, From - to (UTC) {end} date").click()
+        page.keyboard.type(f"{day:%Y%m%d}")
+    page.keyboard.press("Tab")
+    page.locator("h1").first.click()
+
+
+def test_dashboard_renders_key_numbers_in_chromium(
+    dashboard: str, browser: Any, seeded: tuple[Path, Docs], tmp_path: Path
+) -> None:
+    want = expected(seeded[1])
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(dashboard)
+    ready(page)
+    metrics = tiles(page)
+    assert metrics["Runs"] == f"{want['runs']:,}"
+    assert metrics["Success rate"] == f"{want['success_rate'] * 100:.2f}%"
+    assert metrics["Tokens"] == f"{want['total_tokens']:,}"
+    digits = 3 - math.floor(math.log10(want["cost_usd"]))
+    assert metrics["Cost"] == f"${want['cost_usd']:.{digits}f}"
+    assert page.get_by_text("Recent failures").count() == 1
+    assert page.get_by_text("Errors by step").count() == 1
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture
+def aged_store(seeded: tuple[Path, Docs], tmp_path: Path) -> tuple[Path, Docs]:
+    docs = aged_docs(seeded[1])
+    db = tmp_path / "aged.db"
+    sink = SQLiteSink(db)
+    sink.write(docs)
+    sink.close()
+    return db, docs
+
+
+def count(kept: Docs, agents: tuple[str, ...] = (), statuses: tuple[str, ...] = ()) -> str:
+    """How many of ``kept`` the agent and status filters keep, as a tile shows it."""
+    n = sum(1 for d in kept if (not agents or d["agent"] in agents) and (not statuses or d["status"] in statuses))
+    return f"{n:,}"
+
+
+def test_every_control_in_every_view_in_chromium(aged_store: tuple[Path, Docs], browser: Any,
+                                                  tmp_path: Path) -> None:
+    db, docs = aged_store
+    today = datetime.now(timezone.utc).date()
+    first, last = today - timedelta(days=3), today
+    custom = in_range(docs, datetime.combine(first, datetime.min.time(), timezone.utc),
+                      datetime.combine(last, datetime.min.time(), timezone.utc) + timedelta(days=1))
+    agents, statuses = ("researcher", NASTY_AGENT), ("error",)
+    with serving(db, tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        for view in VIEWS:
+            page.goto(url)
+            ready(page)
+            open_view(page, view)
+            tile = "Matching runs" if view == "Run explorer" else "Runs"
+            for label, delta in RANGES.items():
+                choose(page, "Time range", label)
+                kept = in_range(docs, datetime.now(timezone.utc) - delta if delta else None)
+                wait_tile(page, tile, count(kept))
+            choose(page, "Time range", "Custom")
+            type_dates(page, first, last)
+            wait_tile(page, tile, count(custom))
+            for agent in agents:
+                page.get_by_role("combobox", name="Agent", exact=True).click()
+                page.get_by_role("option", name=agent, exact=True).click()
+                page.keyboard.press("Escape")
+            wait_tile(page, tile, count(custom, agents))
+            page.get_by_role("combobox", name="Run status", exact=True).click()
+            page.get_by_role("option", name=statuses[0], exact=True).click()
+            page.keyboard.press("Escape")
+            wait_tile(page, tile, count(custom, agents, statuses))
+            if view != "Run explorer":
+                for bucket in ("minute", "hour", "day"):
+                    choose(page, "Time bucket", bucket)
+                    page.wait_for_function(
+                        "b => document.querySelector('input[aria-label=\"Time bucket\"]').value === b", arg=bucket)
+                    ready(page)
+                    assert problems(page) == [], (view, bucket)
+                    assert page.locator('[data-testid="stVegaLiteChart"]').count() > 0, (view, bucket)
+        page.close()
+
+
+def test_run_explorer_sort_search_and_pick_in_chromium(aged_store: tuple[Path, Docs], browser: Any,
+                                                       tmp_path: Path) -> None:
+    db, docs = aged_store
+    rank = {"error": 0, "cancelled": 1, "success": 2}
+
+    def first(key: Callable[[dict[str, Any]], Any], ascending: bool) -> dict[str, Any]:
+        # ties broken by run_id descending, as the store sorts: stable sorts, the last key first
+        by_id = sorted(docs, key=lambda d: d["run_id"], reverse=True)
+        return sorted(by_id, key=key, reverse=not ascending)[0]
+
+    firsts = {
+        "Newest first": first(lambda d: d["started_at"], False),
+        "Oldest first": min(docs, key=lambda d: (d["started_at"], d["run_id"])),
+        "Slowest first": first(lambda d: d["duration_ms"], False),
+        "Fastest first": first(lambda d: d["duration_ms"], True),
+        "Most expensive first": first(lambda d: d["cost_usd"] or 0, False),
+        "Errors first": first(lambda d: (rank[d["status"]], [-ord(c) for c in d["started_at"]]), True),
+    }
+    with serving(db, tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url)
+        ready(page)
+        open_view(page, "Run explorer")
+        picker = page.get_by_role("combobox", name="Run", exact=True)
+        for sort, run in firsts.items():
+            choose(page, "Sort", sort)
+            wait_picked(page, run["run_id"])
+            wait_tile(page, "Status", run["status"])  # the picked run's own tiles are drawn
+        target = docs[7]
+        page.get_by_label("Run id starts with").fill(target["run_id"][:-2])
+        page.keyboard.press("Enter")
+        wait_tile(page, "Matching runs", "1")
+        assert picker.input_value().startswith(target["run_id"])
+        page.get_by_label("Run id starts with").fill("")
+        page.keyboard.press("Enter")
+        wait_tile(page, "Matching runs", f"{len(docs):,}")
+        other = docs[11]
+        pick_run(page, other["run_id"])
+        wait_tile(page, "Status", other["status"])
+        assert page.get_by_text("About this run").count() == 1
+        page.close()
+
+
+class _Beacon(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def beacon() -> Iterator[tuple[int, list[str]]]:
+    """A loopback HTTP server standing for an outside host; yields its port and the paths it was asked for."""
+    hits: list[str] = []
+    handler = type("Beacon", (_Beacon,), {"hits": hits})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _hover_charts(page: Any) -> None:
+    """Move the mouse over every chart, so Vega draws the tooltips of the bars and points under it."""
+    from playwright.sync_api import Error
+
+    charts = page.locator('[data-testid="stVegaLiteChart"]')
+    for i in range(charts.count()):
+        for _ in range(3):  # a chart Streamlit redraws (a resize) is a new element: find it again
+            try:
+                chart = charts.nth(i)
+                chart.scroll_into_view_if_needed()
+                box = chart.bounding_box()
+                break
+            except Error:
+                ready(page)
+        else:
+            raise AssertionError(f"chart {i} of {charts.count()} never settled", page.locator("h2").all_inner_texts())
+        if not box:
+            continue
+        for fx in (0.15, 0.3, 0.45, 0.6, 0.75, 0.9):
+            for fy in (0.2, 0.4, 0.6, 0.8):
+                page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+
+def test_hostile_user_strings_are_text_and_fetch_nothing_in_chromium(browser: Any, tmp_path: Path) -> None:
+    with beacon() as (port, hits):
+        db = tmp_path / "hostile.db"
+        docs = seed_hostile(db, port)
+        fetched: list[str] = []
+        with serving(db, tmp_path) as url:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.on("request", lambda r: fetched.append(r.url) if f":{port}" in r.url else None)
+            page.goto(url)
+            ready(page)
+            texts = []
+            for view in VIEWS:
+                open_view(page, view)
+                _hover_charts(page)
+                texts.append(page.locator("body").inner_text())
+            picker = page.get_by_role("combobox", name="Run", exact=True)
+            labels = []
+            for doc in docs:
+                pick_run(page, doc["run_id"])
+                ready(page)
+                assert problems(page) == []
+                labels.append(picker.input_value())
+                expander = page.get_by_text("Captured values of", exact=False)
+                if expander.count():
+                    expander.first.click()
+                _hover_charts(page)
+                texts.append(page.locator("body").inner_text())
+            beacons = page.locator(f"img[src*='{port}'], a[href*='{port}'], strong:has-text('bold-')").evaluate_all(
+                "els => els.map(e => e.outerHTML)")
+            page.close()
+    assert hits == [] and fetched == [], (hits, fetched)
+    assert beacons == []
+    text = "\n".join(texts)
+    # the strings shown outside tables (tables are drawn on a canvas) read exactly as written (inside a
+    # captured JSON value, as JSON writes them)
+    for where in ("error", "errortype", "output", "input"):
+        assert payload(where, port) in text or json.dumps(payload(where, port)) in text, where
+    assert all(payload("agent", port) in label for label in labels), labels

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from agentmeter._resources import bundled_path
+from agentmeter._resources import shipped_path
 
 KERNEL = "agentmeter-test-python"
 
@@ -57,7 +57,7 @@ def test_walkthrough_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     work = tmp_path / "work"
     work.mkdir()
 
-    nb = nbformat.read(bundled_path("examples") / "walkthrough.ipynb", as_version=4)
+    nb = nbformat.read(shipped_path("examples") / "walkthrough.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook without outputs"
     NotebookClient(nb, kernel_name=KERNEL, timeout=120, resources={"metadata": {"path": str(work)}}).execute()
 

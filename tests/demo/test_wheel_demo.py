@@ -1,5 +1,5 @@
 """The demo works from the built wheel, outside any checkout: the agent is loaded from
-agentmeter/_bundled/examples by file path, not from the repository layout."""
+agentmeter/examples by file path, not from the repository layout."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def test_demo_runs_from_the_unpacked_wheel(tmp_path: Path, offline_env: dict[str
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         zf.extractall(site)
-    assert "agentmeter/_bundled/examples/company_research/agent.py" in names
-    assert "agentmeter/_bundled/examples/walkthrough.ipynb" in names
+    assert "agentmeter/examples/company_research/agent.py" in names
+    assert "agentmeter/examples/walkthrough.ipynb" in names
+    assert not [n for n in names if "_bundled" in n]
 
     work = tmp_path / "elsewhere"  # no checkout here: only the unpacked wheel is on the path
     work.mkdir()
@@ -35,7 +36,7 @@ def test_demo_runs_from_the_unpacked_wheel(tmp_path: Path, offline_env: dict[str
     where = subprocess.run([sys.executable, "-c", WHERE], env=env, cwd=work, capture_output=True, text=True,
                            check=True).stdout.split()
     assert where == [str(site / "agentmeter" / "__init__.py"),
-                     str(site / "agentmeter" / "_bundled" / "examples" / "company_research" / "agent.py")]
+                     str(site / "agentmeter" / "examples" / "company_research" / "agent.py")]
 
     db = tmp_path / "wheel.db"
     proc = subprocess.run([sys.executable, "-m", "agentmeter", "demo", "--runs", "2", "--db", str(db), "--seed", "5"],

@@ -218,12 +218,12 @@ def test_cli_refuses_a_bad_name_with_a_clear_error(capsys: pytest.CaptureFixture
 
 def test_templates_keep_semicolons_and_quotes_out_of_comments() -> None:
     # snowsql and other clients split scripts on ';' and may not know that a comment holds one
-    from agentmeter._resources import bundled_path
+    from agentmeter._resources import shipped_path
     from agentmeter.snowflake_sql import template_files
 
     files = template_files()
     assert [p.name for p in files] == ["01_account.sql", "02_ingest.sql", "03_tables.sql", "04_views.sql"]
-    assert all(p.parent == bundled_path("sql") for p in files)
+    assert all(p.parent == shipped_path("sql") for p in files)
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if line.lstrip().startswith("--"):

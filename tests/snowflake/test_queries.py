@@ -11,6 +11,7 @@ import pytest
 
 import agentmeter
 from agentmeter.queries import FRAMES, Filters, SourceUnavailable, open_source
+from agentmeter.queries.base import RUN_ORDERS
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.snowflake import SnowflakeSource, connection_params, from_env
 from agentmeter.sinks.memory import MemorySink
@@ -69,7 +70,12 @@ def test_every_frame_equals_the_local_store(seeded: Any) -> None:
             _assert_same(getattr(local, method)(*args), getattr(snow, method)(*args), f"{method} {f}")
             calls += 1
         for method in ("status_over_time", "latency_over_time", "runs_per_agent", "cost_over_time"):
-            _assert_same(getattr(local, method)(f, "hour"), getattr(snow, method)(f, "hour"), f"{method} hour {f}")
+            for bucket in ("minute", "hour"):
+                _assert_same(getattr(local, method)(f, bucket), getattr(snow, method)(f, bucket),
+                             f"{method} {bucket} {f}")
+        for order in RUN_ORDERS:
+            _assert_same(local.search_runs(f, "", 50, order), snow.search_runs(f, "", 50, order), f"{order} {f}")
+        assert local.count_runs(f) == snow.count_runs(f) == len(local.search_runs(f, "", 1000))
         for limit in (1, 3):
             for method in ("slowest_runs", "recent_failures", "expensive_runs"):
                 _assert_same(getattr(local, method)(f, limit), getattr(snow, method)(f, limit), method)

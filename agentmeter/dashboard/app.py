@@ -1,0 +1,184 @@
+"""The dashboard's page: the source, the sidebar filters, the chosen view, and what is shown when something
+fails. ``agentmeter dashboard`` runs it (through ``streamlit_app.py``).
+
+It reads the source named by ``AGENTMETER_DASHBOARD_SOURCE`` (default ``local``: the SQLite store at
+``AGENTMETER_DB``); an application embedding it (or a test) may put a ready
+:class:`agentmeter.queries.Source` in ``st.session_state["agentmeter_source"]`` instead. It never writes
+to the source. No exception reaches the page as a traceback: a source that cannot be read shows a
+one-line cause, what to check, the driver's details in an expander and a retry button; a view that
+fails shows a one-line cause and the other views keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import streamlit as st
+
+from ..queries import Filters, Source, SourceUnavailable, open_source
+from ..queries.base import STATUSES, iso_bound, one_line
+from . import views
+from .format import literal
+
+__all__ = ["RANGES", "main"]
+
+log = logging.getLogger("agentmeter.dashboard")
+
+RANGES: dict[str, timedelta | None] = {
+    "Last hour": timedelta(hours=1),
+    "Last 24 hours": timedelta(hours=24),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "All time": None,
+}
+CUSTOM = "Custom"
+BUCKETS = ("auto", "minute", "hour", "day")
+#: the auto bucket: the smallest whose buckets over the span the data covers stay this many or fewer
+MAX_AUTO_BUCKETS = {"minute": 240, "hour": 240}
+
+HINTS = {
+    "local": "Check the path given with --db (or AGENTMETER_DB) and that it is an agentmeter store.",
+    "mongodb": "Check AGENTMETER_MONGODB_URI (host, port, credentials, TLS), that the server is up and reachable "
+               "from here, and AGENTMETER_MONGODB_DATABASE / AGENTMETER_MONGODB_COLLECTION.",
+    "snowflake": "Check the Snowflake connection parameters (SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and a password "
+                 "or key, or a connections.toml entry), the warehouse, and that the role can read the views "
+                 "created by `agentmeter sql`.",
+}
+
+
+def _source_from_env() -> Source:
+    kind = os.environ.get("AGENTMETER_DASHBOARD_SOURCE", "local")
+    return _cached_source(kind, os.environ.get("AGENTMETER_DB", ""), os.environ.get("AGENTMETER_MONGODB_URI", ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _cached_source(kind: str, db: str, _uri_key: str) -> Source:
+    # keyed on the settings that pick the store, so a changed environment gets a new source
+    return open_source(kind, **({"db": db} if kind == "local" and db else {}))
+
+
+def _retry_button() -> None:
+    if st.button("Retry", key="retry", type="primary"):
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        st.rerun()
+
+
+def source_error(kind: str, exc: BaseException) -> None:
+    """The source cannot be read: a one-line cause, what to check, the details behind an expander, a
+    retry. The page stops here."""
+    cause = str(exc) if isinstance(exc, SourceUnavailable) else one_line(exc)
+    hint = getattr(exc, "hint", "") or HINTS.get(kind, "")
+    st.error(f"**Cannot reach the {kind} source:** {literal(cause)}")
+    st.markdown(f"**What to check:** {hint}")
+    details = getattr(exc, "details", "") or f"{type(exc).__name__}: {exc}"
+    with st.expander("Details"):
+        st.code(details, language=None, wrap_lines=True)
+    _retry_button()
+    st.stop()
+
+
+def view_error(view: str, exc: BaseException) -> None:
+    """A view failed (a bug, a query the store refused): one line in the error panel; the traceback goes to
+    the server's log, never to the page."""
+    log.error("dashboard view %r failed", view, exc_info=exc)
+    st.error(f"**{view} failed:** {literal(one_line(exc))}")
+
+
+def empty_state(source: Source) -> None:
+    st.info(
+        f"**No runs yet** in {literal(source.describe())}.\n\n"
+        "Run `agentmeter demo` to record a few sample runs, or decorate your agent with "
+        "`@agentmeter.track_run` and run it; then reload this page."
+    )
+    st.stop()
+
+
+def _day_bounds(picked: Any, today: date) -> tuple[datetime | None, datetime | None]:
+    """The UTC bounds of a date range input: both dates, or the one picked so far (that day)."""
+    days = [d for d in (picked if isinstance(picked, (tuple, list)) else (picked,)) if isinstance(d, date)]
+    if not days:
+        return None, None
+    first, last = min(days), max(days)
+    return (datetime.combine(first, datetime.min.time(), timezone.utc),
+            datetime.combine(last, datetime.min.time(), timezone.utc) + timedelta(days=1))
+
+
+def time_range(now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The sidebar's time range as UTC bounds (None: open)."""
+    label = st.sidebar.selectbox("Time range", [*RANGES, CUSTOM], index=len(RANGES) - 1, key="time_range")
+    if label == CUSTOM:
+        today = now.date()
+        picked = st.sidebar.date_input("From - to (UTC)", value=(today - timedelta(days=7), today),
+                                       key="custom_range")
+        return _day_bounds(picked, today)
+    delta = RANGES.get(label or "All time")
+    # whole minutes, so reruns within a minute hit the query cache
+    return (now.replace(second=0, microsecond=0) - delta if delta is not None else None), None
+
+
+def auto_bucket(first: Any, last: Any) -> str:
+    """The bucket for data whose runs started from ``first`` to ``last``: minutes up to 4 hours, hours up
+    to 10 days, days beyond (at most 240 bars or points either way)."""
+    if first is None or last is None or first != first or last != last:  # no runs (NaT)
+        return "hour"
+    span = (last - first).total_seconds()
+    if span <= MAX_AUTO_BUCKETS["minute"] * 60:
+        return "minute"
+    return "hour" if span <= MAX_AUTO_BUCKETS["hour"] * 3600 else "day"
+
+
+def sidebar(source: Source) -> tuple[Filters, str, str]:
+    st.sidebar.header("Filters")
+    view = st.sidebar.radio("View", list(views.VIEWS), key="view") or "Health"
+    now = datetime.now(timezone.utc)
+    since, until = time_range(now)
+    agents = views.cached_agents(source)
+    chosen = st.sidebar.multiselect("Agent", agents, key="agents", placeholder="All agents")
+    statuses = st.sidebar.multiselect("Run status", list(STATUSES), key="statuses", placeholder="All statuses")
+    filters = Filters(since=iso_bound(since), until=iso_bound(until), agents=tuple(chosen), statuses=tuple(statuses))
+    k = views.cached(source, "kpis", filters).iloc[0]
+    auto = auto_bucket(k["first_started_at"], k["last_started_at"])
+    # fixed option labels: a label that changes between reruns loses the choice in Streamlit's selectbox
+    bucket = st.sidebar.selectbox("Time bucket", BUCKETS, key="bucket") or "auto"
+    if bucket == "auto":
+        st.sidebar.caption(f"auto: {auto}, for the span these runs cover")
+    if st.sidebar.button("Refresh data"):
+        st.cache_data.clear()
+    return filters, view, bucket if bucket in BUCKETS[1:] else auto
+
+
+def main() -> None:
+    st.set_page_config(page_title="agentmeter", page_icon="📈", layout="wide")
+    # six headline tiles a row: a smaller figure than Streamlit's default keeps "1,234.5 ms" uncut
+    st.markdown("<style>[data-testid='stMetricValue'] {font-size: 1.75rem;}</style>", unsafe_allow_html=True)
+    injected: Any = st.session_state.get("agentmeter_source")
+    kind = getattr(injected, "kind", None) or os.environ.get("AGENTMETER_DASHBOARD_SOURCE", "local")
+    try:
+        source = injected if injected is not None else _source_from_env()
+        kind = source.kind
+        source.check()
+        has_runs = source.has_runs()
+    except Exception as exc:  # any failure to open or read the source: the error panel, not a traceback
+        source_error(kind, exc)
+        return
+    st.title("agentmeter")
+    st.caption(f"Source: {literal(source.describe())}")
+    if not has_runs:
+        empty_state(source)
+        return
+    try:
+        filters, view, bucket = sidebar(source)
+    except SourceUnavailable as exc:
+        source_error(kind, exc)
+        return
+    st.header(view)
+    try:
+        views.VIEWS[view](source, filters, bucket)
+    except SourceUnavailable as exc:
+        source_error(kind, exc)
+    except Exception as exc:  # a view's bug or a refused query: one line on the page, the rest still works
+        view_error(view, exc)

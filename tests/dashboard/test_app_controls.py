@@ -1,0 +1,285 @@
+"""Every sidebar control in every view, under AppTest, on runs spread over 40 days (local store and MongoDB):
+each time range (Custom with dates, a half-picked range, a range with no runs) x agent and status filters
+shows the runs it should, and no view raises. The Run explorer on runs with and without calls and steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import agentmeter
+from agentmeter import track_call, track_run, track_step
+from agentmeter.queries.local import LocalSource
+from agentmeter.queries.mongodb import MongoSource
+from agentmeter.sinks import MemorySink, SQLiteSink
+
+from ._apptest import VIEWS, app, metrics, number
+from .conftest import NASTY_AGENT, in_range, mongo_of
+
+Docs = list[dict[str, Any]]
+#: the sidebar's time ranges and what each keeps (Custom is set to dates below)
+RANGES: dict[str, timedelta | None] = {
+    "Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30), "All time": None,
+}
+#: (agents, statuses) picked in the sidebar
+FILTERS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    ((), ()),
+    (("researcher", NASTY_AGENT), ("success", "error")),
+)
+
+
+def page_problems(at: AppTest) -> list[str]:
+    """Tracebacks and error panels on the page (a run's own error in the Run explorer is not one)."""
+    shown = [e.value for e in at.exception]
+    shown += [e.value for e in at.error
+              if e.value.startswith("**Cannot reach") or any(e.value.startswith(f"**{v} failed:**") for v in VIEWS)]
+    return shown
+
+
+def shown_runs(at: AppTest, view: str) -> int:
+    """How many runs the page says match."""
+    if view != "Run explorer":
+        return int(number(metrics(at)["Runs"]))
+    return int(number(metrics(at)["Matching runs"]))
+
+
+def _filtered(docs: Docs, agents: tuple[str, ...], statuses: tuple[str, ...]) -> Docs:
+    return [d for d in docs if (not agents or d["agent"] in agents) and (not statuses or d["status"] in statuses)]
+
+
+def _ranges(docs: Docs) -> list[tuple[str, Callable[[AppTest], Any], Callable[[], Docs]]]:
+    """(label, how to pick it, the runs it keeps, computed when the page is drawn)."""
+    today = datetime.now(timezone.utc).date()
+
+    def pick(label: str, value: Any = None) -> Callable[[AppTest], Any]:
+        def go(at: AppTest) -> Any:
+            at.sidebar.selectbox(key="time_range").set_value(label).run()
+            if value is not None:
+                at.sidebar.date_input(key="custom_range").set_value(value)
+            return at.run()
+        return go
+
+    def since(delta: timedelta | None) -> Callable[[], Docs]:
+        return lambda: in_range(docs, datetime.now(timezone.utc) - delta if delta else None)
+
+    def days(first: date, last: date) -> Callable[[], Docs]:
+        lo = datetime.combine(first, datetime.min.time(), timezone.utc)
+        return lambda: in_range(docs, lo, datetime.combine(last, datetime.min.time(), timezone.utc) + timedelta(days=1))
+
+    out = [(label, pick(label), since(delta)) for label, delta in RANGES.items()]
+    out.append(("Custom 3 days", pick("Custom", (today - timedelta(days=3), today)), days(today - timedelta(days=3),
+                                                                                           today)))
+    out.append(("Custom one day picked", pick("Custom", (today - timedelta(days=2),)),
+                days(today - timedelta(days=2), today - timedelta(days=2))))
+    out.append(("Custom without runs", pick("Custom", (today - timedelta(days=400), today - timedelta(days=380))),
+                lambda: []))
+    return out
+
+
+@pytest.fixture(params=["local", "mongodb"])
+def aged_source(request: pytest.FixtureRequest, aged: tuple[Path, Docs]) -> tuple[Any, Docs]:
+    db, docs = aged
+    return (LocalSource(db) if request.param == "local" else MongoSource(mongo_of(docs))), docs
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_time_range_and_filter_in_every_view(view: str, aged_source: tuple[Any, Docs]) -> None:
+    check_every_range_and_filter(aged_source[0], aged_source[1], view)
+
+
+def check_every_range_and_filter(source: Any, docs: Docs, view: str, filters: Any = FILTERS) -> None:
+    """The view, under every time range x agent/status filter, shows the runs it should and never fails."""
+    at = app(source).run()
+    if view != "Health":
+        at.sidebar.radio(key="view").set_value(view).run()
+    seen = set()
+    for agents, statuses in filters:
+        at.sidebar.multiselect(key="agents").set_value(list(agents))
+        at.sidebar.multiselect(key="statuses").set_value(list(statuses))
+        for label, pick, keeps in _ranges(docs):
+            pick(at)
+            assert page_problems(at) == [], (view, label, agents, statuses)
+            want = len(_filtered(keeps(), agents, statuses))
+            assert shown_runs(at, view) == want, (view, label, agents, statuses)
+            seen.add(want)
+    assert len(seen) >= 3 * len(filters), seen  # the ranges and filters really select different runs
+
+
+def _track(db: Path, body: Callable[[], None]) -> Docs:
+    """The one run ``body`` tracks, in the store ``db``; returns its documents."""
+    memory = MemorySink()
+    agentmeter.configure(sinks=[SQLiteSink(db), memory])
+    try:
+        body()
+    except RuntimeError:
+        pass
+    assert agentmeter.flush(timeout=10).ok
+    agentmeter.shutdown()
+    return list(memory.documents)
+
+
+def _no_steps() -> None:
+    with track_run("bare", agent="edge"):
+        pass
+
+
+def _steps_no_calls() -> None:
+    with track_run("thinking", agent="edge"), track_step("plan", kind="plan"), track_step("reflect"):
+        pass
+
+
+def _failed_call_no_usage() -> None:
+    with track_run("failing", agent="edge"), track_step("fetch", kind="tool"), track_call("tavily", "search"):
+        raise RuntimeError("upstream 503")
+
+
+def _captured() -> None:
+    @track_run(agent="edge", capture=True)
+    def captured(question: str, limit: int = 3) -> dict[str, Any]:
+        with track_step("answer", kind="llm"), track_call("openai", "chat", model="m") as c:
+            c.record_usage(input_tokens=3, output_tokens=4)
+        return {"answer": "42", "sources": ["a", "b"]}
+
+    captured("what is it?", limit=2)
+
+
+@pytest.mark.parametrize("body", [_no_steps, _steps_no_calls, _failed_call_no_usage, _captured])
+def test_run_explorer_shows_any_run(body: Callable[[], None], tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    docs = _track(db, body)
+    (run_id,) = [d["run_id"] for d in docs]
+    for source in (LocalSource(db), MongoSource(mongo_of(docs))):
+        at = app(source).run()
+        at.sidebar.radio(key="view").set_value("Run explorer").run()
+        assert page_problems(at) == [], body.__name__
+        assert at.selectbox(key="run_pick").value == run_id
+        tiles = metrics(at)
+        assert tiles["Status"] in ("success", "error")
+        assert tiles["Run tokens"] in ("-", "7")
+
+
+def test_auto_bucket_follows_the_span_the_runs_cover(aged: tuple[Path, Docs], seeded: tuple[Path, Docs]) -> None:
+    from agentmeter.dashboard.app import auto_bucket
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert auto_bucket(t0, t0 + timedelta(seconds=70)) == "minute"  # `agentmeter demo`: 70 s of runs
+    assert auto_bucket(t0, t0 + timedelta(hours=4)) == "minute"
+    assert auto_bucket(t0, t0 + timedelta(hours=5)) == "hour"
+    assert auto_bucket(t0, t0 + timedelta(days=10)) == "hour"
+    assert auto_bucket(t0, t0 + timedelta(days=11)) == "day"
+    assert auto_bucket(None, None) == "hour"
+    for db, want in ((seeded[0], "minute"), (aged[0], "day")):
+        at = app(LocalSource(db)).run()
+        assert any(c.value == f"auto: {want}, for the span these runs cover" for c in at.sidebar.caption), db
+        at.sidebar.selectbox(key="time_range").set_value("Last hour").run()  # the aged runs of the last hour
+        assert any(c.value.startswith("auto: minute") for c in at.sidebar.caption)
+
+
+@pytest.mark.parametrize("bucket", ["minute", "hour", "day"])
+def test_each_time_bucket_groups_the_charts_by_it(bucket: str, aged: tuple[Path, Docs]) -> None:
+    at = app(LocalSource(aged[0])).run()
+    at.sidebar.selectbox(key="bucket").set_value(bucket).run()
+    assert not at.exception and not at.sidebar.caption  # no auto note once a size is chosen
+    for view in VIEWS[:4]:
+        at.sidebar.radio(key="view").set_value(view).run()
+        assert page_problems(at) == [], view
+        first = at.get("vega_lite_chart")[0].proto.spec  # each view's time chart comes first
+        assert f'"timeUnit": "{charts_unit(bucket)}"' in first, view
+
+
+def charts_unit(bucket: str) -> str:
+    from agentmeter.dashboard.charts import TIME_UNITS
+
+    return TIME_UNITS[bucket]
+
+
+def test_run_list_sort_and_search_pick_the_first_run_of_the_list(aged: tuple[Path, Docs]) -> None:
+    db, docs = aged
+    at = app(LocalSource(db)).run()
+    at.sidebar.radio(key="view").set_value("Run explorer").run()
+    assert at.selectbox(key="run_pick").value == max(docs, key=lambda d: d["started_at"])["run_id"]
+    for label, order, want in (("Slowest first", "slowest", max(docs, key=lambda d: d["duration_ms"])),
+                               ("Oldest first", "oldest", min(docs, key=lambda d: d["started_at"]))):
+        at.selectbox(key="run_sort").set_value(label).run()
+        assert page_problems(at) == []
+        assert at.selectbox(key=f"run_pick:{order}:").value == want["run_id"], label
+        assert metrics(at)["Status"] == want["status"]
+    target = docs[5]["run_id"]
+    at.text_input(key="run_id_prefix").input(target[:-3]).run()
+    assert metrics(at)["Matching runs"] == "1"
+    assert at.selectbox(key=f"run_pick:oldest:{target[:-3]}").value == target
+
+
+@pytest.mark.parametrize("kind", ["local", "mongodb"])
+def test_health_shows_run_step_and_call_errors_and_where_they_happen(kind: str, seeded: tuple[Path, Docs]) -> None:
+    db, docs = seeded
+    source = LocalSource(db) if kind == "local" else MongoSource(mongo_of(docs))
+    at = app(source).run()
+    steps = [s for d in docs for s in d["steps"]]
+    calls = [c for d in docs for c in d["calls"]]
+    runs_failed = sum(d["status"] == "error" for d in docs)
+    steps_failed = sum(s["status"] == "error" for s in steps)
+    calls_failed = sum(c["status"] == "error" for c in calls)
+    assert runs_failed and steps_failed and calls_failed
+    tiles = metrics(at)
+    assert tiles["Error rate"] == f"{runs_failed / len(docs) * 100:.2f}%"
+    assert tiles["Step error rate"] == f"{steps_failed / len(steps) * 100:.2f}%"
+    assert tiles["Call error rate"] == f"{calls_failed / len(calls) * 100:.2f}%"
+    assert any(c.value.startswith(f"Failed: {runs_failed} runs, {steps_failed} steps, {calls_failed} API calls")
+               for c in at.caption)
+    by_step = next(d.value for d in at.dataframe if list(d.value.columns) == ["name", "steps", "errors", "error_rate"])
+    want_steps: dict[str, list[int]] = {}
+    for s in steps:
+        n = want_steps.setdefault(s["name"], [0, 0])
+        n[0] += 1
+        n[1] += s["status"] == "error"
+    assert {r.name: [r.steps, r.errors] for r in by_step.itertuples()} == {k: v for k, v in want_steps.items() if v[1]}
+    by_model = next(d.value for d in at.dataframe
+                    if list(d.value.columns) == ["model", "calls", "errors", "error_rate"])
+    failing = {f"{c['provider']} · {c['model'] or '(none)'}" for c in calls if c["status"] == "error"}
+    assert set(by_model["model"]) == failing
+    assert by_model["errors"].sum() == calls_failed
+
+
+def test_run_page_lists_errors_with_their_step_and_shows_tags_metadata_captures(tmp_path: Path) -> None:
+    import json
+
+    from .conftest import payload, seed_hostile
+
+    db = tmp_path / "h.db"
+    docs = seed_hostile(db)
+    failed = next(d for d in docs if d["status"] == "error")
+    ok = next(d for d in docs if d["status"] == "success")
+    at = app(LocalSource(db)).run()
+    at.sidebar.radio(key="view").set_value("Run explorer").run()
+    at.selectbox(key="run_pick").set_value(failed["run_id"]).run()
+    errors = next(d.value for d in at.dataframe if "where" in d.value.columns)
+    rows = {(r.where, r.step, r.error_message) for r in errors.itertuples()}
+    assert ("step", "fetch", payload("error")) in rows  # the step the run failed in
+    assert ("call openai chat · m", "fetch", payload("callerror")) in rows  # the call, with its step
+    about = next(d.value for d in at.dataframe if list(d.value.columns) == ["key", "value"])
+    facts = dict(zip(about["key"], about["value"], strict=True))
+    assert facts["Tags"] == payload("tag") and facts[f"metadata · {payload('metakey')}"] == payload("metavalue")
+    codes = [c.value for c in at.code]
+    assert json.dumps({"fail": True, "question": payload("input")}, indent=2, ensure_ascii=False) in codes
+    at.selectbox(key="run_pick").set_value(ok["run_id"]).run()
+    assert payload("output") in [c.value for c in at.code]  # a captured string, as it is
+    assert not any("where" in d.value.columns for d in at.dataframe)  # no errors, no errors table
+
+
+def test_tables_use_human_column_names_and_units(seeded: tuple[Path, Docs]) -> None:
+    import json
+
+    at = app(LocalSource(seeded[0])).run()
+    at.sidebar.radio(key="view").set_value("Cost").run()
+    labels = {}
+    for d in at.dataframe:
+        labels.update({k: v.get("label") for k, v in json.loads(d.proto.columns).items()})
+    assert labels["cost_usd"] == "Cost (USD)" and labels["duration_ms"] == "Duration (ms)"
+    assert labels["started_at"] == "Started (UTC)" and labels["unpriced_call_count"] == "Unpriced calls"

@@ -160,7 +160,7 @@ class Call:
             return
         try:
             self.http_status = int(status_code)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             _guard.warn("call.http_status", "http status must be an int; ignored")
 
     def record_retry(self, count: int = 1) -> None:
@@ -174,10 +174,14 @@ class Call:
         """Record request and response body sizes in bytes. Never raises."""
         if _ended(self, "record_sizes"):
             return
-        if request_bytes is not None:
-            self.request_bytes = int(request_bytes)
-        if response_bytes is not None:
-            self.response_bytes = int(response_bytes)
+        for field, value in (("request_bytes", request_bytes), ("response_bytes", response_bytes)):
+            if value is None:
+                continue
+            try:
+                setattr(self, field, int(value))
+            except (TypeError, ValueError, OverflowError):  # NaN, infinity, text: unknown, never raised
+                _guard.warn("call.sizes", "sizes must be integers; recorded as unknown", field=field,
+                            value=repr(value)[:60])
 
     def mark_first_token(self) -> None:
         """Record now as the time the first token (or byte) of a streamed response arrived."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import zlib
 from collections.abc import Mapping
@@ -114,17 +115,46 @@ def keep_payloads(run: FinishedRun, settings: Settings) -> bool:
 # -- JSON safety ----------------------------------------------------------------------------------------
 
 
+#: 19 digits or more: the only integers that may not fit in 64 bits (and, rarely, digits inside a string)
+_LONG_DIGITS = re.compile(r"\d{19,}")
+_INT64 = 2**63
+
+
 def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document itself when it is strict JSON in valid UTF-8 (the usual case, one C-speed check),
-    else a repaired copy: lone surrogates replaced, NaN/infinity as strings, unknown types as repr()."""
+    """The document itself when it is strict JSON in valid UTF-8 whose integers fit in 64 bits (the usual
+    case: one C-speed encoding and one C-speed scan), else a repaired copy: lone surrogates replaced,
+    NaN/infinity as strings, unknown types as repr(), integers no store can hold (a rollup summing huge
+    token counts, say) as null with a counted warning ``document.out_of_range``."""
     try:
-        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        return doc
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+        if _LONG_DIGITS.search(text) is None:
+            return doc
+        changed = [0]
+        clamped = _clamp(doc, changed)
+        if changed[0]:
+            _guard.warn("document.out_of_range", "run document had integers past 64 bits; recorded as null",
+                        count=changed[0])
+        return clamped if isinstance(clamped, dict) else doc
     except (TypeError, ValueError):
         pass
     _guard.warn("document.repaired", "run document had invalid Unicode or non-JSON values; repaired")
     repaired = _repair(doc)
     return repaired if isinstance(repaired, dict) else doc
+
+
+def _clamp(value: Any, changed: list[int]) -> Any:
+    """A copy of ``value`` with integers outside the signed 64-bit range as None (``changed[0]`` counts)."""
+    if type(value) is int:
+        if -_INT64 <= value < _INT64:
+            return value
+        changed[0] += 1
+        return None
+    if isinstance(value, dict):
+        return {k: _clamp(v, changed) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clamp(v, changed) for v in value]
+    return value
 
 
 def _repair(value: Any) -> Any:
@@ -134,8 +164,10 @@ def _repair(value: Any) -> Any:
             return value
         except UnicodeEncodeError:
             return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, bool) or value is None or isinstance(value, int):
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else None
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, Mapping):

@@ -3,25 +3,34 @@
 The processor wraps each submitted :class:`~agentmeter._record.FinishedRun` in an :class:`Entry` that every
 sink's lane shares, so the run document is built once (by whichever lane needs it first) and the frozen
 record itself is never changed.
+
+A run spilled to the spool before its document was built (memory pressure, a sink down or hung) is kept as
+its frozen record, encoded as a JSON array (:func:`record_text`): a fraction of the cost of building and
+encoding its document, so the exporter's threads keep up with a caller in a tight loop. The document is
+built when the record is replayed (:meth:`Documents.from_record`), with the pid and host of the process
+that tracked the run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import threading
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from .. import _guard
+from .._capture import Snapshot
 from .._config import Settings
-from .._record import FinishedRun
+from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import ERROR, SUCCESS
 from ..contract import Pricer, run_document
 
-__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads"]
+__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads", "record_text"]
 
 
 def estimate_bytes(run: FinishedRun) -> int:
@@ -33,14 +42,73 @@ def estimate_bytes(run: FinishedRun) -> int:
 
 
 class Entry:
-    """A submitted run as the lanes share it: the frozen record and, once built, its document."""
+    """A submitted run as the lanes share it: the frozen record and, once built, its document (or, once
+    spilled, its record's spool text)."""
 
-    __slots__ = ("doc", "run", "size")
+    __slots__ = ("doc", "run", "size", "text")
 
     def __init__(self, run: FinishedRun) -> None:
         self.run = run
         self.size = estimate_bytes(run)
         self.doc: dict[str, Any] | None = None
+        self.text: str | None = None
+
+
+# -- records in the spool ------------------------------------------------------------------------------
+
+#: the first item of a spooled record: the layout below; a reader that does not know it dead-letters it
+RECORD_FORMAT = 1
+_PID = os.getpid()
+_HOST = socket.gethostname()
+
+
+def _snapshot_json(value: Any) -> Any:
+    if isinstance(value, Snapshot):
+        return [value.value, value.truncated, value.size]
+    raise TypeError(type(value).__name__)
+
+
+def record_text(entry: Entry) -> str:
+    """The spool text of a run's frozen record (built once per entry, shared by the lanes)."""
+    text = entry.text
+    if text is None:
+        pid = os.getpid()  # the process that tracked the run (a forked child has its own)
+        text = json.dumps([RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
+                          separators=(",", ":"), default=_snapshot_json)
+        entry.text = text
+    return text
+
+
+def _snap(value: Any) -> Snapshot | None:
+    return None if value is None else Snapshot(value[0], bool(value[1]), int(value[2]))
+
+
+_RUN_SNAPS = tuple(FinishedRun._fields.index(f) for f in ("metadata", "inputs", "output"))
+_STEP_SNAPS = tuple(FinishedStep._fields.index(f) for f in ("metadata", "inputs", "output"))
+_CALL_SNAPS = (FinishedCall._fields.index("metadata"),)
+_RUN_TUPLES = {FinishedRun._fields.index(f): kind for f, kind in (
+    ("steps", "step"), ("open_steps", "step"), ("calls", "call"), ("open_calls", "call"))}
+_TAGS = FinishedRun._fields.index("tags")
+
+
+def _fields(values: list[Any], snaps: tuple[int, ...]) -> list[Any]:
+    for i in snaps:
+        values[i] = _snap(values[i])
+    return values
+
+
+def decode_record(value: list[Any]) -> tuple[FinishedRun, int, str]:
+    """(record, pid, host) of a spooled record. Raises ValueError on a layout this version does not know."""
+    if len(value) != 4 or value[0] != RECORD_FORMAT:
+        raise ValueError("unknown record format")
+    fields = _fields(list(value[3]), _RUN_SNAPS)
+    for i, kind in _RUN_TUPLES.items():
+        if kind == "step":
+            fields[i] = tuple(FinishedStep(*_fields(list(s), _STEP_SNAPS)) for s in fields[i])
+        else:
+            fields[i] = tuple(FinishedCall(*_fields(list(c), _CALL_SNAPS)) for c in fields[i])
+    fields[_TAGS] = tuple(fields[_TAGS])
+    return FinishedRun(*fields), int(value[1]), str(value[2])
 
 
 class Documents:
@@ -76,6 +144,14 @@ class Documents:
                 doc = run_document(run, None, max_chars, sampled=keep)
             doc = json_safe(doc)
             entry.doc = doc
+        return doc
+
+    def from_record(self, value: list[Any]) -> dict[str, Any]:
+        """The document of a record read back from the spool (see :func:`record_text`)."""
+        run, pid, host = decode_record(value)
+        doc = self.document(Entry(run))
+        if doc.get("pid") != pid or doc.get("host") != host:
+            doc = {**doc, "pid": pid, "host": host}
         return doc
 
 

@@ -1,9 +1,10 @@
 """One sink's lane: a bounded in-memory queue and two daemon threads.
 
 * the **manager** thread turns queued runs into documents and hands one batch at a time to the writer; it
-  never calls the sink, so it never hangs. It spills batches to the spool when the sink is known to be
-  down, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory budget,
-  so memory stays bounded whatever the sink does;
+  never calls the sink, so it never hangs. It is also the thread that relieves memory pressure: it spills
+  queued runs to the spool (as frozen records, cheap to write) when the sink is known to be down or
+  failing, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory
+  budget, so memory stays bounded whatever the sink does and the caller's thread never writes the spool;
 * the **writer** thread runs the :class:`~agentmeter.export._delivery.Delivery` of each batch (retries,
   spooling, replay).
 
@@ -24,6 +25,8 @@ from ._delivery import Delivery, Job
 from ._documents import Documents, Entry, report
 
 __all__ = ["Lane", "Marker"]
+
+_SPILL_BATCH = 25
 
 
 class Marker:
@@ -55,6 +58,8 @@ class Lane:
         self.batch_size = max(s.batch_size, getattr(self.sink, "preferred_batch_size", None) or 0)
         self.spill_runs = max(1, s.max_queue_runs // 2)
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
+        # spill in small batches: the caller's thread gets the GIL back between two spool transactions
+        self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
         self.wake = threading.Event()
         self.writer_wake = threading.Event()
         self.stopping = False
@@ -63,6 +68,8 @@ class Lane:
         self.resolved_gen = 0  # highest job finished or abandoned
         self.markers: list[Marker] = []
         self.next_spool_check = 0.0
+        self.close_timeout: float | None = None  # set by shutdown before it stops the writer
+        self.closed = False  # the writer closed the sink
         self.manager: threading.Thread | None = None
         self.writer: threading.Thread | None = None
         if threaded:
@@ -74,8 +81,11 @@ class Lane:
                 self.manager.start()
                 self.writer.start()
             except RuntimeError as exc:  # no new threads at interpreter shutdown (3.12+): spool at exit
-                _guard.warn("exporter.threads", "cannot start worker threads; runs will be spooled",
-                            error=repr(exc)[:200])
+                if "shutdown" in str(exc):  # expected then, not a fault: counted, not logged
+                    _guard.counters["exporter.no_threads_at_exit"] += 1
+                else:
+                    _guard.warn("exporter.threads", "cannot start worker threads; runs will be spooled",
+                                error=repr(exc)[:200])
                 self.manager = self.writer = None
 
     # -- state ------------------------------------------------------------------------------------------
@@ -127,9 +137,10 @@ class Lane:
                 if marker is not None:
                     self._park(marker)
                 continue
-            if delivery.spool_usable() and (self.hung or delivery.degraded(now) or self._over_watermark()):
-                entries, marker = self.pop_batch()
-                delivery.spool(self.build(entries))
+            if delivery.spool_usable() and (self.hung or delivery.failing or delivery.degraded(now)
+                                            or self._over_watermark()):
+                entries, marker = self.pop_batch(self.spill_batch)
+                delivery.spool_entries(entries)
                 if marker is not None:
                     self._park(marker)
                 continue
@@ -144,9 +155,10 @@ class Lane:
     def _over_watermark(self) -> bool:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
 
-    def pop_batch(self) -> tuple[list[Entry], Marker | None]:
-        """Up to ``batch_size`` entries from the head of the queue, stopping at a flush marker."""
-        size = self.batch_size
+    def pop_batch(self, limit: int = 0) -> tuple[list[Entry], Marker | None]:
+        """Up to ``limit`` (default ``batch_size``) entries from the head of the queue, stopping at a flush
+        marker."""
+        size = limit or self.batch_size
         entries: list[Entry] = []
         with self.lock:
             queue = self.queue
@@ -203,7 +215,7 @@ class Lane:
         while True:
             entries, marker = self.pop_batch()
             if entries:
-                self.delivery.spool(self.build(entries))
+                self.delivery.spool_entries(entries)
             if marker is not None:
                 marker.done.set()
             if not entries and marker is None:
@@ -228,6 +240,14 @@ class Lane:
                     self.job = None
                     self.wake.set()
             if self.stopping:
+                # the writer closes its own sink: no thread needs to be started at interpreter exit
+                # (Python 3.12+ refuses), and a hung sink's close() cannot hold up the exit (shutdown only
+                # waits for this thread within its deadline)
+                try:
+                    self.sink.close(self.close_timeout)
+                except Exception as exc:
+                    report(f"close.{self.name}", exc)
+                self.closed = True
                 return
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -237,7 +257,7 @@ class Lane:
     def pending(self) -> int:
         n = self.queued()
         job = self.job
-        if job is not None and not job.replay and not job.abandoned and not job.finished:
+        if job is not None and not job.replay and not job.abandoned and not job.finished and not job.kept:
             n += len(job.docs)
         return n + self.delivery.spool_count()
 

@@ -204,7 +204,8 @@ agentmeter.configure(sinks=[Counting()], spool_dir=sys.argv[1], batch_size=50)
 result = agentmeter.flush(timeout=120)
 while result.sinks["store"].pending:
     result = agentmeter.flush(timeout=120)
-print("REPORT", json.dumps({"delivered": result.sinks["store"].delivered, "ids": Counting.deliveries}))
+print("REPORT", json.dumps({"delivered": agentmeter.stats().sinks["store"].delivered,
+                           "ids": Counting.deliveries}))
 """
 
 

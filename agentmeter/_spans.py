@@ -31,6 +31,9 @@ H = TypeVar("H", "Run", "Step", "Call")
 
 #: Runs started and not yet finished, so exit and SIGTERM handlers can record them as cancelled.
 _open_runs: dict[str, Run] = {}
+#: ids of runs that were open in the parent when this process was forked: the parent owns them. Here they
+#: are never exported; steps and calls begun in them become runs of this process (see _begin).
+_inherited: set[str] = set()
 
 
 def load_model() -> None:
@@ -90,6 +93,10 @@ def _new_run(name: str, agent: str | None, implicit: bool) -> Run:
         implicit=implicit,
     )
     _open_runs[run.run_id] = run
+    if _state.current_processor() is None:
+        # start the exporter with the first run, not when it ends: Python 3.12+ refuses new threads at
+        # exit, so a run still open then could otherwise only be spooled, not delivered
+        _state.processor()
     return run
 
 
@@ -123,8 +130,12 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
         frame.enter()
         return frame
     run_or_none = run_var.get()
-    if run_or_none is None:
+    inherited = run_or_none is not None and run_or_none.run_id in _inherited
+    if run_or_none is None or inherited:
         run = _new_run(name, None, implicit=True)
+        if inherited:  # a forked child's work in the parent's run: its own run, pointing at the parent's
+            run.parent_run_id = run_or_none.run_id  # type: ignore[union-attr]
+        run_or_none = None
         parent_id = None
     else:
         run = run_or_none
@@ -153,7 +164,8 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
 
 def _end(frame: Frame, exc: BaseException | None) -> None:
     handle, run = frame.handle, frame.run
-    if handle is run and run.ended:  # already closed as cancelled at exit or on SIGTERM, and sent then
+    if (handle is run and run.ended) or run.run_id in _inherited:
+        # closed as cancelled at exit or on SIGTERM (and sent then), or the parent's (forked child)
         frame.leave()
         return
     if exc is None:
@@ -170,8 +182,9 @@ def _end(frame: Frame, exc: BaseException | None) -> None:
     handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
     handle.ended = True
     if run.ended:
-        _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
-                    run=run.name, span=getattr(handle, "name", getattr(handle, "operation", "")))
+        if run.status != CANCELLED:  # a run closed at exit or on SIGTERM expects its open spans to stop
+            _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
+                        run=run.name, span=getattr(handle, "name", getattr(handle, "operation", "")))
         return
     max_chars = _state.settings().capture_max_chars
     if kind is Step:
@@ -208,8 +221,11 @@ def has_open_runs() -> bool:
     return bool(_open_runs)
 
 
-def forget_open_runs() -> None:
-    """Forget every open run without recording it (a forked child: the parent owns them)."""
+def forget_open_runs(inherited: bool = False) -> None:
+    """Forget every open run without recording it. ``inherited`` (a forked child): the parent owns them,
+    and work begun in them here is recorded as this process's own runs."""
+    if inherited:
+        _inherited.update(_open_runs)
     _open_runs.clear()
 
 

@@ -212,15 +212,19 @@ class Delivery:
 
     # -- the spool -----------------------------------------------------------------------------------------
     def replay(self, job: Job) -> None:
-        """Deliver what this sink has in the spool, batch by batch, until it is empty or the sink fails."""
+        """Deliver what this sink has in the spool, batch by batch, until it is empty or the sink fails; at
+        most what it held when the replay began (runs spilled meanwhile wait for the next one), so a flush
+        waiting for this replay is not held up by a lane that keeps spilling."""
         spool = self.spool_store
         if spool is None:
             return
         batch_size = max(self.settings.batch_size, getattr(self.sink, "preferred_batch_size", None) or 0)
-        while not self.stop_event.is_set() and not job.abandoned:
-            docs = spool.take(self.name, batch_size, self.documents.from_record)
+        budget = spool.count(self.name)
+        while not self.stop_event.is_set() and not job.abandoned and budget > 0:
+            docs = spool.take(self.name, min(batch_size, budget), self.documents.from_record)
             if not docs:
                 break
+            budget -= len(docs)
             job.docs = docs
             job.started = time.monotonic()
             try:

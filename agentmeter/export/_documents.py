@@ -62,19 +62,14 @@ _PID = os.getpid()
 _HOST = socket.gethostname()
 
 
-def _snapshot_json(value: Any) -> Any:
-    if isinstance(value, Snapshot):
-        return [value.value, value.truncated, value.size]
-    raise TypeError(type(value).__name__)
-
-
 def record_text(entry: Entry) -> str:
     """The spool text of a run's frozen record (built once per entry, shared by the lanes)."""
     text = entry.text
     if text is None:
         pid = os.getpid()  # the process that tracked the run (a forked child has its own)
+        # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
         text = json.dumps([RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
-                          separators=(",", ":"), default=_snapshot_json)
+                          separators=(",", ":"), default=repr)
         entry.text = text
     return text
 

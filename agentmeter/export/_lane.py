@@ -27,6 +27,7 @@ from ._documents import Documents, Entry, report
 __all__ = ["Lane", "Marker"]
 
 _SPILL_BATCH = 25
+_DRAIN_BATCH = 250
 
 
 class Marker:
@@ -62,7 +63,10 @@ class Lane:
         self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
         self.wake = threading.Event()
         self.writer_wake = threading.Event()
+        self.room = threading.Event()  # set by the manager when it took runs out of a full queue
         self.stopping = False
+        self.draining = False  # shutdown began: deliver what is queued rather than spool it
+        self.in_hand: list[Entry] = []  # popped by the manager, not yet spooled nor handed to the writer
         self.job: Job | None = None  # set by the manager when the writer is idle, cleared by the writer
         self.gen = 0  # jobs started
         self.resolved_gen = 0  # highest job finished or abandoned
@@ -99,6 +103,11 @@ class Lane:
 
     # -- manager thread --------------------------------------------------------------------------------
     def _manager_loop(self) -> None:
+        # open this thread's spool connection now: a burst must not wait for it (SQLite's WAL setup and
+        # the schema take tens of milliseconds) while the queue fills up
+        spool = self.delivery.spool_store
+        if spool is not None:
+            spool.warm()
         while True:
             self.wake.wait(self._wait_time())
             self.wake.clear()
@@ -118,6 +127,12 @@ class Lane:
         return wait
 
     def _tick(self) -> None:
+        try:
+            self._step()
+        finally:
+            self.in_hand = []
+
+    def _step(self) -> None:
         now = time.monotonic()
         delivery = self.delivery
         job = self.job
@@ -129,8 +144,13 @@ class Lane:
                 self.pop_batch()
                 self._park(head)
                 continue
-            if self.job is None and not delivery.degraded(now):
+            # relieve memory before all; not when shutting down: delivering beats spooling then replaying
+            spill_first = not self.draining and self._over_watermark() and delivery.spool_usable()
+            if self.job is None and not delivery.degraded(now) and not spill_first:
+                if self._replay_for_marker():
+                    break  # a flush waits for one replay of the spool: it goes before the next batch
                 entries, marker = self.pop_batch()
+                self.room.set()
                 docs = self.build(entries)
                 if docs:
                     self._start(docs, replay=False)
@@ -139,7 +159,8 @@ class Lane:
                 continue
             if delivery.spool_usable() and (self.hung or delivery.failing or delivery.degraded(now)
                                             or self._over_watermark()):
-                entries, marker = self.pop_batch(self.spill_batch)
+                entries, marker = self.pop_batch(self._spill_size())
+                self.room.set()  # a caller at the hard cap may go on
                 delivery.spool_entries(entries)
                 if marker is not None:
                     self._park(marker)
@@ -152,6 +173,25 @@ class Lane:
             if delivery.spool_count():
                 self._start([], replay=True)
 
+    def _replay_for_marker(self) -> bool:
+        """Start the replay a waiting flush asked for, if any (a busy writer would otherwise never be idle
+        for it while runs keep coming)."""
+        for marker in self.markers:
+            if (self.resolved_gen >= marker.need_gen and not marker.replay_tried and self.delivery.spool_usable()
+                    and self.delivery.spool_count()):
+                marker.replay_tried = True
+                self._start([], replay=True)
+                marker.need_gen = self.gen
+                return True
+        return False
+
+    def _spill_size(self) -> int:
+        # small batches keep each hold of the GIL short (the caller's latency); far over the watermark, or
+        # at shutdown, bigger ones cost fewer transactions
+        if self.draining or len(self.queue) > self.spill_runs + self.spill_runs // 2:
+            return max(self.spill_batch, _DRAIN_BATCH)
+        return self.spill_batch
+
     def _over_watermark(self) -> bool:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
 
@@ -161,6 +201,8 @@ class Lane:
         size = limit or self.batch_size
         entries: list[Entry] = []
         with self.lock:
+            if threading.current_thread() is self.manager:
+                self.in_hand = entries  # a signal handler spooling in a hurry spools these too
             queue = self.queue
             while queue and len(entries) < size:
                 item = queue.popleft()
@@ -213,7 +255,7 @@ class Lane:
     def stop_drain(self) -> None:
         """At shutdown: everything still queued goes to the spool; every waiting flush is released."""
         while True:
-            entries, marker = self.pop_batch()
+            entries, marker = self.pop_batch(_DRAIN_BATCH)
             if entries:
                 self.delivery.spool_entries(entries)
             if marker is not None:

@@ -31,6 +31,12 @@ from ._spool import Spool
 
 __all__ = ["BatchProcessor", "Processor", "SyncProcessor"]
 
+#: at a full queue, a caller's thread yields up to _ROOM_WAITS times _ROOM_WAIT_S (2 ms) for the lane's
+#: manager to make room (on a busy machine the manager may not even be scheduled sooner), then the policy
+#: drops a run
+_ROOM_WAIT_S = 0.0005
+_ROOM_WAITS = 4
+
 
 @runtime_checkable
 class Processor(Protocol):
@@ -52,6 +58,11 @@ class Processor(Protocol):
 
     def abandon_after_fork(self) -> None:
         """In a forked child: forget the parent's queued runs without sending them."""
+
+    def spool_now(self) -> None:
+        """From a signal handler, as the process is about to die: stop, and put every queued and in-flight
+        run in the spool at once, on this thread, without waiting for any other thread (the interrupted
+        code may hold a lock they need). Later submissions are spooled too."""
 
 
 class _Base:
@@ -120,11 +131,33 @@ class BatchProcessor(_Base):
                     if len(queue) >= lane.batch_size and not lane.wake.is_set():
                         lane.wake.set()
             if full is not None:
-                with self.lock:
-                    for lane in full:
-                        self._overflow(lane, entry)
+                for lane in full:
+                    self._at_cap(lane, entry)
         except Exception as exc:
             _guard.internal_error("submit", exc)
+
+    def _at_cap(self, lane: Lane, entry: Entry) -> None:
+        """The lane's queue is at its hard memory cap: its manager, which spills to the spool from half the
+        budget on, could not keep up (a tight loop on the caller's side holds the GIL). The caller's thread
+        never writes the spool: it yields, at most 2 ms, so the manager gets the GIL (and the CPU) to make
+        room; if there is still none, the policy drops a run, counted."""
+        s = self.settings
+        waits = _ROOM_WAITS if lane.alive() and lane.delivery.spool_usable() else 0
+        if waits:
+            _guard.counters["queue.caller_yields"] += 1
+        while True:
+            with self.lock:
+                if len(lane.queue) < s.max_queue_runs and lane.queued_bytes + entry.size <= s.max_queue_bytes:
+                    lane.queue.append(entry)
+                    lane.queued_bytes += entry.size
+                    return
+                if not waits:
+                    self._overflow(lane, entry)
+                    return
+                lane.room.clear()
+            waits -= 1
+            lane.wake.set()
+            lane.room.wait(_ROOM_WAIT_S)
 
     def _overflow(self, lane: Lane, entry: Entry) -> None:
         # The hard memory cap: the lane's manager (the thread that spills to the spool from half the
@@ -193,6 +226,8 @@ class BatchProcessor(_Base):
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         reserve = 0.0 if timeout is None else min(1.0, 0.2 * timeout)  # time kept for spooling leftovers
+        for lane in self.lanes:
+            lane.draining = True
         result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
 
         # Joining the workers may use the time up to the reserve; spooling leftovers and closing the sinks
@@ -234,6 +269,19 @@ class BatchProcessor(_Base):
                 _call_with_deadline(f"close.{lane.name}", functools.partial(lane.sink.close, remaining()),
                                     remaining())
         return self._result(before, result.timed_out)
+
+    def spool_now(self) -> None:
+        self._closed = True
+        self.stop_event.set()
+        for lane in self.lanes:
+            lane.stopping = True  # nobody is woken: the manager and the writer stop when they next look
+            job = lane.job
+            if job is not None and not job.replay:
+                lane.abandon(job, "")
+            lane.stop_drain()
+            in_hand = list(lane.in_hand)  # what the manager took from the queue and may not write now
+            if in_hand:
+                lane.delivery.spool_entries(in_hand)
 
     def abandon_after_fork(self) -> None:
         """In a forked child: the parent owns these queued runs; forget them without sending. The spool's
@@ -313,6 +361,9 @@ class SyncProcessor(_Base):
 
     def abandon_after_fork(self) -> None:
         self._closed = True
+
+    def spool_now(self) -> None:
+        self._closed = True  # every run was exported when it finished: nothing is queued
 
     def stats(self) -> Stats:
         return self._stats({d.name: self._sink_stats(d.name, self._snap(d), d.spool_count())

@@ -115,6 +115,10 @@ class Spool:
         """True while the spool is unavailable: its last write or open failed, and the back-off runs."""
         return self._retry_at > 0.0 and time.monotonic() < self._retry_at
 
+    def warm(self) -> None:
+        """Open the calling thread's connection now (the spool file is created if needed). Never raises."""
+        self._conn()
+
     def retry_now(self) -> None:
         """End the back-off: the next write tries the disk again (``flush()`` calls this)."""
         if self._retry_at:

@@ -98,9 +98,11 @@ def test_the_callers_thread_never_writes_the_spool_even_at_the_memory_cap(tmp_pa
                 pass
         stats = agentmeter.stats().sinks["hung"]
         caller_wrote = threading.get_ident() in writers
-        flushed = agentmeter.flush(timeout=30)
+        during = agentmeter.flush(timeout=1)  # the hung write holds it up to its timeout
     finally:
         hung.release.set()
+    hung.active.clear()
+    flushed = agentmeter.flush(timeout=30)
     final = agentmeter.stats().sinks["hung"]
     accounted = final.spooled + final.dropped + final.delivered
     record_attack(attack=10, attack_text=f"{produced} runs in a tight loop, hung sink, memory cap 40 runs",
@@ -112,4 +114,6 @@ def test_the_callers_thread_never_writes_the_spool_even_at_the_memory_cap(tmp_pa
     assert _guard.counters["queue.caller_spills"] == 0
     assert stats.queued <= 40  # the memory bound held
     assert final.dropped == _guard.counters["queue.dropped"]  # every drop at the cap is counted
+    assert during.timed_out
     assert accounted >= produced, (flushed, final)
+    assert flushed.sinks["hung"].pending == 0  # and once the sink answers, the spool drains

@@ -2,11 +2,12 @@
 #   make demo   set up .venv with every extra, run the demo agent offline into the local store, print a report
 #   make test   set up .venv with the test extra (and Chromium for the browser test), run the whole suite
 #   make bench  benchmarks against OpenTelemetry, Langfuse and LangSmith (see benchmarks/README.md)
+#   make test-pythons  tests/core and tests/reliability on Python 3.10, 3.12 and 3.13 (one venv each)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench system-deps
+.PHONY: demo test lint bench system-deps test-pythons
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +49,9 @@ lint: $(VENV)/.installed-test
 # BENCH_ARGS=--quick for a smoke run of the harness; the table also goes into docs/performance.md.
 bench: $(PEERS)/.installed $(VENV)/.installed-test
 	$(PEERS)/bin/python benchmarks/run.py --project-python $(BIN)/python --write-docs $(BENCH_ARGS)
+
+# The core and reliability suites on the other supported Pythons (PYTHONS="3.10 3.12 3.13"), each in its
+# own .venv-3.X; interpreters come from PATH, pyenv or Debian's packages (see .ci/pythons.sh).
+PYTHONS ?= 3.10 3.12 3.13
+test-pythons:
+	bash .ci/pythons.sh $(PYTHONS)

@@ -26,7 +26,7 @@ from ._documents import Documents, Entry, report
 
 __all__ = ["Lane", "Marker"]
 
-_SPILL_BATCH = 25
+_SPILL_BATCH = 16
 _DRAIN_BATCH = 250
 
 
@@ -186,11 +186,9 @@ class Lane:
         return False
 
     def _spill_size(self) -> int:
-        # small batches keep each hold of the GIL short (the caller's latency); far over the watermark, or
-        # at shutdown, bigger ones cost fewer transactions
-        if self.draining or len(self.queue) > self.spill_runs + self.spill_runs // 2:
-            return max(self.spill_batch, _DRAIN_BATCH)
-        return self.spill_batch
+        # small batches keep each hold of the GIL short (the caller's latency: encoding a batch holds it,
+        # the spool's SQLite calls release it); at shutdown, bigger ones cost fewer transactions
+        return max(self.spill_batch, _DRAIN_BATCH) if self.draining else self.spill_batch
 
     def _over_watermark(self) -> bool:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes

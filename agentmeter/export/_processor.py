@@ -31,11 +31,11 @@ from ._spool import Spool
 
 __all__ = ["BatchProcessor", "Processor", "SyncProcessor"]
 
-#: at a full queue, a caller's thread yields up to _ROOM_WAITS times _ROOM_WAIT_S (2 ms) for the lane's
+#: at a full queue, a caller's thread yields up to _ROOM_WAITS times _ROOM_WAIT_S (10 ms) for the lane's
 #: manager to make room (on a busy machine the manager may not even be scheduled sooner), then the policy
 #: drops a run
 _ROOM_WAIT_S = 0.0005
-_ROOM_WAITS = 4
+_ROOM_WAITS = 20
 
 
 @runtime_checkable
@@ -139,7 +139,7 @@ class BatchProcessor(_Base):
     def _at_cap(self, lane: Lane, entry: Entry) -> None:
         """The lane's queue is at its hard memory cap: its manager, which spills to the spool from half the
         budget on, could not keep up (a tight loop on the caller's side holds the GIL). The caller's thread
-        never writes the spool: it yields, at most 2 ms, so the manager gets the GIL (and the CPU) to make
+        never writes the spool: it yields, at most 10 ms, so the manager gets the GIL (and the CPU) to make
         room; if there is still none, the policy drops a run, counted."""
         s = self.settings
         waits = _ROOM_WAITS if lane.alive() and lane.delivery.spool_usable() else 0

@@ -116,8 +116,18 @@ class Spool:
         return self._retry_at > 0.0 and time.monotonic() < self._retry_at
 
     def warm(self) -> None:
-        """Open the calling thread's connection now (the spool file is created if needed). Never raises."""
-        self._conn()
+        """Open the calling thread's connection now (the spool file is created if needed), so that a first
+        spill does not wait for it. Quiet: a spool that cannot be opened is reported (and moved aside, if
+        corrupt) by its first real use. Never raises."""
+        if getattr(self._local, "conn", None) is not None or self.broken:
+            return
+        try:
+            with self._lock:
+                conn = self._open()
+                self._local.conn = conn
+                self._conns.append(conn)
+        except Exception:
+            pass
 
     def retry_now(self) -> None:
         """End the back-off: the next write tries the disk again (``flush()`` calls this)."""

@@ -315,8 +315,8 @@ class Delivery:
         if not entries:
             return
         spool = self.spool_store
-        kept = spool.put_encoded(self.name, [(e.run.run_id, record_text(e)) for e in entries]) if spool else 0
-        self._count_spooled(len(entries), kept)
+        kept, ok = spool.store(self.name, [(e.run.run_id, record_text(e)) for e in entries]) if spool else (0, False)
+        self._count_spooled(len(entries), kept, ok)
 
     def spool(self, docs: list[dict[str, Any]]) -> None:
         """Keep ``docs`` in the spool for later; what neither the sink nor the spool can take is dropped,
@@ -324,13 +324,13 @@ class Delivery:
         if not docs:
             return
         spool = self.spool_store
-        kept = spool.put(self.name, docs) if spool is not None else 0
-        self._count_spooled(len(docs), kept)
+        kept, ok = spool.store(self.name, spool.encode_all(docs)) if spool is not None else (0, False)
+        self._count_spooled(len(docs), kept, ok)
 
-    def _count_spooled(self, n: int, kept: int) -> None:
-        spool = self.spool_store
+    def _count_spooled(self, n: int, kept: int, ok: bool) -> None:
+        # not ok: the spool could not be written (what its size limit drops, it counts itself)
         self.spooled += kept
-        if kept < n and (spool is None or spool.broken):
+        if kept < n and not ok:
             self.dropped += n - kept
             _guard.counters["exporter.dropped"] += n - kept
             _guard.warn(f"sink.{self.name}.dropped", "runs could not be delivered nor spooled; dropped",

@@ -228,17 +228,26 @@ class Spool:
         """Keep ``documents`` for ``lane``. Returns how many are kept (the rest were dropped by policy, or
         the spool is unavailable). A document already spooled for the lane counts as kept. ``claim``: this
         process keeps them claimed (it is still trying to deliver them). Never raises."""
-        if not documents:
-            return 0
-        return self.put_encoded(lane, [(str(doc["run_id"]), _encode(doc)) for doc in documents], claim)
+        return self.store(lane, self.encode_all(documents), claim)[0]
+
+    @staticmethod
+    def encode_all(documents: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        return [(str(doc["run_id"]), _encode(doc)) for doc in documents]
 
     def put_encoded(self, lane: str, items: Sequence[tuple[str, str]], claim: bool = False) -> int:
         """:meth:`put` for rows already encoded: ``(run_id, text)`` pairs. Never raises."""
-        if not items or self.broken:
-            return 0
+        return self.store(lane, items, claim)[0]
+
+    def store(self, lane: str, items: Sequence[tuple[str, str]], claim: bool = False) -> tuple[int, bool]:
+        """:meth:`put_encoded`, also saying whether the spool could be written at all (False: unavailable,
+        nothing kept) as opposed to its size limit dropping some. Never raises."""
+        if not items:
+            return 0, True
+        if self.broken:
+            return 0, False
         conn = self._conn()
         if conn is None:
-            return 0
+            return 0, False
         now = time.time()
         owner, lease = (os.getpid(), now + self.lease_s) if claim else (None, None)
         rows: list[Row] = [(lane, run_id, text, len(text.encode("utf-8", "surrogatepass")), now, owner, lease)
@@ -257,10 +266,10 @@ class Spool:
                         conn.execute("ROLLBACK")
                     raise
             self._recovered()
-            return len(rows)
+            return len(rows), True
         except sqlite3.Error as exc:
             self._degrade(exc)
-            return 0
+            return 0, False
 
     def _used(self, conn: sqlite3.Connection) -> int:
         return int(conn.execute("SELECT coalesce(sum(bytes), 0) FROM spool_lanes").fetchone()[0])

@@ -158,7 +158,7 @@ def test_the_spool_recovers_from_a_full_disk_in_the_same_process(tmp_path: Path,
                          flush_interval=0.05, batch_size=10)
     _track(50, "before-full")
     first = agentmeter.flush(timeout=30).sinks["store"]
-    assert (first.spooled, first.pending) == (50, 50)
+    assert (agentmeter.stats().sinks["store"].spooled, first.pending) == (50, 50)
     disk.fill()
     _track(50, "while-full")
     during = agentmeter.flush(timeout=30).sinks["store"]

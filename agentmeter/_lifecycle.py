@@ -78,11 +78,19 @@ def _at_exit() -> None:
     exit_flush("InterpreterExit", "process exited before the run ended")
 
 
+#: the longest a multiprocessing worker's SIGTERM handler may take to spool before the worker dies anyway
+_WORKER_DEADLINE_S = 3.0
+
+
 def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM in a ``multiprocessing`` child (``Pool.terminate()``): spool everything at once, on this
     thread, then die by SIGTERM. No delivery and no waiting on the exporter's threads: the interrupted code
     may hold a lock they need, and ``terminate()`` waits for its workers."""
     try:
+        # a hard deadline: if spooling cannot finish (the interrupted code holds a lock it needs), the
+        # worker dies by SIGALRM instead of hanging Pool.terminate(), which waits for it
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, _WORKER_DEADLINE_S)
         name = signal.Signals(signum).name
         p = _state.current_processor()
         if p is not None:

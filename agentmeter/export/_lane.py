@@ -27,6 +27,7 @@ from ._documents import Documents, Entry, report
 __all__ = ["Lane", "Marker"]
 
 _SPILL_BATCH = 16
+_NEAR_CAP_BATCH = 128
 _DRAIN_BATCH = 250
 
 
@@ -61,6 +62,8 @@ class Lane:
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
         # spill in small batches: the caller's thread gets the GIL back between two spool transactions
         self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
+        self.near_cap_runs = max(1, s.max_queue_runs * 3 // 4)
+        self.near_cap_bytes = max(1, s.max_queue_bytes * 3 // 4)
         self.wake = threading.Event()
         self.writer_wake = threading.Event()
         self.room = threading.Event()  # set by the manager when it took runs out of a full queue
@@ -187,8 +190,13 @@ class Lane:
 
     def _spill_size(self) -> int:
         # small batches keep each hold of the GIL short (the caller's latency: encoding a batch holds it,
-        # the spool's SQLite calls release it); at shutdown, bigger ones cost fewer transactions
-        return max(self.spill_batch, _DRAIN_BATCH) if self.draining else self.spill_batch
+        # the spool's SQLite calls release it); near the hard cap, or at shutdown, bigger ones cost fewer
+        # transactions (throughput matters more then: the caller is about to wait for room)
+        if self.draining:
+            return max(self.spill_batch, _DRAIN_BATCH)
+        if len(self.queue) > self.near_cap_runs or self.queued_bytes > self.near_cap_bytes:
+            return max(self.spill_batch, _NEAR_CAP_BATCH)
+        return self.spill_batch
 
     def _over_watermark(self) -> bool:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes

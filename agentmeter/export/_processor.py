@@ -31,11 +31,9 @@ from ._spool import Spool
 
 __all__ = ["BatchProcessor", "Processor", "SyncProcessor"]
 
-#: at a full queue, a caller's thread yields up to _ROOM_WAITS times _ROOM_WAIT_S (10 ms) for the lane's
-#: manager to make room (on a busy machine the manager may not even be scheduled sooner), then the policy
-#: drops a run
-_ROOM_WAIT_S = 0.0005
-_ROOM_WAITS = 20
+#: at a full queue, a caller's thread yields up to this long (wall time) for the lane's manager to make
+#: room (on a busy machine the manager may not even be scheduled sooner), then the policy drops a run
+_ROOM_WAIT_S = 0.010
 
 
 @runtime_checkable
@@ -142,8 +140,9 @@ class BatchProcessor(_Base):
         never writes the spool: it yields, at most 10 ms, so the manager gets the GIL (and the CPU) to make
         room; if there is still none, the policy drops a run, counted."""
         s = self.settings
-        waits = _ROOM_WAITS if lane.alive() and lane.delivery.spool_usable() else 0
-        if waits:
+        wait = lane.alive() and lane.delivery.spool_usable()
+        deadline = time.monotonic() + _ROOM_WAIT_S
+        if wait:
             _guard.counters["queue.caller_yields"] += 1
         while True:
             with self.lock:
@@ -151,13 +150,13 @@ class BatchProcessor(_Base):
                     lane.queue.append(entry)
                     lane.queued_bytes += entry.size
                     return
-                if not waits:
+                left = deadline - time.monotonic()
+                if not wait or left <= 0:
                     self._overflow(lane, entry)
                     return
                 lane.room.clear()
-            waits -= 1
             lane.wake.set()
-            lane.room.wait(_ROOM_WAIT_S)
+            lane.room.wait(min(left, 0.0005))
 
     def _overflow(self, lane: Lane, entry: Entry) -> None:
         # The hard memory cap: the lane's manager (the thread that spills to the spool from half the

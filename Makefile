@@ -3,11 +3,12 @@
 #   make test   set up .venv with the test extra (and Chromium for the browser test), run the whole suite,
 #               then the integration tests again on openai 2.x (make test-openai2)
 #   make bench  benchmarks against OpenTelemetry, Langfuse and LangSmith (see benchmarks/README.md)
+#   make test-pythons  tests/core and tests/reliability on Python 3.10, 3.12 and 3.13 (one venv each)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-openai2 lint bench system-deps
+.PHONY: demo test test-openai2 test-pythons lint bench system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,3 +70,9 @@ lint: $(VENV)/.installed-test
 # docs/performance.md and the JSON into benchmarks/results/ (otherwise benchmarks/results/scratch/).
 bench: $(PEERS)/.installed $(VENV)/.installed-test
 	$(PEERS)/bin/python benchmarks/run.py --project-python $(BIN)/python $(BENCH_ARGS)
+
+# The core and reliability suites on the other supported Pythons (PYTHONS="3.10 3.12 3.13"), each in its
+# own .venv-3.X; interpreters come from PATH, pyenv or Debian's packages (see .ci/pythons.sh).
+PYTHONS ?= 3.10 3.12 3.13
+test-pythons:
+	bash .ci/pythons.sh $(PYTHONS)

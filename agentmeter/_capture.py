@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _guard
 from ._scrub import REDACTED, is_secret_key, scrub
@@ -24,15 +24,13 @@ _MAX_DEPTH = 8
 _MAX_ITEMS = 200
 
 
-class Snapshot:
-    """A JSON-safe value plus whether anything was truncated while making it."""
+class Snapshot(NamedTuple):
+    """A JSON-safe value plus whether anything was truncated while making it. A tuple, so a frozen record
+    holding snapshots is plain JSON for the spool (encoded at C speed)."""
 
-    __slots__ = ("size", "truncated", "value")
-
-    def __init__(self, value: Any, truncated: bool, size: int = 0) -> None:
-        self.value = value
-        self.truncated = truncated
-        self.size = size  # approximate characters, for the exporter's memory budget
+    value: Any
+    truncated: bool
+    size: int = 0  # approximate characters, for the exporter's memory budget
 
     def __repr__(self) -> str:
         return f"Snapshot({self.value!r}, truncated={self.truncated})"

@@ -3,9 +3,18 @@ the process-wide switches the settings control (thread propagation, the SIGTERM 
 
 * **Exit** (``atexit``, and a ``multiprocessing`` child's finalizers, since it skips ``atexit``): runs still
   open are recorded as ``cancelled`` with their partial steps, then the processor delivers within
-  ``exit_timeout`` and spools the rest.
+  ``exit_timeout`` and spools the rest. Python 3.12+ refuses new threads at exit, so nothing at exit
+  needs one: the exporter starts with the first run, and each lane's writer thread closes its own sink.
 * **Fork**: the child starts with no processor, no open runs and fresh locks; the parent's queued runs and
-  open runs stay the parent's, so nothing is sent twice.
+  open runs stay the parent's, so nothing is sent twice. Work the child does inside a run it inherited
+  becomes runs of its own, pointing at the parent's run (``parent_run_id``).
+* **multiprocessing workers**: ``Pool.terminate()`` (which ``with Pool() as pool:`` calls) stops its
+  workers with SIGTERM, and Python's default for SIGTERM runs no finalizer. In a ``multiprocessing``
+  child that tracked something, agentmeter installs its SIGTERM handler (when the child has none of its
+  own): queued, in-flight and open runs (these as ``cancelled``) go to the spool at once, for the parent or
+  the next process to replay, then the child dies by SIGTERM as it would have. Runs are lost only when a
+  worker is killed outright (SIGKILL, a crash) or replaced the handler with its own: the runs it had not
+  spooled yet, at most about ``flush_interval`` of them.
 * **SIGTERM** (opt-in, :func:`install_signal_handlers` or ``configure(handle_sigterm=True)``): container
   platforms stop a process with SIGTERM and a kill a few seconds later, and Python's default for SIGTERM
   skips ``atexit``. The handler records open runs as ``cancelled``, delivers within ``exit_timeout``, spools
@@ -45,13 +54,16 @@ def exit_flush(reason: str, message: str, timeout: float | None = None, fresh: b
     """Record open runs as cancelled, then deliver within the deadline and spool the rest. Never raises.
 
     ``fresh``: start a new processor for whatever is tracked afterwards (the process may go on after a
-    signal); at interpreter exit the closed processor stays, and runs ending later are spooled.
+    signal). Otherwise the process is ending: spans begun from now on (by threads still running) are not
+    recorded, and runs that still end later are spooled by the closed processor.
     """
     try:
         if _state.current_processor() is None and not _spans.has_open_runs():
             return  # nothing was tracked: load nothing (the settings, pricing) just to exit
         if _state.enabled():
             _spans.close_open_runs(reason, message)
+            if not fresh:
+                _state.stop_tracking()
         p = _state.replace() if fresh else _state.current_processor()
         if p is not None:
             p.shutdown(timeout=p.settings.exit_timeout if timeout is None else timeout)
@@ -66,8 +78,37 @@ def _at_exit() -> None:
     exit_flush("InterpreterExit", "process exited before the run ended")
 
 
+#: the longest a multiprocessing worker's SIGTERM handler may take to spool before the worker dies anyway
+_WORKER_DEADLINE_S = 3.0
+
+
+def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a ``multiprocessing`` child (``Pool.terminate()``): spool everything at once, on this
+    thread, then die by SIGTERM. No delivery and no waiting on the exporter's threads: the interrupted code
+    may hold a lock they need, and ``terminate()`` waits for its workers."""
+    try:
+        # a hard deadline: if spooling cannot finish (the interrupted code holds a lock it needs), the
+        # worker dies by SIGALRM instead of hanging Pool.terminate(), which waits for it
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, _WORKER_DEADLINE_S)
+        name = signal.Signals(signum).name
+        p = _state.current_processor()
+        if p is not None:
+            p.spool_now()  # from here on, submitted runs are spooled by the submitting thread
+        if _state.enabled():
+            _spans.close_open_runs(name, f"process received {name} before the run ended")
+    except Exception as exc:
+        try:
+            _guard.internal_error("worker_sigterm", exc)
+        except Exception:
+            pass
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def _register_multiprocessing_exit(_processor: Processor) -> None:
-    """A multiprocessing child ends with os._exit(), skipping atexit: flush from its finalizers instead."""
+    """A multiprocessing child ends with os._exit(), skipping atexit: flush from its finalizers instead;
+    and a pool worker is stopped by SIGTERM, which runs no finalizer: flush from a SIGTERM handler."""
     global _mp_registered
     if _mp_registered or "multiprocessing" not in sys.modules:
         return
@@ -79,6 +120,9 @@ def _register_multiprocessing_exit(_processor: Processor) -> None:
             return  # the main process: atexit runs
         util.Finalize(None, _at_exit, exitpriority=100)
         _mp_registered = True
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)):
+            signal.signal(signal.SIGTERM, _worker_sigterm)
     except Exception as exc:
         _guard.internal_error("multiprocessing_exit", exc)
 
@@ -95,7 +139,7 @@ def _after_fork_in_child() -> None:
     old = _state.after_fork_in_child()
     _mp_registered = False
     try:
-        _spans.forget_open_runs()
+        _spans.forget_open_runs(inherited=True)
         if old is not None:
             _abandoned.append(old)
             old.abandon_after_fork()

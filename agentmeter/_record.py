@@ -12,8 +12,10 @@ The field names are those of the handles (:mod:`agentmeter._model`), so the cont
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
+from . import _guard
 from ._capture import Snapshot, jsonable
 
 __all__ = ["FinishedCall", "FinishedRun", "FinishedStep", "freeze_call", "freeze_run", "freeze_step"]
@@ -115,14 +117,40 @@ def _captured(value: Any, max_chars: int) -> Snapshot | None:
     return jsonable(value, max_chars)
 
 
+_INT64 = 2**63
+
+
+def _count(value: Any, field: str) -> Any:
+    """``value`` when it is a count every store can hold (an int from 0 to 2**63-1) or None; else None,
+    with a counted warning: a number SQLite or BSON cannot take would otherwise cost the whole run."""
+    if value is None or (type(value) is int and 0 <= value < _INT64):
+        return value
+    _guard.warn("record.out_of_range", "a number is out of range for the stores; recorded as unknown",
+                field=field, value=repr(value)[:60])
+    return None
+
+
+def _units(value: Any) -> Any:
+    if value is None or (type(value) is float and 0.0 <= value < math.inf):
+        return value
+    _guard.warn("record.out_of_range", "a number is out of range for the stores; recorded as unknown",
+                field="units", value=repr(value)[:60])
+    return None
+
+
 def freeze_call(call: Any, max_chars: int) -> FinishedCall:
-    """The frozen copy of a :class:`~agentmeter._model.Call` handle. Never raises."""
+    """The frozen copy of a :class:`~agentmeter._model.Call` handle. Numbers are checked here, once:
+    out-of-range sizes, tokens, units, retries or HTTP statuses become unknown (counted warning
+    ``record.out_of_range``). Never raises."""
     return FinishedCall(
         call.call_id, call.run_id, call.step_id, call.provider, call.operation, call.model,
         call.start_us, call.start_ns, call.end_us, call.end_ns, call.status, call.error_type,
-        call.error_message, call.http_status, call.retries, call.first_token_ns, call.request_bytes,
-        call.response_bytes, call.input_tokens, call.output_tokens, call.cached_input_tokens,
-        call.cache_write_tokens, call.reasoning_tokens, call.units, _meta(call.metadata, max_chars),
+        call.error_message, _count(call.http_status, "http_status"), _count(call.retries, "retries"),
+        call.first_token_ns, _count(call.request_bytes, "request_bytes"),
+        _count(call.response_bytes, "response_bytes"), _count(call.input_tokens, "input_tokens"),
+        _count(call.output_tokens, "output_tokens"), _count(call.cached_input_tokens, "cached_input_tokens"),
+        _count(call.cache_write_tokens, "cache_write_tokens"),
+        _count(call.reasoning_tokens, "reasoning_tokens"), _units(call.units), _meta(call.metadata, max_chars),
     )
 
 

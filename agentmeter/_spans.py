@@ -75,6 +75,10 @@ def _outer(current: Run | None) -> tuple[Run, Step | None] | None:
             return found
     return None
 
+#: ids of runs that were open in the parent when this process was forked: the parent owns them. Here they
+#: are never exported; steps and calls begun in them become runs of this process (see _begin).
+_inherited: set[str] = set()
+
 
 def load_model() -> None:
     """Import the model and the records (done by the first ``track_*`` call)."""
@@ -166,12 +170,14 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
         return _begin_run(name, options)
     ref = run_var.get()
     run = None if ref is None else ref.handle
+    if run is not None and run.run_id in _inherited:  # the parent's run (a forked child): ours start fresh
+        run, ref = None, None
     outer = _outer(run) if _outer_contexts else None
     if outer is not None:  # inside a framework's run: nest there (and make that run current for what nests)
         run, parent_step = outer
         parent_id = parent_step.step_id if parent_step is not None else None
     elif run is None:
-        run = _new_run(name, None, implicit=True)
+        run = _new_run(name, None, implicit=True)  # a forked child's: parent_run_id is the parent's run
         parent_id = None
     else:
         parent = step_var.get()
@@ -201,6 +207,10 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
 
 def _end(frame: Frame, exc: BaseException | None, fields: tuple[str, str, str] | None = None) -> None:
     handle = frame.handle
+    if handle is not None and frame.run_id in _inherited:  # the parent's run or span (forked child): not ours
+        frame.leave()
+        frame.handle = None
+        return
     if handle is None:  # ended already
         frame.leave()
         return
@@ -398,13 +408,12 @@ def has_open_runs() -> bool:
     return bool(_open_runs)
 
 
-def forget_open_runs() -> None:
-    """Forget every open run without recording it (a forked child: the parent owns them). A run that
-    still ends in the child goes to the child's processor."""
-    for run in list(_open_runs.values()):
-        run.processor = None
+def forget_open_runs(inherited: bool = False) -> None:
+    """Forget every open run without recording it. ``inherited`` (a forked child): the parent owns them,
+    and work begun in them here is recorded as this process's own runs."""
+    if inherited:
+        _inherited.update(_open_runs)
     _open_runs.clear()
-    _abandoned.clear()
 
 
 def close_open_runs(reason: str = "InterpreterExit", message: str = "process exited before the run ended") -> int:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .export import Processor
 
 __all__ = ["configure", "current_processor", "enabled", "on_processor", "on_settings", "processor", "replace",
-           "restore", "settings"]
+           "restore", "settings", "stop_tracking"]
 
 _lock = threading.RLock()
 _settings: Settings | None = None
@@ -80,6 +80,18 @@ def settings() -> Settings:
 def enabled() -> bool:
     s = _settings
     return (s if s is not None else settings()).enabled
+
+
+def stop_tracking() -> None:
+    """The process is exiting: spans begun from now on are not recorded (other threads may still be
+    running; what they start now could not end before the interpreter stops them). The processor keeps
+    its own settings and goes on delivering."""
+    global _settings
+    s = _settings
+    if s is not None and s.enabled:
+        import attrs  # loaded with the settings already
+
+        _settings = attrs.evolve(s, enabled=False)
 
 
 def configure(**kwargs: Any) -> Settings:

@@ -1,4 +1,18 @@
-"""Reliability benchmark: one million tracked steps with every sink down, against a healthy sink.
+"""Reliability benchmark: the caller's latency with a hung sink, recovery after a million steps with the sink
+down, and memory over a million steps with every sink down, against a healthy sink.
+
+Issue 14 cases (``--cases latency,recovery``):
+
+* ``latency``: a hung sink (every write blocks forever) and a tight loop of runs of 10 steps on the caller's
+  thread; each run's wall time is measured (``perf_counter_ns`` around the call), and p50, p99, p99.9 and
+  max are reported with the resident memory growth, the yields at the hard memory cap and the drops.
+  Target: p99.9 under 1 ms, RSS growth within the queue budget (64 MiB), nothing dropped.
+* ``recovery``: ``--steps`` steps (runs of 10) while the sink refuses every connection, then the sink comes
+  back (the local SQLite store) and ``flush()`` replays the spool: what was produced, what the store
+  holds, what the spool dropped by its size limit (``spool_max_bytes``, the only documented loss), and the
+  replay time. Target: stored + spool drops == produced.
+
+The throughput cases:
 
 Each case runs in a fresh interpreter (so resident memory is its own) and tracks ``--steps`` steps as runs
 of 10 steps each, in a tight loop on the caller's thread:
@@ -39,6 +53,7 @@ from _common import ROOT, closed_port, machine, quiet_env, write_json
 
 STEPS_PER_RUN = 10
 CASES = ("healthy", "refused", "hung")
+ISSUE14 = ("latency", "recovery")
 
 _CHILD = r"""
 import gc, json, os, resource, socket, sys, threading, time
@@ -99,13 +114,142 @@ print(json.dumps({
     "rss_growth_mib": (max(rss_samples) - rss0) / 2**20,
     "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "queued_at_end_of_loop": stats.sinks["sqlite"].queued,
-    "delivered": after["delivered"], "spooled": after["spooled"], "dropped": after["dropped"],
-    "pending_after_flush": after["pending"], "caller_spills": agentmeter._guard.counters["queue.caller_spills"],
+    "delivered": after.delivered, "spooled": after.spooled, "dropped": after.dropped,
+    "pending_after_flush": after.pending, "caller_spills": agentmeter._guard.counters["queue.caller_spills"],
     "spool_bytes": agentmeter.stats().spool_bytes,
 }))
 sys.stdout.flush()
 os._exit(0)  # the hung sink would hold exit for exit_timeout: not part of this measurement
 """
+
+
+_LATENCY = r"""
+import gc, json, os, sys, threading, time
+import psutil
+import agentmeter
+from agentmeter import _guard, track_run, track_step
+from agentmeter.sinks import Sink
+
+workdir, runs = sys.argv[1], int(sys.argv[2])
+
+class Hung(Sink):
+    name = "hung"
+    def write(self, documents):
+        threading.Event().wait()
+
+agentmeter.configure(sinks=[Hung()], spool_dir=os.path.join(workdir, "spool"), spool_max_bytes=8 << 30,
+                     write_timeout=1.0, exit_timeout=2.0)
+
+@track_step
+def step(i):
+    return i
+
+@track_run(agent="bench")
+def run(n):
+    for i in range(n):
+        step(i)
+
+proc = psutil.Process()
+for _ in range(200):
+    run(10)
+# steady state: the first batch is stuck in the hung write (marked hung after write_timeout, 1 s) and the
+# exporter has loaded what it loads once (pricing data, the spool connection): not part of the figures
+time.sleep(3)
+gc.collect()
+rss0 = proc.memory_info().rss
+lat = []
+peak = rss0
+clock = time.perf_counter_ns
+t0 = clock()
+for k in range(runs):
+    a = clock()
+    run(10)
+    lat.append(clock() - a)
+    if k % 1000 == 0:
+        peak = max(peak, proc.memory_info().rss)
+elapsed = (clock() - t0) / 1e9
+peak = max(peak, proc.memory_info().rss)
+lat.sort()
+def q(p):
+    return lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
+st = agentmeter.stats().sinks["hung"]
+print(json.dumps({"case": "latency", "runs": runs, "steps": runs * 10, "seconds": elapsed,
+                  "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": lat[-1] / 1000,
+                  "rss_growth_mib": (peak - rss0) / 2**20, "queued": st.queued, "spooled": st.spooled,
+                  "dropped": st.dropped, "caller_yields": _guard.counters["queue.caller_yields"],
+                  "caller_spills": _guard.counters["queue.caller_spills"]}))
+sys.stdout.flush()
+os._exit(0)  # the hung sink would hold exit for exit_timeout: not part of this measurement
+"""
+
+_RECOVERY = r"""
+import json, os, socket, sqlite3, sys, time
+import agentmeter
+from agentmeter import _guard, track_run, track_step
+from agentmeter.sinks import Sink, SQLiteSink
+
+workdir, steps, port, spool_max = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+db = os.path.join(workdir, "store.db")
+
+class Flaky(SQLiteSink):
+    down = True
+    def write(self, documents):
+        if self.down:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()  # refused: raises
+        return super().write(documents)
+
+sink = Flaky(db, name="store")
+agentmeter.configure(sinks=[sink], spool_dir=os.path.join(workdir, "spool"), spool_max_bytes=spool_max)
+
+@track_step
+def step(i):
+    return i
+
+@track_run(agent="bench")
+def run(n):
+    for i in range(n):
+        step(i)
+
+runs = steps // 10
+t0 = time.perf_counter()
+for _ in range(runs):
+    run(10)
+loop_s = time.perf_counter() - t0
+down = agentmeter.flush(timeout=600).sinks["store"]
+sink.down = False
+t1 = time.perf_counter()
+back = agentmeter.flush(timeout=1800).sinks["store"]
+while back.pending and time.perf_counter() - t1 < 1800:
+    back = agentmeter.flush(timeout=1800).sinks["store"]
+replay_s = time.perf_counter() - t1
+stats = agentmeter.stats()
+with sqlite3.connect(db) as conn:
+    stored = conn.execute("SELECT count(*) FROM agent_runs").fetchone()[0]
+    stored_steps = conn.execute("SELECT count(*) FROM run_steps").fetchone()[0]
+print(json.dumps({"case": "recovery", "runs": runs, "steps": runs * 10, "loop_s": loop_s,
+                  "spooled_while_down": down.spooled, "pending_while_down": down.pending,
+                  "replay_s": replay_s, "stored_runs": stored, "stored_steps": stored_steps,
+                  "spool_dropped": stats.spool_dropped, "queue_dropped": _guard.counters["queue.dropped"],
+                  "dropped": stats.sinks["store"].dropped, "pending_after": back.pending,
+                  "lost_beyond_spool_limit": runs - stored - stats.spool_dropped,
+                  "spool_max_bytes": spool_max}))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def run_issue14(case: str, steps: int, spool_max: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"am-rel-{case}-") as workdir:
+        if case == "latency":
+            cmd = [sys.executable, "-c", _LATENCY, workdir, str(max(1, steps // 50))]
+        else:
+            cmd = [sys.executable, "-c", _RECOVERY, workdir, str(steps), str(closed_port()), str(spool_max)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, cwd=ROOT,
+                             env=quiet_env(PYTHONPATH=str(ROOT)))
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+        if res.returncode != 0 or not lines:
+            return {"case": case, "error": res.stderr.strip()[-1500:]}
+        return dict(json.loads(lines[-1]))
 
 
 def run_case(case: str, steps: int) -> dict[str, Any]:
@@ -123,10 +267,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cases", default=",".join(ISSUE14 + CASES),
+                        help="comma-separated: latency, recovery, healthy, refused, hung")
+    parser.add_argument("--spool-max-bytes", type=int, default=8 << 30,
+                        help="spool limit of the recovery case (its drops are the documented loss)")
     args = parser.parse_args()
-    samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CASES}
-    for r in range(args.repeats):
-        for case in CASES:
+    chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
+    issue14: dict[str, dict[str, Any]] = {}
+    for case in (c for c in ISSUE14 if c in chosen):
+        out = run_issue14(case, args.steps, args.spool_max_bytes)
+        print(f"{case}: {json.dumps(out)}", file=sys.stderr)
+        issue14[case] = out
+    samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CASES if c in chosen}
+    for r in range(args.repeats if samples else 0):
+        for case in samples:
             out = run_case(case, args.steps)
             print(f"round {r + 1} {case}: {json.dumps(out)}", file=sys.stderr)
             samples[case].append(out)
@@ -145,31 +299,48 @@ def main() -> None:
             "caller_spills": good[-1]["caller_spills"], "spool_mib": good[-1]["spool_bytes"] / 2**20,
         }
     healthy = summary.get("healthy", {}).get("us_per_step_median")
-    verdicts = {}
+    verdicts: dict[str, dict[str, bool]] = {}
     for case in ("refused", "hung"):
         s = summary.get(case, {})
         if healthy and "us_per_step_median" in s:
             s["ratio_to_healthy"] = s["us_per_step_median"] / healthy
             verdicts[case] = {"rss_growth_ok": s["rss_growth_mib_max"] <= 64,
                               "cost_ok": s["ratio_to_healthy"] <= 1.20}
-    print(f"\n{args.steps:,} tracked steps (runs of {STEPS_PER_RUN}), median of {args.repeats} runs per case\n")
-    header = f"{'case':<9} {'us/step':>8} {'ratio':>6} {'RSS growth MiB':>15} {'delivered':>10} " \
-             f"{'spooled':>9} {'dropped':>8} {'caller spills':>14}"
-    print(header)
-    print("-" * len(header))
-    for case in CASES:
-        s = summary[case]
-        if "error" in s:
-            print(f"{case:<9} error: {s['error'][:200]}")
-            continue
-        ratio = s.get("ratio_to_healthy")
-        ratio_text = "-" if ratio is None else f"{ratio:.2f}"
-        print(f"{case:<9} {s['us_per_step_median']:>8.2f} {ratio_text:>6} "
-              f"{s['rss_growth_mib_max']:>15.1f} {s['delivered']:>10} {s['spooled']:>9} {s['dropped']:>8} "
-              f"{s['caller_spills']:>14}")
-    print("\ntargets: RSS growth <= 64 MiB, cost ratio <= 1.20:", json.dumps(verdicts))
+    lat = issue14.get("latency", {})
+    if "p999_us" in lat:
+        verdicts["latency"] = {"p999_under_1ms": lat["p999_us"] < 1000, "rss_growth_ok": lat["rss_growth_mib"] <= 64,
+                               "nothing_dropped": lat["dropped"] == 0}
+        print(f"\nlatency, hung sink, {lat['runs']:,} runs of 10 steps in a tight loop: p50 {lat['p50_us']:.0f} us, "
+              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us; "
+              f"RSS +{lat['rss_growth_mib']:.1f} MiB; spooled {lat['spooled']:,}, dropped {lat['dropped']:,}, "
+              f"caller yields at the cap {lat['caller_yields']:,}")
+    rec = issue14.get("recovery", {})
+    if "stored_runs" in rec:
+        verdicts["recovery"] = {"nothing_lost_beyond_spool_limit": rec["lost_beyond_spool_limit"] == 0}
+        print(f"recovery, {rec['steps']:,} steps with the sink down, then back: stored {rec['stored_runs']:,} of "
+              f"{rec['runs']:,} runs ({rec['stored_steps']:,} steps), spool limit drops {rec['spool_dropped']:,}, "
+              f"lost beyond them {rec['lost_beyond_spool_limit']:,}; loop {rec['loop_s']:.1f} s, "
+              f"replay {rec['replay_s']:.1f} s")
+    if summary:
+        print(f"\n{args.steps:,} tracked steps (runs of {STEPS_PER_RUN}), median of {args.repeats} runs per case\n")
+        header = f"{'case':<9} {'us/step':>8} {'ratio':>6} {'RSS growth MiB':>15} {'delivered':>10} " \
+                 f"{'spooled':>9} {'dropped':>8} {'caller spills':>14}"
+        print(header)
+        print("-" * len(header))
+        for case in samples:
+            s = summary[case]
+            if "error" in s:
+                print(f"{case:<9} error: {s['error'][:200]}")
+                continue
+            ratio = s.get("ratio_to_healthy")
+            ratio_text = "-" if ratio is None else f"{ratio:.2f}"
+            print(f"{case:<9} {s['us_per_step_median']:>8.2f} {ratio_text:>6} "
+                  f"{s['rss_growth_mib_max']:>15.1f} {s['delivered']:>10} {s['spooled']:>9} {s['dropped']:>8} "
+                  f"{s['caller_spills']:>14}")
+    print("\ntargets:", json.dumps(verdicts))
     write_json("reliability.json", {"machine": machine(), "steps": args.steps, "repeats": args.repeats,
-                                    "summary": summary, "verdicts": verdicts, "samples": samples})
+                                    "summary": summary, "issue14": issue14, "verdicts": verdicts,
+                                    "samples": samples})
 
 
 if __name__ == "__main__":

@@ -3,24 +3,34 @@
 The processor wraps each submitted :class:`~agentmeter._record.FinishedRun` in an :class:`Entry` that every
 sink's lane shares, so the run document is built once (by whichever lane needs it first) and the frozen
 record itself is never changed.
+
+A run spilled to the spool before its document was built (memory pressure, a sink down or hung) is kept as
+its frozen record, encoded as a JSON array (:func:`record_text`): a fraction of the cost of building and
+encoding its document, so the exporter's threads keep up with a caller in a tight loop. The document is
+built when the record is replayed (:meth:`Documents.from_record`), with the pid and host of the process
+that tracked the run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import socket
 import threading
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from .. import _guard
+from .._capture import Snapshot
 from .._config import Settings
-from .._record import FinishedRun
+from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import ERROR, SUCCESS
 from ..contract import Pricer, run_document
 
-__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads"]
+__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads", "record_text"]
 
 
 def estimate_bytes(run: FinishedRun) -> int:
@@ -32,14 +42,68 @@ def estimate_bytes(run: FinishedRun) -> int:
 
 
 class Entry:
-    """A submitted run as the lanes share it: the frozen record and, once built, its document."""
+    """A submitted run as the lanes share it: the frozen record and, once built, its document (or, once
+    spilled, its record's spool text)."""
 
-    __slots__ = ("doc", "run", "size")
+    __slots__ = ("doc", "run", "size", "text")
 
     def __init__(self, run: FinishedRun) -> None:
         self.run = run
         self.size = estimate_bytes(run)
         self.doc: dict[str, Any] | None = None
+        self.text: str | None = None
+
+
+# -- records in the spool ------------------------------------------------------------------------------
+
+#: the first item of a spooled record: the layout below; a reader that does not know it dead-letters it
+RECORD_FORMAT = 1
+_PID = os.getpid()
+_HOST = socket.gethostname()
+
+
+def record_text(entry: Entry) -> str:
+    """The spool text of a run's frozen record (built once per entry, shared by the lanes)."""
+    text = entry.text
+    if text is None:
+        pid = os.getpid()  # the process that tracked the run (a forked child has its own)
+        # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
+        text = json.dumps([RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
+                          separators=(",", ":"), default=repr)
+        entry.text = text
+    return text
+
+
+def _snap(value: Any) -> Snapshot | None:
+    return None if value is None else Snapshot(value[0], bool(value[1]), int(value[2]))
+
+
+_RUN_SNAPS = tuple(FinishedRun._fields.index(f) for f in ("metadata", "inputs", "output"))
+_STEP_SNAPS = tuple(FinishedStep._fields.index(f) for f in ("metadata", "inputs", "output"))
+_CALL_SNAPS = (FinishedCall._fields.index("metadata"),)
+_RUN_TUPLES = {FinishedRun._fields.index(f): kind for f, kind in (
+    ("steps", "step"), ("open_steps", "step"), ("calls", "call"), ("open_calls", "call"))}
+_TAGS = FinishedRun._fields.index("tags")
+
+
+def _fields(values: list[Any], snaps: tuple[int, ...]) -> list[Any]:
+    for i in snaps:
+        values[i] = _snap(values[i])
+    return values
+
+
+def decode_record(value: list[Any]) -> tuple[FinishedRun, int, str]:
+    """(record, pid, host) of a spooled record. Raises ValueError on a layout this version does not know."""
+    if len(value) != 4 or value[0] != RECORD_FORMAT:
+        raise ValueError("unknown record format")
+    fields = _fields(list(value[3]), _RUN_SNAPS)
+    for i, kind in _RUN_TUPLES.items():
+        if kind == "step":
+            fields[i] = tuple(FinishedStep(*_fields(list(s), _STEP_SNAPS)) for s in fields[i])
+        else:
+            fields[i] = tuple(FinishedCall(*_fields(list(c), _CALL_SNAPS)) for c in fields[i])
+    fields[_TAGS] = tuple(fields[_TAGS])
+    return FinishedRun(*fields), int(value[1]), str(value[2])
 
 
 class Documents:
@@ -75,6 +139,14 @@ class Documents:
                 doc = run_document(run, None, max_chars, sampled=keep)
             doc = json_safe(doc)
             entry.doc = doc
+        return doc
+
+    def from_record(self, value: list[Any]) -> dict[str, Any]:
+        """The document of a record read back from the spool (see :func:`record_text`)."""
+        run, pid, host = decode_record(value)
+        doc = self.document(Entry(run))
+        if doc.get("pid") != pid or doc.get("host") != host:
+            doc = {**doc, "pid": pid, "host": host}
         return doc
 
 
@@ -114,17 +186,46 @@ def keep_payloads(run: FinishedRun, settings: Settings) -> bool:
 # -- JSON safety ----------------------------------------------------------------------------------------
 
 
+#: 19 digits or more: the only integers that may not fit in 64 bits (and, rarely, digits inside a string)
+_LONG_DIGITS = re.compile(r"\d{19,}")
+_INT64 = 2**63
+
+
 def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document itself when it is strict JSON in valid UTF-8 (the usual case, one C-speed check),
-    else a repaired copy: lone surrogates replaced, NaN/infinity as strings, unknown types as repr()."""
+    """The document itself when it is strict JSON in valid UTF-8 whose integers fit in 64 bits (the usual
+    case: one C-speed encoding and one C-speed scan), else a repaired copy: lone surrogates replaced,
+    NaN/infinity as strings, unknown types as repr(), integers no store can hold (a rollup summing huge
+    token counts, say) as null with a counted warning ``document.out_of_range``."""
     try:
-        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        return doc
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+        if _LONG_DIGITS.search(text) is None:
+            return doc
+        changed = [0]
+        clamped = _clamp(doc, changed)
+        if changed[0]:
+            _guard.warn("document.out_of_range", "run document had integers past 64 bits; recorded as null",
+                        count=changed[0])
+        return clamped if isinstance(clamped, dict) else doc
     except (TypeError, ValueError):
         pass
     _guard.warn("document.repaired", "run document had invalid Unicode or non-JSON values; repaired")
     repaired = _repair(doc)
     return repaired if isinstance(repaired, dict) else doc
+
+
+def _clamp(value: Any, changed: list[int]) -> Any:
+    """A copy of ``value`` with integers outside the signed 64-bit range as None (``changed[0]`` counts)."""
+    if type(value) is int:
+        if -_INT64 <= value < _INT64:
+            return value
+        changed[0] += 1
+        return None
+    if isinstance(value, dict):
+        return {k: _clamp(v, changed) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clamp(v, changed) for v in value]
+    return value
 
 
 def _repair(value: Any) -> Any:
@@ -134,8 +235,10 @@ def _repair(value: Any) -> Any:
             return value
         except UnicodeEncodeError:
             return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, bool) or value is None or isinstance(value, int):
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else None
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, Mapping):

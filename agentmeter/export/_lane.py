@@ -1,9 +1,10 @@
 """One sink's lane: a bounded in-memory queue and two daemon threads.
 
 * the **manager** thread turns queued runs into documents and hands one batch at a time to the writer; it
-  never calls the sink, so it never hangs. It spills batches to the spool when the sink is known to be
-  down, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory budget,
-  so memory stays bounded whatever the sink does;
+  never calls the sink, so it never hangs. It is also the thread that relieves memory pressure: it spills
+  queued runs to the spool (as frozen records, cheap to write) when the sink is known to be down or
+  failing, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory
+  budget, so memory stays bounded whatever the sink does and the caller's thread never writes the spool;
 * the **writer** thread runs the :class:`~agentmeter.export._delivery.Delivery` of each batch (retries,
   spooling, replay).
 
@@ -24,6 +25,10 @@ from ._delivery import Delivery, Job
 from ._documents import Documents, Entry, report
 
 __all__ = ["Lane", "Marker"]
+
+_SPILL_BATCH = 16
+_NEAR_CAP_BATCH = 128
+_DRAIN_BATCH = 250
 
 
 class Marker:
@@ -55,14 +60,23 @@ class Lane:
         self.batch_size = max(s.batch_size, getattr(self.sink, "preferred_batch_size", None) or 0)
         self.spill_runs = max(1, s.max_queue_runs // 2)
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
+        # spill in small batches: the caller's thread gets the GIL back between two spool transactions
+        self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
+        self.near_cap_runs = max(1, s.max_queue_runs * 3 // 4)
+        self.near_cap_bytes = max(1, s.max_queue_bytes * 3 // 4)
         self.wake = threading.Event()
         self.writer_wake = threading.Event()
+        self.room = threading.Event()  # set by the manager when it took runs out of a full queue
         self.stopping = False
+        self.draining = False  # shutdown began: deliver what is queued rather than spool it
+        self.in_hand: list[Entry] = []  # popped by the manager, not yet spooled nor handed to the writer
         self.job: Job | None = None  # set by the manager when the writer is idle, cleared by the writer
         self.gen = 0  # jobs started
         self.resolved_gen = 0  # highest job finished or abandoned
         self.markers: list[Marker] = []
         self.next_spool_check = 0.0
+        self.close_timeout: float | None = None  # set by shutdown before it stops the writer
+        self.closed = False  # the writer closed the sink
         self.manager: threading.Thread | None = None
         self.writer: threading.Thread | None = None
         if threaded:
@@ -74,8 +88,11 @@ class Lane:
                 self.manager.start()
                 self.writer.start()
             except RuntimeError as exc:  # no new threads at interpreter shutdown (3.12+): spool at exit
-                _guard.warn("exporter.threads", "cannot start worker threads; runs will be spooled",
-                            error=repr(exc)[:200])
+                if "shutdown" in str(exc):  # expected then, not a fault: counted, not logged
+                    _guard.counters["exporter.no_threads_at_exit"] += 1
+                else:
+                    _guard.warn("exporter.threads", "cannot start worker threads; runs will be spooled",
+                                error=repr(exc)[:200])
                 self.manager = self.writer = None
 
     # -- state ------------------------------------------------------------------------------------------
@@ -89,6 +106,11 @@ class Lane:
 
     # -- manager thread --------------------------------------------------------------------------------
     def _manager_loop(self) -> None:
+        # open this thread's spool connection now: a burst must not wait for it (SQLite's WAL setup and
+        # the schema take tens of milliseconds) while the queue fills up
+        spool = self.delivery.spool_store
+        if spool is not None:
+            spool.warm()
         while True:
             self.wake.wait(self._wait_time())
             self.wake.clear()
@@ -108,6 +130,12 @@ class Lane:
         return wait
 
     def _tick(self) -> None:
+        try:
+            self._step()
+        finally:
+            self.in_hand = []
+
+    def _step(self) -> None:
         now = time.monotonic()
         delivery = self.delivery
         job = self.job
@@ -119,17 +147,24 @@ class Lane:
                 self.pop_batch()
                 self._park(head)
                 continue
-            if self.job is None and not delivery.degraded(now):
+            # relieve memory before all; not when shutting down: delivering beats spooling then replaying
+            spill_first = not self.draining and self._over_watermark() and delivery.spool_usable()
+            if self.job is None and not delivery.degraded(now) and not spill_first:
+                if self._replay_for_marker():
+                    break  # a flush waits for one replay of the spool: it goes before the next batch
                 entries, marker = self.pop_batch()
+                self.room.set()
                 docs = self.build(entries)
                 if docs:
                     self._start(docs, replay=False)
                 if marker is not None:
                     self._park(marker)
                 continue
-            if delivery.spool_usable() and (self.hung or delivery.degraded(now) or self._over_watermark()):
-                entries, marker = self.pop_batch()
-                delivery.spool(self.build(entries))
+            if delivery.spool_usable() and (self.hung or delivery.failing or delivery.degraded(now)
+                                            or self._over_watermark()):
+                entries, marker = self.pop_batch(self._spill_size())
+                self.room.set()  # a caller at the hard cap may go on
+                delivery.spool_entries(entries)
                 if marker is not None:
                     self._park(marker)
                 continue
@@ -141,14 +176,39 @@ class Lane:
             if delivery.spool_count():
                 self._start([], replay=True)
 
+    def _replay_for_marker(self) -> bool:
+        """Start the replay a waiting flush asked for, if any (a busy writer would otherwise never be idle
+        for it while runs keep coming)."""
+        for marker in self.markers:
+            if (self.resolved_gen >= marker.need_gen and not marker.replay_tried and self.delivery.spool_usable()
+                    and self.delivery.spool_count()):
+                marker.replay_tried = True
+                self._start([], replay=True)
+                marker.need_gen = self.gen
+                return True
+        return False
+
+    def _spill_size(self) -> int:
+        # small batches keep each hold of the GIL short (the caller's latency: encoding a batch holds it,
+        # the spool's SQLite calls release it); near the hard cap, or at shutdown, bigger ones cost fewer
+        # transactions (throughput matters more then: the caller is about to wait for room)
+        if self.draining:
+            return max(self.spill_batch, _DRAIN_BATCH)
+        if len(self.queue) > self.near_cap_runs or self.queued_bytes > self.near_cap_bytes:
+            return max(self.spill_batch, _NEAR_CAP_BATCH)
+        return self.spill_batch
+
     def _over_watermark(self) -> bool:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
 
-    def pop_batch(self) -> tuple[list[Entry], Marker | None]:
-        """Up to ``batch_size`` entries from the head of the queue, stopping at a flush marker."""
-        size = self.batch_size
+    def pop_batch(self, limit: int = 0) -> tuple[list[Entry], Marker | None]:
+        """Up to ``limit`` (default ``batch_size``) entries from the head of the queue, stopping at a flush
+        marker."""
+        size = limit or self.batch_size
         entries: list[Entry] = []
         with self.lock:
+            if threading.current_thread() is self.manager:
+                self.in_hand = entries  # a signal handler spooling in a hurry spools these too
             queue = self.queue
             while queue and len(entries) < size:
                 item = queue.popleft()
@@ -201,9 +261,9 @@ class Lane:
     def stop_drain(self) -> None:
         """At shutdown: everything still queued goes to the spool; every waiting flush is released."""
         while True:
-            entries, marker = self.pop_batch()
+            entries, marker = self.pop_batch(_DRAIN_BATCH)
             if entries:
-                self.delivery.spool(self.build(entries))
+                self.delivery.spool_entries(entries)
             if marker is not None:
                 marker.done.set()
             if not entries and marker is None:
@@ -228,6 +288,14 @@ class Lane:
                     self.job = None
                     self.wake.set()
             if self.stopping:
+                # the writer closes its own sink: no thread needs to be started at interpreter exit
+                # (Python 3.12+ refuses), and a hung sink's close() cannot hold up the exit (shutdown only
+                # waits for this thread within its deadline)
+                try:
+                    self.sink.close(self.close_timeout)
+                except Exception as exc:
+                    report(f"close.{self.name}", exc)
+                self.closed = True
                 return
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -237,7 +305,7 @@ class Lane:
     def pending(self) -> int:
         n = self.queued()
         job = self.job
-        if job is not None and not job.replay and not job.abandoned and not job.finished:
+        if job is not None and not job.replay and not job.abandoned and not job.finished and not job.kept:
             n += len(job.docs)
         return n + self.delivery.spool_count()
 

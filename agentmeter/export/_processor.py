@@ -31,6 +31,10 @@ from ._spool import Spool
 
 __all__ = ["BatchProcessor", "Processor", "SyncProcessor"]
 
+#: at a full queue, a caller's thread yields up to this long (wall time) for the lane's manager to make
+#: room (on a busy machine the manager may not even be scheduled sooner), then the policy drops a run
+_ROOM_WAIT_S = 0.010
+
 
 @runtime_checkable
 class Processor(Protocol):
@@ -53,6 +57,11 @@ class Processor(Protocol):
     def abandon_after_fork(self) -> None:
         """In a forked child: forget the parent's queued runs without sending them."""
 
+    def spool_now(self) -> None:
+        """From a signal handler, as the process is about to die: stop, and put every queued and in-flight
+        run in the spool at once, on this thread, without waiting for any other thread (the interrupted
+        code may hold a lock they need). Later submissions are spooled too."""
+
 
 class _Base:
     """What both processors share: settings, sinks with their deliveries, the spool, documents."""
@@ -65,7 +74,7 @@ class _Base:
         self.documents = Documents(settings)
         sinks: Sequence[Sink] = settings.sinks if settings.sinks is not None else _default_sinks()
         self.spool = _open_spool(settings)
-        self.deliveries = [Delivery(sink, self.spool, settings, self.stop_event) for sink in sinks]
+        self.deliveries = [Delivery(sink, self.spool, settings, self.stop_event, self.documents) for sink in sinks]
         self._closed = False
 
     def _sink_stats(self, name: str, snap: Mapping[str, int], pending: int) -> SinkStats:
@@ -121,32 +130,38 @@ class BatchProcessor(_Base):
                         lane.wake.set()
             if full is not None:
                 for lane in full:
-                    self._relieve(lane, entry)
+                    self._at_cap(lane, entry)
         except Exception as exc:
             _guard.internal_error("submit", exc)
 
-    def _relieve(self, lane: Lane, entry: Entry) -> None:
-        """The queue is at its memory budget: the background spilling could not keep up with the caller
-        (a tight loop holds the GIL). Rather than drop, the caller spills the oldest batch to the spool
-        itself; this is the only case where the caller's thread does I/O, and it is counted."""
-        if lane.delivery.spool_usable():
-            entries, marker = lane.pop_batch()
-            if marker is not None:  # flush markers belong to the manager: put it back in order
-                with self.lock:
-                    lane.queue.appendleft(marker)
-            lane.delivery.spool(lane.build(entries))
-            _guard.counters["queue.caller_spills"] += 1
+    def _at_cap(self, lane: Lane, entry: Entry) -> None:
+        """The lane's queue is at its hard memory cap: its manager, which spills to the spool from half the
+        budget on, could not keep up (a tight loop on the caller's side holds the GIL). The caller's thread
+        never writes the spool: it yields, at most 10 ms, so the manager gets the GIL (and the CPU) to make
+        room; if there is still none, the policy drops a run, counted."""
+        s = self.settings
+        wait = lane.alive() and lane.delivery.spool_usable()
+        deadline = time.monotonic() + _ROOM_WAIT_S
+        if wait:
+            _guard.counters["queue.caller_yields"] += 1
+        while True:
             with self.lock:
-                lane.queue.append(entry)
-                lane.queued_bytes += entry.size
+                if len(lane.queue) < s.max_queue_runs and lane.queued_bytes + entry.size <= s.max_queue_bytes:
+                    lane.queue.append(entry)
+                    lane.queued_bytes += entry.size
+                    return
+                left = deadline - time.monotonic()
+                if not wait or left <= 0:
+                    self._overflow(lane, entry)
+                    return
+                lane.room.clear()
             lane.wake.set()
-            return
-        with self.lock:
-            self._overflow(lane, entry)
+            lane.room.wait(min(left, 0.0005))
 
     def _overflow(self, lane: Lane, entry: Entry) -> None:
-        # Only reached when the spool is unusable: the memory budget wins and the configured policy
-        # decides which run goes; every drop is counted.
+        # The hard memory cap: the lane's manager (the thread that spills to the spool from half the
+        # budget on) could not keep up, or the spool is unusable. The caller's thread never writes the
+        # spool: the configured policy drops one run from memory (the oldest queued, or this one), counted.
         lane.delivery.dropped += 1
         _guard.counters["queue.dropped"] += 1
         _guard.warn(f"sink.{lane.name}.queue_full", "queue over its memory budget; run dropped by policy",
@@ -160,15 +175,18 @@ class BatchProcessor(_Base):
         lane.wake.set()
 
     def _spool_late(self, entry: Entry) -> None:
+        # after shutdown (a run ending during interpreter exit): there is no thread left to hand it to
         self.submitted += 1
         for lane in self.lanes:
-            lane.delivery.spool(lane.build([entry]))
+            lane.delivery.spool_entries([entry])
 
     # -- flush, shutdown, stats -----------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Wait until every lane has delivered or spooled what was queued, and tried its spool once."""
         before = {lane.name: lane.snapshot() for lane in self.lanes}
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.spool is not None:
+            self.spool.retry_now()  # a flush tries the spool's disk again, even during its back-off
         markers = []
         for lane in self.lanes:
             if not lane.alive():
@@ -207,6 +225,8 @@ class BatchProcessor(_Base):
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         reserve = 0.0 if timeout is None else min(1.0, 0.2 * timeout)  # time kept for spooling leftovers
+        for lane in self.lanes:
+            lane.draining = True
         result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
 
         # Joining the workers may use the time up to the reserve; spooling leftovers and closing the sinks
@@ -222,6 +242,7 @@ class BatchProcessor(_Base):
         self._closed = True
         self.stop_event.set()  # cuts retry waits short
         for lane in self.lanes:
+            lane.close_timeout = remaining()
             lane.stopping = True
             lane.wake.set()
             lane.writer_wake.set()
@@ -238,12 +259,28 @@ class BatchProcessor(_Base):
                 lane.writer.join(until(join_until))
             job = lane.job
             if job is not None:
-                lane.abandon(job, "sink.write still running at shutdown; batch spooled")
+                # still writing at the deadline: spooled (a hang only if it outlived write_timeout)
+                hung = time.monotonic() - job.started > self.settings.write_timeout
+                lane.abandon(job, "sink.write still running at shutdown; batch spooled" if hung else "")
                 lane.resolved_gen = max(lane.resolved_gen, job.gen)
         for lane in self.lanes:
-            _call_with_deadline(f"close.{lane.name}", functools.partial(lane.sink.close, remaining()),
-                                remaining())
+            if not lane.closed:  # no writer thread, or it is stuck in the sink: close from a helper
+                _call_with_deadline(f"close.{lane.name}", functools.partial(lane.sink.close, remaining()),
+                                    remaining())
         return self._result(before, result.timed_out)
+
+    def spool_now(self) -> None:
+        self._closed = True
+        self.stop_event.set()
+        for lane in self.lanes:
+            lane.stopping = True  # nobody is woken: the manager and the writer stop when they next look
+            job = lane.job
+            if job is not None and not job.replay:
+                lane.abandon(job, "")
+            lane.stop_drain()
+            in_hand = list(lane.in_hand)  # what the manager took from the queue and may not write now
+            if in_hand:
+                lane.delivery.spool_entries(in_hand)
 
     def abandon_after_fork(self) -> None:
         """In a forked child: the parent owns these queued runs; forget them without sending. The spool's
@@ -296,6 +333,8 @@ class SyncProcessor(_Base):
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Everything was exported at submit; tries each sink's spool once."""
         before = {d.name: self._snap(d) for d in self.deliveries}
+        if self.spool is not None:
+            self.spool.retry_now()
         if not self._closed:
             for d in self.deliveries:
                 if d.spool_usable() and d.spool_count():
@@ -322,6 +361,9 @@ class SyncProcessor(_Base):
     def abandon_after_fork(self) -> None:
         self._closed = True
 
+    def spool_now(self) -> None:
+        self._closed = True  # every run was exported when it finished: nothing is queued
+
     def stats(self) -> Stats:
         return self._stats({d.name: self._sink_stats(d.name, self._snap(d), d.spool_count())
                             for d in self.deliveries})
@@ -347,8 +389,10 @@ def _call_with_deadline(where: str, fn: Callable[[], object], timeout: float | N
     try:
         thread = threading.Thread(target=target, name=f"agentmeter-{where}", daemon=True)
         thread.start()
-    except RuntimeError:  # no new threads at interpreter shutdown (3.12+): close here, unbounded is rare
-        target()
+    except RuntimeError:
+        # no new threads at interpreter shutdown (3.12+): calling fn here could hang the exit for good,
+        # and the process is ending (its files and sockets close with it)
+        _guard.counters["exporter.close_skipped"] += 1
         return
     thread.join(timeout)
 

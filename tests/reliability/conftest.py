@@ -29,6 +29,7 @@ from .report import update_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 _ROWS: list[dict[str, Any]] = []
+_ATTACKS: list[dict[str, Any]] = []
 
 FAULTS = ("raise", "hang", "slow", "partial", "die_mid_batch")
 
@@ -153,6 +154,20 @@ def record_fault() -> Any:
     return record
 
 
+@pytest.fixture
+def record_attack(request: pytest.FixtureRequest) -> Any:
+    """Call with ``attack`` (its number in issue 14), ``attack_text``, ``expected``, ``outcome`` and
+    ``passed``; the row lands in the attack table of docs/reliability.md. Record before asserting, so a
+    failing run still shows what happened."""
+
+    def record(**row: Any) -> None:
+        row.setdefault("test", request.node.nodeid.split("::", 1)[-1])
+        row.setdefault("file", request.node.nodeid.split("::", 1)[0])
+        _ATTACKS.append(row)
+
+    return record
+
+
 @pytest.fixture(autouse=True)
 def _no_internal_errors() -> Iterator[None]:
     """An SDK bug on a worker thread does not fail the test by itself: check the guard's count."""
@@ -162,11 +177,11 @@ def _no_internal_errors() -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _ROWS:
+    if not _ROWS and not _ATTACKS:
         return
     out = os.environ.get("AGENTMETER_TEST_RELIABILITY_JSON") or str(
         ROOT / ".pytest_cache" / "reliability-results.json")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(_ROWS, indent=1, sort_keys=True))
+    Path(out).write_text(json.dumps({"faults": _ROWS, "attacks": _ATTACKS}, indent=1, sort_keys=True))
     if os.environ.get("AGENTMETER_TEST_UPDATE_DOCS") == "1":
-        update_doc(ROOT / "docs" / "reliability.md", _ROWS)
+        update_doc(ROOT / "docs" / "reliability.md", _ROWS, _ATTACKS)

@@ -1,0 +1,119 @@
+"""Issue 14, attacks 9 and 10: a quiet, quick exit on every supported Python, and a caller's thread that
+never does I/O, even with a hung sink and a full memory queue."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import agentmeter
+from agentmeter import _guard, track_run, track_step
+from agentmeter.export import _spool
+from agentmeter.sinks import MemorySink
+
+from .conftest import FaultSink, run_python
+
+# -- attack 9 ------------------------------------------------------------------------------------------
+
+_DAEMON_AT_EXIT = r"""
+import sys, threading, time
+import agentmeter
+from agentmeter import track_run, track_step
+
+agentmeter.configure(exit_timeout=60)
+started = threading.Event()
+
+def loop():
+    while True:
+        with track_run("daemon"):
+            with track_step("s"):
+                started.set()
+
+threading.Thread(target=loop, daemon=True).start()
+started.wait(30)
+threading.Event().wait(0.5)  # the daemon thread tracks flat out for a while
+with track_run("main"):
+    pass
+left_open = track_run("left-open").__enter__()  # recorded as cancelled at exit
+print("EXITING", time.monotonic(), flush=True)
+"""
+
+_OPEN_ONLY = r"""
+from agentmeter import track_run
+track_run("only-open").__enter__()  # no run ended before exit: the exporter starts during exit
+"""
+
+
+def _store_names(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM agent_runs WHERE name != 'daemon'")]
+
+
+def test_exit_is_quiet_and_quick_with_a_daemon_thread_still_tracking(tmp_path: Path, record_attack: Any) -> None:
+    db, spool = tmp_path / "store.db", tmp_path / "spool"
+    env = {"AGENTMETER_DB": str(db), "AGENTMETER_SPOOL_DIR": str(spool)}
+    out = run_python(_DAEMON_AT_EXIT, env=env, timeout=120)
+    end = time.monotonic()
+    exiting = float(next(ln for ln in out.stdout.splitlines() if ln.startswith("EXITING "))[8:])
+    exit_s = end - exiting
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    only_open = run_python(_OPEN_ONLY, env=env, timeout=120)
+    quiet = not lines and not [ln for ln in only_open.stderr.splitlines() if ln.strip()]
+    names = sorted(_store_names(db))
+    record_attack(attack=9, attack_text="exit with a daemon thread tracking flat out (exit_timeout 60 s); exit "
+                  "with a run open and nothing exported yet", expected="no log line; exit well within "
+                  "exit_timeout; every run in the local store", outcome=f"{len(lines)} log lines; exited "
+                  f"{exit_s:.1f} s after the last run; stored {names}",
+                  passed=quiet and exit_s < 30 and names == ["left-open", "main", "only-open"])
+    assert out.returncode == 0 and only_open.returncode == 0, out.stderr + only_open.stderr
+    assert lines == [], lines  # no error line, no false "sink hung" warning, no late-span noise
+    assert only_open.stderr.strip() == ""
+    assert exit_s < 30, f"exit took {exit_s:.1f} s: the exit_timeout (60 s) was nearly used up"
+    assert names == ["left-open", "main", "only-open"]  # delivered at exit, not only spooled
+
+
+# -- attack 10 -----------------------------------------------------------------------------------------
+
+
+def test_the_callers_thread_never_writes_the_spool_even_at_the_memory_cap(tmp_path: Path, monkeypatch: Any,
+                                                                         record_attack: Any) -> None:
+    writers: set[int] = set()
+    real_put = _spool.Spool.put
+
+    def put(self: _spool.Spool, lane: str, documents: Any, *args: Any, **kwargs: Any) -> int:
+        writers.add(threading.get_ident())
+        return real_put(self, lane, documents, *args, **kwargs)
+
+    monkeypatch.setattr(_spool.Spool, "put", put)
+    hung = FaultSink(MemorySink("hung"), "hang")
+    agentmeter.configure(sinks=[hung], spool_dir=str(tmp_path / "spool"), max_queue_runs=40, batch_size=10,
+                         write_timeout=0.2, flush_interval=0.02)
+    produced = 3000
+    try:
+        for i in range(produced):  # a tight loop, far faster than anything can be written
+            with track_run("tight", metadata={"i": i}), track_step("s"):
+                pass
+        stats = agentmeter.stats().sinks["hung"]
+        caller_wrote = threading.get_ident() in writers
+        during = agentmeter.flush(timeout=1)  # the hung write holds it up to its timeout
+    finally:
+        hung.release.set()
+    hung.active.clear()
+    flushed = agentmeter.flush(timeout=30)
+    final = agentmeter.stats().sinks["hung"]
+    accounted = final.spooled + final.dropped + final.delivered
+    record_attack(attack=10, attack_text=f"{produced} runs in a tight loop, hung sink, memory cap 40 runs",
+                  expected="the caller never writes the spool; every run spooled, or dropped and counted",
+                  outcome=f"caller wrote the spool: {caller_wrote}; spooled {final.spooled}, dropped "
+                  f"{final.dropped} (counted {_guard.counters['queue.dropped']})",
+                  passed=not caller_wrote and accounted >= produced)
+    assert not caller_wrote, "the caller's thread wrote to the spool"
+    assert _guard.counters["queue.caller_spills"] == 0
+    assert stats.queued <= 40  # the memory bound held
+    assert final.dropped == _guard.counters["queue.dropped"]  # every drop at the cap is counted
+    assert during.timed_out
+    assert accounted >= produced, (flushed, final)
+    assert flushed.sinks["hung"].pending == 0  # and once the sink answers, the spool drains

@@ -1,20 +1,18 @@
-"""Frames into their declared shape: :func:`conform` coerces any frame (or rows) to a column spec."""
+"""Put any frame into the shape a column spec declares (:func:`conform`, re-exported by
+:mod:`agentmeter.queries.base`). Imports pandas only when called."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Spec", "conform"]
+__all__ = ["conform"]
 
-#: a frame's columns: (name, kind) pairs, kinds ``str``, ``int``, ``Int``, ``float``, ``time``, ``bool``, ``json``
+#: Column kinds of a spec: ``((name, kind), ...)``
 Spec = tuple[tuple[str, str], ...]
-
-_INT_FILL = {"int": 0}
 
 
 def conform(frame: pd.DataFrame | Iterable[Mapping[str, Any]], spec: Spec) -> pd.DataFrame:
@@ -55,6 +53,7 @@ def conform(frame: pd.DataFrame | Iterable[Mapping[str, Any]], spec: Spec) -> pd
 
 
 def _json(v: Any) -> str | None:
+    import json
 
     if _is_null(v):
         return None

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._conform import Spec as Spec
-from ._conform import conform as conform
+from ._conform import conform
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,6 +104,7 @@ BUCKETS: Final = ("minute", "hour", "day")
 # Column kinds: str (text, may be null), int (integer, never null), Int (integer, may be null),
 # float (may be NaN for null), time (tz-aware UTC timestamp, may be NaT), bool, json (JSON text with sorted
 # keys, may be null).
+Spec = tuple[tuple[str, str], ...]
 
 #: One row: the headline numbers of Health (and the KPI strip on every view), all over the runs that match
 #: (defined once, in :mod:`agentmeter.queries._kpis`). ``success_rate`` and ``error_rate`` are fractions
@@ -317,11 +317,9 @@ class SourceUnavailable(Exception):
     check; ``details`` is the driver's whole story (for an expander), when it has more to say."""
 
     def __init__(self, message: str, hint: str = "", details: str = "") -> None:
-        from .._scrub import scrub  # a driver's error may quote a connection string, password included
-
-        super().__init__(scrub(message))
-        self.hint = scrub(hint)
-        self.details = scrub(details)
+        super().__init__(message)
+        self.hint = hint
+        self.details = details
 
 
 def flat(exc: BaseException, limit: int = 300) -> str:

@@ -79,7 +79,7 @@ def _at_exit() -> None:
 
 
 #: the longest a multiprocessing worker's SIGTERM handler may take to spool before the worker dies anyway
-_WORKER_DEADLINE_S = 3.0
+_WORKER_DEADLINE_S = 10.0
 
 
 def _worker_sigterm(signum: int, frame: FrameType | None) -> None:

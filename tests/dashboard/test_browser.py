@@ -136,8 +136,31 @@ def wait_tile(page: Any, label: str, value: str) -> None:
 
 
 def choose(page: Any, label: str, option: str) -> None:
-    page.get_by_role("combobox", name=label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Open the select box ``label`` and click ``option``. A rerun that was still on its way (a click
+    whose result looked like the last one) redraws the box and closes its list: then open it again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(3):
+        page.get_by_role("combobox", name=label, exact=True).click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            ready(page)
+            if _tag_chosen(page, label, option):  # the click landed as the list was redrawn
+                return
+            if attempt == 2:
+                raise
+
+
+def _tag_chosen(page: Any, label: str, option: str) -> bool:
+    """Whether the multiselect ``label`` shows ``option`` as chosen (chosen options leave its list)."""
+    return bool(page.evaluate(
+        """([label, option]) => [...document.querySelectorAll('[data-testid="stMultiSelect"]')]
+            .filter(m => m.querySelector(`input[aria-label="${label}"]`))
+            .some(m => [...m.querySelectorAll('[data-tag]')].some(t => t.getAttribute('aria-label') === option))""",
+        [label, option]))
 
 
 def open_view(page: Any, view: str) -> None:
@@ -232,12 +255,11 @@ def test_every_control_in_every_view_in_chromium(aged_store: tuple[Path, Docs], 
             type_dates(page, first, last)
             wait_tile(page, tile, count(custom))
             for agent in agents:
-                page.get_by_role("combobox", name="Agent", exact=True).click()
-                page.get_by_role("option", name=agent, exact=True).click()
+                choose(page, "Agent", agent)
                 page.keyboard.press("Escape")
+                ready(page)
             wait_tile(page, tile, count(custom, agents))
-            page.get_by_role("combobox", name="Run status", exact=True).click()
-            page.get_by_role("option", name=statuses[0], exact=True).click()
+            choose(page, "Run status", statuses[0])
             page.keyboard.press("Escape")
             wait_tile(page, tile, count(custom, agents, statuses))
             if view != "Run explorer":

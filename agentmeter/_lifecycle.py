@@ -50,6 +50,10 @@ _mp_registered = False
 # -- exit ---------------------------------------------------------------------------------------------
 
 
+#: the GIL switch interval while the exit handler delivers (Python's default is 5 ms)
+_EXIT_SWITCH_INTERVAL_S = 0.0005
+
+
 def exit_flush(reason: str, message: str, timeout: float | None = None, fresh: bool = False) -> None:
     """Record open runs as cancelled, then deliver within the deadline and spool the rest. Never raises.
 
@@ -66,6 +70,11 @@ def exit_flush(reason: str, message: str, timeout: float | None = None, fresh: b
                 _state.stop_tracking()
         p = _state.replace() if fresh else _state.current_processor()
         if p is not None:
+            if not fresh:
+                # Threads still running (a daemon thread in a loop) hold the GIL for whole switch
+                # intervals, and the exporter's threads wait that long each time they take it back
+                # after a write: the process is ending, so hand the GIL over more often.
+                sys.setswitchinterval(min(sys.getswitchinterval(), _EXIT_SWITCH_INTERVAL_S))
             p.shutdown(timeout=p.settings.exit_timeout if timeout is None else timeout)
     except Exception as exc:
         try:

@@ -98,16 +98,25 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.commit()
 
 
-def _upsert_sql(table: str) -> tuple[str, list[contract.Column]]:
+def _upsert_sql(table: str, rows: int = 1) -> tuple[str, list[contract.Column]]:
+    """The upsert of ``rows`` rows into ``table``, in one multi-row ``VALUES`` statement."""
     cols = table_columns(table)
     names = [c.name for c in cols]
     pk = _PRIMARY_KEYS[table]
     updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != pk)
+    one = f"({', '.join('?' for _ in names)})"
     sql = (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join(one for _ in range(rows))} "
         f"ON CONFLICT({pk}) DO UPDATE SET {updates}"
     )
     return sql, cols
+
+
+#: rows per statement: the sqlite3 module releases the GIL once per statement step, and a thread that
+#: waits to take it back can wait a whole switch interval (5 ms) behind a busy caller's thread, so one
+#: statement per row made the export crawl (about 200 rows a second) beside a CPU-bound thread. 999 bound
+#: parameters is the smallest limit any SQLite build has.
+_PARAMS_PER_STATEMENT = 999
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -147,6 +156,9 @@ class SQLiteSink(Sink):
         _sinks.add(self)
         self._statements = {table: _upsert_sql(table) for table in contract.TABLES}
         self._encoders = {table: _row_encoder(cols) for table, (_sql, cols) in self._statements.items()}
+        self._chunk = {table: max(1, _PARAMS_PER_STATEMENT // len(cols))
+                       for table, (_sql, cols) in self._statements.items()}
+        self._multi: dict[tuple[str, int], str] = {}
 
     @classmethod
     def from_env(cls) -> SQLiteSink:
@@ -181,15 +193,23 @@ class SQLiteSink(Sink):
             conn = self._connect()
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for table, (sql, _cols) in self._statements.items():
-                    if rows[table]:
-                        conn.executemany(sql, rows[table])
+                for table, table_rows in rows.items():
+                    self._upsert(conn, table, table_rows)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         return WriteResult()
+
+    def _upsert(self, conn: sqlite3.Connection, table: str, rows: list[list[Any]]) -> None:
+        chunk = self._chunk[table]
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            sql = self._multi.get((table, len(part)))
+            if sql is None:
+                sql = self._multi[(table, len(part))] = _upsert_sql(table, len(part))[0]
+            conn.execute(sql, [value for row in part for value in row])
 
     def close(self, timeout: float | None = None) -> bool:
         with self._lock:

@@ -72,7 +72,8 @@ def _emit(level: str, message: str, fields: dict[str, Any]) -> None:
 #: Seconds between two log lines for the same key; the counters still see every occurrence.
 LOG_INTERVAL_S = 60.0
 
-_lock = threading.Lock()
+#: reentrant: a signal handler that logs may interrupt this thread while it holds the lock
+_lock = threading.RLock()
 _last_logged: dict[str, float] = {}
 counters: Counter[str] = Counter()
 
@@ -121,7 +122,7 @@ def warn(key: str, message: str, **fields: Any) -> None:
 def after_fork() -> None:
     """In a forked child: a parent thread may have held the lock at fork time; nobody would release it."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 def reset_rate_limit() -> None:

@@ -71,6 +71,7 @@ class Lane:
         self.stopping = False
         self.draining = False  # shutdown began: deliver what is queued rather than spool it
         self.in_hand: list[Entry] = []  # popped by the manager, not yet spooled nor handed to the writer
+        self.drain_hand: list[Entry] = []  # popped by shutdown's drain, not yet spooled
         self.job: Job | None = None  # set by the manager when the writer is idle, cleared by the writer
         self.gen = 0  # jobs started
         self.resolved_gen = 0  # highest job finished or abandoned
@@ -206,6 +207,8 @@ class Lane:
         with self.lock:
             if threading.current_thread() is self.manager:
                 self.in_hand = entries  # a signal handler spooling in a hurry spools these too
+            else:
+                self.drain_hand = entries  # shutdown's drain, which a signal handler may interrupt
             queue = self.queue
             while queue and len(entries) < size:
                 item = queue.popleft()
@@ -261,6 +264,7 @@ class Lane:
             entries, marker = self.pop_batch(_DRAIN_BATCH)
             if entries:
                 self.delivery.spool_entries(entries)
+                self.drain_hand = []
             if marker is not None:
                 marker.done.set()
             if not entries and marker is None:

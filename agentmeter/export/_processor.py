@@ -278,6 +278,10 @@ class BatchProcessor(_Base):
             job = lane.job
             if job is not None and not job.replay:
                 lane.abandon(job, "")
+            # what this thread's interrupted drain popped and had not spooled yet (spooled twice at worst:
+            # the ids dedupe), then the rest of the queue
+            interrupted, lane.drain_hand = lane.drain_hand, []
+            lane.delivery.spool_entries(interrupted)
             lane.stop_drain()
             in_hand = list(lane.in_hand)  # what the manager took from the queue and may not write now
             if in_hand:

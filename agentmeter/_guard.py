@@ -43,7 +43,7 @@ def _log() -> Any:
     Made with the first log line: structlog (with rich) takes ~50 ms to import."""
     global _logger
     if _logger is None:
-        import structlog
+        import structlog  # ~50 ms with rich: loaded with the first log line
 
         # the configured processors (an application's renderer, capture_logs()), but always onto stderr
         _logger = structlog.wrap_logger(structlog.PrintLogger(cast(TextIO, _Stderr())), logger_name="agentmeter")

@@ -180,8 +180,8 @@ def _register_multiprocessing_exit(_processor: Processor) -> None:
     if _mp_registered or "multiprocessing" not in sys.modules:
         return
     try:
-        import multiprocessing
-        from multiprocessing import util
+        import multiprocessing  # only when the program already imported it
+        from multiprocessing import util  # only when the program already imported it
 
         if multiprocessing.parent_process() is None:
             return  # the main process: atexit runs

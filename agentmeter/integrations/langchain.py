@@ -284,7 +284,7 @@ def enable(*, trace_timeout: float = 300.0) -> CallbackHandler:
     global _global
     with _registry_lock:
         if _global is None:
-            from langchain_core.tracers.context import register_configure_hook
+            from langchain_core.tracers.context import register_configure_hook  # langchain-core: only when instrumented
 
             _global = CallbackHandler(trace_timeout=trace_timeout)
             # a default value reaches every thread and task (a ContextVar set here would not)

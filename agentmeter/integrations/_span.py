@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from .. import _guard
 from .._model import Call
 from .._tracking import track_call
+from ._values import attr
 
 __all__ = ["CallSpan", "Patches", "Recording", "as_int", "attr", "record_calls"]
 
@@ -55,15 +56,6 @@ class CallSpan:
             self._ctx.run(self._tracker.__exit__, type(exc) if exc is not None else None, exc, None)
         except Exception as err:  # the context is in use on another thread: close it from a fresh copy
             _guard.internal_error("integration_end_call", err)
-
-
-def attr(obj: Any, name: str) -> Any:
-    """``obj.name`` or ``obj[name]`` (pydantic models and plain dicts alike), else None."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
 
 
 def as_int(value: Any) -> int | None:

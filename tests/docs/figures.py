@@ -54,7 +54,8 @@ def current(page: str, name: str) -> str:
 def write() -> None:
     for page, name, render in FIGURES:
         path = ROOT / page
-        text, count = _pattern(name).subn(lambda m: m.group(1) + render() + m.group(3), path.read_text())
+        table = render()
+        text, count = _pattern(name).subn(lambda m, t=table: m.group(1) + t + m.group(3), path.read_text())
         if count != 1:
             raise LookupError(f"{page}: figures:{name} markers not found once")
         path.write_text(text)

@@ -31,8 +31,18 @@ from pathlib import Path
 import pytest
 
 from agentmeter.cli import COMMANDS, build_parser
-from tests.docs._blocks import NOT_CODE, ROOT, RUN, Block, Inline, agentmeter_argv, blocks, doc_files, \
-    inline_commands, shell_commands
+from tests.docs._blocks import (
+    NOT_CODE,
+    ROOT,
+    RUN,
+    Block,
+    Inline,
+    agentmeter_argv,
+    blocks,
+    doc_files,
+    inline_commands,
+    shell_commands,
+)
 from tests.docs._setups import SETUPS
 
 ALL_BLOCKS = [b for path in doc_files() for b in blocks(path)]
@@ -51,7 +61,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def shell_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+def shell_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A folder to run shell blocks in: ``agentmeter`` (and ``.venv/bin/agentmeter``) is this checkout's CLI,
     ``AGENTMETER_DB`` a local store the demo filled."""
     home = tmp_path_factory.mktemp("docs-shell")
@@ -65,7 +75,7 @@ def shell_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     demo = subprocess.run(["agentmeter", "demo", "--runs", "3", "--offline", "--seed", "1"], cwd=home, env=env,
                           capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stderr
-    yield home, env
+    return home, env
 
 
 def _id(item: Block | Inline) -> str:
@@ -205,3 +215,22 @@ def test_inline_command(inline: Inline, shell_home: tuple[Path, dict[str, str]])
             assert proc.returncode == 0, f"{inline.where}: `{command}` exited {proc.returncode}: {proc.stderr}"
         else:
             _parse(argv, inline.where)
+
+
+def test_the_runner_reads_directives_and_commands(tmp_path: Path) -> None:
+    """What the runner relies on: a directive above a fence, its reason, continuation lines, pipes."""
+    from tests.docs._blocks import parse_directive
+
+    page = tmp_path / "page.md"
+    page.write_text('Text.\n\n<!-- docs-test: skip reason="needs a server" -->\n```bash\nmake x\n```\n\n'
+                    "```python\nprint(1)\n```\n\nRun `agentmeter report --since 1h`.\n")
+    skipped, ran = blocks(page)
+    assert (skipped.mode, skipped.options, skipped.line) == ("skip", {"reason": "needs a server"}, 4)
+    assert (ran.mode, ran.lang, ran.code) == ("run", "python", "print(1)\n")
+    assert [c.command for c in inline_commands(page)] == ["agentmeter report --since 1h"]
+    assert shell_commands("agentmeter sql --bucket b \\\n  --prefix p/ > s.sql  # note\n# only a comment\n") == [
+        "agentmeter sql --bucket b --prefix p/ > s.sql  # note"]
+    assert agentmeter_argv("agentmeter sql --bucket b > s.sql") == [["sql", "--bucket", "b"]]
+    assert agentmeter_argv("agentmeter sql --bucket b | snowsql -f /dev/stdin") == [["sql", "--bucket", "b"]]
+    with pytest.raises(ValueError, match="unknown docs-test directive"):
+        parse_directive("skipp reason=x")

@@ -104,7 +104,7 @@ def shell_commands(code: str) -> list[str]:
     commands: list[str] = []
     pending = ""
     for raw in code.splitlines():
-        line = pending + raw
+        line = pending + (raw.lstrip() if pending else raw)
         if line.rstrip().endswith("\\"):
             pending = line.rstrip()[:-1] + " "
             continue

@@ -106,7 +106,7 @@ def shell_commands(code: str) -> list[str]:
     for raw in code.splitlines():
         line = pending + (raw.lstrip() if pending else raw)
         if line.rstrip().endswith("\\"):
-            pending = line.rstrip()[:-1] + " "
+            pending = line.rstrip()[:-1].rstrip() + " "
             continue
         pending = ""
         if line.strip() and not line.lstrip().startswith("#"):

@@ -62,14 +62,16 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def shell_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A folder to run shell blocks in: ``agentmeter`` (and ``.venv/bin/agentmeter``) is this checkout's CLI,
-    ``AGENTMETER_DB`` a local store the demo filled."""
+    """A folder to run shell blocks in: ``agentmeter`` (and ``.venv/bin/agentmeter``) is this checkout's CLI
+    and ``python`` the interpreter running the tests, ``AGENTMETER_DB`` a local store the demo filled."""
     home = tmp_path_factory.mktemp("docs-shell")
-    shim = f'#!/bin/sh\nexec "{sys.executable}" -m agentmeter "$@"\n'
+    shims = {"agentmeter": f'#!/bin/sh\nexec "{sys.executable}" -m agentmeter "$@"\n',
+             "python": f'#!/bin/sh\nexec "{sys.executable}" "$@"\n'}
     for folder in (home / "bin", home / ".venv" / "bin"):
         folder.mkdir(parents=True)
-        (folder / "agentmeter").write_text(shim)
-        (folder / "agentmeter").chmod(0o755)
+        for name, shim in shims.items():
+            (folder / name).write_text(shim)
+            (folder / name).chmod(0o755)
     env = _env(home, AGENTMETER_DB=str(home / "store" / "agentmeter.db"),
                PATH=f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     demo = subprocess.run(["agentmeter", "demo", "--runs", "3", "--offline", "--seed", "1"], cwd=home, env=env,

@@ -34,9 +34,23 @@ def firehose_table() -> str:
     return "\n".join(lines)
 
 
+def dashboard_table() -> str:
+    """docs/dashboard.md, "Speed": best time of each view's queries per filter, in seconds."""
+    data = json.loads((RESULTS / "dashboard.json").read_text())
+    filters = list(dict.fromkeys(r["filters"] for r in data["results"]))
+    views = list(dict.fromkeys(r["view"] for r in data["results"]))
+    best = {(r["view"], r["filters"]): r["best_s"] for r in data["results"]}
+    lines = ["| view | " + " | ".join(filters) + " |", "|---|" + "---|" * len(filters)]
+    for view in views:
+        cells = [f"{best[view, f]:.3f}" if (view, f) in best else "-" for f in filters]
+        lines.append(f"| {view} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 #: (page, name between the markers, renderer)
 FIGURES: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/sinks.md", "firehose", firehose_table),
+    ("docs/dashboard.md", "dashboard", dashboard_table),
 ]
 
 

@@ -1,18 +1,22 @@
 # The two quickstart commands (see README):
 #   make demo   set up .venv with every extra, run the demo agent offline into the local store, print a report
-#   make test   set up .venv with the test extra (and Chromium for the browser test), run the whole suite,
-#               then the integration tests again on openai 2.x (make test-openai2)
+#   make test   set up .venv with every extra and the dev dependency group (and Chromium for the browser
+#               test), check the built wheel and sdist (make check-dist), run the whole suite, then the
+#               integration tests again on openai 2.x (make test-openai2)
 #   make bench  benchmarks against OpenTelemetry, Langfuse and LangSmith (see benchmarks/README.md)
 #   make test-pythons  tests/core and tests/reliability on Python 3.10, 3.12 and 3.13 (one venv each)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-openai2 test-pythons lint bench system-deps
+.PHONY: demo test test-openai2 test-pythons lint bench system-deps check-dist
+
+# pip 25.1 is the first to install PEP 735 dependency groups (--group), where the dev dependencies live.
+PIP_MIN := 'pip>=25.1'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade $(PIP_MIN)
 
 # The peers live in their own virtualenv, never in agentmeter's dependencies.
 PEERS := benchmarks/.venv-peers
@@ -28,7 +32,7 @@ $(VENV)/.installed-all: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[all]' --group dev
 	touch $@ $(VENV)/.installed-all
 
 demo: $(VENV)/.installed-all
@@ -41,8 +45,18 @@ system-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: system-deps $(VENV)/.installed-test
+	$(MAKE) check-dist
 	$(BIN)/python -m pytest
 	$(MAKE) test-openai2
+
+# The sdist and the wheel as PyPI would get them (python -m build makes the wheel from the unpacked sdist,
+# so the sdist is shown to be enough to build from), then twine check --strict: complete metadata, and a
+# README that renders on PyPI.
+DIST := build/dist
+check-dist: $(VENV)/.installed-test
+	rm -rf $(DIST)
+	$(BIN)/python -m build --no-isolation --outdir $(DIST) . >/dev/null
+	$(BIN)/python -m twine check --strict $(DIST)/*
 
 # .venv gets openai 3.x from the extras; the integrations are tested on openai 2.x too, in two more venvs:
 # the oldest versions the integrations support (openai 2.31.0, anthropic 1.0.0) and the newest openai 2.x

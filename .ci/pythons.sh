@@ -3,7 +3,7 @@
 #   .ci/pythons.sh [3.10 3.12 3.13]
 # For each version: an interpreter from PATH (python3.X), else from pyenv (~/.pyenv/versions/3.X.*), else
 # Debian's packages (python3.X + python3.X-venv, where the release has them: Debian 13 has 3.13); then a
-# virtualenv .venv-3.X with agentmeter and its core test dependencies (pyproject's `core-test` extra), and
+# virtualenv .venv-3.X with agentmeter and its core test dependencies (pyproject's `core-test` dependency group), and
 # pytest on tests/core and tests/reliability there. Exits non-zero if a version is missing or fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +32,8 @@ for v in "${versions[@]}"; do
   fi
   venv=".venv-$v"
   if [ ! -x "$venv/bin/python" ] || [ pyproject.toml -nt "$venv/.installed" ]; then
-    "$py" -m venv "$venv" && "$venv/bin/python" -m pip install -q --upgrade pip \
-      && "$venv/bin/python" -m pip install -q -e '.[core-test]' && touch "$venv/.installed" \
+    "$py" -m venv "$venv" && "$venv/bin/python" -m pip install -q --upgrade 'pip>=25.1' \
+      && "$venv/bin/python" -m pip install -q -e . --group core-test && touch "$venv/.installed" \
       || { summary+=("$v: INSTALL FAILED"); status=1; continue; }
   fi
   echo "== Python $v ($("$venv/bin/python" -V 2>&1)): tests/core tests/reliability"

@@ -8,8 +8,8 @@ Two pure functions define it:
   and ``api_calls`` (what SQLite stores and what Firehose ships to Snowflake).
 
 The tables' columns are declared once, in :data:`TABLES`; the SQLite DDL, the Snowflake views and
-``docs/data_model_erd.md`` follow from them. Every row carries ``record_type``, ``record_id`` (its own id,
-the de-duplication key) and ``schema_version``.
+``docs/data_model_erd.md`` follow from them. Every Firehose record carries ``record_type``, ``record_id``
+(its own id, the de-duplication key) and ``schema_version``; the local store's rows leave out the first two.
 """
 
 from __future__ import annotations
@@ -409,8 +409,9 @@ def erd_markdown() -> str:
         "",
         "Every run is one **document** (`run_document`): the run's fields and rollups, plus `steps` and `calls`",
         "lists. MongoDB stores it as is (`_id` = `run_id`); `document_records` turns it into rows of three",
-        "tables, which the local SQLite store holds and Firehose ships to Snowflake. Every row carries",
-        "`record_type`, `record_id` (its own id, the de-duplication key) and `schema_version`. Ids are",
+        "tables, which the local SQLite store holds and Firehose ships to Snowflake. Every record Firehose",
+        "ships carries `record_type`, `record_id` (its own id, the de-duplication key) and `schema_version`;",
+        "the local store's rows leave out the first two (the table is the type, the primary key the id). Ids are",
         "time-ordered UUIDv7 strings made once when the run, step or call starts, so every write is",
         "idempotent. Timestamps are UTC ISO 8601 with microseconds; durations come from a monotonic clock,",
         "in milliseconds. Unknown token counts are null, never 0; an unpriced call has `cost_usd` null and",

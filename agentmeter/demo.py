@@ -23,7 +23,7 @@ import random
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -82,10 +82,12 @@ def load_agent() -> ModuleType:
 
 @dataclass(frozen=True)
 class Mode:
-    """Where each API goes: ``"live"``, ``"stub"`` or (OpenAI only) ``None`` for no summarization."""
+    """Where each API goes: ``"live"``, ``"stub"`` or (OpenAI only) ``None`` for no summarization;
+    ``forced`` when ``--offline`` chose the stubs although ``TAVILY_API_KEY`` is set."""
 
     tavily: str
     openai: str | None
+    forced: bool = field(default=False, compare=False)
 
     @property
     def offline(self) -> bool:
@@ -108,7 +110,7 @@ def choose_mode(environ: Mapping[str, str] | None = None, offline: bool = False)
     tavily_live = bool(env.get("TAVILY_API_KEY", "").strip())
     openai_live = bool(env.get("OPENAI_API_KEY", "").strip())
     if offline or not tavily_live:
-        return Mode("stub", "stub")
+        return Mode("stub", "stub", forced=tavily_live)
     return Mode("live", "live" if openai_live else None)
 
 
@@ -129,7 +131,11 @@ class DemoClients:
             seed = "" if self.seed is None else f", seed {self.seed}"
             head = (f"Mode: offline - the real tavily and openai clients talk to local stub servers "
                     f"(Tavily {self.tavily_url}, OpenAI {self.openai_url}{seed}).")
-            tail = "Set TAVILY_API_KEY (and OPENAI_API_KEY for summaries) to call the live APIs."
+            if self.mode.forced:
+                tail = ("--offline: stub servers although TAVILY_API_KEY is set (run without --offline to call "
+                        "the live APIs).")
+            else:
+                tail = "Set TAVILY_API_KEY (and OPENAI_API_KEY for summaries) to call the live APIs."
             return f"{head}\n{tail}"
         parts = [f"Tavily live ({self.tavily_url})"]
         if self.mode.openai is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,27 @@ def _sinks(db: str | None) -> tuple[list[Any], Path, bool]:
     # Only remote sinks configured: keep a temporary local copy so the report can be printed.
     copy = SQLiteSink(Path(tempfile.mkdtemp(prefix="agentmeter-demo-")) / "demo.db", name="demo-report")
     return [*configured, copy], copy.path, True
+
+
+def command_name() -> str:
+    """How to type ``agentmeter`` so that it runs this installation: the bare name when PATH finds this
+    one, else the script's path (relative when under the working folder: ``.venv/bin/agentmeter`` after
+    ``make demo``), else ``python -m agentmeter`` with this interpreter."""
+    import os
+    import shlex
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "agentmeter"  # the console script beside this venv's python
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m agentmeter"
+    found = shutil.which("agentmeter")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "agentmeter"
+    relative = os.path.relpath(script)
+    if relative.startswith(".."):
+        return shlex.quote(str(script))
+    return shlex.quote(relative if os.sep in relative else f".{os.sep}{relative}")
 
 
 def _check_args(args: argparse.Namespace) -> list[str]:
@@ -125,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"Runs were sent to: {', '.join(s.name for s in sinks[:-1])}. The report above was "
                       f"read from a temporary local copy ({db}).")
     else:
-        opt = "" if args.db is None else f" --db {db}"
-        console.print(f"\nEvery run in the store: [bold]agentmeter report{opt}[/]\n"
-                      f"Open the dashboard:     [bold]agentmeter dashboard{opt}[/]")
+        opt = "" if args.db is None else f" --db {shlex.quote(str(db))}"
+        name = command_name()
+        console.print(f"\nEvery run in the store: [bold]{name} report{opt}[/]\n"
+                      f"Open the dashboard:     [bold]{name} dashboard{opt}[/]", markup=True, highlight=False,
+                      soft_wrap=True)
     return 0 if summary["total"]["runs"] else 1

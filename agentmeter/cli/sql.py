@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
         help="print the Snowflake Snowpipe setup (roles, stage, pipe, views) for snowsql",
         description=(
             "Print the Snowflake setup script for the S3 prefix the Firehose sink writes, rendered with "
-            "your names: agentmeter sql --bucket B | snowsql -f /dev/stdin. See docs/snowflake.md."
+            "your names: agentmeter sql --bucket B > setup.sql; snowsql -c admin -f setup.sql. See docs/snowflake.md."
         ),
     )
     p.add_argument("--bucket", required=True, help="S3 bucket the Firehose delivery stream writes to")

@@ -32,8 +32,7 @@ GRANT USAGE ON WAREHOUSE {{warehouse}} TO ROLE {{reader_role}};
 
 -- @if aws_role_arn
 -- The storage integration lets Snowflake read s3://{{bucket}}/{{prefix}} by assuming an IAM role in your
--- AWS account. No AWS keys are stored in Snowflake. After this runs, DESC INTEGRATION (at the end of this
--- script) prints STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID for the trust policy of that role
+-- AWS account. No AWS keys are stored in Snowflake. After this runs, DESC INTEGRATION (right below) prints STORAGE_AWS_IAM_USER_ARN and STORAGE_AWS_EXTERNAL_ID for the trust policy of that role
 -- (docs/snowflake.md, "IAM role and trust").
 USE ROLE ACCOUNTADMIN;
 CREATE STORAGE INTEGRATION IF NOT EXISTS {{integration}}

@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_import_linter_layer_contracts_hold() -> None:
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    assert exe is not None, "import-linter is a test dependency (pip install -e '.[dev]')"
+    assert exe is not None, "import-linter is a test dependency (pip install -e '.[all]' --group dev)"
     proc = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout

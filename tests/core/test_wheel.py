@@ -70,3 +70,42 @@ def test_wheel_installs_with_all_extras_and_works_outside_the_checkout(tmp_path:
     assert result["bundled"]["sql"] and result["bundled"]["dashboard"] and result["bundled"]["examples"]
     assert "streamlit_app.py" in result["bundled"]["dashboard"] and "views.py" in result["bundled"]["dashboard"]
     assert result["tiles"]["Runs"] == "1"
+
+
+@pytest.mark.slow
+def test_sdist_holds_what_the_quickstart_needs_and_the_metadata_is_complete(tmp_path: Path) -> None:
+    """The sdist builds the wheel (python -m build makes it from the unpacked sdist) and carries the Makefile,
+    the tests, the docs and the benchmarks; the metadata PyPI shows is complete, with no development extras."""
+    import tarfile
+    import zipfile
+
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+                   check=True, capture_output=True)
+    (sdist,) = dist.glob("agentmeter-*.tar.gz")
+    (wheel,) = dist.glob("agentmeter-*.whl")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    for needed in ("Makefile", "LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", ".ci/run",
+                   "benchmarks/run.py", "benchmarks/requirements-peers.txt", "tests/conftest.py",
+                   "tests/docs/test_docs.py", "docs/upgrading.md", "agentmeter/sql/01_account.sql"):
+        assert needed in names, f"{needed} is not in the sdist"
+    assert not any(n.startswith(("benchmarks/.venv", "benchmarks/results/scratch", ".venv")) for n in names)
+    with zipfile.ZipFile(wheel) as zf:
+        meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = zf.read(meta_name).decode()
+        assert any(n.endswith(".dist-info/licenses/LICENSE") for n in zf.namelist())
+    headers = [line.partition(": ") for line in metadata.split("\n\n", 1)[0].splitlines()]
+    fields: dict[str, list[str]] = {}
+    for key, _, value in headers:
+        fields.setdefault(key, []).append(value)
+    assert fields["License-Expression"] == ["MIT"]
+    assert fields["License-File"] == ["LICENSE"]
+    urls = dict(u.split(", ", 1) for u in fields["Project-URL"])
+    assert set(urls) >= {"Homepage", "Documentation", "Changelog", "Issues"}
+    assert all(u.startswith("https://github.com/agentmeter/agentmeter") for u in urls.values())
+    assert any(c.startswith("Development Status :: ") for c in fields["Classifier"])
+    assert fields["Author"] != ["agentmeter"]
+    extras = set(fields["Provides-Extra"])
+    assert {"all", "mongodb", "firehose", "snowflake", "dashboard", "openai", "otel"} <= extras
+    assert not extras & {"test", "dev", "bench", "core-test"}, "development dependencies are published as extras"

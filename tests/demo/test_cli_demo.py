@@ -4,6 +4,7 @@ writing to the store given with --db; the printed report must match what the sto
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -130,3 +131,69 @@ def test_example_agent_runs_on_its_own(tmp_path: Path, offline_env: dict[str, st
     assert proc.stdout.startswith("Mode: offline") and "# Acme Corp" in proc.stdout
     with sqlite3.connect(offline_env["AGENTMETER_DB"]) as conn:
         assert conn.execute("SELECT agent, step_count FROM agent_runs").fetchall() == [("company-research", 6)]
+
+
+def test_offline_by_request_does_not_ask_for_the_key_that_is_set() -> None:
+    from agentmeter.demo import DemoClients
+
+    keys = {"TAVILY_API_KEY": "tvly-x", "OPENAI_API_KEY": "sk-x"}
+    forced = choose_mode(keys, offline=True)
+    assert forced.offline and forced.forced
+    text = DemoClients(forced, None, None, "http://127.0.0.1:1", "http://127.0.0.1:2").describe()
+    assert "Set TAVILY_API_KEY" not in text
+    assert "--offline" in text and "TAVILY_API_KEY is set" in text
+    plain = choose_mode({"OPENAI_API_KEY": "sk-x"})  # offline because no Tavily key: say which key
+    assert not plain.forced
+    assert "Set TAVILY_API_KEY" in DemoClients(plain, None, None, "u", "v").describe()
+
+
+def _hint(out: str, what: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith(what)]
+    return line[len(what):].strip()
+
+
+@pytest.mark.slow
+def test_printed_hints_work_as_typed(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    """As after `make demo`: the console script of a virtualenv that is not on PATH, run from the folder
+    holding the virtualenv; the printed report command, typed as printed in a shell there, works."""
+    script = Path(sys.executable).parent / "agentmeter"
+    if not script.is_file():
+        pytest.skip(f"no console script beside {sys.executable} (the package is not installed in this venv)")
+    folder = script.parent.parent.parent  # the checkout, for `make demo`'s .venv
+    env = {**offline_env, "PATH": "/usr/bin:/bin", "TAVILY_API_KEY": "tvly-not-used"}
+    db = tmp_path / "demo.db"
+    proc = subprocess.run([str(script), "demo", "--runs", "2", "--seed", "1", "--offline", "--db", str(db)],
+                          env=env, cwd=folder, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "Set TAVILY_API_KEY" not in proc.stdout and "TAVILY_API_KEY is set" in proc.stdout
+    report = _hint(proc.stdout, "Every run in the store:")
+    dashboard = _hint(proc.stdout, "Open the dashboard:")
+    expected = os.path.relpath(script, folder)
+    assert report.split()[0] == (expected if not expected.startswith("..") else str(script))
+    assert report.split()[1:] == ["report", "--db", str(db)]
+    assert dashboard.split()[1] == "dashboard"
+    typed = subprocess.run(["bash", "-c", report], env=env, cwd=folder, capture_output=True, text=True,
+                           timeout=120)
+    assert typed.returncode == 0, typed.stderr
+    assert "TOTAL" in typed.stdout
+
+
+def test_command_name_is_the_bare_name_when_path_finds_this_installation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentmeter.cli.demo import command_name
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("python", "agentmeter"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert command_name() == "agentmeter"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == "venv/bin/agentmeter"
+    monkeypatch.chdir(bin_dir)
+    assert command_name() == "./agentmeter"
+    (bin_dir / "agentmeter").unlink()
+    assert command_name() == f"{bin_dir / 'python'} -m agentmeter"

@@ -19,7 +19,7 @@ from agentmeter.testing import CapturedRuns, capture_runs
 
 
 def need(module: str) -> ModuleType:
-    """Import ``module`` (a test dependency: ``pip install -e '.[dev]'``)."""
+    """Import ``module`` (a test dependency: ``pip install -e '.[all]' --group dev``)."""
     return importlib.import_module(module)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "Records",
     "document_records",
     "run_document",
+    "run_parts",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -324,6 +325,17 @@ def run_document(
     sampler's decision, see ``sample_rate``) leaves out the captured ``inputs`` and ``output`` of the run and
     its steps; every count, latency, token and cost stays.
     """
+    fields, step_rows, call_rows = run_parts(run, pricer, max_chars, sampled=sampled)
+    fields["steps"] = step_rows
+    fields["calls"] = call_rows
+    return fields
+
+
+def run_parts(
+    run: FinishedRun, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`run_document` in three parts: the run's fields (no ``steps`` nor ``calls``), its step rows and
+    its call rows (each sorted by id). The local store writes its rows from them without the document."""
     price = pricer or _unpriced
     all_calls = run.calls + run.open_calls
     all_steps = run.steps + run.open_steps
@@ -365,9 +377,7 @@ def run_document(
         "output": output,
         "truncated": t1 or t2 or t3,
         "sampled": sampled,
-        "steps": step_rows,
-        "calls": call_rows,
-    }
+    }, step_rows, call_rows
 
 
 def document_records(document: Mapping[str, Any]) -> Records:

@@ -21,7 +21,7 @@ import socket
 import threading
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .. import _guard
 from .._capture import Snapshot
@@ -29,8 +29,9 @@ from .._config import Settings
 from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import ERROR, SUCCESS
 from ..contract import Pricer, run_document
+from ..sinks._base import Document, RunDocument
 
-__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads", "record_text"]
+__all__ = ["Documents", "Entry", "EntryDocument", "build_documents", "estimate_bytes", "keep_payloads", "record_text"]
 
 
 def estimate_bytes(run: FinishedRun) -> int:
@@ -45,13 +46,30 @@ class Entry:
     """A submitted run as the lanes share it: the frozen record and, once built, its document (or, once
     spilled, its record's spool text)."""
 
-    __slots__ = ("doc", "run", "size", "text")
+    __slots__ = ("doc", "keep", "run", "size", "text")
 
     def __init__(self, run: FinishedRun) -> None:
         self.run = run
         self.size = estimate_bytes(run)
         self.doc: dict[str, Any] | None = None
         self.text: str | None = None
+        self.keep: bool | None = None  # the sampler's decision, made once per run
+
+
+class EntryDocument(RunDocument):
+    """An entry's document as a sink that writes rows straight from the frozen run gets it: built only if
+    something reads it (the spool keeps the frozen record instead, see :func:`record_text`)."""
+
+    __slots__ = ("documents", "entry")
+
+    def __init__(self, entry: Entry, documents: Documents) -> None:
+        super().__init__(entry.run, documents.pricer(), documents.settings.capture_max_chars,
+                         documents.keep(entry))
+        self.entry = entry
+        self.documents = documents
+
+    def document(self) -> dict[str, Any]:
+        return self.documents.document(self.entry)
 
 
 # -- records in the spool ------------------------------------------------------------------------------
@@ -123,14 +141,21 @@ class Documents:
                     self._pricer = make_pricer(self.settings.prices)
         return self._pricer
 
+    def keep(self, entry: Entry) -> bool:
+        """The sampler's decision for the entry's run (made and counted once per run)."""
+        keep = entry.keep
+        if keep is None:
+            keep = entry.keep = keep_payloads(entry.run, self.settings)
+            if not keep:
+                _guard.counters["sampling.payloads_dropped"] += 1
+        return keep
+
     def document(self, entry: Entry) -> dict[str, Any]:
         """The run's document, built once per entry (sampling applied, JSON-safe). Raises on a bug only."""
         doc = entry.doc
         if doc is None:
             run = entry.run
-            keep = keep_payloads(run, self.settings)
-            if not keep:
-                _guard.counters["sampling.payloads_dropped"] += 1
+            keep = self.keep(entry)
             max_chars = self.settings.capture_max_chars
             try:
                 doc = run_document(run, self.pricer(), max_chars, sampled=keep)
@@ -148,6 +173,24 @@ class Documents:
         if doc.get("pid") != pid or doc.get("host") != host:
             doc = {**doc, "pid": pid, "host": host}
         return doc
+
+
+class _Counted(Protocol):
+    failed: int
+
+
+def build_documents(documents: Documents, entries: list[Entry], lazy: bool,
+                    counts: _Counted) -> list[Document]:
+    """The documents of ``entries`` for one sink (``lazy``: as :class:`EntryDocument`, built only when
+    read); a run whose document cannot be built is counted in ``counts.failed``, alone."""
+    docs: list[Document] = []
+    for entry in entries:
+        try:
+            docs.append(EntryDocument(entry, documents) if lazy else documents.document(entry))
+        except Exception as exc:
+            counts.failed += 1
+            report("build_document", exc)
+    return docs
 
 
 def report(where: str, exc: BaseException) -> None:

@@ -6,18 +6,20 @@ duplicates; indexes cover the dashboard's filters (time, agent, status, provider
 
 from __future__ import annotations
 
-import json
+import itertools
+import operator
 import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import contract
+from .._json import dumps
 from .._paths import default_db_path
-from ._base import Document, Sink, WriteResult
+from ._base import Document, RunDocument, Sink, WriteResult
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
@@ -98,54 +100,90 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.commit()
 
 
-def _upsert_sql(table: str, rows: int = 1) -> tuple[str, list[contract.Column]]:
-    """The upsert of ``rows`` rows into ``table``, in one multi-row ``VALUES`` statement."""
-    cols = table_columns(table)
-    names = [c.name for c in cols]
-    pk = _PRIMARY_KEYS[table]
-    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != pk)
-    one = f"({', '.join('?' for _ in names)})"
-    sql = (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join(one for _ in range(rows))} "
-        f"ON CONFLICT({pk}) DO UPDATE SET {updates}"
-    )
-    return sql, cols
-
-
 #: rows per statement: the sqlite3 module releases the GIL once per statement step, and a thread that
 #: waits to take it back can wait a whole switch interval (5 ms) behind a busy caller's thread, so one
 #: statement per row made the export crawl (about 200 rows a second) beside a CPU-bound thread. 999 bound
 #: parameters is the smallest limit any SQLite build has.
 _PARAMS_PER_STATEMENT = 999
+#: distinct statements kept compiled (null patterns x rows per statement); past it the cache starts over
+_MAX_STATEMENTS = 1024
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+class _Table:
+    """One table's columns and how a row of it is made from a record (a dict of column values)."""
 
+    __slots__ = ("bool_at", "getter", "json_at", "name", "names", "pk", "real_at", "sv_at", "updates")
 
-def _row_encoder(cols: list[contract.Column]) -> Callable[[Mapping[str, Any]], list[Any]]:
-    """A function turning one record into the row of ``cols``; JSON and boolean columns are converted."""
-    names = [c.name for c in cols]
-    json_at = [i for i, c in enumerate(cols) if c.type == "json"]
-    bool_at = [i for i, c in enumerate(cols) if c.type == "boolean"]
+    def __init__(self, name: str) -> None:
+        cols = table_columns(name)
+        self.name = name
+        self.names = [c.name for c in cols]
+        self.pk = _PRIMARY_KEYS[name]
+        self.updates = ", ".join(f"{n} = excluded.{n}" for n in self.names if n != self.pk)
+        self.json_at = [i for i, c in enumerate(cols) if c.type == "json"]
+        self.bool_at = [i for i, c in enumerate(cols) if c.type == "boolean"]
+        self.real_at = [i for i, c in enumerate(cols) if c.type == "real"]
+        # schema_version comes from the run (document_records gives steps and calls the run's)
+        self.sv_at = self.names.index("schema_version")
+        rest = [n for n in self.names if n != "schema_version"]
+        self.getter = operator.itemgetter(*rest)
 
-    def encode(record: Mapping[str, Any]) -> list[Any]:
-        row = [record.get(n) for n in names]
-        for i in json_at:
+    def row(self, record: Mapping[str, Any], schema_version: Any) -> list[Any]:
+        """The row of ``record`` in column order, JSON and boolean columns converted."""
+        try:
+            row = list(self.getter(record))
+        except KeyError:  # a record without some column (an older document): null there
+            row = [record.get(n) for n in self.names if n != "schema_version"]
+        row.insert(self.sv_at, schema_version)
+        for i in self.json_at:
             value = row[i]
             if value is not None:
                 # most metadata is empty: skip the encoder for it
-                row[i] = "{}" if value == {} else "[]" if value == [] else _dumps(value)
-        for i in bool_at:
+                row[i] = "{}" if value == {} else "[]" if value == [] else dumps(value)
+        for i in self.bool_at:
             value = row[i]
             if value is not None:
                 row[i] = 1 if value else 0
         return row
 
-    return encode
+    def upsert_sql(self, present: tuple[bool, ...], rows: int) -> str:
+        """The upsert of ``rows`` rows with a value where ``present`` says so and ``NULL`` elsewhere (a bound
+        ``None`` costs several times an int; a literal ``NULL`` costs nothing), in one ``VALUES`` list."""
+        one = f"({', '.join('?' if p else 'NULL' for p in present)})"
+        return (f"INSERT INTO {self.name} ({', '.join(self.names)}) VALUES {', '.join([one] * rows)} "
+                f"ON CONFLICT({self.pk}) DO UPDATE SET {self.updates}")
+
+
+#: the types a row may hold as the document path would store them; anything else goes the document path
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+class _Unbindable(Exception):
+    """A run the fast path cannot write exactly as the document path would: it takes the document path."""
+
+
+def _check(row: list[Any], real_at: list[int]) -> list[Any]:
+    if not set(map(type, row)) <= _PLAIN:
+        raise _Unbindable("type")
+    for i in real_at:
+        value = row[i]
+        if value is not None and value - value != 0:  # NaN or infinity: SQLite would store it as NULL
+            raise _Unbindable("non-finite")
+    return row
 
 
 class SQLiteSink(Sink):
-    """Writes runs to a local SQLite file (default ``~/.agentmeter/agentmeter.db`` or ``AGENTMETER_DB``)."""
+    """Writes runs to a local SQLite file (default ``~/.agentmeter/agentmeter.db`` or ``AGENTMETER_DB``).
+
+    Rows are written straight from the frozen run when the exporter hands it over not yet built
+    (:class:`~agentmeter.sinks._base.RunDocument`): the run's fields and rows come from
+    :func:`agentmeter.contract.run_parts`, so both paths make the same rows, without building, checking and
+    copying the document. A run whose values the fast path cannot write exactly as the document path would
+    (invalid Unicode, an integer past 64 bits, a non-finite number, a type SQLite cannot take, a pricing
+    failure) takes the document path instead, which repairs it: no run is lost.
+    """
+
+    writes_runs = True
 
     def __init__(self, path: str | Path | None = None, name: str = "sqlite") -> None:
         self.name = name
@@ -154,11 +192,12 @@ class SQLiteSink(Sink):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         _sinks.add(self)
-        self._statements = {table: _upsert_sql(table) for table in contract.TABLES}
-        self._encoders = {table: _row_encoder(cols) for table, (_sql, cols) in self._statements.items()}
-        self._chunk = {table: max(1, _PARAMS_PER_STATEMENT // len(cols))
-                       for table, (_sql, cols) in self._statements.items()}
-        self._multi: dict[tuple[str, int], str] = {}
+        self._tables = [_Table(table) for table in contract.TABLES]
+        # the fast path writes the tables run_parts makes rows for; a table it does not know turns it off
+        self._fast = tuple(contract.TABLES) == _FAST_TABLES
+        self._sql: dict[tuple[str, tuple[bool, ...], int], str] = {}
+        #: runs written by the fast path and by the document path (for tests and benchmarks)
+        self.fast_runs = self.document_runs = 0
 
     @classmethod
     def from_env(cls) -> SQLiteSink:
@@ -172,7 +211,8 @@ class SQLiteSink(Sink):
         if self._conn is None:
             self._pid = os.getpid()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None,
+                                   cached_statements=256)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
@@ -180,36 +220,95 @@ class SQLiteSink(Sink):
             self._conn = conn
         return self._conn
 
-    def write(self, documents: Sequence[Document]) -> WriteResult:
-        rows: dict[str, list[list[Any]]] = {t: [] for t in contract.TABLES}
-        encoders = self._encoders
+    # -- rows ---------------------------------------------------------------------------------------------
+    def _document_rows(self, doc: Document, out: list[list[list[Any]]]) -> None:
+        if isinstance(doc, RunDocument):
+            doc = doc.document()
+        records = contract.document_records(doc)
+        sv = records.agent_runs[0].get("schema_version")
+        for table, items, rows in zip(self._tables, records, out, strict=True):
+            for item in items:
+                rows.append(table.row(item, sv))
+
+    def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]]) -> None:
+        fields, steps, calls = contract.run_parts(doc.run, doc.pricer, doc.max_chars, sampled=doc.sampled)
+        sv = fields["schema_version"]
+        runs_t, steps_t, calls_t = self._tables
+        new = [[_check(runs_t.row(fields, sv), runs_t.real_at)],
+               [_check(steps_t.row(s, sv), steps_t.real_at) for s in steps],
+               [_check(calls_t.row(c, sv), calls_t.real_at) for c in calls]]
+        for rows, more in zip(out, new, strict=True):
+            rows.extend(more)
+
+    def _rows(self, documents: Sequence[Document], fast: bool) -> tuple[list[list[list[Any]]], int]:
+        """The rows of ``documents`` per table, and how many runs took the fast path."""
+        out: list[list[list[Any]]] = [[] for _ in self._tables]
+        n_fast = 0
         for doc in documents:
-            records = contract.document_records(doc)
-            for table, items in zip(contract.TABLES, records, strict=True):
-                encode, out = encoders[table], rows[table]
-                for item in items:
-                    out.append(encode(item))
+            if fast and isinstance(doc, RunDocument):
+                try:
+                    self._fast_rows(doc, out)
+                    n_fast += 1
+                    continue
+                except Exception:  # _Unbindable, the encoder's TypeError, a pricing failure: see the class
+                    pass
+            self._document_rows(doc, out)
+        return out, n_fast
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def write(self, documents: Sequence[Document]) -> WriteResult:
+        rows, n_fast = self._rows(documents, self._fast)
         with self._lock:
             conn = self._connect()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                for table, table_rows in rows.items():
-                    self._upsert(conn, table, table_rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                self._transaction(conn, rows)
+            except (ValueError, OverflowError, TypeError, sqlite3.InterfaceError, sqlite3.ProgrammingError):
+                if not n_fast:
+                    raise
+                # a value SQLite would not bind (invalid Unicode in a name, a sum past 64 bits): the
+                # document path repairs such runs, so the whole batch goes that way
+                rows, n_fast = self._rows(documents, False)
+                self._transaction(conn, rows)
+        self.fast_runs += n_fast
+        self.document_runs += len(documents) - n_fast
         return WriteResult()
 
-    def _upsert(self, conn: sqlite3.Connection, table: str, rows: list[list[Any]]) -> None:
-        chunk = self._chunk[table]
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            sql = self._multi.get((table, len(part)))
-            if sql is None:
-                sql = self._multi[(table, len(part))] = _upsert_sql(table, len(part))[0]
-            conn.execute(sql, [value for row in part for value in row])
+    def _transaction(self, conn: sqlite3.Connection, rows: list[list[list[Any]]]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for table, table_rows in zip(self._tables, rows, strict=True):
+                self._upsert(conn, table, table_rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _upsert(self, conn: sqlite3.Connection, table: _Table, rows: list[list[Any]]) -> None:
+        """One statement per null pattern and up to 999 parameters: few statements, no ``None`` bound."""
+        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+        for row in rows:
+            present = tuple(map(operator.is_not, row, _NONES))
+            group = groups.get(present)
+            if group is None:
+                groups[present] = [row]
+            else:
+                group.append(row)
+        cache = self._sql
+        for present, members in groups.items():
+            per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
+            for start in range(0, len(members), per_statement):
+                part = members[start:start + per_statement]
+                key = (table.name, present, len(part))
+                sql = cache.get(key)
+                if sql is None:
+                    if len(cache) >= _MAX_STATEMENTS:
+                        cache.clear()
+                    sql = cache[key] = table.upsert_sql(present, len(part))
+                params: list[Any] = []
+                for row in part:
+                    params.extend(itertools.compress(row, present))
+                conn.execute(sql, params)
 
     def close(self, timeout: float | None = None) -> bool:
         with self._lock:
@@ -217,3 +316,9 @@ class SQLiteSink(Sink):
                 self._conn.close()
                 self._conn = None
         return True
+
+
+_NONES = itertools.repeat(None)
+
+#: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls
+_FAST_TABLES = ("agent_runs", "run_steps", "api_calls")

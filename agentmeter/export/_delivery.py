@@ -315,7 +315,8 @@ class Delivery:
         if not entries:
             return
         spool = self.spool_store
-        kept, ok = spool.store(self.name, [(e.run.run_id, record_text(e)) for e in entries]) if spool else (0, False)
+        items = [(e.run.run_id, record_text(e, self.documents)) for e in entries] if spool else []
+        kept, ok = spool.store(self.name, items) if spool else (0, False)
         self._count_spooled(len(entries), kept, ok)
 
     def spool(self, docs: list[Document]) -> None:

@@ -80,16 +80,34 @@ _PID = os.getpid()
 _HOST = socket.gethostname()
 
 
-def record_text(entry: Entry) -> str:
-    """The spool text of a run's frozen record (built once per entry, shared by the lanes)."""
+def record_text(entry: Entry, documents: Documents | None = None) -> str:
+    """The spool text of a run's frozen record (built once per entry, shared by the lanes).
+
+    A record holding an unpaired surrogate (in a name, an error message, a tag: captured values are repaired
+    when captured) is kept as its document instead, repaired by the JSON-safety check, when ``documents``
+    is given: escaped in JSON, two such surrogates side by side would come back as one other character."""
     text = entry.text
     if text is None:
         pid = os.getpid()  # the process that tracked the run (a forked child has its own)
+        value = [RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run]
         # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
-        text = json.dumps([RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
-                          separators=(",", ":"), default=repr)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = _repaired_text(entry, value, documents)
         entry.text = text
     return text
+
+
+def _repaired_text(entry: Entry, value: list[Any], documents: Documents | None) -> str:
+    if documents is not None:
+        try:
+            return json.dumps(documents.document(entry), separators=(",", ":"), ensure_ascii=False)
+        except Exception as exc:
+            report("record_text", exc)
+    return json.dumps(value, separators=(",", ":"), default=repr)
 
 
 def _snap(value: Any) -> Snapshot | None:

@@ -94,7 +94,7 @@ def _encode(doc: Mapping[str, Any]) -> str:
 def _spool_text(doc: Mapping[str, Any]) -> str:
     if isinstance(doc, EntryDocument):  # a run whose document was not needed: its record is cheaper to keep
         built = doc.entry.doc
-        return record_text(doc.entry) if built is None else _encode(built)
+        return record_text(doc.entry, doc.documents) if built is None else _encode(built)
     return _encode(doc)
 
 

@@ -162,13 +162,27 @@ class _Unbindable(Exception):
     """A run the fast path cannot write exactly as the document path would: it takes the document path."""
 
 
-def _check(row: list[Any], real_at: list[int]) -> list[Any]:
+_INT64 = 2**63
+
+
+def _check(row: list[Any], real_at: list[int], careful: bool) -> list[Any]:
+    """``row`` if SQLite stores it as the document path would; else raises :class:`_Unbindable`.
+
+    Invalid Unicode and integers past 64 bits make SQLite raise when the statement binds them, so they are
+    looked for (``careful``) only in a batch where that happened."""
     if not set(map(type, row)) <= _PLAIN:
         raise _Unbindable("type")
     for i in real_at:
         value = row[i]
         if value is not None and value - value != 0:  # NaN or infinity: SQLite would store it as NULL
             raise _Unbindable("non-finite")
+    if careful:
+        for value in row:
+            if type(value) is str:
+                if not value.isascii():
+                    value.encode("utf-8")  # UnicodeEncodeError: an unpaired surrogate
+            elif type(value) is int and not -_INT64 <= value < _INT64:
+                raise _Unbindable("integer past 64 bits")
     return row
 
 
@@ -230,24 +244,25 @@ class SQLiteSink(Sink):
             for item in items:
                 rows.append(table.row(item, sv))
 
-    def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]]) -> None:
+    def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]], careful: bool) -> None:
         fields, steps, calls = contract.run_parts(doc.run, doc.pricer, doc.max_chars, sampled=doc.sampled)
         sv = fields["schema_version"]
         runs_t, steps_t, calls_t = self._tables
-        new = [[_check(runs_t.row(fields, sv), runs_t.real_at)],
-               [_check(steps_t.row(s, sv), steps_t.real_at) for s in steps],
-               [_check(calls_t.row(c, sv), calls_t.real_at) for c in calls]]
+        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)],
+               [_check(steps_t.row(s, sv), steps_t.real_at, careful) for s in steps],
+               [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls]]
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)
 
-    def _rows(self, documents: Sequence[Document], fast: bool) -> tuple[list[list[list[Any]]], int]:
+    def _rows(self, documents: Sequence[Document], careful: bool = False) -> tuple[list[list[list[Any]]], int]:
         """The rows of ``documents`` per table, and how many runs took the fast path."""
         out: list[list[list[Any]]] = [[] for _ in self._tables]
+        fast = self._fast
         n_fast = 0
         for doc in documents:
             if fast and isinstance(doc, RunDocument):
                 try:
-                    self._fast_rows(doc, out)
+                    self._fast_rows(doc, out, careful)
                     n_fast += 1
                     continue
                 except Exception:  # _Unbindable, the encoder's TypeError, a pricing failure: see the class
@@ -257,7 +272,7 @@ class SQLiteSink(Sink):
 
     # -- writing ------------------------------------------------------------------------------------------
     def write(self, documents: Sequence[Document]) -> WriteResult:
-        rows, n_fast = self._rows(documents, self._fast)
+        rows, n_fast = self._rows(documents)
         with self._lock:
             conn = self._connect()
             try:
@@ -265,9 +280,9 @@ class SQLiteSink(Sink):
             except (ValueError, OverflowError, TypeError, sqlite3.InterfaceError, sqlite3.ProgrammingError):
                 if not n_fast:
                     raise
-                # a value SQLite would not bind (invalid Unicode in a name, a sum past 64 bits): the
-                # document path repairs such runs, so the whole batch goes that way
-                rows, n_fast = self._rows(documents, False)
+                # a value SQLite would not bind (invalid Unicode in a name, a sum past 64 bits): the runs
+                # that hold one take the document path, which repairs them; the others stay fast
+                rows, n_fast = self._rows(documents, careful=True)
                 self._transaction(conn, rows)
         self.fast_runs += n_fast
         self.document_runs += len(documents) - n_fast

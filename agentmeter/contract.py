@@ -14,6 +14,7 @@ the de-duplication key) and ``schema_version``.
 
 from __future__ import annotations
 
+import operator
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -173,6 +174,8 @@ class Records(NamedTuple):
 
 
 _HOST = socket.gethostname()
+_by_step_id = operator.itemgetter("step_id")
+_by_call_id = operator.itemgetter("call_id")
 
 
 def _json(value: Any, max_chars: int) -> tuple[Any, bool]:
@@ -282,35 +285,43 @@ def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
 def _step_row(step: FinishedStep, run: FinishedRun, calls: list[dict[str, Any]], max_chars: int,
               sampled: bool = True) -> dict[str, Any]:
     end_us, end_ns = step.end_us, step.end_ns
-    status = {"status": step.status, "error_type": step.error_type, "error_message": step.error_message}
-    if step.status == RUNNING:
-        end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
+    status, error_type, error_message = step.status, step.error_type, step.error_message
+    if status == RUNNING:
+        end_us, end_ns = run.end_us, run.end_ns
+        status, error_type, error_message = CANCELLED, "Unfinished", f"still open when run {run.name!r} ended"
     metadata, t1 = _json(step.metadata, max_chars)
-    inputs, t2 = _json(step.inputs, max_chars) if step.captured and sampled else (None, False)
-    output, t3 = _json(step.output, max_chars) if step.captured and sampled else (None, False)
-    rollup = _rollup(calls)
-    return {
+    if step.captured and sampled:
+        inputs, t2 = _json(step.inputs, max_chars)
+        output, t3 = _json(step.output, max_chars)
+    else:
+        inputs = output = None
+        t2 = t3 = False
+    iso = _clock.iso_utc
+    row = {
         "step_id": step.step_id,
         "run_id": step.run_id,
         "parent_step_id": step.parent_step_id,
         "agent": run.agent,
         "name": step.name,
         "kind": step.kind,
-        **status,
-        **_span_times(step.start_us, step.start_ns, end_us, end_ns),
+        "status": status,
+        "error_type": error_type,
+        "error_message": error_message,
+        "started_at": iso(step.start_us),
+        "ended_at": None if end_us is None or end_ns is None else iso(end_us),
+        "duration_ms": None if end_us is None or end_ns is None else round((end_ns - step.start_ns) / 1e6, 3),
         "metadata": metadata or {},
         "call_count": len(calls),
-        "input_tokens": rollup["input_tokens"],
-        "output_tokens": rollup["output_tokens"],
-        "cached_input_tokens": rollup["cached_input_tokens"],
-        "cache_write_tokens": rollup["cache_write_tokens"],
-        "reasoning_tokens": rollup["reasoning_tokens"],
-        "total_tokens": rollup["total_tokens"],
-        "cost_usd": rollup["cost_usd"] if calls else None,
+        **(_rollup(calls) if calls else _STEP_NO_CALLS),
         "inputs": inputs,
         "output": output,
         "truncated": t1 or t2 or t3,
     }
+    return row
+
+
+#: a step's token and cost columns when it made no call (cost unknown: null, unlike a run's 0)
+_STEP_NO_CALLS: Final = {**_NO_CALLS, "cost_usd": None}
 
 
 def run_document(
@@ -339,13 +350,14 @@ def run_parts(
     price = pricer or _unpriced
     all_calls = run.calls + run.open_calls
     all_steps = run.steps + run.open_steps
-    call_rows = sorted((_call_row(c, run, price, max_chars) for c in all_calls), key=lambda r: r["call_id"])
+    call_rows = sorted([_call_row(c, run, price, max_chars) for c in all_calls], key=_by_call_id)
     by_step: dict[str | None, list[dict[str, Any]]] = {}
     for row in call_rows:
         by_step.setdefault(row["step_id"], []).append(row)
+    no_calls: list[dict[str, Any]] = []
     step_rows = sorted(
-        (_step_row(s, run, by_step.get(s.step_id, []), max_chars, sampled) for s in all_steps),
-        key=lambda r: r["step_id"],
+        [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled) for s in all_steps],
+        key=_by_step_id,
     )
     metadata, t1 = _json(run.metadata, max_chars)
     inputs, t2 = _json(run.inputs, max_chars) if run.captured and sampled else (None, False)

@@ -12,9 +12,9 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import contract
 from .._json import dumps
@@ -109,10 +109,38 @@ _PARAMS_PER_STATEMENT = 999
 _MAX_STATEMENTS = 1024
 
 
+def _row_function(cols: list[contract.Column]) -> Callable[[Mapping[str, Any], Any], list[Any]]:
+    """The row maker of ``cols``, written out as one function (no loop over columns at run time)."""
+    rest = [c for c in cols if c.name != "schema_version"]
+    values = [f"v{i}" for i in range(len(rest))]
+    exprs: dict[str, str] = {}
+    for var, c in zip(values, rest, strict=True):
+        if c.type == "json":  # most metadata is empty: skip the encoder for it
+            exprs[c.name] = (f"(None if {var} is None else '{{}}' if {var} == {{}} else '[]' if {var} == [] "
+                             f"else dumps({var}))")
+        elif c.type == "boolean":
+            exprs[c.name] = f"(None if {var} is None else 1 if {var} else 0)"
+        else:
+            exprs[c.name] = var
+    row = ", ".join("schema_version" if c.name == "schema_version" else exprs[c.name] for c in cols)
+    source = (
+        "def row(record, schema_version):\n"
+        "    try:\n"
+        f"        {', '.join(values)}, = getter(record)\n"
+        "    except KeyError:  # a record without some column (an older document): null there\n"
+        f"        {', '.join(values)}, = [record.get(n) for n in names]\n"
+        f"    return [{row}]\n"
+    )
+    namespace: dict[str, Any] = {"getter": operator.itemgetter(*(c.name for c in rest)),
+                                 "names": [c.name for c in rest], "dumps": dumps}
+    exec(compile(source, f"<agentmeter row of {len(cols)} columns>", "exec"), namespace)
+    return cast(Callable[[Mapping[str, Any], Any], list[Any]], namespace["row"])
+
+
 class _Table:
     """One table's columns and how a row of it is made from a record (a dict of column values)."""
 
-    __slots__ = ("bool_at", "getter", "json_at", "name", "names", "pk", "real_at", "sv_at", "updates")
+    __slots__ = ("name", "names", "pk", "real_at", "row", "updates")
 
     def __init__(self, name: str) -> None:
         cols = table_columns(name)
@@ -120,31 +148,10 @@ class _Table:
         self.names = [c.name for c in cols]
         self.pk = _PRIMARY_KEYS[name]
         self.updates = ", ".join(f"{n} = excluded.{n}" for n in self.names if n != self.pk)
-        self.json_at = [i for i, c in enumerate(cols) if c.type == "json"]
-        self.bool_at = [i for i, c in enumerate(cols) if c.type == "boolean"]
         self.real_at = [i for i, c in enumerate(cols) if c.type == "real"]
-        # schema_version comes from the run (document_records gives steps and calls the run's)
-        self.sv_at = self.names.index("schema_version")
-        rest = [n for n in self.names if n != "schema_version"]
-        self.getter = operator.itemgetter(*rest)
-
-    def row(self, record: Mapping[str, Any], schema_version: Any) -> list[Any]:
-        """The row of ``record`` in column order, JSON and boolean columns converted."""
-        try:
-            row = list(self.getter(record))
-        except KeyError:  # a record without some column (an older document): null there
-            row = [record.get(n) for n in self.names if n != "schema_version"]
-        row.insert(self.sv_at, schema_version)
-        for i in self.json_at:
-            value = row[i]
-            if value is not None:
-                # most metadata is empty: skip the encoder for it
-                row[i] = "{}" if value == {} else "[]" if value == [] else dumps(value)
-        for i in self.bool_at:
-            value = row[i]
-            if value is not None:
-                row[i] = 1 if value else 0
-        return row
+        #: ``row(record, schema_version)``: the row of ``record`` in column order, JSON and boolean columns
+        #: converted (schema_version comes from the run: document_records gives steps and calls the run's)
+        self.row: Callable[[Mapping[str, Any], Any], list[Any]] = _row_function(cols)
 
     def upsert_sql(self, present: tuple[bool, ...], rows: int) -> str:
         """The upsert of ``rows`` rows with a value where ``present`` says so and ``NULL`` elsewhere (a bound
@@ -169,14 +176,15 @@ def _check(row: list[Any], real_at: list[int], careful: bool) -> list[Any]:
     """``row`` if SQLite stores it as the document path would; else raises :class:`_Unbindable`.
 
     Invalid Unicode and integers past 64 bits make SQLite raise when the statement binds them, so they are
-    looked for (``careful``) only in a batch where that happened."""
-    if not set(map(type, row)) <= _PLAIN:
-        raise _Unbindable("type")
+    looked for (``careful``) only in a batch where that happened, and so are types other than ``str``,
+    ``int``, ``float``, ``bool`` and ``None`` (the upsert raises ``TypeError`` on a row holding one)."""
     for i in real_at:
         value = row[i]
         if value is not None and value - value != 0:  # NaN or infinity: SQLite would store it as NULL
             raise _Unbindable("non-finite")
     if careful:
+        if not _PLAIN.issuperset(map(type, row)):
+            raise _Unbindable("type")
         for value in row:
             if type(value) is str:
                 if not value.isascii():
@@ -300,17 +308,21 @@ class SQLiteSink(Sink):
             raise
 
     def _upsert(self, conn: sqlite3.Connection, table: _Table, rows: list[list[Any]]) -> None:
-        """One statement per null pattern and up to 999 parameters: few statements, no ``None`` bound."""
-        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+        """One statement per null pattern and up to 999 parameters: few statements, no ``None`` bound.
+        Raises ``TypeError`` on a value of a type the document path would have stored otherwise."""
+        groups: dict[tuple[type, ...], list[list[Any]]] = {}
         for row in rows:
-            present = tuple(map(operator.is_not, row, _NONES))
-            group = groups.get(present)
+            types = tuple(map(type, row))  # the null pattern, and the types checked once per group
+            group = groups.get(types)
             if group is None:
-                groups[present] = [row]
+                groups[types] = [row]
             else:
                 group.append(row)
         cache = self._sql
-        for present, members in groups.items():
+        for types, members in groups.items():
+            if not _PLAIN.issuperset(types):
+                raise TypeError("a value of a type the store does not take as it is")
+            present = tuple(t is not _NONE for t in types)
             per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
             for start in range(0, len(members), per_statement):
                 part = members[start:start + per_statement]
@@ -333,7 +345,7 @@ class SQLiteSink(Sink):
         return True
 
 
-_NONES = itertools.repeat(None)
+_NONE = type(None)
 
 #: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls
 _FAST_TABLES = ("agent_runs", "run_steps", "api_calls")

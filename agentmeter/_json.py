@@ -15,9 +15,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps"]
+__all__ = ["OPT_STRICT_INTEGER", "dumps", "dumps_bytes"]
 
-_dumps = orjson.dumps
+OPT_STRICT_INTEGER = orjson.OPT_STRICT_INTEGER
+
+#: ``value`` as compact JSON in UTF-8 bytes (the same rules as :func:`dumps`)
+dumps_bytes = _dumps = orjson.dumps
 
 
 def dumps(value: Any) -> str:

@@ -30,6 +30,7 @@ if "--write-docs" in sys.argv:  # committed results are rewritten only when aske
 import bench_exit
 import bench_hotpath
 import bench_import
+import bench_pipeline
 import bench_throughput
 from _common import HERE, RESULTS, ROOT, machine, peer_versions, quiet_env, write_json
 from report import render_markdown, render_terminal, update_docs
@@ -96,7 +97,7 @@ def run_others(python: str, quick: bool, timeout_scale: float) -> dict[str, Any]
     return out
 
 
-_OWN_FILES = {"latest.json", "hotpath.json", "import.json", "exit.json", "throughput.json"}
+_OWN_FILES = {"latest.json", "hotpath.json", "import.json", "exit.json", "throughput.json", "pipeline.json"}
 
 
 def project_python() -> str:
@@ -107,7 +108,7 @@ def project_python() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run of the harness")
-    p.add_argument("--only", default="hotpath,import,exit,throughput,others")
+    p.add_argument("--only", default="hotpath,import,exit,throughput,pipeline,others")
     p.add_argument("--python", default=sys.executable, help="interpreter with agentmeter and the peers")
     p.add_argument("--project-python", default=None,
                    help="interpreter for the other scripts and the heavy-import check (default .venv)")
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         log("(4) export throughput")
         cases["throughput"] = bench_throughput.run(args.python, repeats=1 if q else 3, log=log)
         write_json("throughput.json", cases["throughput"])
+    if "pipeline" in only:
+        log("(9) the whole pipeline against OpenTelemetry (issue 15's table)")
+        cases["pipeline"] = bench_pipeline.run(args.python, quick=q, log=log)
+        write_json("pipeline.json", cases["pipeline"])
     if "others" in only:
         log("(5-8) the other benchmark scripts")
         result["others"] = run_others(proj, q, 1.0)
@@ -157,9 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     write_json("latest.json", result)
     print()
     print(render_terminal(result))
+    if "pipeline" in cases:
+        print()
+        print(bench_pipeline.render(cases["pipeline"]))
     log(f"\nwrote {RESULTS / 'latest.json'} in {result['elapsed_s']:.0f} s")
     if args.write_docs:
         update_docs(ROOT / "docs" / "performance.md", render_markdown(result))
+        if "pipeline" in cases:
+            bench_pipeline.update_docs(ROOT / "docs" / "performance.md", cases["pipeline"], result["machine"])
         log(f"updated {ROOT / 'docs' / 'performance.md'}")
     return 0
 

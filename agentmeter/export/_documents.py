@@ -26,9 +26,10 @@ from typing import Any, Protocol
 from .. import _guard
 from .._capture import Snapshot
 from .._config import Settings
+from .._json import OPT_STRICT_INTEGER, dumps_bytes
 from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import ERROR, SUCCESS
-from ..contract import Pricer, run_document
+from ..contract import TABLES, Pricer, run_document
 from ..sinks._base import Document, RunDocument
 
 __all__ = ["Documents", "Entry", "EntryDocument", "build_documents", "estimate_bytes", "keep_payloads", "record_text"]
@@ -248,18 +249,28 @@ def keep_payloads(run: FinishedRun, settings: Settings) -> bool:
 
 
 #: 19 digits or more: the only integers that may not fit in 64 bits (and, rarely, digits inside a string)
-_LONG_DIGITS = re.compile(r"\d{19,}")
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+_STRICT_INTEGER = OPT_STRICT_INTEGER  # orjson raises on an integer past 2**53 with it
 _INT64 = 2**63
 
 
 def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
     """The document itself when it is strict JSON in valid UTF-8 whose integers fit in 64 bits (the usual
-    case: one C-speed encoding and one C-speed scan), else a repaired copy: lone surrogates replaced,
+    case: one orjson encoding and one C-speed scan), else a repaired copy: lone surrogates replaced,
     NaN/infinity as strings, unknown types as repr(), integers no store can hold (a rollup summing huge
-    token counts, say) as null with a counted warning ``document.out_of_range``."""
+    token counts, say) as null with a counted warning ``document.out_of_range``.
+
+    orjson raises on invalid Unicode, integers past 64 bits, non-string keys and unknown types; it writes
+    NaN and infinity as null, so those are looked for in the number columns of the contract (captured
+    values and metadata have none: :func:`agentmeter._capture.jsonable` writes them as strings)."""
     try:
-        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
-        text.encode("utf-8")
+        if _non_finite(doc):
+            raise ValueError("NaN or infinity")
+        try:
+            dumps_bytes(doc, option=_STRICT_INTEGER)  # the usual case: no integer past 2**53 at all
+            return doc
+        except TypeError:
+            text = dumps_bytes(doc)  # TypeError again: invalid Unicode, a key or a type JSON has not
         if _LONG_DIGITS.search(text) is None:
             return doc
         changed = [0]
@@ -273,6 +284,20 @@ def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
     _guard.warn("document.repaired", "run document had invalid Unicode or non-JSON values; repaired")
     repaired = _repair(doc)
     return repaired if isinstance(repaired, dict) else doc
+
+
+_REAL = {table: tuple(c.name for c in cols if c.type == "real") for table, cols in TABLES.items()}
+
+
+def _non_finite(doc: dict[str, Any]) -> bool:
+    """Whether a number column of the run, its steps or its calls holds NaN or infinity."""
+    for row, table in ((doc, "agent_runs"), *((s, "run_steps") for s in doc.get("steps", ())),
+                       *((c, "api_calls") for c in doc.get("calls", ()))):
+        for key in _REAL[table]:
+            value = row.get(key)
+            if type(value) is float and value - value != 0:
+                return True
+    return False
 
 
 def _clamp(value: Any, changed: list[int]) -> Any:

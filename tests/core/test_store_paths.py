@@ -286,3 +286,20 @@ def test_every_table_of_the_contract_has_a_fast_path() -> None:
     # A new table in contract.TABLES turns the fast path off (every run then takes the document path)
     # until contract.run_parts makes its rows and SQLiteSink._fast_rows writes them.
     assert SQLiteSink(Path("unused.db"))._fast, "extend contract.run_parts and SQLiteSink._fast_rows"
+
+
+def test_the_json_safety_check_keeps_todays_repairs() -> None:
+    from agentmeter.export._documents import json_safe
+
+    run = _one_run()
+    doc = contract.run_document(run)
+    assert json_safe(doc) is doc  # strict JSON already: the document itself, not a copy
+    big = {**doc, "metadata": {"id": 2**60}}  # past 2**53 (orjson's strict range), within 64 bits: kept
+    assert json_safe(big) == big
+    past = {**doc, "input_tokens": 2**63}
+    assert json_safe(past)["input_tokens"] is None
+    assert _guard.counters["warnings.document.out_of_range"] == 1
+    bad = {**doc, "name": "a\ud800b", "cost_usd": math.inf, "calls": [{**doc["calls"][0], "cost_usd": math.nan}]}
+    fixed = json_safe(bad)
+    assert (fixed["name"], fixed["cost_usd"], fixed["calls"][0]["cost_usd"]) == ("a?b", "inf", "nan")
+    assert _guard.counters["warnings.document.repaired"] == 1

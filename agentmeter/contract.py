@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple
 from . import _clock
 from ._capture import Snapshot, jsonable
 from ._record import FinishedCall, FinishedRun, FinishedStep
-from ._status import CANCELLED, RUNNING
+from ._status import CANCELLED, ERROR, RUNNING
 from ._version import __version__
 
 __all__ = [
@@ -36,9 +36,11 @@ __all__ = [
     "Column",
     "Price",
     "Records",
+    "calls_by_step",
     "document_records",
     "run_document",
     "run_parts",
+    "step_row",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -343,22 +345,24 @@ def run_document(
 
 
 def run_parts(
-    run: FinishedRun, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True
+    run: FinishedRun, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True,
+    steps: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`run_document` in three parts: the run's fields (no ``steps`` nor ``calls``), its step rows and
-    its call rows (each sorted by id). The local store writes its rows from them without the document."""
+    its call rows (each sorted by id). The local store writes its rows from them without the document;
+    with ``steps=False`` the step rows are left to it (an empty list): see :func:`step_row`."""
     price = pricer or _unpriced
     all_calls = run.calls + run.open_calls
     all_steps = run.steps + run.open_steps
     call_rows = sorted([_call_row(c, run, price, max_chars) for c in all_calls], key=_by_call_id)
-    by_step: dict[str | None, list[dict[str, Any]]] = {}
-    for row in call_rows:
-        by_step.setdefault(row["step_id"], []).append(row)
-    no_calls: list[dict[str, Any]] = []
-    step_rows = sorted(
-        [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled) for s in all_steps],
-        key=_by_step_id,
-    )
+    step_rows: list[dict[str, Any]] = []
+    if steps:
+        by_step = calls_by_step(call_rows)
+        no_calls: list[dict[str, Any]] = []
+        step_rows = sorted(
+            [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled) for s in all_steps],
+            key=_by_step_id,
+        )
     metadata, t1 = _json(run.metadata, max_chars)
     inputs, t2 = _json(run.inputs, max_chars) if run.captured and sampled else (None, False)
     output, t3 = _json(run.output, max_chars) if run.captured and sampled else (None, False)
@@ -379,9 +383,10 @@ def run_parts(
         "host": _HOST,
         "pid": os.getpid(),
         "sdk_version": __version__,
-        "step_count": len(step_rows),
+        "step_count": len(all_steps),
         "call_count": len(call_rows),
-        "error_step_count": sum(1 for s in step_rows if s["status"] == "error"),
+        # a step still open is recorded cancelled: only finished steps can have failed
+        "error_step_count": sum(1 for s in all_steps if s.status == ERROR),
         "error_call_count": sum(1 for c in call_rows if c["status"] == "error"),
         **rollup,
         "unpriced_call_count": sum(1 for c in call_rows if not c["priced"]),
@@ -390,6 +395,18 @@ def run_parts(
         "truncated": t1 or t2 or t3,
         "sampled": sampled,
     }, step_rows, call_rows
+
+
+def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+    """Call rows grouped by their step id, each group in the order given."""
+    by_step: dict[str | None, list[dict[str, Any]]] = {}
+    for row in call_rows:
+        by_step.setdefault(row["step_id"], []).append(row)
+    return by_step
+
+
+#: a step's row: ``step_row(step, run, its call rows, max_chars, sampled)`` (see :func:`run_document`)
+step_row = _step_row
 
 
 def document_records(document: Mapping[str, Any]) -> Records:

@@ -108,14 +108,17 @@ def project_python() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run of the harness")
-    p.add_argument("--only", default="hotpath,import,exit,throughput,pipeline,others")
+    p.add_argument("--only", default=None,
+                   help="cases to run (default: all; with --quick, all but the other scripts, cases 5-8, "
+                        "which take minutes each: name them with --only to run them too)")
     p.add_argument("--python", default=sys.executable, help="interpreter with agentmeter and the peers")
     p.add_argument("--project-python", default=None,
                    help="interpreter for the other scripts and the heavy-import check (default .venv)")
     p.add_argument("--exit-cap", type=float, default=60.0, help="seconds before a peer's exit is killed")
     p.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
     args = p.parse_args(argv)
-    only = set(args.only.split(","))
+    only = set((args.only or ("hotpath,import,exit,throughput,pipeline" if args.quick
+                              else "hotpath,import,exit,throughput,pipeline,others")).split(","))
     proj = args.project_python or project_python()
     q = args.quick
     started = time.monotonic()

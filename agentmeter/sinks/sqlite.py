@@ -16,9 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from .. import contract
+from .. import _clock, contract
+from .._capture import Snapshot
 from .._json import dumps
 from .._paths import default_db_path
+from .._record import FinishedRun, FinishedStep
+from .._status import RUNNING
 from ._base import Document, RunDocument, Sink, WriteResult
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
@@ -137,6 +140,48 @@ def _row_function(cols: list[contract.Column]) -> Callable[[Mapping[str, Any], A
     return cast(Callable[[Mapping[str, Any], Any], list[Any]], namespace["row"])
 
 
+#: a finished step's columns when it made no call and nothing of it was captured (most steps): written
+#: straight from the frozen step, as :func:`agentmeter.contract.step_row` would make them. A column not
+#: named here (a new one in the contract) sends every step through ``step_row``, so it still flows through.
+_PLAIN_STEP = {
+    "schema_version": "sv", "step_id": "s.step_id", "run_id": "s.run_id", "parent_step_id": "s.parent_step_id",
+    "agent": "agent", "name": "s.name", "kind": "s.kind", "status": "s.status", "error_type": "s.error_type",
+    "error_message": "s.error_message", "started_at": "iso(s.start_us)", "ended_at": "iso(s.end_us)",
+    "duration_ms": "round((s.end_ns - s.start_ns) / 1e6, 3)",
+    "metadata": "('{}' if not m.value else dumps(m.value))",  # "metadata or {}", then encoded
+    "call_count": "0", "input_tokens": "None", "output_tokens": "None", "cached_input_tokens": "None",
+    "cache_write_tokens": "None", "reasoning_tokens": "None", "total_tokens": "None", "cost_usd": "None",
+    "inputs": "None", "output": "None", "truncated": "(1 if m.truncated else 0)",
+}
+
+StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
+                          Callable[[FinishedStep], list[Any]]], list[list[Any]]]
+
+
+def _steps_function(names: list[str]) -> StepsFunction:
+    """``steps(run, steps, calls by step, sampled, schema_version, general)``: the rows of ``steps``, each
+    plain one written out from :data:`_PLAIN_STEP`, the others (with calls, captured payloads, still open)
+    made by ``general``."""
+    if not names or any(n not in _PLAIN_STEP for n in names):
+        return lambda run, steps, by_step, sampled, sv, general: [general(s) for s in steps]
+    source = (
+        "def steps(run, steps, by_step, sampled, sv, general):\n"
+        "    agent = run.agent\n"
+        "    out = []\n"
+        "    for s in steps:\n"
+        "        m = s.metadata\n"
+        "        if (s.step_id in by_step or s.end_ns is None or s.end_us is None or s.status == RUNNING\n"
+        "                or m.__class__ is not Snapshot or (s.captured and sampled)):\n"
+        "            out.append(general(s))\n"
+        "        else:\n"
+        f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
+        "    return out\n"
+    )
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "dumps": dumps, "RUNNING": RUNNING, "Snapshot": Snapshot}
+    exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
+    return cast(StepsFunction, namespace["steps"])
+
+
 class _Table:
     """One table's columns and how a row of it is made from a record (a dict of column values)."""
 
@@ -215,6 +260,7 @@ class SQLiteSink(Sink):
         self._lock = threading.Lock()
         _sinks.add(self)
         self._tables = [_Table(table) for table in contract.TABLES]
+        self._steps = _steps_function(self._tables[1].names if len(self._tables) > 1 else [])
         # the fast path writes the tables run_parts makes rows for; a table it does not know turns it off
         self._fast = tuple(contract.TABLES) == _FAST_TABLES
         self._sql: dict[tuple[str, tuple[bool, ...], int], str] = {}
@@ -253,11 +299,21 @@ class SQLiteSink(Sink):
                 rows.append(table.row(item, sv))
 
     def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]], careful: bool) -> None:
-        fields, steps, calls = contract.run_parts(doc.run, doc.pricer, doc.max_chars, sampled=doc.sampled)
+        run, max_chars, sampled = doc.run, doc.max_chars, doc.sampled
+        fields, _, calls = contract.run_parts(run, doc.pricer, max_chars, sampled=sampled, steps=False)
         sv = fields["schema_version"]
         runs_t, steps_t, calls_t = self._tables
-        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)],
-               [_check(steps_t.row(s, sv), steps_t.real_at, careful) for s in steps],
+        by_step = contract.calls_by_step(calls)
+        no_calls: list[dict[str, Any]] = []
+
+        def general(step: FinishedStep) -> list[Any]:
+            row = contract.step_row(step, run, by_step.get(step.step_id, no_calls), max_chars, sampled)
+            return _check(steps_t.row(row, sv), steps_t.real_at, careful)
+
+        step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general)
+        if careful:
+            step_rows = [_check(row, steps_t.real_at, True) for row in step_rows]
+        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows,
                [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls]]
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)

@@ -21,6 +21,7 @@ noisy machine:
 Run alone: ``python benchmarks/bench_pipeline.py [--quick]``.
 """
 
+# ruff: noqa: B023  (the stage timings call each lambda at once, inside the loop that binds its variables)
 from __future__ import annotations
 
 import argparse
@@ -144,7 +145,7 @@ def _drain(folder: Path, rounds: int, runs: int) -> dict[str, list[float]]:
             return WriteResult()
 
     recorder = Recorder()
-    agentmeter.configure(sinks=[recorder], sync_export=True)
+    agentmeter.configure(sinks=[recorder], sync_export=True)  # the frozen runs, nothing written
     step = agentmeter.track_step(work)
 
     @agentmeter.track_run("agent")
@@ -168,7 +169,52 @@ def _drain(folder: Path, rounds: int, runs: int) -> dict[str, list[float]]:
                            else [documents.document(e) for e in entries])
             out[mode].append(len(frozen) * 10 / (time.process_time() - t0))
             sink.close()
+    out["stages_us"] = _stages(folder, frozen, documents, rounds)  # type: ignore[assignment]
     return out
+
+
+def _stages(folder: Path, frozen: list[Any], documents: Any, rounds: int) -> dict[str, dict[str, float]]:
+    """Where a step record's microseconds go in the local store's write, stage by stage (CPU, best of
+    ``rounds``), for the fast path and the document path."""
+    from agentmeter import contract
+    from agentmeter.export._documents import json_safe
+    from agentmeter.sinks import SQLiteSink
+
+    per = len(frozen) * 10 / 1e6
+    best: dict[str, dict[str, float]] = {"fast": {}, "document": {}}
+
+    def timed(path: str, stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.process_time()
+        value = fn()
+        us = (time.process_time() - t0) / per
+        best[path][stage] = min(best[path].get(stage, us), us)
+        return value
+
+    for r in range(rounds):
+        sink = SQLiteSink(folder / f"stages-{r}.db")
+        sink.write([])
+        runs_t = sink._tables[0]
+        pricer = documents.pricer()
+        parts = timed("fast", "run fields (contract.run_parts without step rows; rollups, pricing)",
+                      lambda: [contract.run_parts(run, pricer, 65536, steps=False) for run in frozen])
+        run_rows = timed("fast", "run rows (column order, JSON columns)",
+                         lambda: [runs_t.row(fields, 1) for fields, _, _ in parts])
+        step_rows = timed("fast", "step rows written out from the frozen steps",
+                          lambda: [row for run in frozen for row in sink._steps(run, run.steps, {}, True, 1, None)])
+        conn = sink._connect()
+        timed("fast", "SQL: rows grouped by types (null pattern), multi-row upserts, one transaction per batch",
+              lambda: [sink._transaction(conn, [run_rows[i:i + 100], step_rows[i * 10:(i + 100) * 10], []])
+                       for i in range(0, len(frozen), 100)])
+        docs = timed("document", "run_document", lambda: [contract.run_document(run, pricer, 65536) for run in frozen])
+        timed("document", "json_safe (orjson, strict; NaN looked for in the number columns)",
+              lambda: [json_safe(doc) for doc in docs])
+        records = timed("document", "document_records", lambda: [contract.document_records(doc) for doc in docs])
+        timed("document", "row encoders", lambda: [[t.row(item, 1) for t, items in zip(sink._tables, rec, strict=True)
+                                                    for item in items] for rec in records])
+        sink.close()
+    sql = next(k for k in best["fast"] if k.startswith("SQL"))
+    best["document"]["SQL (the same statements)"] = best["fast"][sql]
+    return best
 
 
 def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int) -> dict[str, list[float]]:
@@ -272,6 +318,7 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         if not samples:
             continue
         if key == "drain":
+            samples = {k: v for k, v in samples.items() if k != "stages_us"}
             now = statistics.median(samples["fast"])
             doc = statistics.median(samples["document"])
             text = f"{now / 1000:.0f}k (document path, same run: {doc / 1000:.0f}k)"
@@ -297,6 +344,12 @@ def render(result: dict[str, Any], markdown: bool = False) -> str:
     lines = ["| figure | today (issue 15) | now | target | met |", "|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['figure']} | {r['today']} | {r['now']} | {r['target']} | {'yes' if r['met'] else 'no'} |")
+    stages = result["samples"].get("drain", {}).get("stages_us")
+    if stages:
+        lines += ["", "| where a step record's exporter time goes (CPU, best of the rounds) | us |", "|---|---:|"]
+        for path, rows_ in stages.items():
+            lines += [f"| {path} path: {stage} | {us:.2f} |" for stage, us in rows_.items()]
+            lines.append(f"| **{path} path, sum** | **{sum(rows_.values()):.2f}** |")
     enc = result["samples"].get("json_ns", {})
     if enc:
         names = list(next(iter(enc.values())))

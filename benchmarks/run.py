@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         log("(5-8) the other benchmark scripts")
         result["others"] = run_others(proj, q, 1.0)
     result["elapsed_s"] = time.monotonic() - started
-    write_json("latest.json", result)
+    # a partial run (--only) leaves the committed latest.json and the main table of the docs alone
+    full = {"hotpath", "import", "exit", "throughput"} <= only
+    if full or not args.write_docs:
+        write_json("latest.json", result)
     print()
     print(render_terminal(result))
     if "pipeline" in cases:
@@ -170,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(bench_pipeline.render(cases["pipeline"]))
     log(f"\nwrote {RESULTS / 'latest.json'} in {result['elapsed_s']:.0f} s")
     if args.write_docs:
-        update_docs(ROOT / "docs" / "performance.md", render_markdown(result))
+        if full:
+            update_docs(ROOT / "docs" / "performance.md", render_markdown(result))
         if "pipeline" in cases:
             bench_pipeline.update_docs(ROOT / "docs" / "performance.md", cases["pipeline"], result["machine"])
         log(f"updated {ROOT / 'docs' / 'performance.md'}")

@@ -212,20 +212,15 @@ def _span_times(start_us: int, start_ns: int, end_us: int | None, end_ns: int | 
     }
 
 
-def _unfinished_fields(run: FinishedRun) -> dict[str, Any]:
-    return {
-        "status": CANCELLED,
-        "error_type": "Unfinished",
-        "error_message": f"still open when run {run.name!r} ended",
-    }
-
-
 def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: int) -> dict[str, Any]:
     end_us, end_ns = call.end_us, call.end_ns
-    status = {"status": call.status, "error_type": call.error_type, "error_message": call.error_message}
-    if call.status == RUNNING:  # never finished: close it at the run's end
-        end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
+    status, error_type, error_message = call.status, call.error_type, call.error_message
+    if status == RUNNING:  # never finished: close it at the run's end
+        end_us, end_ns = run.end_us, run.end_ns
+        status, error_type, error_message = CANCELLED, "Unfinished", f"still open when run {run.name!r} ended"
     metadata, truncated = _json(call.metadata, max_chars)
+    iso = _clock.iso_utc
+    ended = end_us is not None and end_ns is not None
     row: dict[str, Any] = {
         "call_id": call.call_id,
         "run_id": call.run_id,
@@ -234,10 +229,14 @@ def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: i
         "provider": call.provider,
         "operation": call.operation,
         "model": call.model,
-        **status,
+        "status": status,
+        "error_type": error_type,
+        "error_message": error_message,
         "http_status": call.http_status,
         "retries": call.retries,
-        **_span_times(call.start_us, call.start_ns, end_us, end_ns),
+        "started_at": iso(call.start_us),
+        "ended_at": iso(end_us) if ended else None,  # type: ignore[arg-type]
+        "duration_ms": round((end_ns - call.start_ns) / 1e6, 3) if ended else None,  # type: ignore[operator]
         "time_to_first_token_ms": (
             round((call.first_token_ns - call.start_ns) / 1e6, 3) if call.first_token_ns is not None else None
         ),

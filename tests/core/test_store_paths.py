@@ -303,3 +303,20 @@ def test_the_json_safety_check_keeps_todays_repairs() -> None:
     fixed = json_safe(bad)
     assert (fixed["name"], fixed["cost_usd"], fixed["calls"][0]["cost_usd"]) == ("a?b", "inf", "nan")
     assert _guard.counters["warnings.document.repaired"] == 1
+
+
+def test_the_exporter_hands_the_local_store_runs_not_documents(tmp_path: Path) -> None:
+    from agentmeter.sinks import MemorySink
+
+    store, memory = SQLiteSink(tmp_path / "store.db"), MemorySink()
+    agentmeter.configure(sinks=[store], flush_interval=3600)
+    with track_run("alone"), track_step("s"):
+        pass
+    assert agentmeter.flush(timeout=30).ok
+    assert (store.fast_runs, store.document_runs) == (1, 0)  # written from the frozen run
+    agentmeter.configure(sinks=[store, memory], flush_interval=3600)
+    with track_run("shared"), track_step("s"):
+        pass
+    assert agentmeter.flush(timeout=30).ok
+    assert store.fast_runs == 2 and [d["name"] for d in memory.documents] == ["shared"]
+    assert {r[3] for r in _tables(store.path)["agent_runs"]} == {"alone", "shared"}

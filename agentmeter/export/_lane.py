@@ -20,6 +20,7 @@ import time
 
 from .. import _guard
 from .._config import Settings
+from .._threads import start_thread
 from ..sinks._base import Document
 from ._delivery import Delivery, Job
 from ._documents import Documents, Entry, build_documents, report
@@ -80,13 +81,9 @@ class Lane:
         self.manager: threading.Thread | None = None
         self.writer: threading.Thread | None = None
         if threaded:
-            self.manager = threading.Thread(target=self._manager_loop, name=f"agentmeter-{self.name}",
-                                            daemon=True)
-            self.writer = threading.Thread(target=self._writer_loop, name=f"agentmeter-{self.name}-write",
-                                           daemon=True)
             try:
-                self.manager.start()
-                self.writer.start()
+                self.manager = start_thread(self._manager_loop, f"agentmeter-{self.name}")
+                self.writer = start_thread(self._writer_loop, f"agentmeter-{self.name}-write")
             except RuntimeError as exc:  # no new threads at interpreter shutdown (3.12+): spool at exit
                 if "shutdown" in str(exc):  # expected then, not a fault: counted, not logged
                     _guard.counters["exporter.no_threads_at_exit"] += 1

@@ -22,6 +22,7 @@ from .. import _guard
 from .._config import Settings
 from .._paths import default_spool_dir
 from .._record import FinishedRun
+from .._threads import start_thread
 from ..sinks._base import Sink
 from ._delivery import Delivery, Job
 from ._documents import Documents, Entry, build_documents, report
@@ -383,8 +384,7 @@ def _call_with_deadline(where: str, fn: Callable[[], object], timeout: float | N
             report(where, exc)
 
     try:
-        thread = threading.Thread(target=target, name=f"agentmeter-{where}", daemon=True)
-        thread.start()
+        thread = start_thread(target, f"agentmeter-{where}")
     except RuntimeError:
         # no new threads at interpreter shutdown (3.12+): calling fn here could hang the exit for good,
         # and the process is ending (its files and sockets close with it)

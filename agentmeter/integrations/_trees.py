@@ -40,6 +40,7 @@ from .._context import Ref, run_var
 from .._model import Run, Step
 from .._record import FinishedCall, FinishedRun, FinishedStep, freeze_call, freeze_step
 from .._status import CANCELLED, ERROR, RUNNING, SUCCESS
+from .._threads import start_thread
 
 __all__ = ["CALL", "OTHER", "RUN", "STEP", "Forest", "Node", "derived_id"]
 
@@ -243,9 +244,7 @@ class Forest:
     def _ensure_sweeper(self) -> None:
         thread = self._sweeper
         if thread is None or not thread.is_alive():  # first trace, or a forked child (threads do not survive)
-            thread = threading.Thread(target=self._sweep_loop, name=f"agentmeter-{self.source}-traces", daemon=True)
-            self._sweeper = thread
-            thread.start()
+            self._sweeper = start_thread(self._sweep_loop, f"agentmeter-{self.source}-traces")
 
     def _sweep_loop(self) -> None:
         interval = min(max(self.trace_timeout / 4, 0.05), 5.0)

@@ -249,14 +249,14 @@ def keep_payloads(run: FinishedRun, settings: Settings) -> bool:
 
 
 #: 19 digits or more: the only integers that may not fit in 64 bits (and, rarely, digits inside a string)
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+_LONG_DIGITS = re.compile(r"\d{19,}")
 _STRICT_INTEGER = OPT_STRICT_INTEGER  # orjson raises on an integer past 2**53 with it
 _INT64 = 2**63
 
 
 def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
     """The document itself when it is strict JSON in valid UTF-8 whose integers fit in 64 bits (the usual
-    case: one orjson encoding and one C-speed scan), else a repaired copy: lone surrogates replaced,
+    case: one strict orjson encoding), else a repaired copy: lone surrogates replaced,
     NaN/infinity as strings, unknown types as repr(), integers no store can hold (a rollup summing huge
     token counts, say) as null with a counted warning ``document.out_of_range``.
 
@@ -264,13 +264,15 @@ def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
     NaN and infinity as null, so those are looked for in the number columns of the contract (captured
     values and metadata have none: :func:`agentmeter._capture.jsonable` writes them as strings)."""
     try:
-        if _non_finite(doc):
-            raise ValueError("NaN or infinity")
-        try:
+        if not _non_finite(doc):
             dumps_bytes(doc, option=_STRICT_INTEGER)  # the usual case: no integer past 2**53 at all
             return doc
-        except TypeError:
-            text = dumps_bytes(doc)  # TypeError again: invalid Unicode, a key or a type JSON has not
+    except TypeError:
+        pass
+    # something to look at closely: the standard library's encoder says what (as before orjson)
+    try:
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
         if _LONG_DIGITS.search(text) is None:
             return doc
         changed = [0]

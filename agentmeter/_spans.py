@@ -237,8 +237,10 @@ def _end(frame: Frame, exc: BaseException | None, fields: tuple[str, str, str] |
         handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
         handle.ended = True
         if run is None:
-            _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
-                        span=getattr(handle, "name", getattr(handle, "operation", "")))
+            # not after the exit handler closed the open runs (tracking stopped): that is expected then
+            if _state.enabled():
+                _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
+                            span=getattr(handle, "name", getattr(handle, "operation", "")))
         else:
             max_chars = _state.settings().capture_max_chars
             if type(handle) is Step:

@@ -14,6 +14,7 @@ The tables' columns are declared once, in :data:`TABLES`; the SQLite DDL, the Sn
 
 from __future__ import annotations
 
+import operator
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from typing import Any, Final, NamedTuple
 from . import _clock
 from ._capture import Snapshot, jsonable
 from ._record import FinishedCall, FinishedRun, FinishedStep
-from ._status import CANCELLED, RUNNING
+from ._status import CANCELLED, ERROR, RUNNING
 from ._version import __version__
 
 __all__ = [
@@ -35,8 +36,11 @@ __all__ = [
     "Column",
     "Price",
     "Records",
+    "calls_by_step",
     "document_records",
     "run_document",
+    "run_parts",
+    "step_row",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -172,6 +176,8 @@ class Records(NamedTuple):
 
 
 _HOST = socket.gethostname()
+_by_step_id = operator.itemgetter("step_id")
+_by_call_id = operator.itemgetter("call_id")
 
 
 def _json(value: Any, max_chars: int) -> tuple[Any, bool]:
@@ -206,20 +212,15 @@ def _span_times(start_us: int, start_ns: int, end_us: int | None, end_ns: int | 
     }
 
 
-def _unfinished_fields(run: FinishedRun) -> dict[str, Any]:
-    return {
-        "status": CANCELLED,
-        "error_type": "Unfinished",
-        "error_message": f"still open when run {run.name!r} ended",
-    }
-
-
 def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: int) -> dict[str, Any]:
     end_us, end_ns = call.end_us, call.end_ns
-    status = {"status": call.status, "error_type": call.error_type, "error_message": call.error_message}
-    if call.status == RUNNING:  # never finished: close it at the run's end
-        end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
+    status, error_type, error_message = call.status, call.error_type, call.error_message
+    if status == RUNNING:  # never finished: close it at the run's end
+        end_us, end_ns = run.end_us, run.end_ns
+        status, error_type, error_message = CANCELLED, "Unfinished", f"still open when run {run.name!r} ended"
     metadata, truncated = _json(call.metadata, max_chars)
+    iso = _clock.iso_utc
+    ended = end_us is not None and end_ns is not None
     row: dict[str, Any] = {
         "call_id": call.call_id,
         "run_id": call.run_id,
@@ -228,10 +229,14 @@ def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: i
         "provider": call.provider,
         "operation": call.operation,
         "model": call.model,
-        **status,
+        "status": status,
+        "error_type": error_type,
+        "error_message": error_message,
         "http_status": call.http_status,
         "retries": call.retries,
-        **_span_times(call.start_us, call.start_ns, end_us, end_ns),
+        "started_at": iso(call.start_us),
+        "ended_at": iso(end_us) if ended else None,  # type: ignore[arg-type]
+        "duration_ms": round((end_ns - call.start_ns) / 1e6, 3) if ended else None,  # type: ignore[operator]
         "time_to_first_token_ms": (
             round((call.first_token_ns - call.start_ns) / 1e6, 3) if call.first_token_ns is not None else None
         ),
@@ -281,35 +286,43 @@ def _rollup(calls: list[dict[str, Any]]) -> dict[str, Any]:
 def _step_row(step: FinishedStep, run: FinishedRun, calls: list[dict[str, Any]], max_chars: int,
               sampled: bool = True) -> dict[str, Any]:
     end_us, end_ns = step.end_us, step.end_ns
-    status = {"status": step.status, "error_type": step.error_type, "error_message": step.error_message}
-    if step.status == RUNNING:
-        end_us, end_ns, status = run.end_us, run.end_ns, _unfinished_fields(run)
+    status, error_type, error_message = step.status, step.error_type, step.error_message
+    if status == RUNNING:
+        end_us, end_ns = run.end_us, run.end_ns
+        status, error_type, error_message = CANCELLED, "Unfinished", f"still open when run {run.name!r} ended"
     metadata, t1 = _json(step.metadata, max_chars)
-    inputs, t2 = _json(step.inputs, max_chars) if step.captured and sampled else (None, False)
-    output, t3 = _json(step.output, max_chars) if step.captured and sampled else (None, False)
-    rollup = _rollup(calls)
-    return {
+    if step.captured and sampled:
+        inputs, t2 = _json(step.inputs, max_chars)
+        output, t3 = _json(step.output, max_chars)
+    else:
+        inputs = output = None
+        t2 = t3 = False
+    iso = _clock.iso_utc
+    row = {
         "step_id": step.step_id,
         "run_id": step.run_id,
         "parent_step_id": step.parent_step_id,
         "agent": run.agent,
         "name": step.name,
         "kind": step.kind,
-        **status,
-        **_span_times(step.start_us, step.start_ns, end_us, end_ns),
+        "status": status,
+        "error_type": error_type,
+        "error_message": error_message,
+        "started_at": iso(step.start_us),
+        "ended_at": None if end_us is None or end_ns is None else iso(end_us),
+        "duration_ms": None if end_us is None or end_ns is None else round((end_ns - step.start_ns) / 1e6, 3),
         "metadata": metadata or {},
         "call_count": len(calls),
-        "input_tokens": rollup["input_tokens"],
-        "output_tokens": rollup["output_tokens"],
-        "cached_input_tokens": rollup["cached_input_tokens"],
-        "cache_write_tokens": rollup["cache_write_tokens"],
-        "reasoning_tokens": rollup["reasoning_tokens"],
-        "total_tokens": rollup["total_tokens"],
-        "cost_usd": rollup["cost_usd"] if calls else None,
+        **(_rollup(calls) if calls else _STEP_NO_CALLS),
         "inputs": inputs,
         "output": output,
         "truncated": t1 or t2 or t3,
     }
+    return row
+
+
+#: a step's token and cost columns when it made no call (cost unknown: null, unlike a run's 0)
+_STEP_NO_CALLS: Final = {**_NO_CALLS, "cost_usd": None}
 
 
 def run_document(
@@ -324,17 +337,31 @@ def run_document(
     sampler's decision, see ``sample_rate``) leaves out the captured ``inputs`` and ``output`` of the run and
     its steps; every count, latency, token and cost stays.
     """
+    fields, step_rows, call_rows = run_parts(run, pricer, max_chars, sampled=sampled)
+    fields["steps"] = step_rows
+    fields["calls"] = call_rows
+    return fields
+
+
+def run_parts(
+    run: FinishedRun, pricer: Pricer | None = None, max_chars: int = 65536, *, sampled: bool = True,
+    steps: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`run_document` in three parts: the run's fields (no ``steps`` nor ``calls``), its step rows and
+    its call rows (each sorted by id). The local store writes its rows from them without the document;
+    with ``steps=False`` the step rows are left to it (an empty list): see :func:`step_row`."""
     price = pricer or _unpriced
     all_calls = run.calls + run.open_calls
     all_steps = run.steps + run.open_steps
-    call_rows = sorted((_call_row(c, run, price, max_chars) for c in all_calls), key=lambda r: r["call_id"])
-    by_step: dict[str | None, list[dict[str, Any]]] = {}
-    for row in call_rows:
-        by_step.setdefault(row["step_id"], []).append(row)
-    step_rows = sorted(
-        (_step_row(s, run, by_step.get(s.step_id, []), max_chars, sampled) for s in all_steps),
-        key=lambda r: r["step_id"],
-    )
+    call_rows = sorted([_call_row(c, run, price, max_chars) for c in all_calls], key=_by_call_id)
+    step_rows: list[dict[str, Any]] = []
+    if steps:
+        by_step = calls_by_step(call_rows)
+        no_calls: list[dict[str, Any]] = []
+        step_rows = sorted(
+            [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled) for s in all_steps],
+            key=_by_step_id,
+        )
     metadata, t1 = _json(run.metadata, max_chars)
     inputs, t2 = _json(run.inputs, max_chars) if run.captured and sampled else (None, False)
     output, t3 = _json(run.output, max_chars) if run.captured and sampled else (None, False)
@@ -355,9 +382,10 @@ def run_document(
         "host": _HOST,
         "pid": os.getpid(),
         "sdk_version": __version__,
-        "step_count": len(step_rows),
+        "step_count": len(all_steps),
         "call_count": len(call_rows),
-        "error_step_count": sum(1 for s in step_rows if s["status"] == "error"),
+        # a step still open is recorded cancelled: only finished steps can have failed
+        "error_step_count": sum(1 for s in all_steps if s.status == ERROR),
         "error_call_count": sum(1 for c in call_rows if c["status"] == "error"),
         **rollup,
         "unpriced_call_count": sum(1 for c in call_rows if not c["priced"]),
@@ -365,9 +393,19 @@ def run_document(
         "output": output,
         "truncated": t1 or t2 or t3,
         "sampled": sampled,
-        "steps": step_rows,
-        "calls": call_rows,
-    }
+    }, step_rows, call_rows
+
+
+def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+    """Call rows grouped by their step id, each group in the order given."""
+    by_step: dict[str | None, list[dict[str, Any]]] = {}
+    for row in call_rows:
+        by_step.setdefault(row["step_id"], []).append(row)
+    return by_step
+
+
+#: a step's row: ``step_row(step, run, its call rows, max_chars, sampled)`` (see :func:`run_document`)
+step_row = _step_row
 
 
 def document_records(document: Mapping[str, Any]) -> Records:

@@ -30,6 +30,7 @@ if "--write-docs" in sys.argv:  # committed results are rewritten only when aske
 import bench_exit
 import bench_hotpath
 import bench_import
+import bench_pipeline
 import bench_throughput
 from _common import HERE, RESULTS, ROOT, machine, peer_versions, quiet_env, write_json
 from report import render_markdown, render_terminal, update_docs
@@ -96,7 +97,7 @@ def run_others(python: str, quick: bool, timeout_scale: float) -> dict[str, Any]
     return out
 
 
-_OWN_FILES = {"latest.json", "hotpath.json", "import.json", "exit.json", "throughput.json"}
+_OWN_FILES = {"latest.json", "hotpath.json", "import.json", "exit.json", "throughput.json", "pipeline.json"}
 
 
 def project_python() -> str:
@@ -107,14 +108,17 @@ def project_python() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run of the harness")
-    p.add_argument("--only", default="hotpath,import,exit,throughput,others")
+    p.add_argument("--only", default=None,
+                   help="cases to run (default: all; with --quick, all but the other scripts, cases 5-8, "
+                        "which take minutes each: name them with --only to run them too)")
     p.add_argument("--python", default=sys.executable, help="interpreter with agentmeter and the peers")
     p.add_argument("--project-python", default=None,
                    help="interpreter for the other scripts and the heavy-import check (default .venv)")
     p.add_argument("--exit-cap", type=float, default=60.0, help="seconds before a peer's exit is killed")
     p.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
     args = p.parse_args(argv)
-    only = set(args.only.split(","))
+    only = set((args.only or ("hotpath,import,exit,throughput,pipeline" if args.quick
+                              else "hotpath,import,exit,throughput,pipeline,others")).split(","))
     proj = args.project_python or project_python()
     q = args.quick
     started = time.monotonic()
@@ -150,16 +154,29 @@ def main(argv: list[str] | None = None) -> int:
         log("(4) export throughput")
         cases["throughput"] = bench_throughput.run(args.python, repeats=1 if q else 3, log=log)
         write_json("throughput.json", cases["throughput"])
+    if "pipeline" in only:
+        log("(9) the whole pipeline against OpenTelemetry (issue 15's table)")
+        cases["pipeline"] = bench_pipeline.run(args.python, quick=q, log=log)
+        write_json("pipeline.json", cases["pipeline"])
     if "others" in only:
         log("(5-8) the other benchmark scripts")
         result["others"] = run_others(proj, q, 1.0)
     result["elapsed_s"] = time.monotonic() - started
-    write_json("latest.json", result)
+    # a partial run (--only) leaves the committed latest.json and the main table of the docs alone
+    full = {"hotpath", "import", "exit", "throughput"} <= only
+    if full or not args.write_docs:
+        write_json("latest.json", result)
     print()
     print(render_terminal(result))
+    if "pipeline" in cases:
+        print()
+        print(bench_pipeline.render(cases["pipeline"]))
     log(f"\nwrote {RESULTS / 'latest.json'} in {result['elapsed_s']:.0f} s")
     if args.write_docs:
-        update_docs(ROOT / "docs" / "performance.md", render_markdown(result))
+        if full:
+            update_docs(ROOT / "docs" / "performance.md", render_markdown(result))
+        if "pipeline" in cases:
+            bench_pipeline.update_docs(ROOT / "docs" / "performance.md", cases["pipeline"], result["machine"])
         log(f"updated {ROOT / 'docs' / 'performance.md'}")
     return 0
 

@@ -24,7 +24,7 @@ import tenacity
 
 from .. import _guard
 from .._config import Settings
-from ..sinks._base import Sink, WriteResult
+from ..sinks._base import Document, Sink, WriteResult
 from ._documents import Documents, Entry, record_text
 from ._spool import Spool
 
@@ -36,7 +36,7 @@ class Job:
 
     __slots__ = ("abandoned", "docs", "finished", "gen", "kept", "kept_n", "lock", "replay", "started")
 
-    def __init__(self, gen: int, docs: list[dict[str, Any]], replay: bool) -> None:
+    def __init__(self, gen: int, docs: list[Document], replay: bool) -> None:
         self.gen = gen
         self.docs = docs
         self.replay = replay
@@ -49,7 +49,7 @@ class Job:
 
 
 class _RetryBatch(Exception):
-    def __init__(self, pending: list[dict[str, Any]], why: str) -> None:
+    def __init__(self, pending: list[Document], why: str) -> None:
         super().__init__(why)
         self.pending = pending
 
@@ -123,7 +123,7 @@ class Delivery:
 
     def deliver(self, job: Job) -> None:
         docs = job.docs
-        rejected: list[dict[str, Any]] = []
+        rejected: list[Document] = []
         try:
             self._write_with_retries(job, rejected)
         except _RetryBatch as err:
@@ -150,7 +150,7 @@ class Delivery:
         self._dead_letter(rejected)
         self._mark_up()
 
-    def _keep(self, job: Job, pending: list[dict[str, Any]]) -> None:
+    def _keep(self, job: Job, pending: list[Document]) -> None:
         """The first attempt failed: put the batch in the spool now (claimed by this process, so no other
         process replays it while we retry), so that neither a ``kill -9`` during the retries nor a long
         backoff can lose it."""
@@ -164,7 +164,7 @@ class Delivery:
             job.kept_n = spool.put(self.name, pending, claim=True)
             job.kept = job.kept_n > 0
 
-    def _write_with_retries(self, job: Job, rejected: list[dict[str, Any]]) -> None:
+    def _write_with_retries(self, job: Job, rejected: list[Document]) -> None:
         """Write, retrying only what failed; raises _RetryBatch when attempts run out or stop is asked."""
         pending = job.docs
         s = self.settings
@@ -225,7 +225,7 @@ class Delivery:
             if not docs:
                 break
             budget -= len(docs)
-            job.docs = docs
+            job.docs = list(docs)
             job.started = time.monotonic()
             try:
                 result = self.sink.write(docs)
@@ -253,7 +253,7 @@ class Delivery:
             self._mark_up()
         job.finished = True
 
-    def _isolate_poison(self, docs: list[dict[str, Any]]) -> bool:
+    def _isolate_poison(self, docs: Sequence[Document]) -> bool:
         """A replayed batch raised: write its documents one by one. If the sink takes some and raises on
         others, those others are poison (the sink can never store them: a value it cannot encode, say) and
         would block the spool behind them forever: they go to the dead-letter lane ``<sink>:rejected``.
@@ -289,7 +289,7 @@ class Delivery:
                         "dead-letter lane", sink=self.name, count=len(poison), run_ids=poison[:10])
         return True
 
-    def _dead_letter(self, rejected: list[dict[str, Any]]) -> None:
+    def _dead_letter(self, rejected: list[Document]) -> None:
         if not rejected:
             return
         self.failed += len(rejected)
@@ -315,10 +315,11 @@ class Delivery:
         if not entries:
             return
         spool = self.spool_store
-        kept, ok = spool.store(self.name, [(e.run.run_id, record_text(e)) for e in entries]) if spool else (0, False)
+        items = [(e.run.run_id, record_text(e, self.documents)) for e in entries] if spool else []
+        kept, ok = spool.store(self.name, items) if spool else (0, False)
         self._count_spooled(len(entries), kept, ok)
 
-    def spool(self, docs: list[dict[str, Any]]) -> None:
+    def spool(self, docs: list[Document]) -> None:
         """Keep ``docs`` in the spool for later; what neither the sink nor the spool can take is dropped,
         counted and logged."""
         if not docs:

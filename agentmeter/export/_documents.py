@@ -21,16 +21,18 @@ import socket
 import threading
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .. import _guard
 from .._capture import Snapshot
 from .._config import Settings
+from .._json import OPT_STRICT_INTEGER, dumps_bytes
 from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import ERROR, SUCCESS
-from ..contract import Pricer, run_document
+from ..contract import TABLES, Pricer, run_document
+from ..sinks._base import Document, RunDocument
 
-__all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads", "record_text"]
+__all__ = ["Documents", "Entry", "EntryDocument", "build_documents", "estimate_bytes", "keep_payloads", "record_text"]
 
 
 def estimate_bytes(run: FinishedRun) -> int:
@@ -45,13 +47,30 @@ class Entry:
     """A submitted run as the lanes share it: the frozen record and, once built, its document (or, once
     spilled, its record's spool text)."""
 
-    __slots__ = ("doc", "run", "size", "text")
+    __slots__ = ("doc", "keep", "run", "size", "text")
 
     def __init__(self, run: FinishedRun) -> None:
         self.run = run
         self.size = estimate_bytes(run)
         self.doc: dict[str, Any] | None = None
         self.text: str | None = None
+        self.keep: bool | None = None  # the sampler's decision, made once per run
+
+
+class EntryDocument(RunDocument):
+    """An entry's document as a sink that writes rows straight from the frozen run gets it: built only if
+    something reads it (the spool keeps the frozen record instead, see :func:`record_text`)."""
+
+    __slots__ = ("documents", "entry")
+
+    def __init__(self, entry: Entry, documents: Documents) -> None:
+        super().__init__(entry.run, documents.pricer(), documents.settings.capture_max_chars,
+                         documents.keep(entry))
+        self.entry = entry
+        self.documents = documents
+
+    def document(self) -> dict[str, Any]:
+        return self.documents.document(self.entry)
 
 
 # -- records in the spool ------------------------------------------------------------------------------
@@ -62,16 +81,34 @@ _PID = os.getpid()
 _HOST = socket.gethostname()
 
 
-def record_text(entry: Entry) -> str:
-    """The spool text of a run's frozen record (built once per entry, shared by the lanes)."""
+def record_text(entry: Entry, documents: Documents | None = None) -> str:
+    """The spool text of a run's frozen record (built once per entry, shared by the lanes).
+
+    A record holding an unpaired surrogate (in a name, an error message, a tag: captured values are repaired
+    when captured) is kept as its document instead, repaired by the JSON-safety check, when ``documents``
+    is given: escaped in JSON, two such surrogates side by side would come back as one other character."""
     text = entry.text
     if text is None:
         pid = os.getpid()  # the process that tracked the run (a forked child has its own)
+        value = [RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run]
         # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
-        text = json.dumps([RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
-                          separators=(",", ":"), default=repr)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = _repaired_text(entry, value, documents)
         entry.text = text
     return text
+
+
+def _repaired_text(entry: Entry, value: list[Any], documents: Documents | None) -> str:
+    if documents is not None:
+        try:
+            return json.dumps(documents.document(entry), separators=(",", ":"), ensure_ascii=False)
+        except Exception as exc:
+            report("record_text", exc)
+    return json.dumps(value, separators=(",", ":"), default=repr)
 
 
 def _snap(value: Any) -> Snapshot | None:
@@ -123,14 +160,21 @@ class Documents:
                     self._pricer = make_pricer(self.settings.prices)
         return self._pricer
 
+    def keep(self, entry: Entry) -> bool:
+        """The sampler's decision for the entry's run (made and counted once per run)."""
+        keep = entry.keep
+        if keep is None:
+            keep = entry.keep = keep_payloads(entry.run, self.settings)
+            if not keep:
+                _guard.counters["sampling.payloads_dropped"] += 1
+        return keep
+
     def document(self, entry: Entry) -> dict[str, Any]:
         """The run's document, built once per entry (sampling applied, JSON-safe). Raises on a bug only."""
         doc = entry.doc
         if doc is None:
             run = entry.run
-            keep = keep_payloads(run, self.settings)
-            if not keep:
-                _guard.counters["sampling.payloads_dropped"] += 1
+            keep = self.keep(entry)
             max_chars = self.settings.capture_max_chars
             try:
                 doc = run_document(run, self.pricer(), max_chars, sampled=keep)
@@ -148,6 +192,24 @@ class Documents:
         if doc.get("pid") != pid or doc.get("host") != host:
             doc = {**doc, "pid": pid, "host": host}
         return doc
+
+
+class _Counted(Protocol):
+    failed: int
+
+
+def build_documents(documents: Documents, entries: list[Entry], lazy: bool,
+                    counts: _Counted) -> list[Document]:
+    """The documents of ``entries`` for one sink (``lazy``: as :class:`EntryDocument`, built only when
+    read); a run whose document cannot be built is counted in ``counts.failed``, alone."""
+    docs: list[Document] = []
+    for entry in entries:
+        try:
+            docs.append(EntryDocument(entry, documents) if lazy else documents.document(entry))
+        except Exception as exc:
+            counts.failed += 1
+            report("build_document", exc)
+    return docs
 
 
 def report(where: str, exc: BaseException) -> None:
@@ -188,14 +250,26 @@ def keep_payloads(run: FinishedRun, settings: Settings) -> bool:
 
 #: 19 digits or more: the only integers that may not fit in 64 bits (and, rarely, digits inside a string)
 _LONG_DIGITS = re.compile(r"\d{19,}")
+_STRICT_INTEGER = OPT_STRICT_INTEGER  # orjson raises on an integer past 2**53 with it
 _INT64 = 2**63
 
 
 def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
     """The document itself when it is strict JSON in valid UTF-8 whose integers fit in 64 bits (the usual
-    case: one C-speed encoding and one C-speed scan), else a repaired copy: lone surrogates replaced,
+    case: one strict orjson encoding), else a repaired copy: lone surrogates replaced,
     NaN/infinity as strings, unknown types as repr(), integers no store can hold (a rollup summing huge
-    token counts, say) as null with a counted warning ``document.out_of_range``."""
+    token counts, say) as null with a counted warning ``document.out_of_range``.
+
+    orjson raises on invalid Unicode, integers past 64 bits, non-string keys and unknown types; it writes
+    NaN and infinity as null, so those are looked for in the number columns of the contract (captured
+    values and metadata have none: :func:`agentmeter._capture.jsonable` writes them as strings)."""
+    try:
+        if not _non_finite(doc):
+            dumps_bytes(doc, option=_STRICT_INTEGER)  # the usual case: no integer past 2**53 at all
+            return doc
+    except TypeError:
+        pass
+    # something to look at closely: the standard library's encoder says what (as before orjson)
     try:
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
@@ -212,6 +286,20 @@ def json_safe(doc: dict[str, Any]) -> dict[str, Any]:
     _guard.warn("document.repaired", "run document had invalid Unicode or non-JSON values; repaired")
     repaired = _repair(doc)
     return repaired if isinstance(repaired, dict) else doc
+
+
+_REAL = {table: tuple(c.name for c in cols if c.type == "real") for table, cols in TABLES.items()}
+
+
+def _non_finite(doc: dict[str, Any]) -> bool:
+    """Whether a number column of the run, its steps or its calls holds NaN or infinity."""
+    for row, table in ((doc, "agent_runs"), *((s, "run_steps") for s in doc.get("steps", ())),
+                       *((c, "api_calls") for c in doc.get("calls", ()))):
+        for key in _REAL[table]:
+            value = row.get(key)
+            if type(value) is float and value - value != 0:
+                return True
+    return False
 
 
 def _clamp(value: Any, changed: list[int]) -> Any:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any
 
 from .. import _guard
 from .._config import Settings
 from .._threads import start_thread
+from ..sinks._base import Document
 from ._delivery import Delivery, Job
-from ._documents import Documents, Entry, report
+from ._documents import Documents, Entry, build_documents, report
 
 __all__ = ["Lane", "Marker"]
 
@@ -218,18 +218,12 @@ class Lane:
                 self.queued_bytes -= item.size
         return entries, None
 
-    def build(self, entries: list[Entry]) -> list[dict[str, Any]]:
-        """Documents of ``entries``; a run whose document cannot be built is counted failed, alone."""
-        docs = []
-        for entry in entries:
-            try:
-                docs.append(self.documents.document(entry))
-            except Exception as exc:
-                self.delivery.failed += 1
-                report("build_document", exc)
-        return docs
+    def build(self, entries: list[Entry]) -> list[Document]:
+        """Documents of ``entries``; a run whose document cannot be built is counted failed, alone. A sink
+        that writes rows straight from the frozen run gets documents built only if it reads them."""
+        return build_documents(self.documents, entries, self.sink.writes_runs, self.delivery)
 
-    def _start(self, docs: list[dict[str, Any]], replay: bool) -> None:
+    def _start(self, docs: list[Document], replay: bool) -> None:
         self.gen += 1
         self.job = Job(self.gen, docs, replay)
         self.writer_wake.set()

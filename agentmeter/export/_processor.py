@@ -25,7 +25,7 @@ from .._record import FinishedRun
 from .._threads import start_thread
 from ..sinks._base import Sink
 from ._delivery import Delivery, Job
-from ._documents import Documents, Entry, report
+from ._documents import Documents, Entry, build_documents, report
 from ._lane import Lane, Marker
 from ._results import FlushResult, SinkFlushResult, SinkStats, Stats
 from ._spool import Spool
@@ -313,19 +313,15 @@ class SyncProcessor(_Base):
         try:
             self.submitted += 1
             entry = Entry(finished)
-            try:
-                doc = self.documents.document(entry)
-            except Exception as exc:
-                for delivery in self.deliveries:
-                    delivery.failed += 1
-                report("build_document", exc)
-                return
             for delivery in self.deliveries:
+                docs = build_documents(self.documents, [entry], delivery.sink.writes_runs, delivery)
+                if not docs:
+                    continue
                 if self._closed or (delivery.degraded(time.monotonic()) and delivery.spool_usable()):
-                    delivery.spool([doc])
+                    delivery.spool(docs)
                     continue
                 self._gen += 1
-                delivery.deliver(Job(self._gen, [doc], replay=False))
+                delivery.deliver(Job(self._gen, docs, replay=False))
         except Exception as exc:
             _guard.internal_error("submit", exc)
 

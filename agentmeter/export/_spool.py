@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _guard
+from ._documents import EntryDocument, record_text
 
 __all__ = ["LEASE_S", "Spool", "encode"]
 
@@ -88,6 +89,13 @@ def _encode(doc: Mapping[str, Any]) -> str:
         # documents are JSON-safe by contract; a broken one is still kept, readably, rather than lost
         _guard.warn("spool.encode", "document not strictly JSON-safe; spooled with repr() fallbacks")
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, default=repr)
+
+
+def _spool_text(doc: Mapping[str, Any]) -> str:
+    if isinstance(doc, EntryDocument):  # a run whose document was not needed: its record is cheaper to keep
+        built = doc.entry.doc
+        return record_text(doc.entry, doc.documents) if built is None else _encode(built)
+    return _encode(doc)
 
 
 class Spool:
@@ -234,7 +242,7 @@ class Spool:
 
     @staticmethod
     def encode_all(documents: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-        return [(str(doc["run_id"]), _encode(doc)) for doc in documents]
+        return [(str(doc["run_id"]), _spool_text(doc)) for doc in documents]
 
     def put_encoded(self, lane: str, items: Sequence[tuple[str, str]], claim: bool = False) -> int:
         """:meth:`put` for rows already encoded: ``(run_id, text)`` pairs. Never raises."""

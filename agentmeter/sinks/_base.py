@@ -11,14 +11,47 @@ spool) and must be stored once.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-__all__ = ["Document", "Sink", "WriteResult"]
+from .._record import FinishedRun
+from ..contract import Pricer
+
+__all__ = ["Document", "RunDocument", "Sink", "WriteResult"]
 
 Document = Mapping[str, Any]
+
+
+class RunDocument(Mapping[str, Any]):
+    """A run's document not built yet, handed to a sink that writes rows straight from the frozen run
+    (``Sink.writes_runs``): ``run``, ``pricer``, ``max_chars`` and ``sampled`` are what
+    :func:`agentmeter.contract.run_document` would be given. Reading it as a mapping builds the document
+    (once, shared with every other lane); its ``run_id`` is read without building it."""
+
+    __slots__ = ("max_chars", "pricer", "run", "sampled")
+
+    def __init__(self, run: FinishedRun, pricer: Pricer | None, max_chars: int, sampled: bool) -> None:
+        self.run = run
+        self.pricer = pricer
+        self.max_chars = max_chars
+        self.sampled = sampled
+
+    @abc.abstractmethod
+    def document(self) -> dict[str, Any]:
+        """The document itself (built at the first call)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "run_id":
+            return self.run.run_id
+        return self.document()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.document())
+
+    def __len__(self) -> int:
+        return len(self.document())
 
 
 @attrs.frozen
@@ -45,6 +78,9 @@ class Sink(abc.ABC):
     name: str = "sink"
     #: runs per write this sink works best with; the exporter uses the larger of this and ``batch_size``
     preferred_batch_size: int | None = None
+    #: True when :meth:`write` takes :class:`RunDocument` items and may store them without building their
+    #: documents (the local store writes its rows straight from the frozen run)
+    writes_runs: bool = False
 
     @abc.abstractmethod
     def write(self, documents: Sequence[Document]) -> WriteResult:

@@ -6,18 +6,23 @@ duplicates; indexes cover the dashboard's filters (time, agent, status, provider
 
 from __future__ import annotations
 
-import json
+import itertools
+import operator
 import os
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from .. import contract
+from .. import _clock, contract
+from .._capture import Snapshot
+from .._json import dumps
 from .._paths import default_db_path
-from ._base import Document, Sink, WriteResult
+from .._record import FinishedRun, FinishedStep
+from .._status import RUNNING
+from ._base import Document, RunDocument, Sink, WriteResult
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
@@ -98,54 +103,154 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.commit()
 
 
-def _upsert_sql(table: str, rows: int = 1) -> tuple[str, list[contract.Column]]:
-    """The upsert of ``rows`` rows into ``table``, in one multi-row ``VALUES`` statement."""
-    cols = table_columns(table)
-    names = [c.name for c in cols]
-    pk = _PRIMARY_KEYS[table]
-    updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != pk)
-    one = f"({', '.join('?' for _ in names)})"
-    sql = (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join(one for _ in range(rows))} "
-        f"ON CONFLICT({pk}) DO UPDATE SET {updates}"
-    )
-    return sql, cols
-
-
 #: rows per statement: the sqlite3 module releases the GIL once per statement step, and a thread that
 #: waits to take it back can wait a whole switch interval (5 ms) behind a busy caller's thread, so one
 #: statement per row made the export crawl (about 200 rows a second) beside a CPU-bound thread. 999 bound
 #: parameters is the smallest limit any SQLite build has.
 _PARAMS_PER_STATEMENT = 999
+#: distinct statements kept compiled (null patterns x rows per statement); past it the cache starts over
+_MAX_STATEMENTS = 1024
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+def _row_function(cols: list[contract.Column]) -> Callable[[Mapping[str, Any], Any], list[Any]]:
+    """The row maker of ``cols``, written out as one function (no loop over columns at run time)."""
+    rest = [c for c in cols if c.name != "schema_version"]
+    values = [f"v{i}" for i in range(len(rest))]
+    exprs: dict[str, str] = {}
+    for var, c in zip(values, rest, strict=True):
+        if c.type == "json":  # most metadata is empty: skip the encoder for it
+            exprs[c.name] = (f"(None if {var} is None else '{{}}' if {var} == {{}} else '[]' if {var} == [] "
+                             f"else dumps({var}))")
+        elif c.type == "boolean":
+            exprs[c.name] = f"(None if {var} is None else 1 if {var} else 0)"
+        else:
+            exprs[c.name] = var
+    row = ", ".join("schema_version" if c.name == "schema_version" else exprs[c.name] for c in cols)
+    source = (
+        "def row(record, schema_version):\n"
+        "    try:\n"
+        f"        {', '.join(values)}, = getter(record)\n"
+        "    except KeyError:  # a record without some column (an older document): null there\n"
+        f"        {', '.join(values)}, = [record.get(n) for n in names]\n"
+        f"    return [{row}]\n"
+    )
+    namespace: dict[str, Any] = {"getter": operator.itemgetter(*(c.name for c in rest)),
+                                 "names": [c.name for c in rest], "dumps": dumps}
+    exec(compile(source, f"<agentmeter row of {len(cols)} columns>", "exec"), namespace)
+    return cast(Callable[[Mapping[str, Any], Any], list[Any]], namespace["row"])
 
 
-def _row_encoder(cols: list[contract.Column]) -> Callable[[Mapping[str, Any]], list[Any]]:
-    """A function turning one record into the row of ``cols``; JSON and boolean columns are converted."""
-    names = [c.name for c in cols]
-    json_at = [i for i, c in enumerate(cols) if c.type == "json"]
-    bool_at = [i for i, c in enumerate(cols) if c.type == "boolean"]
+#: a finished step's columns when it made no call and nothing of it was captured (most steps): written
+#: straight from the frozen step, as :func:`agentmeter.contract.step_row` would make them. A column not
+#: named here (a new one in the contract) sends every step through ``step_row``, so it still flows through.
+_PLAIN_STEP = {
+    "schema_version": "sv", "step_id": "s.step_id", "run_id": "s.run_id", "parent_step_id": "s.parent_step_id",
+    "agent": "agent", "name": "s.name", "kind": "s.kind", "status": "s.status", "error_type": "s.error_type",
+    "error_message": "s.error_message", "started_at": "iso(s.start_us)", "ended_at": "iso(s.end_us)",
+    "duration_ms": "round((s.end_ns - s.start_ns) / 1e6, 3)",
+    "metadata": "('{}' if not m.value else dumps(m.value))",  # "metadata or {}", then encoded
+    "call_count": "0", "input_tokens": "None", "output_tokens": "None", "cached_input_tokens": "None",
+    "cache_write_tokens": "None", "reasoning_tokens": "None", "total_tokens": "None", "cost_usd": "None",
+    "inputs": "None", "output": "None", "truncated": "(1 if m.truncated else 0)",
+}
 
-    def encode(record: Mapping[str, Any]) -> list[Any]:
-        row = [record.get(n) for n in names]
-        for i in json_at:
-            value = row[i]
-            if value is not None:
-                # most metadata is empty: skip the encoder for it
-                row[i] = "{}" if value == {} else "[]" if value == [] else _dumps(value)
-        for i in bool_at:
-            value = row[i]
-            if value is not None:
-                row[i] = 1 if value else 0
-        return row
+StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
+                          Callable[[FinishedStep], list[Any]]], list[list[Any]]]
 
-    return encode
+
+def _steps_function(names: list[str]) -> StepsFunction:
+    """``steps(run, steps, calls by step, sampled, schema_version, general)``: the rows of ``steps``, each
+    plain one written out from :data:`_PLAIN_STEP`, the others (with calls, captured payloads, still open)
+    made by ``general``."""
+    if not names or any(n not in _PLAIN_STEP for n in names):
+        return lambda run, steps, by_step, sampled, sv, general: [general(s) for s in steps]
+    source = (
+        "def steps(run, steps, by_step, sampled, sv, general):\n"
+        "    agent = run.agent\n"
+        "    out = []\n"
+        "    for s in steps:\n"
+        "        m = s.metadata\n"
+        "        if (s.step_id in by_step or s.end_ns is None or s.end_us is None or s.status == RUNNING\n"
+        "                or m.__class__ is not Snapshot or (s.captured and sampled)):\n"
+        "            out.append(general(s))\n"
+        "        else:\n"
+        f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
+        "    return out\n"
+    )
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "dumps": dumps, "RUNNING": RUNNING, "Snapshot": Snapshot}
+    exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
+    return cast(StepsFunction, namespace["steps"])
+
+
+class _Table:
+    """One table's columns and how a row of it is made from a record (a dict of column values)."""
+
+    __slots__ = ("name", "names", "pk", "real_at", "row", "updates")
+
+    def __init__(self, name: str) -> None:
+        cols = table_columns(name)
+        self.name = name
+        self.names = [c.name for c in cols]
+        self.pk = _PRIMARY_KEYS[name]
+        self.updates = ", ".join(f"{n} = excluded.{n}" for n in self.names if n != self.pk)
+        self.real_at = [i for i, c in enumerate(cols) if c.type == "real"]
+        #: ``row(record, schema_version)``: the row of ``record`` in column order, JSON and boolean columns
+        #: converted (schema_version comes from the run: document_records gives steps and calls the run's)
+        self.row: Callable[[Mapping[str, Any], Any], list[Any]] = _row_function(cols)
+
+    def upsert_sql(self, present: tuple[bool, ...], rows: int) -> str:
+        """The upsert of ``rows`` rows with a value where ``present`` says so and ``NULL`` elsewhere (a bound
+        ``None`` costs several times an int; a literal ``NULL`` costs nothing), in one ``VALUES`` list."""
+        one = f"({', '.join('?' if p else 'NULL' for p in present)})"
+        return (f"INSERT INTO {self.name} ({', '.join(self.names)}) VALUES {', '.join([one] * rows)} "
+                f"ON CONFLICT({self.pk}) DO UPDATE SET {self.updates}")
+
+
+#: the types a row may hold as the document path would store them; anything else goes the document path
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+class _Unbindable(Exception):
+    """A run the fast path cannot write exactly as the document path would: it takes the document path."""
+
+
+_INT64 = 2**63
+
+
+def _check(row: list[Any], real_at: list[int], careful: bool) -> list[Any]:
+    """``row`` if SQLite stores it as the document path would; else raises :class:`_Unbindable`.
+
+    Invalid Unicode and integers past 64 bits make SQLite raise when the statement binds them, so they are
+    looked for (``careful``) only in a batch where that happened, and so are types other than ``str``,
+    ``int``, ``float``, ``bool`` and ``None`` (the upsert raises ``TypeError`` on a row holding one)."""
+    for i in real_at:
+        value = row[i]
+        if value is not None and value - value != 0:  # NaN or infinity: SQLite would store it as NULL
+            raise _Unbindable("non-finite")
+    if careful:
+        if not _PLAIN.issuperset(map(type, row)):
+            raise _Unbindable("type")
+        for value in row:
+            if type(value) is str:
+                if not value.isascii():
+                    value.encode("utf-8")  # UnicodeEncodeError: an unpaired surrogate
+            elif type(value) is int and not -_INT64 <= value < _INT64:
+                raise _Unbindable("integer past 64 bits")
+    return row
 
 
 class SQLiteSink(Sink):
-    """Writes runs to a local SQLite file (default ``~/.agentmeter/agentmeter.db`` or ``AGENTMETER_DB``)."""
+    """Writes runs to a local SQLite file (default ``~/.agentmeter/agentmeter.db`` or ``AGENTMETER_DB``).
+
+    Rows are written straight from the frozen run when the exporter hands it over not yet built
+    (:class:`~agentmeter.sinks._base.RunDocument`): the run's fields and rows come from
+    :func:`agentmeter.contract.run_parts`, so both paths make the same rows, without building, checking and
+    copying the document. A run whose values the fast path cannot write exactly as the document path would
+    (invalid Unicode, an integer past 64 bits, a non-finite number, a type SQLite cannot take, a pricing
+    failure) takes the document path instead, which repairs it: no run is lost.
+    """
+
+    writes_runs = True
 
     def __init__(self, path: str | Path | None = None, name: str = "sqlite") -> None:
         self.name = name
@@ -154,11 +259,13 @@ class SQLiteSink(Sink):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         _sinks.add(self)
-        self._statements = {table: _upsert_sql(table) for table in contract.TABLES}
-        self._encoders = {table: _row_encoder(cols) for table, (_sql, cols) in self._statements.items()}
-        self._chunk = {table: max(1, _PARAMS_PER_STATEMENT // len(cols))
-                       for table, (_sql, cols) in self._statements.items()}
-        self._multi: dict[tuple[str, int], str] = {}
+        self._tables = [_Table(table) for table in contract.TABLES]
+        self._steps = _steps_function(self._tables[1].names if len(self._tables) > 1 else [])
+        # the fast path writes the tables run_parts makes rows for; a table it does not know turns it off
+        self._fast = tuple(contract.TABLES) == _FAST_TABLES
+        self._sql: dict[tuple[str, tuple[bool, ...], int], str] = {}
+        #: runs written by the fast path and by the document path (for tests and benchmarks)
+        self.fast_runs = self.document_runs = 0
 
     @classmethod
     def from_env(cls) -> SQLiteSink:
@@ -172,7 +279,8 @@ class SQLiteSink(Sink):
         if self._conn is None:
             self._pid = os.getpid()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None,
+                                   cached_statements=256)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
@@ -180,36 +288,110 @@ class SQLiteSink(Sink):
             self._conn = conn
         return self._conn
 
-    def write(self, documents: Sequence[Document]) -> WriteResult:
-        rows: dict[str, list[list[Any]]] = {t: [] for t in contract.TABLES}
-        encoders = self._encoders
+    # -- rows ---------------------------------------------------------------------------------------------
+    def _document_rows(self, doc: Document, out: list[list[list[Any]]]) -> None:
+        if isinstance(doc, RunDocument):
+            doc = doc.document()
+        records = contract.document_records(doc)
+        sv = records.agent_runs[0].get("schema_version")
+        for table, items, rows in zip(self._tables, records, out, strict=True):
+            for item in items:
+                rows.append(table.row(item, sv))
+
+    def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]], careful: bool) -> None:
+        run, max_chars, sampled = doc.run, doc.max_chars, doc.sampled
+        fields, _, calls = contract.run_parts(run, doc.pricer, max_chars, sampled=sampled, steps=False)
+        sv = fields["schema_version"]
+        runs_t, steps_t, calls_t = self._tables
+        by_step = contract.calls_by_step(calls)
+        no_calls: list[dict[str, Any]] = []
+
+        def general(step: FinishedStep) -> list[Any]:
+            row = contract.step_row(step, run, by_step.get(step.step_id, no_calls), max_chars, sampled)
+            return _check(steps_t.row(row, sv), steps_t.real_at, careful)
+
+        step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general)
+        if careful:
+            step_rows = [_check(row, steps_t.real_at, True) for row in step_rows]
+        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows,
+               [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls]]
+        for rows, more in zip(out, new, strict=True):
+            rows.extend(more)
+
+    def _rows(self, documents: Sequence[Document], careful: bool = False) -> tuple[list[list[list[Any]]], int]:
+        """The rows of ``documents`` per table, and how many runs took the fast path."""
+        out: list[list[list[Any]]] = [[] for _ in self._tables]
+        fast = self._fast
+        n_fast = 0
         for doc in documents:
-            records = contract.document_records(doc)
-            for table, items in zip(contract.TABLES, records, strict=True):
-                encode, out = encoders[table], rows[table]
-                for item in items:
-                    out.append(encode(item))
+            if fast and isinstance(doc, RunDocument):
+                try:
+                    self._fast_rows(doc, out, careful)
+                    n_fast += 1
+                    continue
+                except Exception:  # _Unbindable, the encoder's TypeError, a pricing failure: see the class
+                    pass
+            self._document_rows(doc, out)
+        return out, n_fast
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def write(self, documents: Sequence[Document]) -> WriteResult:
+        rows, n_fast = self._rows(documents)
         with self._lock:
             conn = self._connect()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                for table, table_rows in rows.items():
-                    self._upsert(conn, table, table_rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                self._transaction(conn, rows)
+            except (ValueError, OverflowError, TypeError, sqlite3.InterfaceError, sqlite3.ProgrammingError):
+                if not n_fast:
+                    raise
+                # a value SQLite would not bind (invalid Unicode in a name, a sum past 64 bits): the runs
+                # that hold one take the document path, which repairs them; the others stay fast
+                rows, n_fast = self._rows(documents, careful=True)
+                self._transaction(conn, rows)
+        self.fast_runs += n_fast
+        self.document_runs += len(documents) - n_fast
         return WriteResult()
 
-    def _upsert(self, conn: sqlite3.Connection, table: str, rows: list[list[Any]]) -> None:
-        chunk = self._chunk[table]
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            sql = self._multi.get((table, len(part)))
-            if sql is None:
-                sql = self._multi[(table, len(part))] = _upsert_sql(table, len(part))[0]
-            conn.execute(sql, [value for row in part for value in row])
+    def _transaction(self, conn: sqlite3.Connection, rows: list[list[list[Any]]]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for table, table_rows in zip(self._tables, rows, strict=True):
+                self._upsert(conn, table, table_rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _upsert(self, conn: sqlite3.Connection, table: _Table, rows: list[list[Any]]) -> None:
+        """One statement per null pattern and up to 999 parameters: few statements, no ``None`` bound.
+        Raises ``TypeError`` on a value of a type the document path would have stored otherwise."""
+        groups: dict[tuple[type, ...], list[list[Any]]] = {}
+        for row in rows:
+            types = tuple(map(type, row))  # the null pattern, and the types checked once per group
+            group = groups.get(types)
+            if group is None:
+                groups[types] = [row]
+            else:
+                group.append(row)
+        cache = self._sql
+        for types, members in groups.items():
+            if not _PLAIN.issuperset(types):
+                raise TypeError("a value of a type the store does not take as it is")
+            present = tuple(t is not _NONE for t in types)
+            per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
+            for start in range(0, len(members), per_statement):
+                part = members[start:start + per_statement]
+                key = (table.name, present, len(part))
+                sql = cache.get(key)
+                if sql is None:
+                    if len(cache) >= _MAX_STATEMENTS:
+                        cache.clear()
+                    sql = cache[key] = table.upsert_sql(present, len(part))
+                params: list[Any] = []
+                for row in part:
+                    params.extend(itertools.compress(row, present))
+                conn.execute(sql, params)
 
     def close(self, timeout: float | None = None) -> bool:
         with self._lock:
@@ -217,3 +399,9 @@ class SQLiteSink(Sink):
                 self._conn.close()
                 self._conn = None
         return True
+
+
+_NONE = type(None)
+
+#: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls
+_FAST_TABLES = ("agent_runs", "run_steps", "api_calls")

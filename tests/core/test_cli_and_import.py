@@ -29,6 +29,20 @@ def test_import_agentmeter_imports_no_sink_or_client_library() -> None:
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
+def test_an_exit_with_nothing_tracked_loads_nothing() -> None:
+    # the exit handler returns before reading the settings: no attrs, pricing, sqlite3, orjson or threads
+    code = (
+        "import atexit, json, sys\n"
+        "state = {}\n"
+        "# registered first, so it runs last: after agentmeter's handler (atexit is last in, first out)\n"
+        "atexit.register(lambda: print(json.dumps(sorted(set(sys.modules) - state['before']))))\n"
+        "import agentmeter\n"
+        "state['before'] = set(sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [] and out.stderr == ""
+
+
 def _seed(db: Path) -> None:
     agentmeter.configure(sinks=[SQLiteSink(db)], prices={"m": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}})
     for i in range(4):

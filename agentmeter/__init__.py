@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         sample_rate: float
         always_keep_errors: bool
         slow_run_ms: float | None
+        version: str | None
 
 __all__ = [
     "Call",

@@ -98,6 +98,10 @@ class FinishedRun(NamedTuple):
     calls: tuple[FinishedCall, ...]
     open_steps: tuple[FinishedStep, ...]
     open_calls: tuple[FinishedCall, ...]
+    #: the dimensions (last, with defaults: records spooled by an older version still decode)
+    session_id: str | None = None
+    user_id: str | None = None
+    version: str | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -177,4 +181,5 @@ def freeze_run(run: Any, max_chars: int) -> FinishedRun:
         run.end_us, run.end_ns, run.status, run.error_type, run.error_message, tuple(run.tags),
         _meta(run.metadata, max_chars), _captured(run.inputs, max_chars), _captured(run.output, max_chars),
         run.captured, tuple(run.steps), tuple(run.calls), open_steps, open_calls,
+        run.session_id, run.user_id, run.version,
     )

@@ -6,7 +6,8 @@ back end (a collector, Datadog, Langfuse, Phoenix...):
 
 * the run -> an ``invoke_agent`` span (``gen_ai.agent.name``; ``gen_ai.conversation.id`` and
   ``session.id`` from ``session_id``; ``user.id``; ``agentmeter.version``), its rollups under
-  ``agentmeter.usage.*`` and ``agentmeter.cost_usd`` (never as ``gen_ai.usage.*``, so a back end that sums usage over spans counts every token once);
+  ``agentmeter.usage.*`` and ``agentmeter.cost_usd`` (never as ``gen_ai.usage.*``, so a back end that
+  sums usage over spans counts every token once);
 * steps -> ``execute_tool`` spans (kind ``tool``), ``retrieval`` spans, ``invoke_agent`` spans (kind
   ``agent``), and internal spans for the other kinds, nested as the steps are;
 * calls -> client spans: LLM calls as inference spans (``gen_ai.operation.name`` ``chat``/``embeddings``/...,

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 from . import _guard
 from ._capture import Snapshot, jsonable
 
-__all__ = ["FinishedCall", "FinishedRun", "FinishedStep", "freeze_call", "freeze_run", "freeze_step"]
+__all__ = ["FinishedCall", "FinishedRun", "FinishedScore", "FinishedStep", "freeze_call", "freeze_run",
+           "freeze_step"]
 
 _EMPTY = Snapshot({}, False, 0)
 
@@ -106,6 +107,20 @@ class FinishedRun(NamedTuple):
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+class FinishedScore(NamedTuple):
+    """A score given to a run (``agentmeter.score``), checked and cleaned at the call."""
+
+    event_id: str  # this call's own id (UUIDv7): its delivery key
+    run_id: str
+    name: str
+    source: str
+    value: float | None  # numeric and boolean (1.0 / 0.0) scores
+    label: str | None  # categorical scores
+    data_type: str  # numeric, boolean or categorical
+    comment: str | None
+    scored_us: int  # wall time of the call, epoch microseconds: the latest score of a key wins
 
 
 def _meta(value: dict[str, Any], max_chars: int) -> Snapshot:

@@ -1,14 +1,21 @@
-"""The data contract every sink follows: the run **document** and its **three record kinds**.
+"""The data contract every sink follows: the run **document**, the **score document** and the **four record
+kinds**.
 
-Two pure functions define it:
+Three pure functions define it:
 
 * :func:`run_document` turns a finished run into one JSON-safe ``dict`` (what MongoDB stores in
   ``agent_metadata``, what the spool keeps, what the exporter hands to every sink);
-* :func:`document_records` turns a document into rows for the three tables ``agent_runs``, ``run_steps``
-  and ``api_calls`` (what SQLite stores and what Firehose ships to Snowflake).
+* :func:`score_document` turns a score (``agentmeter.score``) into its document: an envelope whose
+  ``run_id`` is the delivery key ``score:<event_id>`` (unique per call, so the exporter, the spool and the
+  sinks never confuse it with the scored run's document), holding the ``run_scores`` row under ``score``;
+* :func:`document_records` turns a document into rows for the tables ``agent_runs``, ``run_steps``,
+  ``api_calls`` and ``run_scores`` (what SQLite stores and what Firehose ships to Snowflake).
+
+A score is idempotent by (run, name, source): its ``score_id`` is derived from them, and of the rows with
+one ``score_id`` the one with the latest ``scored_at`` (then ``event_id``) wins, in every sink.
 
 The tables' columns are declared once, in :data:`TABLES`; the SQLite DDL, the Snowflake views and
-``docs/data_model_erd.md`` follow from them. Every row carries ``record_type``, ``record_id`` (its own id,
+``docs/data_model_erd.md`` (:mod:`agentmeter.contract_erd`) follow from them. Every row carries ``record_type``, ``record_id`` (its own id,
 the de-duplication key) and ``schema_version``.
 """
 
@@ -16,12 +23,13 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
 from . import _clock
 from ._capture import Snapshot, jsonable
-from ._record import FinishedCall, FinishedRun, FinishedStep
+from ._record import FinishedCall, FinishedRun, FinishedScore, FinishedStep
 from ._status import CANCELLED, RUNNING
 from ._version import __version__
 
@@ -29,6 +37,7 @@ __all__ = [
     "AGENT_RUN",
     "API_CALL",
     "RECORD_TYPES",
+    "RUN_SCORE",
     "RUN_STEP",
     "SCHEMA_VERSION",
     "TABLES",
@@ -36,15 +45,20 @@ __all__ = [
     "Price",
     "Records",
     "document_records",
+    "is_score",
     "run_document",
+    "score_document",
+    "score_id",
 ]
 
 SCHEMA_VERSION: Final = 1
 AGENT_RUN: Final = "agent_run"
 RUN_STEP: Final = "run_step"
 API_CALL: Final = "api_call"
+RUN_SCORE: Final = "run_score"
 #: record type -> table name
-RECORD_TYPES: Final = {AGENT_RUN: "agent_runs", RUN_STEP: "run_steps", API_CALL: "api_calls"}
+RECORD_TYPES: Final = {AGENT_RUN: "agent_runs", RUN_STEP: "run_steps", API_CALL: "api_calls",
+                       RUN_SCORE: "run_scores"}
 
 
 class Column(NamedTuple):
@@ -54,8 +68,9 @@ class Column(NamedTuple):
 
 
 _COMMON = (
-    Column("record_type", "text", "agent_run, run_step or api_call"),
-    Column("record_id", "text", "the row's own id (run_id, step_id or call_id): the de-duplication key"),
+    Column("record_type", "text", "agent_run, run_step, api_call or run_score"),
+    Column("record_id", "text",
+           "the row's own id (run_id, step_id, call_id or score_id): the de-duplication key"),
     Column("schema_version", "integer", "version of this contract"),
 )
 _TIME = (
@@ -151,6 +166,22 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
         Column("price_source", "text", "where the price came from: override, genai-prices, ... or null"),
         Column("metadata", "json", "call details (e.g. result_count, finish_reason)"),
     ),
+    "run_scores": (
+        *_COMMON,
+        Column("score_id", "text", "derived from (run_id, name, source): one score per key, the latest wins"),
+        Column("run_id", "text", "run scored (agent_runs.run_id); the run may be stored before or after"),
+        Column("name", "text", "what is scored, e.g. helpfulness, thumbs, correctness"),
+        Column("source", "text", "who scored: user (the default), eval, human, model, ..."),
+        Column("data_type", "text", "numeric, boolean or categorical"),
+        Column("value", "real", "the score of a numeric score, 1 or 0 for a boolean one, else null"),
+        Column("label", "text", "the value of a categorical score, else null"),
+        Column("comment", "text", "free text given with the score, else null"),
+        Column("scored_at", "timestamp", "UTC time of the agentmeter.score() call: the latest one wins"),
+        Column("event_id", "text", "the call's own id (UUIDv7): breaks a tie of scored_at"),
+        Column("host", "text", "host name of the process that scored"),
+        Column("pid", "integer", "process id of the process that scored"),
+        Column("sdk_version", "text", "agentmeter version"),
+    ),
 }
 
 
@@ -172,6 +203,7 @@ class Records(NamedTuple):
     agent_runs: list[dict[str, Any]]
     run_steps: list[dict[str, Any]]
     api_calls: list[dict[str, Any]]
+    run_scores: list[dict[str, Any]]
 
 
 _HOST = socket.gethostname()
@@ -376,12 +408,57 @@ def run_document(
     }
 
 
-def document_records(document: Mapping[str, Any]) -> Records:
-    """The rows a document becomes in ``agent_runs``, ``run_steps`` and ``api_calls``. Pure.
+#: the namespace of score ids (uuid5 of run id, name and source)
+_SCORE_NAMESPACE: Final = uuid.UUID("6f1d9c2e-3b7a-5e41-9c0d-a9e5b2f4c810")
+#: the prefix of a score document's delivery key (its ``run_id``)
+SCORE_KEY_PREFIX: Final = "score:"
 
-    Accepts a document as :func:`run_document` made it, or as read back from MongoDB (an ``_id`` key is
-    ignored, BSON datetimes become ISO strings).
+
+def score_id(run_id: str, name: str, source: str) -> str:
+    """The id of the score of ``run_id`` named ``name`` from ``source``: the same in every process."""
+    return str(uuid.uuid5(_SCORE_NAMESPACE, f"{run_id}\x1f{name}\x1f{source}"))
+
+
+def is_score(document: Mapping[str, Any]) -> bool:
+    """Whether ``document`` is a score document (else it is a run document)."""
+    return document.get("record_type") == RUN_SCORE
+
+
+def score_document(score: FinishedScore) -> dict[str, Any]:
+    """The document of a score: ``{"schema_version", "record_type": "run_score", "run_id": "score:<event_id>",
+    "score": <run_scores row without record_type, record_id, schema_version>}``. Pure."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "record_type": RUN_SCORE,
+        "run_id": SCORE_KEY_PREFIX + score.event_id,
+        "score": {
+            "score_id": score_id(score.run_id, score.name, score.source),
+            "run_id": score.run_id,
+            "name": score.name,
+            "source": score.source,
+            "data_type": score.data_type,
+            "value": score.value,
+            "label": score.label,
+            "comment": score.comment,
+            "scored_at": _clock.iso_utc(score.scored_us),
+            "event_id": score.event_id,
+            "host": _HOST,
+            "pid": os.getpid(),
+            "sdk_version": __version__,
+        },
+    }
+
+
+def document_records(document: Mapping[str, Any]) -> Records:
+    """The rows a document becomes in ``agent_runs``, ``run_steps``, ``api_calls`` and ``run_scores``. Pure.
+
+    Accepts a document as :func:`run_document` or :func:`score_document` made it, or as read back from
+    MongoDB (an ``_id`` key is ignored, BSON datetimes become ISO strings).
     """
+    if is_score(document):
+        row = document["score"]
+        return Records([], [], [], [{"record_type": RUN_SCORE, "record_id": row["score_id"],
+                                     "schema_version": document["schema_version"], **row}])
     run = {k: _iso(v) for k, v in document.items() if k not in ("steps", "calls", "_id")}
     run_row = {"record_type": AGENT_RUN, "record_id": run["run_id"], **run}
     steps = [
@@ -392,73 +469,10 @@ def document_records(document: Mapping[str, Any]) -> Records:
         {"record_type": API_CALL, "record_id": c["call_id"], "schema_version": run["schema_version"], **c}
         for c in document.get("calls", ())
     ]
-    return Records([run_row], steps, calls)
+    return Records([run_row], steps, calls, [])
 
 
 def _iso(value: Any) -> Any:
     if hasattr(value, "tzinfo") and hasattr(value, "isoformat"):  # a datetime read back from BSON
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
-
-
-def erd_markdown() -> str:
-    """``docs/data_model_erd.md``, generated from :data:`TABLES` (a test keeps the file in sync)."""
-    mermaid_types = {"text": "string", "integer": "int", "real": "float", "boolean": "bool",
-                     "timestamp": "timestamp", "json": "json"}
-    keys = {"run_id": "PK", "step_id": "PK", "call_id": "PK"}
-    fks = {"run_steps": {"run_id", "parent_step_id"}, "api_calls": {"run_id", "step_id"},
-           "agent_runs": {"parent_run_id"}}
-    lines = [
-        "# Data model",
-        "",
-        "Generated from `agentmeter.contract.TABLES` (`python -m agentmeter.contract > docs/data_model_erd.md`).",
-        "",
-        "Every run is one **document** (`run_document`): the run's fields and rollups, plus `steps` and `calls`",
-        "lists. MongoDB stores it as is (`_id` = `run_id`); `document_records` turns it into rows of three",
-        "tables, which the local SQLite store holds and Firehose ships to Snowflake. Every row carries",
-        "`record_type`, `record_id` (its own id, the de-duplication key) and `schema_version`. Ids are",
-        "time-ordered UUIDv7 strings made once when the run, step or call starts, so every write is",
-        "idempotent. Timestamps are UTC ISO 8601 with microseconds; durations come from a monotonic clock,",
-        "in milliseconds. Unknown token counts are null, never 0; an unpriced call has `cost_usd` null and",
-        "`priced` false.",
-        "",
-        "```mermaid",
-        "erDiagram",
-        '    agent_runs ||--o{ run_steps : "has"',
-        '    agent_runs ||--o{ api_calls : "has"',
-        '    run_steps ||--o{ api_calls : "makes"',
-        '    run_steps |o--o{ run_steps : "parent of"',
-        '    agent_runs |o--o{ agent_runs : "parent of"',
-    ]
-    for table, cols in TABLES.items():
-        lines.append(f"    {table} {{")
-        for c in cols:
-            if c.name in ("record_type", "record_id", "schema_version"):
-                continue
-            key = keys.get(c.name) if c.name == {"agent_runs": "run_id", "run_steps": "step_id",
-                                                 "api_calls": "call_id"}[table] else None
-            if key is None and c.name in fks[table]:
-                key = "FK"
-            lines.append(f"        {mermaid_types[c.type]} {c.name}{' ' + key if key else ''}")
-        lines.append("    }")
-    lines += ["```", ""]
-    for table, cols in TABLES.items():
-        lines += [f"## `{table}`", "", "| column | type | meaning |", "|---|---|---|"]
-        lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in cols]
-        lines.append("")
-    lines += [
-        "## The document",
-        "",
-        "The run document has every `agent_runs` column except `record_type` and `record_id`, plus:",
-        "",
-        "| key | meaning |",
-        "|---|---|",
-        "| `steps` | list of `run_steps` rows (without `record_type`, `record_id`, `schema_version`) |",
-        "| `calls` | list of `api_calls` rows (same) |",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(erd_markdown(), end="")

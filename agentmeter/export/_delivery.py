@@ -315,7 +315,7 @@ class Delivery:
         if not entries:
             return
         spool = self.spool_store
-        kept, ok = spool.store(self.name, [(e.run.run_id, record_text(e)) for e in entries]) if spool else (0, False)
+        kept, ok = spool.store(self.name, [(e.key, record_text(e)) for e in entries]) if spool else (0, False)
         self._count_spooled(len(entries), kept, ok)
 
     def spool(self, docs: list[dict[str, Any]]) -> None:

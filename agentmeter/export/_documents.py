@@ -26,15 +26,17 @@ from typing import Any
 from .. import _guard
 from .._capture import Snapshot
 from .._config import Settings
-from .._record import FinishedCall, FinishedRun, FinishedStep
+from .._record import FinishedCall, FinishedRun, FinishedScore, FinishedStep
 from .._status import ERROR, SUCCESS
-from ..contract import Pricer, run_document
+from ..contract import SCORE_KEY_PREFIX, Pricer, run_document, score_document
 
 __all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads", "record_text"]
 
 
-def estimate_bytes(run: FinishedRun) -> int:
-    """A cheap estimate of the memory a queued run holds, for the queue's byte budget."""
+def estimate_bytes(run: FinishedRun | FinishedScore) -> int:
+    """A cheap estimate of the memory a queued run (or score) holds, for the queue's byte budget."""
+    if type(run) is FinishedScore:
+        return 600 + len(run.comment or "")
     size = 800 + 600 * (len(run.steps) + len(run.calls))
     for item in (run.inputs, run.output):
         size += getattr(item, "size", 0)
@@ -42,22 +44,30 @@ def estimate_bytes(run: FinishedRun) -> int:
 
 
 class Entry:
-    """A submitted run as the lanes share it: the frozen record and, once built, its document (or, once
-    spilled, its record's spool text)."""
+    """A submitted run (or score) as the lanes share it: the frozen record and, once built, its document
+    (or, once spilled, its record's spool text). ``key`` is its document's ``run_id``: the run's id, or a
+    score's delivery key ``score:<event_id>``."""
 
-    __slots__ = ("doc", "run", "size", "text")
+    __slots__ = ("doc", "key", "run", "size", "text")
 
-    def __init__(self, run: FinishedRun) -> None:
+    def __init__(self, run: FinishedRun | FinishedScore) -> None:
         self.run = run
+        self.key = SCORE_KEY_PREFIX + run.event_id if type(run) is FinishedScore else run.run_id
         self.size = estimate_bytes(run)
         self.doc: dict[str, Any] | None = None
         self.text: str | None = None
+
+    @property
+    def is_score(self) -> bool:
+        return type(self.run) is FinishedScore
 
 
 # -- records in the spool ------------------------------------------------------------------------------
 
 #: the first item of a spooled record: the layout below; a reader that does not know it dead-letters it
 RECORD_FORMAT = 1
+#: the first item of a spooled score's record
+SCORE_FORMAT = 2
 _PID = os.getpid()
 _HOST = socket.gethostname()
 
@@ -68,7 +78,7 @@ def record_text(entry: Entry) -> str:
     if text is None:
         pid = os.getpid()  # the process that tracked the run (a forked child has its own)
         # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
-        text = json.dumps([RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
+        text = json.dumps([SCORE_FORMAT if entry.is_score else RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
                           separators=(",", ":"), default=repr)
         entry.text = text
     return text
@@ -92,8 +102,10 @@ def _fields(values: list[Any], snaps: tuple[int, ...]) -> list[Any]:
     return values
 
 
-def decode_record(value: list[Any]) -> tuple[FinishedRun, int, str]:
+def decode_record(value: list[Any]) -> tuple[FinishedRun | FinishedScore, int, str]:
     """(record, pid, host) of a spooled record. Raises ValueError on a layout this version does not know."""
+    if len(value) == 4 and value[0] == SCORE_FORMAT:
+        return FinishedScore(*value[3]), int(value[1]), str(value[2])
     if len(value) != 4 or value[0] != RECORD_FORMAT:
         raise ValueError("unknown record format")
     fields = _fields(list(value[3]), _RUN_SNAPS)
@@ -126,6 +138,8 @@ class Documents:
     def document(self, entry: Entry) -> dict[str, Any]:
         """The run's document, built once per entry (sampling applied, JSON-safe). Raises on a bug only."""
         doc = entry.doc
+        if doc is None and isinstance(entry.run, FinishedScore):
+            doc = entry.doc = json_safe(score_document(entry.run))
         if doc is None:
             run = entry.run
             keep = keep_payloads(run, self.settings)
@@ -145,6 +159,11 @@ class Documents:
         """The document of a record read back from the spool (see :func:`record_text`)."""
         run, pid, host = decode_record(value)
         doc = self.document(Entry(run))
+        if type(run) is FinishedScore:
+            row = doc["score"]
+            if row.get("pid") != pid or row.get("host") != host:
+                doc = {**doc, "score": {**row, "pid": pid, "host": host}}
+            return doc
         if doc.get("pid") != pid or doc.get("host") != host:
             doc = {**doc, "pid": pid, "host": host}
         return doc

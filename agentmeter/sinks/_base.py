@@ -45,6 +45,9 @@ class Sink(abc.ABC):
     name: str = "sink"
     #: runs per write this sink works best with; the exporter uses the larger of this and ``batch_size``
     preferred_batch_size: int | None = None
+    #: whether this sink stores scores (``agentmeter.score``): their documents reach only sinks that do
+    #: (see :func:`agentmeter.contract.score_document`); a sink of your own opts in by setting it
+    accepts_scores: bool = False
 
     @abc.abstractmethod
     def write(self, documents: Sequence[Document]) -> WriteResult:

@@ -1,4 +1,4 @@
-"""The embedded local store: SQLite with the three tables of the contract.
+"""The embedded local store: SQLite with the four tables of the contract.
 
 WAL mode lets a dashboard read while agents write; rows are upserted by id, so a replayed document never
 duplicates; indexes cover the dashboard's filters (time, agent, status, provider, model).
@@ -23,7 +23,10 @@ __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
 _SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL", "boolean": "INTEGER",
               "timestamp": "TEXT", "json": "TEXT"}
-_PRIMARY_KEYS = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id"}
+_PRIMARY_KEYS = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id", "run_scores": "score_id"}
+#: a score replaces the stored one of its key only when it is later (scored_at, then event_id): latest wins
+_UPSERT_WHERE = {"run_scores": " WHERE (excluded.scored_at, excluded.event_id) > "
+                               "(coalesce(run_scores.scored_at, ''), coalesce(run_scores.event_id, ''))"}
 # record_type is implied by the table and record_id equals the primary key: not stored twice.
 _SKIP = ("record_type", "record_id")
 # The dashboard's aggregates read only the "rollup" covering indexes, in group order (no sort, no row
@@ -45,6 +48,7 @@ _INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS ix_steps_started ON run_steps (started_at)",
     "CREATE INDEX IF NOT EXISTS ix_steps_rollup ON run_steps (name, status, started_at, agent, duration_ms)",
     "CREATE INDEX IF NOT EXISTS ix_calls_run ON api_calls (run_id)",
+    "CREATE INDEX IF NOT EXISTS ix_scores_run ON run_scores (run_id, name)",
     "CREATE INDEX IF NOT EXISTS ix_calls_started ON api_calls (started_at)",
     "CREATE INDEX IF NOT EXISTS ix_calls_rollup ON api_calls (provider, model, operation, priced, status, "
     "started_at, agent, duration_ms, input_tokens, output_tokens, total_tokens, cost_usd)",
@@ -107,7 +111,7 @@ def _upsert_sql(table: str, rows: int = 1) -> tuple[str, list[contract.Column]]:
     one = f"({', '.join('?' for _ in names)})"
     sql = (
         f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join(one for _ in range(rows))} "
-        f"ON CONFLICT({pk}) DO UPDATE SET {updates}"
+        f"ON CONFLICT({pk}) DO UPDATE SET {updates}{_UPSERT_WHERE.get(table, '')}"
     )
     return sql, cols
 
@@ -163,6 +167,8 @@ class SQLiteSink(Sink):
     @classmethod
     def from_env(cls) -> SQLiteSink:
         return cls()
+
+    accepts_scores = True  # the run_scores table
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid != os.getpid():

@@ -15,8 +15,8 @@ A score is idempotent by (run, name, source): its ``score_id`` is derived from t
 one ``score_id`` the one with the latest ``scored_at`` (then ``event_id``) wins, in every sink.
 
 The tables' columns are declared once, in :data:`TABLES`; the SQLite DDL, the Snowflake views and
-``docs/data_model_erd.md`` (:mod:`agentmeter.contract_erd`) follow from them. Every row carries ``record_type``, ``record_id`` (its own id,
-the de-duplication key) and ``schema_version``.
+``docs/data_model_erd.md`` (:mod:`agentmeter.contract_erd`) follow from them. Every row carries
+``record_type``, ``record_id`` (its own id, the de-duplication key) and ``schema_version``.
 """
 
 from __future__ import annotations

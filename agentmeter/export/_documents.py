@@ -35,7 +35,7 @@ __all__ = ["Documents", "Entry", "estimate_bytes", "keep_payloads", "record_text
 
 def estimate_bytes(run: FinishedRun | FinishedScore) -> int:
     """A cheap estimate of the memory a queued run (or score) holds, for the queue's byte budget."""
-    if type(run) is FinishedScore:
+    if isinstance(run, FinishedScore):
         return 600 + len(run.comment or "")
     size = 800 + 600 * (len(run.steps) + len(run.calls))
     for item in (run.inputs, run.output):
@@ -78,7 +78,8 @@ def record_text(entry: Entry) -> str:
     if text is None:
         pid = os.getpid()  # the process that tracked the run (a forked child has its own)
         # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
-        text = json.dumps([SCORE_FORMAT if entry.is_score else RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
+        layout = SCORE_FORMAT if entry.is_score else RECORD_FORMAT
+        text = json.dumps([layout, pid, _HOST if pid == _PID else socket.gethostname(), entry.run],
                           separators=(",", ":"), default=repr)
         entry.text = text
     return text
@@ -142,6 +143,8 @@ class Documents:
             doc = entry.doc = json_safe(score_document(entry.run))
         if doc is None:
             run = entry.run
+            if isinstance(run, FinishedScore):  # built above: never here
+                raise TypeError("a score entry without its document")
             keep = keep_payloads(run, self.settings)
             if not keep:
                 _guard.counters["sampling.payloads_dropped"] += 1

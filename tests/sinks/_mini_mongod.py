@@ -3,7 +3,8 @@
 It answers as the primary of a one-member replica set (so pymongo's retryable writes are on) and
 implements just what the sink tests use: ``insert`` (with duplicate-key write errors), ``update`` as a
 replacement by ``_id`` with ``$lt`` conditions and ``upsert`` (an upsert whose condition fails on an
-existing ``_id`` is a duplicate-key write error, as on a real server), ``find`` by ``_id``, ``createIndexes``/``listIndexes``, ``drop``, ``create`` with a validator of the form
+existing ``_id`` is a duplicate-key write error, as on a real server), ``find`` by ``_id``,
+``createIndexes``/``listIndexes``, ``drop``, ``create`` with a validator of the form
 ``{field: {"$ne": value}}`` (a document failing it is a write error 121, as on a real server; one over
 16 MiB is a write error 2, "object to insert too large"), and MongoDB's own test fail point
 ``configureFailPoint failCommand`` (``errorCode``, ``errorLabels``, ``closeConnection``, ``times``). The

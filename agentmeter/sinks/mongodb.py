@@ -10,7 +10,7 @@ Stored form (see ``docs/sinks.md``): the run document of :mod:`agentmeter.contra
 
 Scores (``agentmeter.score``) go to their own collection, ``run_scores`` by default, one document per
 score (``_id`` = ``score_id``, the ``run_scores`` row, ``scored_at`` as its ISO string, and ``_order``,
-``scored_at|event_id``): each is a conditional replace (``_id`` and an older ``_order``) with upsert, so
+``scored_at|event_id``): each is one conditional replace (``_id`` and an older ``_order``) with upsert, so
 a later score replaces the stored one and an earlier one (a replay, a slow process) changes nothing.
 
 Writes are batched (``insert_many``, unordered); a duplicate key means the run was already delivered.
@@ -226,20 +226,30 @@ class MongoDBSink(Sink):
 
     def _replace_scores(self, scores: list[dict[str, Any] | None], pending: list[int],
                         rejected: dict[int, str]) -> dict[int, str]:
-        from pymongo import ReplaceOne
-        from pymongo.errors import BulkWriteError, PyMongoError
+        """One conditional replace per score (scores are few: a feedback click, an evaluation)."""
+        from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+        failed: dict[int, str] = {}
         try:
-            collection = self.collection
-            target = collection.database[self.scores_collection_name]
-            ops = [ReplaceOne({"_id": s["_id"], "_order": {"$lt": s["_order"]}}, s, upsert=True)
-                   for s in (scores[i] for i in pending) if s is not None]
-            target.bulk_write(ops, ordered=False)
-            return {}
-        except BulkWriteError as exc:  # a duplicate key: a later score of that key is stored already
-            return _bulk_failures(exc.details or {}, pending, rejected)
+            target = self.collection.database[self.scores_collection_name]
         except PyMongoError as exc:
             return dict.fromkeys(pending, f"{type(exc).__name__}: {exc}"[:300])
+        for i in pending:
+            score = scores[i]
+            if score is None:
+                continue
+            try:
+                target.replace_one({"_id": score["_id"], "_order": {"$lt": score["_order"]}}, score, upsert=True)
+            except DuplicateKeyError:
+                pass  # a later score of this key is stored already: this one changes nothing
+            except OperationFailure as exc:
+                if exc.code in REJECT_CODES:
+                    rejected[i] = f"{exc.code}: {exc}"[:300]
+                else:
+                    failed[i] = f"{exc.code}: {exc}"[:300]
+            except PyMongoError as exc:
+                failed[i] = f"{type(exc).__name__}: {exc}"[:300]
+        return failed
 
     def _insert(
         self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str]

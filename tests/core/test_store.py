@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 
 import agentmeter
 import agentmeter.testing
-from agentmeter import contract
 from agentmeter.sinks import SQLiteSink
 from agentmeter.sinks.sqlite import table_columns
 from tests import strategies

@@ -27,8 +27,8 @@ from .base import Filters, Source, conform
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BY", "DIMENSION_FIELDS", "PERIODS", "ROLLUP", "RUN_TREES", "by_dimension", "rollup",
-           "run_trees", "tree_totals"]
+__all__ = ["BY", "DIMENSION_FIELDS", "PERIODS", "ROLLUP", "RUN_TREES", "by_dimension", "rollup", "rollup_rows",
+           "run_trees", "sqlite_reads", "tree_totals"]
 
 #: what a rollup groups by (``model`` is the call views' cost and tokens per model, see the report)
 BY: Final = ("session", "user", "version", "agent")
@@ -77,12 +77,19 @@ def _n(value: Any) -> float:
 def rollup(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]], by: str,
            period: str | None = None) -> pd.DataFrame:
     """:data:`ROLLUP` of ``runs`` (rows with :data:`DIMENSION_FIELDS`) grouped by ``by``. Pure."""
+    import pandas as pd
+
+    rows = rollup_rows(runs, scores, by, period)
+    return conform(pd.DataFrame(rows, columns=[name for name, _ in ROLLUP]), ROLLUP)
+
+
+def rollup_rows(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]], by: str,
+                period: str | None = None) -> list[dict[str, Any]]:
+    """:func:`rollup` as plain dicts (bucket an ISO string or None), without pandas (the CLI's report)."""
     if by not in BY:
         raise ValueError(f"by must be one of {', '.join(BY)}; got {by!r}")
     if period is not None and period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}; got {period!r}")
-    import pandas as pd
-
     values: dict[str, list[float]] = defaultdict(list)
     for run_id, value in scores:
         values[run_id].append(float(value))
@@ -112,7 +119,28 @@ def rollup(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]
             "scores": len(given), "mean_score": sum(given) / len(given) if given else None,
         })
     rows.sort(key=lambda r: (r["bucket"] is not None, r["bucket"] or "", r["key"] is not None, r["key"] or ""))
-    return conform(pd.DataFrame(rows, columns=[name for name, _ in ROLLUP]), ROLLUP)
+    return rows
+
+
+def sqlite_reads(conn: Any, f: Filters) -> tuple[list[dict[str, Any]], list[tuple[str, float]]]:
+    """(:meth:`~agentmeter.queries.base.Source.dimension_runs`, ``latest_scores``) of a local store's open
+    ``sqlite3`` connection, without pandas (the CLI's report; :class:`~agentmeter.queries.local.LocalSource`
+    reads the same with the same SQL)."""
+    from ._dialect import SQLITE
+
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "agent_runs" not in tables:
+        return [], []
+    have = {row[1] for row in conn.execute("PRAGMA table_info(agent_runs)")}
+    select = ", ".join(c if c in have else f"NULL AS {c}" for c in DIMENSION_FIELDS)
+    where, params = SQLITE.where(f, SQLITE.runs)
+    runs = [dict(zip(DIMENSION_FIELDS, row, strict=True))
+            for row in conn.execute(f"SELECT {select} FROM agent_runs{where}", params)]
+    scores: list[tuple[str, float]] = []
+    if "run_scores" in tables:
+        scores = [(str(r), float(v)) for r, v in conn.execute(
+            "SELECT run_id, value FROM run_scores WHERE value IS NOT NULL")]
+    return runs, scores
 
 
 def tree_totals(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

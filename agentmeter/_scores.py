@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 from . import _clock, _guard, _ids, _state
-from ._record import FinishedScore
 
 __all__ = ["score"]
 
@@ -72,6 +71,7 @@ def score(run_id: Any, name: str, value: float | bool | str, *, comment: str | N
     if not _state.enabled():
         return
     try:
+        from ._record import FinishedScore  # with _capture ~12 ms: loaded with the first score, not at import
         from ._scrub import scrub  # its patterns take ~3 ms to compile: loaded with the first score
 
         if label is not None:

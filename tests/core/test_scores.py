@@ -152,3 +152,14 @@ def test_score_is_a_no_op_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None
         agentmeter.score("r", "q", object())  # type: ignore[arg-type]
     agentmeter.flush()
     assert memory.scores == []
+
+
+def test_import_agentmeter_does_not_load_the_records_for_score() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, agentmeter; assert callable(agentmeter.score); "
+            "print(sorted(m for m in ('agentmeter._record', 'agentmeter._capture') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.stdout.strip() == "[]"  # loaded with the first score (~12 ms), not at import

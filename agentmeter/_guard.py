@@ -43,7 +43,7 @@ def _log() -> Any:
     Made with the first log line: structlog (with rich) takes ~50 ms to import."""
     global _logger
     if _logger is None:
-        import structlog
+        import structlog  # ~50 ms with rich: loaded with the first log line
 
         # the configured processors (an application's renderer, capture_logs()), but always onto stderr
         _logger = structlog.wrap_logger(structlog.PrintLogger(cast(TextIO, _Stderr())), logger_name="agentmeter")
@@ -72,7 +72,8 @@ def _emit(level: str, message: str, fields: dict[str, Any]) -> None:
 #: Seconds between two log lines for the same key; the counters still see every occurrence.
 LOG_INTERVAL_S = 60.0
 
-_lock = threading.Lock()
+#: reentrant: a signal handler that logs may interrupt this thread while it holds the lock
+_lock = threading.RLock()
 _last_logged: dict[str, float] = {}
 counters: Counter[str] = Counter()
 
@@ -121,7 +122,7 @@ def warn(key: str, message: str, **fields: Any) -> None:
 def after_fork() -> None:
     """In a forked child: a parent thread may have held the lock at fork time; nobody would release it."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 def reset_rate_limit() -> None:

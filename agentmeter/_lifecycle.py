@@ -33,6 +33,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import _context, _guard, _spans, _state
+from ._threads import start_thread
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -89,12 +90,18 @@ def _at_exit() -> None:
 
 #: the longest a multiprocessing worker's SIGTERM handler may take to spool before the worker dies anyway
 _WORKER_DEADLINE_S = 10.0
+#: how often the watcher thread repeats SIGTERM to the main thread until its handler starts
+_NUDGE_S = 0.5
+
+_term_started = threading.Event()  # the main thread's handler began
+_wakeup: tuple[int, int] | None = None  # our wakeup pipe (read end, write end) in this process
 
 
 def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM in a ``multiprocessing`` child (``Pool.terminate()``): spool everything at once, on this
     thread, then die by SIGTERM. No delivery and no waiting on the exporter's threads: the interrupted code
     may hold a lock they need, and ``terminate()`` waits for its workers."""
+    _term_started.set()
     try:
         # a hard deadline: if spooling cannot finish (the interrupted code holds a lock it needs), the
         # worker dies by SIGALRM instead of hanging Pool.terminate(), which waits for it
@@ -115,6 +122,57 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signum)
 
 
+def _watch_wakeup(read_fd: int) -> None:
+    """Make sure the SIGTERM handler runs. Python runs handlers on the main thread once it returns to
+    Python; a signal that trips just before the main thread blocks in a call it does not leave (a pool
+    worker's ``SimpleQueue.get()``, on the lock ``Pool.terminate()`` holds) is never acted on, and the pool
+    hangs (seen: 1 pool in 8 under load). Each signal's number also arrives on the wakeup pipe: until the
+    handler has started, this thread sends SIGTERM again, to the main thread itself, which interrupts its
+    blocking call. If the handler still has not started by the deadline, the process ends (status 143)."""
+    main = threading.main_thread().ident
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        if signal.SIGTERM not in data or main is None:
+            continue
+        waited = 0.0
+        while not _term_started.wait(_NUDGE_S):
+            waited += _NUDGE_S
+            if waited >= _WORKER_DEADLINE_S:
+                os._exit(128 + signal.SIGTERM)
+            try:
+                signal.pthread_kill(main, signal.SIGTERM)
+            except (OSError, ValueError):
+                os._exit(128 + signal.SIGTERM)
+        return
+
+
+def _install_wakeup_watcher() -> None:
+    """Route signal numbers to a pipe our watcher thread reads, unless the program set its own."""
+    global _wakeup
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    if previous != -1 and (_wakeup is None or previous != _wakeup[1]):
+        signal.set_wakeup_fd(previous)  # the program's own (an asyncio loop's): leave it in place
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    _wakeup = (read_fd, write_fd)
+    start_thread(lambda: _watch_wakeup(read_fd), "agentmeter-sigterm")
+
+
 def _register_multiprocessing_exit(_processor: Processor) -> None:
     """A multiprocessing child ends with os._exit(), skipping atexit: flush from its finalizers instead;
     and a pool worker is stopped by SIGTERM, which runs no finalizer: flush from a SIGTERM handler."""
@@ -122,16 +180,17 @@ def _register_multiprocessing_exit(_processor: Processor) -> None:
     if _mp_registered or "multiprocessing" not in sys.modules:
         return
     try:
-        import multiprocessing
-        from multiprocessing import util
+        import multiprocessing  # only when the program already imported it
+        from multiprocessing import util  # only when the program already imported it
 
         if multiprocessing.parent_process() is None:
             return  # the main process: atexit runs
         util.Finalize(None, _at_exit, exitpriority=100)
         _mp_registered = True
         if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)):
+                and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None, _worker_sigterm)):
             signal.signal(signal.SIGTERM, _worker_sigterm)
+            _install_wakeup_watcher()
     except Exception as exc:
         _guard.internal_error("multiprocessing_exit", exc)
 
@@ -143,10 +202,11 @@ def _after_fork_in_child() -> None:
     # The parent's exporter threads do not exist in the child, and the parent still owns its queued runs
     # and its open runs: the child starts with a fresh processor, an empty queue and no open runs, so
     # nothing is sent twice (and the parent's open runs are not recorded as cancelled by the child).
-    global _mp_registered
+    global _mp_registered, _term_started
     _guard.after_fork()
     old = _state.after_fork_in_child()
     _mp_registered = False
+    _term_started = threading.Event()  # the watcher thread is the parent's: registering starts another
     try:
         _spans.forget_open_runs(inherited=True)
         if old is not None:

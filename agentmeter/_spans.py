@@ -24,8 +24,8 @@ from ._status import CANCELLED, ERROR, RUNNING, SUCCESS, error_fields
 
 if TYPE_CHECKING:
     from ._capture import Snapshot
-    from ._model import Call, Run, Step
-    from ._record import freeze_call, freeze_run, freeze_step
+    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._record import freeze_call, freeze_run, freeze_step  # with the model, by the first track_* call
 else:
     # The model (attrs classes) and the frozen records are loaded when the first tracker is made, not by
     # ``import agentmeter``: attrs alone takes longer to import than the rest of agentmeter.
@@ -83,8 +83,8 @@ _inherited: set[str] = set()
 def load_model() -> None:
     """Import the model and the records (done by the first ``track_*`` call)."""
     global Run, Step, Call, freeze_call, freeze_run, freeze_step
-    from ._model import Call, Run, Step
-    from ._record import freeze_call, freeze_run, freeze_step
+    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._record import freeze_call, freeze_run, freeze_step  # with the model, by the first track_* call
 
 
 # -- frames -------------------------------------------------------------------------------------------
@@ -460,7 +460,7 @@ def snapshot(value: Any) -> Snapshot:
     not with agentmeter. Never raises."""
     global _snapshot
     if _snapshot is None:
-        from ._capture import snapshot as take
+        from ._capture import snapshot as take  # re, dataclasses: with the first captured value
 
         _snapshot = take
     return _snapshot(value)

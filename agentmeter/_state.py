@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import _guard
 
 if TYPE_CHECKING:
-    from ._config import Settings
+    from ._config import Settings  # attrs: loaded with the settings, not at import
     from .export import Processor
 
 __all__ = ["configure", "current_processor", "enabled", "on_processor", "on_settings", "processor", "replace",
@@ -68,7 +68,7 @@ def settings() -> Settings:
                     # A bad environment variable must not break the agent: warn and use the defaults.
                     _guard.warn("config.env", "invalid AGENTMETER_* environment variable; using defaults",
                                 error=str(exc))
-                    from ._config import Settings
+                    from ._config import Settings  # attrs: loaded with the settings, not at import
 
                     fresh = Settings()
                 _install(fresh)
@@ -97,7 +97,7 @@ def stop_tracking() -> None:
 def configure(**kwargs: Any) -> Settings:
     """Replace the settings (see :func:`agentmeter.configure`); the old processor is shut down first."""
     global _processor
-    from ._config import settings_from_env
+    from ._config import settings_from_env  # attrs: loaded with the settings, not at import
 
     new = settings_from_env(**kwargs)  # raises ValueError before anything changes
     with _lock:
@@ -118,7 +118,7 @@ def processor() -> Processor:
     if p is None:
         with _lock:
             if _processor is None:
-                from .export import make_processor
+                from .export import make_processor  # the exporter loads with the first run, not at import
 
                 created = make_processor(settings())
                 _processor = created

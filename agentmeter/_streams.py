@@ -197,7 +197,7 @@ def capture_items(frame: Frame | None, returned: Any = None) -> None:
         if not items:
             capture_output(frame, returned)
             return
-        from ._capture import Snapshot
+        from ._capture import Snapshot  # re, dataclasses: with the first captured value
 
         values = [s.value for s in items]
         truncated = frame.room < 0 or any(s.truncated for s in items)

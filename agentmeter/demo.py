@@ -140,7 +140,7 @@ class DemoClients:
 
 
 def _loopback_session() -> Any:
-    import requests
+    import requests  # heavy: only when the demo runs
 
     session = requests.Session()
     session.trust_env = False  # a proxy from the environment must not intercept loopback traffic
@@ -162,7 +162,7 @@ def open_clients(
     if seed is None and mode.offline:
         seed = random.SystemRandom().randrange(1_000_000)  # printed, so a run can be repeated
     try:
-        import tavily
+        import tavily  # optional extra [tavily]: only when the demo runs
     except ImportError as exc:
         raise MissingExtra("the demo", "tavily-python", "tavily,openai") from exc
     with ExitStack() as stack:
@@ -183,7 +183,7 @@ def open_clients(
         openai_client = None
         if mode.openai is not None:
             try:
-                import openai
+                import openai  # optional extra [openai]: only when the demo runs
             except ImportError as exc:
                 raise MissingExtra("the demo", "openai", "tavily,openai") from exc
             if mode.openai == "stub":
@@ -216,7 +216,7 @@ DEMO_STUB_OPTIONS: Mapping[str, Any] = {
 @contextmanager
 def _stub_servers(seed: int | None, options: Mapping[str, Any]) -> Iterator[dict[str, str]]:
     """Start one stub server (both APIs) on loopback; yield the two base URLs."""
-    from .stubs import StubServer
+    from .stubs import StubServer  # http.server: only for an offline demo
 
     settings = {**DEMO_STUB_OPTIONS, **options}
     with StubServer(seed=0 if seed is None else seed, **settings) as server:

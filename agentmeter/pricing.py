@@ -233,8 +233,8 @@ class _Library:
         with self.lock:
             if self.mod is None and not self.missing:
                 try:
-                    import genai_prices
-                    from genai_prices import data_snapshot
+                    import genai_prices  # ~30 ms: only when a price is needed
+                    from genai_prices import data_snapshot  # ~30 ms: only when a price is needed
 
                     snapshot = data_snapshot.get_snapshot()  # imports the table (genai_prices.data) now
                     self.providers = frozenset(p.id for p in snapshot.providers)

@@ -88,7 +88,7 @@ def capture_runs(
 
     With ``deterministic=True`` ids are ``id-000001``... and the clock advances 1 ms per reading.
     """
-    from .pricing import load_library
+    from .pricing import load_library  # genai-prices: only when a test resets pricing
 
     load_library()  # on the caller's thread, as configure() does
     sink = MemorySink()

@@ -35,7 +35,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The streamlit command line and environment for ``args`` (pure; for tests and ``run``)."""
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    from ..dashboard import script_path
+    from ..dashboard import script_path  # the dashboard package: only for this command
 
     app = script_path()
     env = dict(os.environ)
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     cmd, env = build_command(args)
     if env["AGENTMETER_DASHBOARD_SOURCE"] != "local":  # the driver of the source (a missing one: one line, exit 1)
-        from ..queries import SOURCE_EXTRAS
+        from ..queries import SOURCE_EXTRAS  # the query layer: only for this command
 
         source = env["AGENTMETER_DASHBOARD_SOURCE"]
         extra, driver = SOURCE_EXTRAS[source]

@@ -40,8 +40,8 @@ def register(sub: Any) -> None:
 
 def _sinks(db: str | None) -> tuple[list[Any], Path, bool]:
     """The sinks to write to, the SQLite file the report reads, and whether that file is a temporary copy."""
-    from .. import _state
-    from ..sinks import SQLiteSink
+    from .. import _state  # the SDK loads with the command, not with `agentmeter --help`
+    from ..sinks import SQLiteSink  # the SDK loads with the command, not with `agentmeter --help`
 
     configured = list(_state.settings().sinks or ())
     if db is not None:
@@ -59,7 +59,7 @@ def _sinks(db: str | None) -> tuple[list[Any], Path, bool]:
 
 
 def _check_args(args: argparse.Namespace) -> list[str]:
-    from ..demo import DEFAULT_COMPANIES
+    from ..demo import DEFAULT_COMPANIES  # the demo loads with the command
 
     if args.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {args.runs}")
@@ -70,14 +70,14 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.console import Console  # rich: ~30 ms, only for this command
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    import agentmeter
+    import agentmeter  # the SDK loads with the command, not with `agentmeter --help`
 
-    from .. import _state
-    from ..demo import TAVILY_PRICES, load_agent, open_clients
-    from .report import render, summarize
+    from .. import _state  # the SDK loads with the command, not with `agentmeter --help`
+    from ..demo import TAVILY_PRICES, load_agent, open_clients  # the demo (tavily, openai) loads with the command
+    from .report import render, summarize  # rich and the query layer: only after the demo ran
 
     companies = _check_args(args)
     console = Console()

@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..snowflake_sql import SnowflakeNames, render
+    from ..snowflake_sql import SnowflakeNames, render  # only for this command
 
     names = SnowflakeNames(  # raises ValueError naming the bad option: main() prints it and exits 2
         bucket=args.bucket, prefix=args.prefix, database=args.database, schema=args.schema,

@@ -49,12 +49,13 @@ def _checkpoint_path(args: argparse.Namespace, stream: str) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     require("this command", "mongodb", "pymongo")
     require("this command", "firehose", "boto3", "botocore")
+    # pymongo, boto3: only for this command
     from ..streamer import MetadataStreamer, StreamerNotConfigured, StreamSummary
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
     since = parse_since(args.since if args.since is not None else "24h")  # ValueError -> exit 2
-    from pymongo.errors import PyMongoError
+    from pymongo.errors import PyMongoError  # optional extra [mongodb]
 
     try:
         streamer = MetadataStreamer.from_env()
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if path is not None:
         streamer = MetadataStreamer(streamer.collection, streamer.sink, path)
 
-    from rich.console import Console
+    from rich.console import Console  # rich: only for this command
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)

@@ -15,6 +15,6 @@ __all__ = ["script_path"]
 
 def script_path() -> Path:
     """The file ``streamlit run`` executes. Raises FileNotFoundError when it is missing."""
-    from .._resources import shipped_path
+    from .._resources import shipped_path  # importlib.resources: only when the path is asked for
 
     return shipped_path("dashboard") / "streamlit_app.py"

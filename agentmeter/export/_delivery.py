@@ -41,7 +41,7 @@ class Job:
         self.docs = docs
         self.replay = replay
         self.started = time.monotonic()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.finished = False
         self.abandoned = False  # the lane gave up waiting (hung past write_timeout, or shutdown)
         self.kept = False  # its documents are in the spool already (put there at the first failed attempt)
@@ -197,15 +197,15 @@ class Delivery:
     def abandon(self, job: Job, why: str) -> None:
         """Stop waiting for a job: its fresh documents go to the spool (at least once; ids dedupe), and the
         lane spools directly until the write returns."""
-        with job.lock:
+        with job.lock:  # reentrant: a SIGTERM handler may interrupt this thread here and abandon it again
             if job.finished or job.abandoned:
                 return
-            job.abandoned = True
             if not job.replay:
                 if job.kept:
                     self.spooled += min(len(job.docs), job.kept_n)
                 else:
-                    self.spool(job.docs)
+                    self.spool(job.docs)  # before it counts as abandoned: an interrupting handler spools too
+            job.abandoned = True
         if why:
             _guard.warn(f"sink.{self.name}.hung", why, sink=self.name, docs=len(job.docs),
                         write_timeout=self.settings.write_timeout)

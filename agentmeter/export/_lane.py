@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import _guard
 from .._config import Settings
+from .._threads import start_thread
 from ._delivery import Delivery, Job
 from ._documents import Documents, Entry, report
 
@@ -70,6 +71,7 @@ class Lane:
         self.stopping = False
         self.draining = False  # shutdown began: deliver what is queued rather than spool it
         self.in_hand: list[Entry] = []  # popped by the manager, not yet spooled nor handed to the writer
+        self.drain_hand: list[Entry] = []  # popped by shutdown's drain, not yet spooled
         self.job: Job | None = None  # set by the manager when the writer is idle, cleared by the writer
         self.gen = 0  # jobs started
         self.resolved_gen = 0  # highest job finished or abandoned
@@ -80,13 +82,9 @@ class Lane:
         self.manager: threading.Thread | None = None
         self.writer: threading.Thread | None = None
         if threaded:
-            self.manager = threading.Thread(target=self._manager_loop, name=f"agentmeter-{self.name}",
-                                            daemon=True)
-            self.writer = threading.Thread(target=self._writer_loop, name=f"agentmeter-{self.name}-write",
-                                           daemon=True)
             try:
-                self.manager.start()
-                self.writer.start()
+                self.manager = start_thread(self._manager_loop, f"agentmeter-{self.name}")
+                self.writer = start_thread(self._writer_loop, f"agentmeter-{self.name}-write")
             except RuntimeError as exc:  # no new threads at interpreter shutdown (3.12+): spool at exit
                 if "shutdown" in str(exc):  # expected then, not a fault: counted, not logged
                     _guard.counters["exporter.no_threads_at_exit"] += 1
@@ -209,6 +207,8 @@ class Lane:
         with self.lock:
             if threading.current_thread() is self.manager:
                 self.in_hand = entries  # a signal handler spooling in a hurry spools these too
+            else:
+                self.drain_hand = entries  # shutdown's drain, which a signal handler may interrupt
             queue = self.queue
             while queue and len(entries) < size:
                 item = queue.popleft()
@@ -264,6 +264,7 @@ class Lane:
             entries, marker = self.pop_batch(_DRAIN_BATCH)
             if entries:
                 self.delivery.spool_entries(entries)
+                self.drain_hand = []
             if marker is not None:
                 marker.done.set()
             if not entries and marker is None:

@@ -22,6 +22,7 @@ from .. import _guard
 from .._config import Settings
 from .._paths import default_spool_dir
 from .._record import FinishedRun, FinishedScore
+from .._threads import start_thread
 from ..sinks._base import Sink
 from ._delivery import Delivery, Job
 from ._documents import Documents, Entry, report
@@ -282,6 +283,10 @@ class BatchProcessor(_Base):
             job = lane.job
             if job is not None and not job.replay:
                 lane.abandon(job, "")
+            # what this thread's interrupted drain popped and had not spooled yet (spooled twice at worst:
+            # the ids dedupe), then the rest of the queue
+            interrupted, lane.drain_hand = lane.drain_hand, []
+            lane.delivery.spool_entries(interrupted)
             lane.stop_drain()
             in_hand = list(lane.in_hand)  # what the manager took from the queue and may not write now
             if in_hand:
@@ -395,8 +400,7 @@ def _call_with_deadline(where: str, fn: Callable[[], object], timeout: float | N
             report(where, exc)
 
     try:
-        thread = threading.Thread(target=target, name=f"agentmeter-{where}", daemon=True)
-        thread.start()
+        thread = start_thread(target, f"agentmeter-{where}")
     except RuntimeError:
         # no new threads at interpreter shutdown (3.12+): calling fn here could hang the exit for good,
         # and the process is ending (its files and sockets close with it)

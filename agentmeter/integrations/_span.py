@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from .. import _guard
 from .._model import Call
 from .._tracking import track_call
+from ._values import attr
 
 __all__ = ["CallSpan", "Patches", "Recording", "as_int", "attr", "record_calls"]
 
@@ -55,15 +56,6 @@ class CallSpan:
             self._ctx.run(self._tracker.__exit__, type(exc) if exc is not None else None, exc, None)
         except Exception as err:  # the context is in use on another thread: close it from a fresh copy
             _guard.internal_error("integration_end_call", err)
-
-
-def attr(obj: Any, name: str) -> Any:
-    """``obj.name`` or ``obj[name]`` (pydantic models and plain dicts alike), else None."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
 
 
 def as_int(value: Any) -> int | None:
@@ -145,6 +137,11 @@ def _class_method(name: str, self: Any, *args: Any, **kwargs: Any) -> Any:
     return getattr(type(self), name)(self, *args, **kwargs)
 
 
+#: the methods that make a new client from one (``with_options()``, ``copy()``): patched on an instrumented
+#: client so that what they return is instrumented too
+_DERIVE = ("copy", "with_options")
+
+
 class Patches:
     """What one integration patched: the methods ``names`` of its client classes ``sync_cls`` and
     ``async_cls`` (originals kept) or of single clients (marked with the attribute ``mark``), and its
@@ -183,7 +180,7 @@ class Patches:
         with self.lock:
             for inst in [client] if client is not None else list(self.instances):
                 if inst.__dict__.get(self.mark):
-                    for name in (*self.names, self.mark):
+                    for name in (*self.names, *_DERIVE, self.mark):
                         inst.__dict__.pop(name, None)
                 self.instances.discard(inst)
             if client is None:
@@ -216,5 +213,18 @@ class Patches:
                 # this one compose (record_calls' active-call guard makes the inner one pass through)
                 wrapper = wrap(name, is_async, functools.partial(_class_method, name))
                 object.__setattr__(client, name, functools.partial(wrapper, client))
+        for name in _DERIVE:
+            if hasattr(type(client), name):
+                object.__setattr__(client, name, functools.partial(self._derive, name, client, wrap))
         object.__setattr__(client, self.mark, True)
         self.instances.add(client)
+
+    def _derive(self, name: str, client: Any, wrap: Wrap, *args: Any, **kwargs: Any) -> Any:
+        """``client.copy(...)`` / ``client.with_options(...)``: the new client instrumented like ``client``."""
+        derived = getattr(type(client), name)(client, *args, **kwargs)
+        try:
+            if getattr(client, self.mark, False):
+                self.instrument(derived, None, wrap)
+        except Exception as exc:
+            _guard.internal_error(f"{self.mark.strip('_')}.derive", exc)
+        return derived

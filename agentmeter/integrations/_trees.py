@@ -27,8 +27,10 @@ the run and step of the framework span current in that context; those records ar
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -40,11 +42,22 @@ from .._context import Ref, run_var
 from .._model import Run, Step, clean_label
 from .._record import FinishedCall, FinishedRun, FinishedStep, freeze_call, freeze_step
 from .._status import CANCELLED, ERROR, RUNNING, SUCCESS
+from .._threads import start_thread
 
 __all__ = ["CALL", "OTHER", "RUN", "STEP", "Forest", "Node", "derived_id"]
 
 RUN, STEP, CALL, OTHER = "run", "step", "call", "other"
 _EMPTY = Snapshot({}, False, 0)
+_forests: weakref.WeakSet[Forest] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for forest in list(_forests):
+        forest._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass
@@ -131,7 +144,15 @@ class Forest:
         self._wake = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._closed = False
+        _forests.add(self)
         _spans.load_model()
+
+    def _after_fork_in_child(self) -> None:
+        # A parent thread may have held the lock at fork time, and the parent's open traces stay the
+        # parent's (as its open runs do): the child starts empty, with a fresh lock and no sweeper thread.
+        self._lock = threading.Lock()
+        self._trees = {}
+        self._sweeper = None
 
     # -- spans arriving -------------------------------------------------------------------------------
     def start(self, tree_key: Hashable, node: Node) -> None:
@@ -243,9 +264,7 @@ class Forest:
     def _ensure_sweeper(self) -> None:
         thread = self._sweeper
         if thread is None or not thread.is_alive():  # first trace, or a forked child (threads do not survive)
-            thread = threading.Thread(target=self._sweep_loop, name=f"agentmeter-{self.source}-traces", daemon=True)
-            self._sweeper = thread
-            thread.start()
+            self._sweeper = start_thread(self._sweep_loop, f"agentmeter-{self.source}-traces")
 
     def _sweep_loop(self) -> None:
         interval = min(max(self.trace_timeout / 4, 0.05), 5.0)

@@ -32,7 +32,6 @@ in the exporter; ``instrument()`` loads the price table on your thread. Importin
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -60,7 +59,6 @@ _KNOWN_OPERATIONS = {"messages": "messages", "complete": "completions", "message
 #: requests that are not recorded
 _IGNORED = ("messages.count_tokens",)
 #: the methods that build a new client from an instrumented one
-_DERIVE = ("copy", "with_options")
 #: content blocks that are the model's output
 _CONTENT_DELTAS = ("text_delta", "input_json_delta", "thinking_delta", "citations_delta")
 _TOOL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
@@ -77,20 +75,11 @@ def instrument(client: Any = None) -> None:
     instrumented client are instrumented too."""
     _patches.instrument(client, None, _make_wrapper)
     load_library()  # the price table, here on your thread (never imported on the exporter's)
-    if client is not None:
-        for name in _DERIVE:
-            if hasattr(type(client), name):
-                object.__setattr__(client, name, functools.partial(_derive, name, client))
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Never raises."""
-    for inst in [client] if client is not None else list(_patches.instances):
-        attrs = getattr(inst, "__dict__", {})
-        if attrs.get(_MARK):
-            for name in _DERIVE:
-                attrs.pop(name, None)
     _patches.uninstrument(client)
 
 
@@ -134,15 +123,6 @@ def record_usage(call: Any, usage: Any, model: Any = None) -> None:
 
 # -- patching ------------------------------------------------------------------------------------------
 
-
-def _derive(name: str, client: Any, *args: Any, **kwargs: Any) -> Any:
-    derived = getattr(type(client), name)(client, *args, **kwargs)
-    try:
-        if getattr(client, _MARK, False):
-            instrument(derived)
-    except Exception as exc:
-        _guard.internal_error("anthropic_derive", exc)
-    return derived
 
 
 def _make_wrapper(name: str, is_async: bool, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -43,6 +43,8 @@ from .. import _guard, _spans
 from .._model import Run, Step
 from .._status import SUCCESS, error_fields
 from ._trees import CALL, OTHER, RUN, STEP, Forest, Node
+from ._values import as_count as _tokens
+from ._values import attr as _get
 
 __all__ = ["CallbackHandler", "disable", "enable", "enabled"]
 
@@ -50,18 +52,6 @@ _SOURCE = "langchain"
 _SESSION_KEYS = ("thread_id", "session_id", "conversation_id")
 #: LangGraph's control-flow exceptions (an interrupt, a jump to the parent graph): not failures
 _CONTROL_FLOW = ("GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp", "GraphRecursionError")
-
-
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-def _tokens(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _name(serialized: Any, kwargs: dict[str, Any], default: str) -> str:
@@ -284,7 +274,7 @@ def enable(*, trace_timeout: float = 300.0) -> CallbackHandler:
     global _global
     with _registry_lock:
         if _global is None:
-            from langchain_core.tracers.context import register_configure_hook
+            from langchain_core.tracers.context import register_configure_hook  # langchain-core: only when instrumented
 
             _global = CallbackHandler(trace_timeout=trace_timeout)
             # a default value reaches every thread and task (a ContextVar set here would not)

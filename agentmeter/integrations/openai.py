@@ -38,7 +38,6 @@ not.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -93,20 +92,11 @@ def instrument(client: Any = None, *, include_usage: bool | None = None) -> None
     """
     _patches.instrument(client, include_usage, _make_wrapper)
     load_library()  # the price table, here on your thread (never imported on the exporter's)
-    if client is not None:
-        for name in _DERIVE:
-            if hasattr(type(client), name):
-                object.__setattr__(client, name, functools.partial(_derive, name, client))
 
 
 def uninstrument(client: Any = None) -> None:
     """Restore the original methods: of ``client`` only, or of every class and client when None.
     Never raises."""
-    for inst in [client] if client is not None else list(_patches.instances):
-        attrs = getattr(inst, "__dict__", {})
-        if attrs.get(_MARK):
-            for name in _DERIVE:
-                attrs.pop(name, None)
     _patches.uninstrument(client)
 
 
@@ -118,18 +108,7 @@ def instrumented(client: Any = None) -> bool:
 # -- patching ------------------------------------------------------------------------------------------
 
 #: the methods that build a new client from an instrumented one (``with_options`` is ``copy``)
-_DERIVE = ("copy", "with_options")
 
-
-def _derive(name: str, client: Any, *args: Any, **kwargs: Any) -> Any:
-    """``client.copy(...)`` / ``client.with_options(...)``, the new client instrumented like ``client``."""
-    derived = getattr(type(client), name)(client, *args, **kwargs)
-    try:
-        if getattr(client, _MARK, False):
-            instrument(derived)
-    except Exception as exc:
-        _guard.internal_error("openai_derive", exc)
-    return derived
 
 
 

@@ -39,23 +39,13 @@ from agents import tracing as agents_tracing
 from .. import _guard, _spans
 from .._model import Run, Step
 from ._trees import CALL, OTHER, RUN, STEP, Forest, Node
+from ._values import as_count as _tokens
+from ._values import attr as _get
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
 _SOURCE = "openai-agents"
 _TRACE: Hashable = "trace"  # the node key of the trace itself (the run root)
-
-
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-def _tokens(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class AgentmeterTracingProcessor(agents_tracing.TracingProcessor):

@@ -114,7 +114,7 @@ class SnowflakeSource(SqlSource):
         connect: Callable[..., Any] | None = None,
         **connect_params: Any,
     ) -> None:
-        from ..snowflake_sql import check_identifier
+        from ..snowflake_sql import check_identifier  # only when a Snowflake source is opened
 
         super().__init__()
         self.database = check_identifier("database", database)
@@ -148,7 +148,7 @@ class SnowflakeSource(SqlSource):
                 if self._connect_fn is not None:
                     self._conn = self._connect_fn(**self._params)
                 else:
-                    import snowflake.connector
+                    import snowflake.connector  # optional extra [snowflake]
 
                     self._conn = snowflake.connector.connect(**self._params)
             except ImportError as exc:
@@ -255,7 +255,7 @@ class SnowflakeSource(SqlSource):
 
 def _is_connection_error(exc: BaseException) -> bool:
     try:
-        from snowflake.connector import errors
+        from snowflake.connector import errors  # optional extra [snowflake]
     except ImportError:  # pragma: no cover - the connector is what raised
         return False
     return isinstance(exc, (errors.OperationalError, errors.InterfaceError))

@@ -189,10 +189,10 @@ def _span_parts(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def document_spans(doc: Mapping[str, Any], resource: Any = None) -> list[Any]:
     """The OpenTelemetry SDK spans (``ReadableSpan``) of one run document."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+    from opentelemetry.sdk.resources import Resource  # optional extra [otlp]
+    from opentelemetry.sdk.trace import ReadableSpan  # optional extra [otlp]
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # optional extra [otlp]
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags  # optional extra [otlp]
 
     resource = resource if resource is not None else Resource.create({"service.name": "agentmeter"})
     scope = InstrumentationScope("agentmeter", __version__)
@@ -244,8 +244,9 @@ class OTLPSink(Sink):
     def _client(self) -> Any:
         with self._lock:
             if self._exporter is None:
+                # optional extra [otlp]: only when the sink is built
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-                from opentelemetry.sdk.resources import Resource
+                from opentelemetry.sdk.resources import Resource  # optional extra [otlp]
 
                 self._resource = Resource.create({"service.name": self._service_name})
                 self._exporter = OTLPSpanExporter(endpoint=self.endpoint, headers=self._headers or None,
@@ -263,7 +264,7 @@ class OTLPSink(Sink):
                 rejected[index] = f"not convertible to OTLP spans: {type(exc).__name__}: {exc}"
         if not spans:
             return WriteResult(rejected=rejected)
-        from opentelemetry.sdk.trace.export import SpanExportResult
+        from opentelemetry.sdk.trace.export import SpanExportResult  # optional extra [otlp]
 
         result = exporter.export(spans)
         if result is SpanExportResult.SUCCESS:

@@ -265,3 +265,59 @@ def test_decorated_step_and_instrumented_client_inside_pydantic_ai_join_its_run(
     llm_steps = {s["step_id"] for s in run["steps"] if s["kind"] == "llm"}
     assert len(llm_steps) == 2 and {c["step_id"] for c in run["calls"]} == llm_steps
     assert run["total_tokens"] == served_tokens(stub)
+
+
+def test_a_forked_child_records_its_own_traces_even_if_a_thread_held_the_assembler_at_fork(
+        tmp_path: Any, otel: Any) -> None:
+    import os
+    import sqlite3
+    import time
+
+    from agentmeter.sinks import SQLiteSink
+
+    provider, processor = otel
+    tracer = provider.get_tracer("t")
+    parent_root = tracer.start_span("invoke_agent parent", attributes={"gen_ai.operation.name": "invoke_agent",
+                                                                       "gen_ai.agent.name": "parent-open"})
+    assert processor.open_traces == 1
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with processor._forest._lock:  # a thread of the parent is inside the assembler when it forks
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    db = tmp_path / "child.db"
+    pid = os.fork()
+    if pid == 0:  # the child: records a trace of its own, and never the parent's open one
+        code = 1
+        try:
+            agentmeter.configure(sinks=[SQLiteSink(db)], spool_dir=str(tmp_path / "spool"))
+            with tracer.start_as_current_span("invoke_agent child", attributes={
+                    "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "child"}):
+                _chat(tracer, **{"gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 1})
+            result = agentmeter.flush(timeout=20)
+            code = 0 if result.sinks["sqlite"].delivered == 1 and processor.open_traces == 0 else 2
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        threading.Event().wait(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        status = None  # hung
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0  # not hung on the parent's lock
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT agent FROM agent_runs")] == ["child"]
+    assert processor.open_traces == 1  # the parent's trace is still the parent's
+    parent_root.end()

@@ -150,3 +150,53 @@ def test_a_forked_child_never_sends_the_parents_open_run_and_records_its_own_wor
     assert sorted(s for r in child_runs for s in r["steps"]) == ["child-step", "child-step-2"]
     assert {r["parent_run_id"] for r in child_runs} == {parent.run_id}  # linked to the run they came from
     assert all(r["implicit"] for r in child_runs)
+
+
+_LOST_WAKEUP = r'''
+import multiprocessing, os, signal, sys, threading
+import agentmeter
+from agentmeter import track_run
+
+def child(held, ready):
+    with track_run("before-sigterm"):  # the processor starts: the SIGTERM handler and its watcher too
+        pass
+    assert agentmeter.flush().sinks["sqlite"].delivered == 1
+    with track_run("queued-at-sigterm"):
+        pass
+    # A thread of the program's own takes the signal: Python's C-level handler runs there, and the main
+    # thread, blocked on a lock the parent holds, is never interrupted by it (Pool.terminate()'s case).
+    threading.Timer(0.3, lambda: signal.pthread_kill(threading.get_ident(), signal.SIGTERM)).start()
+    ready.set()
+    held.acquire()  # never returns: the parent holds it
+    os._exit(3)
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    held, ready = ctx.Lock(), ctx.Event()
+    held.acquire()
+    p = ctx.Process(target=child, args=(held, ready))
+    p.start()
+    p.join(60)
+    print("EXIT", p.exitcode, flush=True)
+    if p.exitcode is None:
+        p.kill()
+'''
+
+
+def test_a_worker_whose_main_thread_never_sees_sigterm_still_spools_and_dies(tmp_path: Path,
+                                                                            record_attack: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "lost_wakeup.py"
+    script.write_text(_LOST_WAKEUP)
+    db, spool = tmp_path / "store.db", tmp_path / "spool"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env=child_env({"AGENTMETER_DB": str(db), "AGENTMETER_SPOOL_DIR": str(spool)}))
+    exit_line = next(ln for ln in out.stdout.splitlines() if ln.startswith("EXIT "))
+    record_attack(attack=1, attack_text="SIGTERM taken by another thread while a worker's main thread blocks on "
+                  "a lock the parent holds (Pool.terminate()'s hang)", expected="the worker spools its queued "
+                  "run and dies by SIGTERM", outcome=f"{exit_line}; spooled {spool_rows(spool, 'sqlite')}",
+                  passed=exit_line == "EXIT -15" and len(spool_rows(spool, "sqlite")) == 1)
+    assert exit_line == "EXIT -15", out.stderr  # not None (hung for 60 s), not 3 (the lock was acquired)
+    assert len(spool_rows(spool, "sqlite")) == 1  # the queued run, spooled by the handler

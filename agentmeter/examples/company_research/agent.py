@@ -82,11 +82,12 @@ class Report:
 
 def _instrument(tavily: Any, openai: Any | None) -> None:
     """Let agentmeter record every request these clients make (instrumenting twice is harmless)."""
+    # tavily-python: only when a client is instrumented
     from agentmeter.integrations import tavily as tavily_integration
 
     tavily_integration.instrument(tavily)
     if openai is not None:
-        from agentmeter.integrations import openai as openai_integration
+        from agentmeter.integrations import openai as openai_integration  # openai: only when a client is instrumented
 
         openai_integration.instrument(openai)
 
@@ -220,10 +221,10 @@ def research_company(company: str, tavily: Any, openai: Any | None = None, **opt
 
 def main(argv: list[str] | None = None) -> int:
     """Research the companies named on the command line and print the reports."""
-    import argparse
+    import argparse  # only when run as a script
 
-    import agentmeter
-    from agentmeter.demo import open_clients
+    import agentmeter  # only when run as a script
+    from agentmeter.demo import open_clients  # only when run as a script
 
     parser = argparse.ArgumentParser(description="Research companies with Tavily (and OpenAI).")
     parser.add_argument("companies", nargs="*", default=["Acme Corp"], metavar="COMPANY")

@@ -222,7 +222,7 @@ def track_run(
 
 
 def _label(arg: str, field: str, value: Any) -> str | None:
-    from ._model import clean_label
+    from ._model import clean_label  # the model (attrs) is loaded with the first tracker, not at import
 
     if not isinstance(value, str) or not value:
         raise ValueError(f"track_run {arg} must be a non-empty string (the run's {field}), "

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .pricing import load_library, make_pricer
+
 __all__ = ["RepriceResult", "reprice"]
 
 _CALL_FIELDS = ("call_id", "run_id", "step_id", "provider", "operation", "model", "status", "http_status",
@@ -49,8 +51,6 @@ def reprice(db: str | Path, since: str | None = None, prices: Mapping[str, Any] 
     with ``prices`` (overrides, as ``configure(prices=...)`` takes them) and genai-prices. ``dry_run``
     counts what would change and writes nothing. Raises ``FileNotFoundError`` for a missing store and
     ``ValueError`` for invalid ``prices``."""
-    from .pricing import load_library, make_pricer
-
     path = Path(db).expanduser()
     if not path.exists():
         raise FileNotFoundError(str(path))

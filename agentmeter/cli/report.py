@@ -15,8 +15,10 @@ from typing import Any
 
 from .._config import default_db_path
 from .._percentile import percentile_cont
-from ..queries import _kpis
+from ..queries import _kpis, rollups
+from ..queries._dialect import SQLITE
 from ..queries.base import Filters
+from ..queries.rollups import PERIODS
 from ._common import since_iso
 
 __all__ = ["BY_CHOICES", "breakdown", "register", "summarize"]
@@ -117,8 +119,6 @@ def breakdown(db: str | Path, by: str, since: str | None = "24h", agent: str | N
     """The rows of ``report --by``: :func:`agentmeter.queries.rollups.rollup_rows` (session, user,
     version, agent), calls per provider and model (``model``), or the costliest root runs with their
     trees' totals (``run``, :func:`~agentmeter.queries.rollups.tree_totals`). Raises FileNotFoundError."""
-    from ..queries import rollups
-
     path = Path(db).expanduser()
     if not path.exists():
         raise FileNotFoundError(str(path))
@@ -136,9 +136,6 @@ def breakdown(db: str | Path, by: str, since: str | None = "24h", agent: str | N
 
 
 def _by_model(conn: sqlite3.Connection, f: Filters, every: str | None) -> list[dict[str, Any]]:
-    from ..queries._dialect import SQLITE
-    from ..queries.rollups import PERIODS
-
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "api_calls" not in tables:
         return []

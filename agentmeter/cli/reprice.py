@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import default_db_path
+from ..repricing import reprice
 from ._common import since_iso
 
 __all__ = ["register"]
@@ -33,8 +34,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..repricing import reprice
-
     db = Path(args.db).expanduser() if args.db else default_db_path()
     prices: dict[str, Any] = {}
     if args.prices is not None:

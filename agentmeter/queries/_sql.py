@@ -15,6 +15,7 @@ import pandas as pd
 from . import base, derive
 from ._dialect import Dialect, and_, names, order_by
 from .base import Filters, RunDetail, Source, check_limit, check_order, conform
+from .rollups import DIMENSION_FIELDS
 
 __all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "names"]
 
@@ -76,13 +77,9 @@ class SqlSource(Source):
     scores_table = "run_scores"
 
     def _dimension_select(self) -> str:
-        from .rollups import DIMENSION_FIELDS
-
         return ", ".join(DIMENSION_FIELDS)
 
     def dimension_runs(self, f: Filters) -> list[dict[str, Any]]:
-        from .rollups import DIMENSION_FIELDS
-
         d = self.dialect
         where, params = d.where(f, d.runs)
         rows = self._rows(f"SELECT {self._dimension_select()} FROM {d.runs}{where}", params)

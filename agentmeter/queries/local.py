@@ -23,6 +23,7 @@ from ._dialect import SQLITE as _SQLITE
 from ._sql import SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
 from .base import Filters, SourceUnavailable, conform, flat
+from .rollups import DIMENSION_FIELDS
 
 __all__ = ["LocalSource", "from_env"]
 
@@ -114,8 +115,6 @@ class LocalSource(SqlSource):
         return bool(self._rows("SELECT 1 FROM agent_runs LIMIT 1"))
 
     def _dimension_select(self) -> str:
-        from .rollups import DIMENSION_FIELDS
-
         # a store from before session_id, user_id and version reads them as null (the source never writes)
         have = {row[1] for row in self._rows("PRAGMA table_info(agent_runs)")}
         return ", ".join(c if c in have else f"NULL AS {c}" for c in DIMENSION_FIELDS)

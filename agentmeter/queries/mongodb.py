@@ -22,6 +22,7 @@ import pandas as pd
 from . import base
 from ._frames import CALL_FIELDS, RUN_FIELDS, STEP_FIELDS, Frames
 from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform, one_line
+from .rollups import DIMENSION_FIELDS
 
 __all__ = ["MongoSource", "from_env"]
 
@@ -133,8 +134,6 @@ class MongoSource(Source):
         return df
 
     def dimension_runs(self, f: Filters) -> list[dict[str, Any]]:
-        from .rollups import DIMENSION_FIELDS
-
         project: dict[str, Any] = {k: {"$ifNull": [f"${k}", None]} for k in DIMENSION_FIELDS if k != "started_at"}
         project.update({"_id": 0, "started_at": {"$ifNull": ["$_iso.started_at", "$started_at"]}})
         rows = self._aggregate([{"$match": self._run_match(f)}, {"$project": project}])

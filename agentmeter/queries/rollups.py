@@ -22,6 +22,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from .._percentile import percentile_cont
+from ._dialect import SQLITE
 from .base import Filters, Source, conform
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _n(value: Any) -> float:
 def rollup(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]], by: str,
            period: str | None = None) -> pd.DataFrame:
     """:data:`ROLLUP` of ``runs`` (rows with :data:`DIMENSION_FIELDS`) grouped by ``by``. Pure."""
-    import pandas as pd
+    import pandas as pd  # the dashboard's extra: the CLI's report uses rollup_rows without it
 
     rows = rollup_rows(runs, scores, by, period)
     return conform(pd.DataFrame(rows, columns=[name for name, _ in ROLLUP]), ROLLUP)
@@ -126,8 +127,6 @@ def sqlite_reads(conn: Any, f: Filters) -> tuple[list[dict[str, Any]], list[tupl
     """(:meth:`~agentmeter.queries.base.Source.dimension_runs`, ``latest_scores``) of a local store's open
     ``sqlite3`` connection, without pandas (the CLI's report; :class:`~agentmeter.queries.local.LocalSource`
     reads the same with the same SQL)."""
-    from ._dialect import SQLITE
-
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "agent_runs" not in tables:
         return [], []
@@ -174,7 +173,7 @@ def tree_totals(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def run_trees(source: Source, f: Filters, limit: int | None = None) -> pd.DataFrame:
     """:data:`RUN_TREES` of the runs ``source`` holds that match ``f`` (at most ``limit`` rows)."""
-    import pandas as pd
+    import pandas as pd  # the dashboard's extra, as in rollup()
 
     rows = tree_totals(source.dimension_runs(f))
     if limit is not None:

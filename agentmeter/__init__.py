@@ -14,6 +14,7 @@ from . import _context, _guard, _spans, _state
 from ._context import current_call, current_run, current_step
 from ._context import wrap as wrap_context
 from ._lifecycle import install_signal_handlers  # importing _lifecycle installs the exit and fork hooks
+from ._scores import score
 from ._tracking import track_call, track_run, track_step
 from ._version import __version__
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         sample_rate: float
         always_keep_errors: bool
         slow_run_ms: float | None
+        version: str | None
 
 __all__ = [
     "Call",
@@ -71,6 +73,7 @@ __all__ = [
     "current_step",
     "flush",
     "install_signal_handlers",
+    "score",
     "shutdown",
     "stats",
     "track_call",

@@ -118,6 +118,18 @@ def _check_spool_dir(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> Non
                          f"({type(value).__name__})")
 
 
+#: the longest ``version`` (and session or user id) kept: longer values are refused (config) or cut (runs)
+MAX_LABEL_CHARS = 200
+
+
+def _check_version(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_LABEL_CHARS:
+        raise ValueError(f"version must be None or a non-empty string of at most {MAX_LABEL_CHARS} characters "
+                         f"(your agent's release, e.g. '1.4.2'), got {value!r} ({type(value).__name__})")
+
+
 def _check_slow(value: Any) -> None:
     if value is None:
         return
@@ -157,6 +169,8 @@ class Settings:
     sample_rate: float = attrs.field(default=1.0, validator=_fraction("sample_rate"))
     always_keep_errors: bool = attrs.field(default=True, validator=_boolean("always_keep_errors"))
     slow_run_ms: float | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_slow(v))
+    #: the release of the agent or app: every run without a version of its own (or a parent's) gets it
+    version: str | None = attrs.field(default=None, validator=_check_version)
 
 
 # env var -> (setting, parser). Parsers raise ValueError naming the variable.
@@ -219,6 +233,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
                                       "keep payloads of failed runs whatever the sample rate"),
     "AGENTMETER_SLOW_RUN_MS": ("slow_run_ms", _num("AGENTMETER_SLOW_RUN_MS", float),
                                "keep payloads of runs at least this long (ms) whatever the sample rate"),
+    "AGENTMETER_VERSION": ("version", str.strip, "release of your agent, recorded on every run (e.g. 1.4.2)"),
 }
 
 

@@ -260,6 +260,10 @@ class Run:
     start_ns: int
     parent_run_id: str | None = None
     implicit: bool = False
+    #: the dimensions runs are sliced by: the conversation, the end user and the agent's release
+    session_id: str | None = None
+    user_id: str | None = None
+    version: str | None = None
     end_us: int | None = None
     end_ns: int | None = None
     status: str = RUNNING
@@ -296,6 +300,20 @@ class Run:
                 _merge_metadata(self.metadata, data, kwargs)
         except Exception as exc:
             _guarded("set_metadata", exc)
+
+    def set_session(self, session_id: str | None) -> None:
+        """Set the run's session (conversation, thread) id; None clears it. Runs started inside this one
+        from now on inherit it. A non-string is ignored with a counted warning. Never raises."""
+        _set_label(self, "session_id", session_id)
+
+    def set_user(self, user_id: str | None) -> None:
+        """Set the end user's id; None clears it. Inherited like the session. Never raises."""
+        _set_label(self, "user_id", user_id)
+
+    def set_version(self, version: str | None) -> None:
+        """Set the agent's release (``AGENTMETER_VERSION`` gives the default); None clears it. Inherited
+        like the session. Never raises."""
+        _set_label(self, "version", version)
 
     def add_tags(self, *tags: str | Iterable[str]) -> None:
         """Add tags to the run (strings, or iterables of strings; duplicates ignored, order kept). Anything
@@ -337,6 +355,39 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.name!r} {self.status} id={self.run_id} steps={len(self.steps)}>"
+
+
+#: the longest session id, user id or version kept (longer ones are cut, with a counted warning)
+MAX_LABEL_CHARS = 200
+
+
+def clean_label(field: str, value: Any) -> str | None:
+    """``value`` as stored in ``field`` (session_id, user_id, version): a string, scrubbed of secrets and at
+    most :data:`MAX_LABEL_CHARS` long, or None. Raises ``TypeError`` for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string or None, got {type(value).__name__} (pass str(value))")
+    if len(value) > MAX_LABEL_CHARS:
+        _guard.warn("label.too_long", f"a {field} longer than {MAX_LABEL_CHARS} characters was cut", field=field)
+        value = value[:MAX_LABEL_CHARS]
+    from ._scrub import scrub  # its patterns take ~3 ms to compile: loaded with the first label
+
+    return scrub(value)
+
+
+def _set_label(run: Run, field: str, value: Any) -> None:
+    try:
+        if _ended(run, f"set_{field.removesuffix('_id')}"):
+            return
+        try:
+            label = clean_label(field, value)
+        except TypeError:
+            _guard.warn(f"run.{field}", f"{field} must be a string or None; ignored", got=type(value).__name__)
+            return
+        setattr(run, field, label)
+    except Exception as exc:
+        _guarded(f"set_{field}", exc)
 
 
 def _set_output(handle: Step | Run, value: Any) -> None:

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 from . import _guard
 from ._capture import Snapshot, jsonable
 
-__all__ = ["FinishedCall", "FinishedRun", "FinishedStep", "freeze_call", "freeze_run", "freeze_step"]
+__all__ = ["FinishedCall", "FinishedRun", "FinishedScore", "FinishedStep", "freeze_call", "freeze_run",
+           "freeze_step"]
 
 _EMPTY = Snapshot({}, False, 0)
 
@@ -98,10 +99,28 @@ class FinishedRun(NamedTuple):
     calls: tuple[FinishedCall, ...]
     open_steps: tuple[FinishedStep, ...]
     open_calls: tuple[FinishedCall, ...]
+    #: the dimensions (last, with defaults: records spooled by an older version still decode)
+    session_id: str | None = None
+    user_id: str | None = None
+    version: str | None = None
 
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+class FinishedScore(NamedTuple):
+    """A score given to a run (``agentmeter.score``), checked and cleaned at the call."""
+
+    event_id: str  # this call's own id (UUIDv7): its delivery key
+    run_id: str
+    name: str
+    source: str
+    value: float | None  # numeric and boolean (1.0 / 0.0) scores
+    label: str | None  # categorical scores
+    data_type: str  # numeric, boolean or categorical
+    comment: str | None
+    scored_us: int  # wall time of the call, epoch microseconds: the latest score of a key wins
 
 
 def _meta(value: dict[str, Any], max_chars: int) -> Snapshot:
@@ -177,4 +196,5 @@ def freeze_run(run: Any, max_chars: int) -> FinishedRun:
         run.end_us, run.end_ns, run.status, run.error_type, run.error_message, tuple(run.tags),
         _meta(run.metadata, max_chars), _captured(run.inputs, max_chars), _captured(run.output, max_chars),
         run.captured, tuple(run.steps), tuple(run.calls), open_steps, open_calls,
+        run.session_id, run.user_id, run.version,
     )

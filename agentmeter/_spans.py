@@ -144,10 +144,17 @@ def _new_run(name: str, agent: str | None, implicit: bool) -> Run:
     wall, mono = _clock.wall_us(), _clock.monotonic_ns()
     parent = run_var.get()  # a run started in a context copied from an ended run still records it
     parent_id = parent.ident if parent is not None else None
+    found = None
     if parent is None and not implicit and _outer_contexts:  # a run started inside a framework's run
         found = _outer(None)
         parent_id = found[0].run_id if found is not None else None
     run = Run(_ids.new_id(), name, agent, wall, mono, parent_run_id=parent_id, implicit=implicit)
+    # a child run (nested, a sub-agent, a forked or pool worker's) inherits its parent's dimensions
+    source = parent.handle if parent is not None else (found[0] if found is not None else None)
+    if source is not None:
+        run.session_id, run.user_id, run.version = source.session_id, source.user_id, source.version
+    if run.version is None:
+        run.version = _state.settings().version
     run.ref = Ref(run, run.run_id, run.run_id)
     run.processor = _state.processor()  # only into the store configured when the run started
     return run
@@ -160,6 +167,10 @@ def _begin_run(name: str, options: Mapping[str, Any]) -> Frame:
         run.tags.extend(tags)  # validated when the tracker was made
     if metadata:
         run.set_metadata(metadata)
+    for field in ("session_id", "user_id", "version"):
+        value = options.get(field)
+        if value is not None:  # validated and cleaned when the tracker was made
+            setattr(run, field, value)
     frame = Frame(run, run.run_id, run.ref, False, _RUN, None)
     _open_runs[run.run_id] = run
     return frame

@@ -186,18 +186,23 @@ def track_run(name: F, /) -> F: ...
 @overload
 def track_run(
     name: str | None = None, *, agent: str | None = None, tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None, capture: bool | None = None,
+    metadata: Mapping[str, Any] | None = None, capture: bool | None = None, session: str | None = None,
+    user: str | None = None, version: str | None = None,
 ) -> _Tracker[Run]: ...
 def track_run(
     name: Any = None, *, agent: str | None = None, tags: Iterable[str] | None = None,
-    metadata: Mapping[str, Any] | None = None, capture: bool | None = None,
+    metadata: Mapping[str, Any] | None = None, capture: bool | None = None, session: str | None = None,
+    user: str | None = None, version: str | None = None,
 ) -> Any:
     """Track an agent run: one document with its steps and calls.
 
     ``@track_run``, ``@track_run(name=..., agent=..., tags=[...], metadata={...})``,
     ``with track_run("research", agent="researcher") as run:`` or ``async with``. A run started inside
     another run is recorded as its own run with ``parent_run_id`` set. A run lasts while its function (or
-    ``with`` block) runs and while the streams created in it (decorated generators) are still open. Bad
+    ``with`` block) runs and while the streams created in it (decorated generators) are still open.
+    ``session``, ``user`` and ``version`` (strings) set the run's ``session_id``, ``user_id`` and
+    ``version``; a run started inside another inherits those it is not given, and ``version`` defaults to
+    the ``version`` setting (``AGENTMETER_VERSION``). Bad
     arguments raise ``ValueError`` here, at the decorator. Never raises into the decorated code; its
     exceptions propagate unchanged and are recorded with status ``error`` (or ``cancelled``).
     """
@@ -208,7 +213,21 @@ def track_run(
     _check_name("track_run", name)
     _check_str("track_run agent", agent)
     _check_capture("track_run", capture)
-    return _Tracker(Run, name, capture, {"agent": agent, "tags": _tags(tags), "metadata": _metadata(metadata)})
+    options = {"agent": agent, "tags": _tags(tags), "metadata": _metadata(metadata)}
+    for arg, field, value in (("session", "session_id", session), ("user", "user_id", user),
+                              ("version", "version", version)):
+        if value is not None:
+            options[field] = _label(arg, field, value)
+    return _Tracker(Run, name, capture, options)
+
+
+def _label(arg: str, field: str, value: Any) -> str | None:
+    from ._model import clean_label  # the model (attrs) is loaded with the first tracker, not at import
+
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"track_run {arg} must be a non-empty string (the run's {field}), "
+                         f"got {value!r} ({type(value).__name__})")
+    return clean_label(field, value)
 
 
 @overload

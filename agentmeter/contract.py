@@ -1,15 +1,23 @@
-"""The data contract every sink follows: the run **document** and its **three record kinds**.
+"""The data contract every sink follows: the run **document**, the **score document** and the **four record
+kinds**.
 
-Two pure functions define it:
+Three pure functions define it:
 
 * :func:`run_document` turns a finished run into one JSON-safe ``dict`` (what MongoDB stores in
   ``agent_metadata``, what the spool keeps, what the exporter hands to every sink);
-* :func:`document_records` turns a document into rows for the three tables ``agent_runs``, ``run_steps``
-  and ``api_calls`` (what SQLite stores and what Firehose ships to Snowflake).
+* :func:`score_document` turns a score (``agentmeter.score``) into its document: an envelope whose
+  ``run_id`` is the delivery key ``score:<event_id>`` (unique per call, so the exporter, the spool and the
+  sinks never confuse it with the scored run's document), holding the ``run_scores`` row under ``score``;
+* :func:`document_records` turns a document into rows for the tables ``agent_runs``, ``run_steps``,
+  ``api_calls`` and ``run_scores`` (what SQLite stores and what Firehose ships to Snowflake).
+
+A score is idempotent by (run, name, source): its ``score_id`` is derived from them, and of the rows with
+one ``score_id`` the one with the latest ``scored_at`` (then ``event_id``) wins, in every sink.
 
 The tables' columns are declared once, in :data:`TABLES`; the SQLite DDL, the Snowflake views and
-``docs/data_model_erd.md`` follow from them. Every Firehose record carries ``record_type``, ``record_id``
-(its own id, the de-duplication key) and ``schema_version``; the local store's rows leave out the first two.
+``docs/data_model_erd.md`` (:mod:`agentmeter.contract_erd`) follow from them. Every Firehose record carries
+``record_type``, ``record_id`` (its own id, the de-duplication key) and ``schema_version``; the local store's
+rows leave out the first two.
 """
 
 from __future__ import annotations
@@ -17,19 +25,22 @@ from __future__ import annotations
 import operator
 import os
 import socket
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
 from . import _clock
 from ._capture import Snapshot, jsonable
-from ._record import FinishedCall, FinishedRun, FinishedStep
+from ._record import FinishedCall, FinishedRun, FinishedScore, FinishedStep
 from ._status import CANCELLED, ERROR, RUNNING
+from ._tables import AGENT_RUN, API_CALL, RECORD_TYPES, RUN_SCORE, RUN_STEP, SCHEMA_VERSION, TABLES, Column
 from ._version import __version__
 
 __all__ = [
     "AGENT_RUN",
     "API_CALL",
     "RECORD_TYPES",
+    "RUN_SCORE",
     "RUN_STEP",
     "SCHEMA_VERSION",
     "TABLES",
@@ -38,121 +49,13 @@ __all__ = [
     "Records",
     "calls_by_step",
     "document_records",
+    "is_score",
     "run_document",
     "run_parts",
+    "score_document",
+    "score_id",
     "step_row",
 ]
-
-SCHEMA_VERSION: Final = 1
-AGENT_RUN: Final = "agent_run"
-RUN_STEP: Final = "run_step"
-API_CALL: Final = "api_call"
-#: record type -> table name
-RECORD_TYPES: Final = {AGENT_RUN: "agent_runs", RUN_STEP: "run_steps", API_CALL: "api_calls"}
-
-
-class Column(NamedTuple):
-    name: str
-    type: str  # text | integer | real | boolean | timestamp | json
-    description: str
-
-
-_COMMON = (
-    Column("record_type", "text", "agent_run, run_step or api_call"),
-    Column("record_id", "text", "the row's own id (run_id, step_id or call_id): the de-duplication key"),
-    Column("schema_version", "integer", "version of this contract"),
-)
-_TIME = (
-    Column("started_at", "timestamp", "UTC start, ISO 8601 with microseconds"),
-    Column("ended_at", "timestamp", "UTC end, ISO 8601 with microseconds"),
-    Column("duration_ms", "real", "duration from a monotonic clock, milliseconds"),
-)
-_ERROR = (
-    Column("status", "text", "success, error or cancelled"),
-    Column("error_type", "text", "exception class of a failure, else null"),
-    Column("error_message", "text", "exception message (first 2000 characters), else null"),
-)
-_TOKENS = (
-    Column("input_tokens", "integer",
-           "input (prompt) tokens, all of them (cache reads and cache writes included); null when unknown"),
-    Column("output_tokens", "integer", "output (completion) tokens; null when unknown"),
-    Column("cached_input_tokens", "integer", "input tokens served from the provider's cache; null when unknown"),
-    Column("cache_write_tokens", "integer",
-           "input tokens written to the provider's cache (billed at the cache-write rate); null when unknown"),
-    Column("reasoning_tokens", "integer", "output tokens spent on reasoning; null when unknown"),
-    Column("total_tokens", "integer", "input + output tokens; null when unknown"),
-)
-
-TABLES: Final[dict[str, tuple[Column, ...]]] = {
-    "agent_runs": (
-        *_COMMON,
-        Column("run_id", "text", "time-ordered unique id (UUIDv7)"),
-        Column("parent_run_id", "text", "run that started this one (a sub-agent), else null"),
-        Column("name", "text", "run name (decorated function or track_run name)"),
-        Column("agent", "text", "agent name, else null"),
-        *_ERROR,
-        *_TIME,
-        Column("tags", "json", "list of tags"),
-        Column("metadata", "json", "user metadata (object)"),
-        Column("implicit", "boolean", "true when created for a step or call used outside any run"),
-        Column("host", "text", "host name of the process"),
-        Column("pid", "integer", "process id"),
-        Column("sdk_version", "text", "agentmeter version"),
-        Column("step_count", "integer", "steps in the run"),
-        Column("call_count", "integer", "API calls in the run"),
-        Column("error_step_count", "integer", "steps with status error"),
-        Column("error_call_count", "integer", "calls with status error"),
-        *_TOKENS,
-        Column("cost_usd", "real", "sum of priced calls' cost; null when the run has calls and none is priced"),
-        Column("unpriced_call_count", "integer", "calls whose cost is unknown (no price for the model)"),
-        Column("inputs", "json", "captured arguments (capture is opt-in), else null"),
-        Column("output", "json", "captured return value (capture is opt-in), else null"),
-        Column("truncated", "boolean", "true when a captured value was cut to fit a size limit"),
-        Column("sampled", "boolean",
-               "false when sample_rate left out this run's captured inputs/outputs (metrics stay exact)"),
-    ),
-    "run_steps": (
-        *_COMMON,
-        Column("step_id", "text", "time-ordered unique id (UUIDv7)"),
-        Column("run_id", "text", "run this step belongs to (agent_runs.run_id)"),
-        Column("parent_step_id", "text", "enclosing step (run_steps.step_id), else null"),
-        Column("agent", "text", "agent of the run (denormalized for queries)"),
-        Column("name", "text", "step name"),
-        Column("kind", "text", "tool, llm, retrieval, plan, agent or other"),
-        *_ERROR,
-        *_TIME,
-        Column("metadata", "json", "user metadata (object)"),
-        Column("call_count", "integer", "API calls made directly in this step"),
-        *_TOKENS,
-        Column("cost_usd", "real", "sum of this step's priced calls' cost; null when none is priced"),
-        Column("inputs", "json", "captured arguments (capture is opt-in), else null"),
-        Column("output", "json", "captured return value (capture is opt-in), else null"),
-        Column("truncated", "boolean", "true when a captured value was cut to fit a size limit"),
-    ),
-    "api_calls": (
-        *_COMMON,
-        Column("call_id", "text", "time-ordered unique id (UUIDv7)"),
-        Column("run_id", "text", "run this call belongs to (agent_runs.run_id)"),
-        Column("step_id", "text", "step that made the call (run_steps.step_id), else null"),
-        Column("agent", "text", "agent of the run (denormalized for queries)"),
-        Column("provider", "text", "API provider, e.g. openai, tavily"),
-        Column("operation", "text", "operation, e.g. chat.completions, responses, embeddings, search"),
-        Column("model", "text", "model that answered (as reported by the API when it says), else null"),
-        *_ERROR,
-        Column("http_status", "integer", "HTTP status of the final response, else null"),
-        Column("retries", "integer", "times the request was re-sent by the client"),
-        *_TIME,
-        Column("time_to_first_token_ms", "real", "streaming: start to first chunk, milliseconds"),
-        Column("request_bytes", "integer", "request body size, else null"),
-        Column("response_bytes", "integer", "response body size, else null"),
-        *_TOKENS,
-        Column("units", "real", "billable non-token units (e.g. search credits), else null"),
-        Column("cost_usd", "real", "cost in US dollars; null when unpriced"),
-        Column("priced", "boolean", "true when a price was known for this call"),
-        Column("price_source", "text", "where the price came from: override, genai-prices, ... or null"),
-        Column("metadata", "json", "call details (e.g. result_count, finish_reason)"),
-    ),
-}
 
 
 class Price(NamedTuple):
@@ -173,6 +76,7 @@ class Records(NamedTuple):
     agent_runs: list[dict[str, Any]]
     run_steps: list[dict[str, Any]]
     api_calls: list[dict[str, Any]]
+    run_scores: list[dict[str, Any]]
 
 
 _HOST = socket.gethostname()
@@ -372,6 +276,9 @@ def run_parts(
         "parent_run_id": run.parent_run_id,
         "name": run.name,
         "agent": run.agent,
+        "session_id": run.session_id,
+        "user_id": run.user_id,
+        "version": run.version,
         "status": run.status if run.status != RUNNING else CANCELLED,
         "error_type": run.error_type,
         "error_message": run.error_message,
@@ -408,12 +315,57 @@ def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict
 step_row = _step_row
 
 
-def document_records(document: Mapping[str, Any]) -> Records:
-    """The rows a document becomes in ``agent_runs``, ``run_steps`` and ``api_calls``. Pure.
+#: the namespace of score ids (uuid5 of run id, name and source)
+_SCORE_NAMESPACE: Final = uuid.UUID("6f1d9c2e-3b7a-5e41-9c0d-a9e5b2f4c810")
+#: the prefix of a score document's delivery key (its ``run_id``)
+SCORE_KEY_PREFIX: Final = "score:"
 
-    Accepts a document as :func:`run_document` made it, or as read back from MongoDB (an ``_id`` key is
-    ignored, BSON datetimes become ISO strings).
+
+def score_id(run_id: str, name: str, source: str) -> str:
+    """The id of the score of ``run_id`` named ``name`` from ``source``: the same in every process."""
+    return str(uuid.uuid5(_SCORE_NAMESPACE, f"{run_id}\x1f{name}\x1f{source}"))
+
+
+def is_score(document: Mapping[str, Any]) -> bool:
+    """Whether ``document`` is a score document (else it is a run document)."""
+    return document.get("record_type") == RUN_SCORE
+
+
+def score_document(score: FinishedScore) -> dict[str, Any]:
+    """The document of a score: ``{"schema_version", "record_type": "run_score", "run_id": "score:<event_id>",
+    "score": <run_scores row without record_type, record_id, schema_version>}``. Pure."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "record_type": RUN_SCORE,
+        "run_id": SCORE_KEY_PREFIX + score.event_id,
+        "score": {
+            "score_id": score_id(score.run_id, score.name, score.source),
+            "run_id": score.run_id,
+            "name": score.name,
+            "source": score.source,
+            "data_type": score.data_type,
+            "value": score.value,
+            "label": score.label,
+            "comment": score.comment,
+            "scored_at": _clock.iso_utc(score.scored_us),
+            "event_id": score.event_id,
+            "host": _HOST,
+            "pid": os.getpid(),
+            "sdk_version": __version__,
+        },
+    }
+
+
+def document_records(document: Mapping[str, Any]) -> Records:
+    """The rows a document becomes in ``agent_runs``, ``run_steps``, ``api_calls`` and ``run_scores``. Pure.
+
+    Accepts a document as :func:`run_document` or :func:`score_document` made it, or as read back from
+    MongoDB (an ``_id`` key is ignored, BSON datetimes become ISO strings).
     """
+    if is_score(document):
+        row = document["score"]
+        return Records([], [], [], [{"record_type": RUN_SCORE, "record_id": row["score_id"],
+                                     "schema_version": document["schema_version"], **row}])
     run = {k: _iso(v) for k, v in document.items() if k not in ("steps", "calls", "_id")}
     run_row = {"record_type": AGENT_RUN, "record_id": run["run_id"], **run}
     steps = [
@@ -424,74 +376,10 @@ def document_records(document: Mapping[str, Any]) -> Records:
         {"record_type": API_CALL, "record_id": c["call_id"], "schema_version": run["schema_version"], **c}
         for c in document.get("calls", ())
     ]
-    return Records([run_row], steps, calls)
+    return Records([run_row], steps, calls, [])
 
 
 def _iso(value: Any) -> Any:
     if hasattr(value, "tzinfo") and hasattr(value, "isoformat"):  # a datetime read back from BSON
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
-
-
-def erd_markdown() -> str:
-    """``docs/data_model_erd.md``, generated from :data:`TABLES` (a test keeps the file in sync)."""
-    mermaid_types = {"text": "string", "integer": "int", "real": "float", "boolean": "bool",
-                     "timestamp": "timestamp", "json": "json"}
-    keys = {"run_id": "PK", "step_id": "PK", "call_id": "PK"}
-    fks = {"run_steps": {"run_id", "parent_step_id"}, "api_calls": {"run_id", "step_id"},
-           "agent_runs": {"parent_run_id"}}
-    lines = [
-        "# Data model",
-        "",
-        "Generated from `agentmeter.contract.TABLES` (`python -m agentmeter.contract > docs/data_model_erd.md`).",
-        "",
-        "Every run is one **document** (`run_document`): the run's fields and rollups, plus `steps` and `calls`",
-        "lists. MongoDB stores it as is (`_id` = `run_id`); `document_records` turns it into rows of three",
-        "tables, which the local SQLite store holds and Firehose ships to Snowflake. Every record Firehose",
-        "ships carries `record_type`, `record_id` (its own id, the de-duplication key) and `schema_version`;",
-        "the local store's rows leave out the first two (the table is the type, the primary key the id). Ids are",
-        "time-ordered UUIDv7 strings made once when the run, step or call starts, so every write is",
-        "idempotent. Timestamps are UTC ISO 8601 with microseconds; durations come from a monotonic clock,",
-        "in milliseconds. Unknown token counts are null, never 0; an unpriced call has `cost_usd` null and",
-        "`priced` false.",
-        "",
-        "```mermaid",
-        "erDiagram",
-        '    agent_runs ||--o{ run_steps : "has"',
-        '    agent_runs ||--o{ api_calls : "has"',
-        '    run_steps ||--o{ api_calls : "makes"',
-        '    run_steps |o--o{ run_steps : "parent of"',
-        '    agent_runs |o--o{ agent_runs : "parent of"',
-    ]
-    for table, cols in TABLES.items():
-        lines.append(f"    {table} {{")
-        for c in cols:
-            if c.name in ("record_type", "record_id", "schema_version"):
-                continue
-            key = keys.get(c.name) if c.name == {"agent_runs": "run_id", "run_steps": "step_id",
-                                                 "api_calls": "call_id"}[table] else None
-            if key is None and c.name in fks[table]:
-                key = "FK"
-            lines.append(f"        {mermaid_types[c.type]} {c.name}{' ' + key if key else ''}")
-        lines.append("    }")
-    lines += ["```", ""]
-    for table, cols in TABLES.items():
-        lines += [f"## `{table}`", "", "| column | type | meaning |", "|---|---|---|"]
-        lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in cols]
-        lines.append("")
-    lines += [
-        "## The document",
-        "",
-        "The run document has every `agent_runs` column except `record_type` and `record_id`, plus:",
-        "",
-        "| key | meaning |",
-        "|---|---|",
-        "| `steps` | list of `run_steps` rows (without `record_type`, `record_id`, `schema_version`) |",
-        "| `calls` | list of `api_calls` rows (same) |",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(erd_markdown(), end="")

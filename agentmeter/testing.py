@@ -39,8 +39,13 @@ class CapturedRuns:
 
     @property
     def records(self) -> Records:
-        """The rows of ``agent_runs``, ``run_steps`` and ``api_calls``."""
+        """The rows of ``agent_runs``, ``run_steps``, ``api_calls`` and ``run_scores``."""
         return self.sink.records()
+
+    @property
+    def scores(self) -> list[dict[str, Any]]:
+        """The latest score of each (run, name, source) given with :func:`agentmeter.score`."""
+        return self.sink.scores
 
     @property
     def steps(self) -> list[dict[str, Any]]:

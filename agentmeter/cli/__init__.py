@@ -14,7 +14,7 @@ from .._version import __version__
 __all__ = ["main"]
 
 #: command modules, in the order ``agentmeter --help`` lists them
-COMMANDS = ("dashboard", "demo", "report", "sql", "stream")
+COMMANDS = ("dashboard", "demo", "report", "reprice", "sql", "stream")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -315,7 +315,7 @@ class Delivery:
         if not entries:
             return
         spool = self.spool_store
-        items = [(e.run.run_id, record_text(e, self.documents)) for e in entries] if spool else []
+        items = [(e.key, record_text(e, self.documents)) for e in entries] if spool else []
         kept, ok = spool.store(self.name, items) if spool else (0, False)
         self._count_spooled(len(entries), kept, ok)
 

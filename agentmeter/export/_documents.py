@@ -27,16 +27,18 @@ from .. import _guard
 from .._capture import Snapshot
 from .._config import Settings
 from .._json import OPT_STRICT_INTEGER, dumps_bytes
-from .._record import FinishedCall, FinishedRun, FinishedStep
+from .._record import FinishedCall, FinishedRun, FinishedScore, FinishedStep
 from .._status import ERROR, SUCCESS
-from ..contract import TABLES, Pricer, run_document
+from ..contract import SCORE_KEY_PREFIX, TABLES, Pricer, run_document, score_document
 from ..sinks._base import Document, RunDocument
 
 __all__ = ["Documents", "Entry", "EntryDocument", "build_documents", "estimate_bytes", "keep_payloads", "record_text"]
 
 
-def estimate_bytes(run: FinishedRun) -> int:
-    """A cheap estimate of the memory a queued run holds, for the queue's byte budget."""
+def estimate_bytes(run: FinishedRun | FinishedScore) -> int:
+    """A cheap estimate of the memory a queued run (or score) holds, for the queue's byte budget."""
+    if isinstance(run, FinishedScore):
+        return 600 + len(run.comment or "")
     size = 800 + 600 * (len(run.steps) + len(run.calls))
     for item in (run.inputs, run.output):
         size += getattr(item, "size", 0)
@@ -44,26 +46,35 @@ def estimate_bytes(run: FinishedRun) -> int:
 
 
 class Entry:
-    """A submitted run as the lanes share it: the frozen record and, once built, its document (or, once
-    spilled, its record's spool text)."""
+    """A submitted run (or score) as the lanes share it: the frozen record and, once built, its document
+    (or, once spilled, its record's spool text). ``key`` is its document's ``run_id``: the run's id, or a
+    score's delivery key ``score:<event_id>``."""
 
-    __slots__ = ("doc", "keep", "run", "size", "text")
+    __slots__ = ("doc", "keep", "key", "run", "size", "text")
 
-    def __init__(self, run: FinishedRun) -> None:
+    def __init__(self, run: FinishedRun | FinishedScore) -> None:
         self.run = run
+        self.key = SCORE_KEY_PREFIX + run.event_id if type(run) is FinishedScore else run.run_id
         self.size = estimate_bytes(run)
         self.doc: dict[str, Any] | None = None
         self.text: str | None = None
         self.keep: bool | None = None  # the sampler's decision, made once per run
 
+    @property
+    def is_score(self) -> bool:
+        return type(self.run) is FinishedScore
+
 
 class EntryDocument(RunDocument):
     """An entry's document as a sink that writes rows straight from the frozen run gets it: built only if
-    something reads it (the spool keeps the frozen record instead, see :func:`record_text`)."""
+    something reads it (the spool keeps the frozen record instead, see :func:`record_text`). Runs only: a
+    score reaches every sink as its (small) document."""
 
     __slots__ = ("documents", "entry")
 
     def __init__(self, entry: Entry, documents: Documents) -> None:
+        if isinstance(entry.run, FinishedScore):  # build_documents hands a score over as its document
+            raise TypeError("a score has no run to write rows from")
         super().__init__(entry.run, documents.pricer(), documents.settings.capture_max_chars,
                          documents.keep(entry))
         self.entry = entry
@@ -77,6 +88,8 @@ class EntryDocument(RunDocument):
 
 #: the first item of a spooled record: the layout below; a reader that does not know it dead-letters it
 RECORD_FORMAT = 1
+#: the first item of a spooled score's record
+SCORE_FORMAT = 2
 _PID = os.getpid()
 _HOST = socket.gethostname()
 
@@ -90,7 +103,8 @@ def record_text(entry: Entry, documents: Documents | None = None) -> str:
     text = entry.text
     if text is None:
         pid = os.getpid()  # the process that tracked the run (a forked child has its own)
-        value = [RECORD_FORMAT, pid, _HOST if pid == _PID else socket.gethostname(), entry.run]
+        layout = SCORE_FORMAT if entry.is_score else RECORD_FORMAT
+        value = [layout, pid, _HOST if pid == _PID else socket.gethostname(), entry.run]
         # the record is tuples of JSON-safe values (snapshots are tuples too): one C-speed encoding
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
         if not text.isascii():
@@ -129,8 +143,10 @@ def _fields(values: list[Any], snaps: tuple[int, ...]) -> list[Any]:
     return values
 
 
-def decode_record(value: list[Any]) -> tuple[FinishedRun, int, str]:
+def decode_record(value: list[Any]) -> tuple[FinishedRun | FinishedScore, int, str]:
     """(record, pid, host) of a spooled record. Raises ValueError on a layout this version does not know."""
+    if len(value) == 4 and value[0] == SCORE_FORMAT:
+        return FinishedScore(*value[3]), int(value[1]), str(value[2])
     if len(value) != 4 or value[0] != RECORD_FORMAT:
         raise ValueError("unknown record format")
     fields = _fields(list(value[3]), _RUN_SNAPS)
@@ -164,7 +180,8 @@ class Documents:
         """The sampler's decision for the entry's run (made and counted once per run)."""
         keep = entry.keep
         if keep is None:
-            keep = entry.keep = keep_payloads(entry.run, self.settings)
+            run = entry.run
+            keep = entry.keep = True if isinstance(run, FinishedScore) else keep_payloads(run, self.settings)
             if not keep:
                 _guard.counters["sampling.payloads_dropped"] += 1
         return keep
@@ -172,8 +189,12 @@ class Documents:
     def document(self, entry: Entry) -> dict[str, Any]:
         """The run's document, built once per entry (sampling applied, JSON-safe). Raises on a bug only."""
         doc = entry.doc
+        if doc is None and isinstance(entry.run, FinishedScore):
+            doc = entry.doc = json_safe(score_document(entry.run))
         if doc is None:
             run = entry.run
+            if isinstance(run, FinishedScore):  # built above: never here
+                raise TypeError("a score entry without its document")
             keep = self.keep(entry)
             max_chars = self.settings.capture_max_chars
             try:
@@ -189,6 +210,11 @@ class Documents:
         """The document of a record read back from the spool (see :func:`record_text`)."""
         run, pid, host = decode_record(value)
         doc = self.document(Entry(run))
+        if type(run) is FinishedScore:
+            row = doc["score"]
+            if row.get("pid") != pid or row.get("host") != host:
+                doc = {**doc, "score": {**row, "pid": pid, "host": host}}
+            return doc
         if doc.get("pid") != pid or doc.get("host") != host:
             doc = {**doc, "pid": pid, "host": host}
         return doc
@@ -205,7 +231,8 @@ def build_documents(documents: Documents, entries: list[Entry], lazy: bool,
     docs: list[Document] = []
     for entry in entries:
         try:
-            docs.append(EntryDocument(entry, documents) if lazy else documents.document(entry))
+            lazy_run = lazy and not entry.is_score  # a score is no run: its document, for the document path
+            docs.append(EntryDocument(entry, documents) if lazy_run else documents.document(entry))
         except Exception as exc:
             counts.failed += 1
             report("build_document", exc)

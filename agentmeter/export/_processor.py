@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from .. import _guard
 from .._config import Settings
 from .._paths import default_spool_dir
-from .._record import FinishedRun
+from .._record import FinishedRun, FinishedScore
 from .._threads import start_thread
 from ..sinks._base import Sink
 from ._delivery import Delivery, Job
@@ -43,8 +43,8 @@ class Processor(Protocol):
 
     settings: Settings
 
-    def submit(self, finished: FinishedRun) -> None:
-        """Take a finished run. Never blocks on I/O, never raises."""
+    def submit(self, finished: FinishedRun | FinishedScore) -> None:
+        """Take a finished run (or a score). Never blocks on I/O, never raises."""
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Deliver (or spool) everything submitted so far, waiting at most ``timeout`` seconds."""
@@ -106,10 +106,12 @@ class BatchProcessor(_Base):
         # re-entrant: the opt-in SIGTERM handler submits runs on the main thread, maybe inside submit()
         self.lock = threading.RLock()
         self.lanes = [Lane(d, self.documents, settings, self.lock) for d in self.deliveries]
+        #: the lanes of sinks that store scores (``Sink.accepts_scores``); the others never see one
+        self.score_lanes = [lane for lane in self.lanes if _accepts_scores(lane.sink)]
 
     # -- caller's side: never blocks, never raises ------------------------------------------------------
-    def submit(self, finished: FinishedRun) -> None:
-        """Hand a finished run to every lane. Never blocks on I/O, never raises."""
+    def submit(self, finished: FinishedRun | FinishedScore) -> None:
+        """Hand a finished run (or a score) to every lane. Never blocks on I/O, never raises."""
         try:
             if self._closed:  # after shutdown (a run ending during interpreter exit): keep it on disk
                 self._spool_late(Entry(finished))
@@ -118,9 +120,11 @@ class BatchProcessor(_Base):
             size = entry.size
             s = self.settings
             full: list[Lane] | None = None
+            score = entry.is_score
             with self.lock:
-                self.submitted += 1
-                for lane in self.lanes:
+                if not score:
+                    self.submitted += 1
+                for lane in self.score_lanes if score else self.lanes:
                     queue = lane.queue
                     if len(queue) >= s.max_queue_runs or lane.queued_bytes + size > s.max_queue_bytes:
                         full = [lane] if full is None else [*full, lane]
@@ -177,8 +181,9 @@ class BatchProcessor(_Base):
 
     def _spool_late(self, entry: Entry) -> None:
         # after shutdown (a run ending during interpreter exit): there is no thread left to hand it to
-        self.submitted += 1
-        for lane in self.lanes:
+        if not entry.is_score:
+            self.submitted += 1
+        for lane in self.score_lanes if entry.is_score else self.lanes:
             lane.delivery.spool_entries([entry])
 
     # -- flush, shutdown, stats -----------------------------------------------------------------------
@@ -309,11 +314,14 @@ class SyncProcessor(_Base):
         super().__init__(settings)
         self._gen = 0
 
-    def submit(self, finished: FinishedRun) -> None:
+    def submit(self, finished: FinishedRun | FinishedScore) -> None:
         try:
-            self.submitted += 1
             entry = Entry(finished)
+            if not entry.is_score:
+                self.submitted += 1
             for delivery in self.deliveries:
+                if entry.is_score and not _accepts_scores(delivery.sink):
+                    continue
                 docs = build_documents(self.documents, [entry], delivery.sink.writes_runs, delivery)
                 if not docs:
                     continue
@@ -418,3 +426,7 @@ def _open_spool(settings: Settings) -> Spool | None:
     except Exception as exc:
         _guard.internal_error("open_spool", exc)
         return None
+
+
+def _accepts_scores(sink: object) -> bool:
+    return bool(getattr(sink, "accepts_scores", False))

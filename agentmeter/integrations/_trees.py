@@ -39,7 +39,7 @@ from typing import Any
 from .. import _guard, _spans, _state
 from .._capture import Snapshot, jsonable
 from .._context import Ref, run_var
-from .._model import Run, Step
+from .._model import Run, Step, clean_label
 from .._record import FinishedCall, FinishedRun, FinishedStep, freeze_call, freeze_step
 from .._status import CANCELLED, ERROR, RUNNING, SUCCESS
 from .._threads import start_thread
@@ -411,6 +411,11 @@ def _build_run(root: Node, tree: Tree, children: dict[Hashable | None, list[Node
         open_steps += [_shift(freeze_step(s, max_chars), offset) for s in list(live.open_steps.values())]
         open_calls += [_shift(freeze_call(c, max_chars), offset) for c in list(live.open_calls.values())]
     metadata = {"source": source, **root.metadata}
+    # the framework's conversation and user ids are the run's session and user (first-class fields)
+    labels = [_label(metadata.pop(key, None)) for key in ("session_id", "user_id")]
+    if live is not None:  # set on the run's handle by code inside the framework's run
+        labels = [getattr(live, key) or value for key, value in zip(("session_id", "user_id"), labels, strict=True)]
+    version = live.version if live is not None and live.version else _state.settings().version
     status, error_type, error_message = root.status, root.error_type, root.error_message
     end_ns = root.end_ns
     if end_ns is None:  # the root never ended (deadline, or shutdown)
@@ -423,8 +428,15 @@ def _build_run(root: Node, tree: Tree, children: dict[Hashable | None, list[Node
     return FinishedRun(
         run_id, root.name, root.agent, root.start_ns // 1000, root.start_ns, tree.parent_run_id, root.role != RUN,
         end_ns // 1000, end_ns, status, error_type, error_message, (), _meta(metadata, max_chars), None, None,
-        False, tuple(steps), tuple(calls), tuple(open_steps), tuple(open_calls),
+        False, tuple(steps), tuple(calls), tuple(open_steps), tuple(open_calls), labels[0], labels[1], version,
     )
+
+
+def _label(value: Any) -> str | None:
+    try:
+        return clean_label("session_id", str(value)) if value is not None else None
+    except Exception:  # never costs the run
+        return None
 
 
 def _times(node: Node) -> tuple[int, int, int | None, int | None]:

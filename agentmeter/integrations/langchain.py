@@ -9,7 +9,7 @@
 
 What becomes what:
 
-* the outermost chain or graph invocation -> a **run** (its name, e.g. ``LangGraph``; ``metadata.session_id``
+* the outermost chain or graph invocation -> a **run** (its name, e.g. ``LangGraph``; ``session_id``
   from a ``thread_id``, ``session_id`` or ``conversation_id`` in the config's metadata or configurable);
 * LangGraph nodes (``metadata.langgraph_node``) -> steps of kind ``other``; tools -> steps of kind
   ``tool``; retrievers -> steps of kind ``retrieval``; the chains in between (sequences, channel writes,

@@ -11,8 +11,8 @@ What becomes what:
 * each trace -> a **run**: every ``Runner.run`` / ``run_sync`` / ``run_streamed`` outside a ``trace()``
   block makes its own trace; runs grouped in one ``with trace("workflow"):`` block make one run. The run's
   name is the workflow name, ``agent`` the first agent that ran; ``metadata`` holds ``agents`` (every agent,
-  in order), ``handoffs`` (``{"from", "to"}``), ``session_id`` (the trace's ``group_id``) and the trace's own
-  metadata;
+  in order), ``handoffs`` (``{"from", "to"}``) and the trace's own metadata; the run's ``session_id`` is the
+  trace's ``group_id``;
 * agent spans -> steps of kind ``agent``; function tools -> steps of kind ``tool``; guardrails, custom and
   MCP spans -> steps of kind ``other``;
 * generation spans (Chat Completions models) and response spans (the Responses API, streamed or not) ->

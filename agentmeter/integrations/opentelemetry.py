@@ -20,7 +20,7 @@ Spans are mapped by the `GenAI semantic conventions`_ (``gen_ai.operation.name``
   -> ``google``), time to first chunk and error status. Only leaf inference spans are calls: usage totals
   that agent or wrapper spans carry are never added again.
 
-``gen_ai.conversation.id`` (OpenInference ``session.id``) is kept as the run's ``metadata.session_id``.
+``gen_ai.conversation.id`` (OpenInference ``session.id``) is the run's ``session_id`` (``user.id`` its ``user_id``).
 Spans of different traces never mix; a trace's runs are exported when every span of it that started has
 ended, or, for a trace whose spans stop arriving (a root that never ends), ``trace_timeout`` seconds after
 the last one, unfinished spans recorded as unfinished. Nothing here runs I/O on your thread: building the

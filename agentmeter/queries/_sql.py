@@ -15,6 +15,7 @@ import pandas as pd
 from . import base, derive
 from ._dialect import Dialect, and_, names, order_by
 from .base import Filters, RunDetail, Source, check_limit, check_order, conform
+from .rollups import DIMENSION_FIELDS
 
 __all__ = ["RUN_COLS", "Dialect", "SqlSource", "and_", "names"]
 
@@ -69,6 +70,30 @@ class SqlSource(Source):
         t = self.dialect.total.format
         return (f"COUNT(*) AS runs, {t('call_count')} AS calls, {t('cost_usd')} AS c, "
                 f"{t('unpriced_call_count')} AS unpriced")
+
+    # -- rollups (agentmeter.queries.rollups) -------------------------------------------------------
+
+    #: the scores table as it appears in the SQL text
+    scores_table = "run_scores"
+
+    def _dimension_select(self) -> str:
+        return ", ".join(DIMENSION_FIELDS)
+
+    def dimension_runs(self, f: Filters) -> list[dict[str, Any]]:
+        d = self.dialect
+        where, params = d.where(f, d.runs)
+        rows = self._rows(f"SELECT {self._dimension_select()} FROM {d.runs}{where}", params)
+        out = []
+        for row in rows:
+            run = dict(zip(DIMENSION_FIELDS, row, strict=True))
+            if not isinstance(run["started_at"], str) and run["started_at"] is not None:
+                run["started_at"] = base.iso_bound(run["started_at"])  # a driver's datetime
+            out.append(run)
+        return out
+
+    def latest_scores(self) -> list[tuple[str, float]]:
+        rows = self._rows(f"SELECT run_id, value FROM {self.scores_table} WHERE value IS NOT NULL")
+        return [(str(run_id), float(value)) for run_id, value in rows]
 
     # -- Source --------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._conform import conform
 
@@ -455,6 +455,15 @@ class Source(ABC):
     @abstractmethod
     def run_detail(self, run_id: str) -> RunDetail | None:
         """The run, its steps and its calls; None when no run has this id. Not filtered."""
+
+    def dimension_runs(self, f: Filters) -> list[dict[str, Any]]:
+        """One dict per run matching ``f`` with the fields of :data:`agentmeter.queries.rollups.DIMENSION_FIELDS`
+        (``started_at`` an ISO string), for the rollups. Sources of your own may leave it out."""
+        raise NotImplementedError(f"{type(self).__name__} has no rollups")
+
+    def latest_scores(self) -> list[tuple[str, float]]:
+        """``(run_id, value)`` of the latest numeric or boolean score of each (run, name, source)."""
+        raise NotImplementedError(f"{type(self).__name__} has no scores")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing to close
         """Release connections. Never raises."""

@@ -23,6 +23,7 @@ from ._dialect import SQLITE as _SQLITE
 from ._sql import SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
 from .base import Filters, SourceUnavailable, conform, flat
+from .rollups import DIMENSION_FIELDS
 
 __all__ = ["LocalSource", "from_env"]
 
@@ -112,6 +113,11 @@ class LocalSource(SqlSource):
 
     def has_runs(self) -> bool:
         return bool(self._rows("SELECT 1 FROM agent_runs LIMIT 1"))
+
+    def _dimension_select(self) -> str:
+        # a store from before session_id, user_id and version reads them as null (the source never writes)
+        have = {row[1] for row in self._rows("PRAGMA table_info(agent_runs)")}
+        return ", ".join(c if c in have else f"NULL AS {c}" for c in DIMENSION_FIELDS)
 
     def _scan(self, table: str, f: Filters) -> str:
         """The FROM clause of a per-group aggregate over ``table`` (run_steps or api_calls).

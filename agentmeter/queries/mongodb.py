@@ -22,6 +22,7 @@ import pandas as pd
 from . import base
 from ._frames import CALL_FIELDS, RUN_FIELDS, STEP_FIELDS, Frames
 from .base import Filters, RunDetail, Source, SourceUnavailable, check_bucket, check_limit, conform, one_line
+from .rollups import DIMENSION_FIELDS
 
 __all__ = ["MongoSource", "from_env"]
 
@@ -65,8 +66,9 @@ class MongoSource(Source):
 
     kind = "mongodb"
 
-    def __init__(self, collection: Any) -> None:
+    def __init__(self, collection: Any, scores_collection: str = "run_scores") -> None:
         self.collection = collection
+        self.scores_collection = scores_collection
 
     def describe(self) -> str:
         try:
@@ -130,6 +132,24 @@ class MongoSource(Source):
         df = pd.DataFrame(rows, columns=list(RUN_FIELDS))
         df["started_at"] = df["started_at"].map(_iso)
         return df
+
+    def dimension_runs(self, f: Filters) -> list[dict[str, Any]]:
+        project: dict[str, Any] = {k: {"$ifNull": [f"${k}", None]} for k in DIMENSION_FIELDS if k != "started_at"}
+        project.update({"_id": 0, "started_at": {"$ifNull": ["$_iso.started_at", "$started_at"]}})
+        rows = self._aggregate([{"$match": self._run_match(f)}, {"$project": project}])
+        for row in rows:
+            row["started_at"] = _iso(row["started_at"])
+        return rows
+
+    def latest_scores(self) -> list[tuple[str, float]]:
+        import pymongo.errors
+
+        try:  # one document per score_id, the latest (see agentmeter.sinks.mongodb)
+            found = self.collection.database[self.scores_collection].find(
+                {"value": {"$ne": None}}, {"_id": 0, "run_id": 1, "value": 1})
+            return [(str(s["run_id"]), float(s["value"])) for s in found if s.get("value") is not None]
+        except pymongo.errors.PyMongoError as exc:
+            raise self._guard(exc) from exc
 
     def _children(self, f: Filters, field: str, fields: tuple[str, ...]) -> pd.DataFrame:
         child_match: dict[str, Any] = {}

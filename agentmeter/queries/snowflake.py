@@ -127,6 +127,7 @@ class SnowflakeSource(SqlSource):
         self._lock = threading.Lock()
         q = f"{self.database}.{self.schema}"
         self._tables = {"runs": f"{q}.AGENT_RUNS", "steps": f"{q}.RUN_STEPS", "calls": f"{q}.API_CALLS"}
+        self.scores_table = f"{q}.RUN_SCORES"
 
     def describe(self) -> str:
         where = self._params.get("connection_name") or self._params.get("account") or "default connection"

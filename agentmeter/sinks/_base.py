@@ -79,8 +79,11 @@ class Sink(abc.ABC):
     #: runs per write this sink works best with; the exporter uses the larger of this and ``batch_size``
     preferred_batch_size: int | None = None
     #: True when :meth:`write` takes :class:`RunDocument` items and may store them without building their
-    #: documents (the local store writes its rows straight from the frozen run)
+    #: documents (the local store writes its rows straight from the frozen run); scores come as documents
     writes_runs: bool = False
+    #: whether this sink stores scores (``agentmeter.score``): their documents reach only sinks that do
+    #: (see :func:`agentmeter.contract.score_document`); a sink of your own opts in by setting it
+    accepts_scores: bool = False
 
     @abc.abstractmethod
     def write(self, documents: Sequence[Document]) -> WriteResult:

@@ -1,7 +1,8 @@
 """Kinesis Data Firehose: every run as newline-delimited JSON records, for Firehose -> S3 -> Snowpipe.
 
-One delivery stream carries the three record kinds; each record is one JSON object ending in ``\\n`` with
-``record_type`` (``agent_run``, ``run_step`` or ``api_call``), ``record_id`` and ``schema_version``, so
+One delivery stream carries the four record kinds; each record is one JSON object ending in ``\\n`` with
+``record_type`` (``agent_run``, ``run_step``, ``api_call`` or ``run_score``), ``record_id`` and
+``schema_version``, so
 Snowflake lands them in one raw table and splits them by ``record_type`` (see ``docs/sinks.md``).
 
 ``PutRecordBatch`` calls are packed to the service's real limits (:data:`MAX_RECORDS_PER_CALL`,
@@ -109,9 +110,10 @@ def encode_record(row: Mapping[str, Any], limit: int = MAX_RECORD_BYTES) -> byte
 
 
 def document_payloads(document: Document, limit: int = MAX_RECORD_BYTES) -> list[tuple[str, bytes]]:
-    """``(record_id, record bytes)`` for every row of a document: the run, its steps, then its calls."""
+    """``(record_id, record bytes)`` for every row of a document: the run, its steps, then its calls (or
+    the one row of a score document)."""
     records = contract.document_records(document)
-    rows = [*records.agent_runs, *records.run_steps, *records.api_calls]
+    rows = [*records.agent_runs, *records.run_steps, *records.api_calls, *records.run_scores]
     return [(row["record_id"], encode_record(row, limit)) for row in rows]
 
 
@@ -151,6 +153,8 @@ class FirehoseSink(Sink):
     #: a typical run is a dozen records: 1,000 runs per write fill PutRecordBatch calls to ~98% of the
     #: limits (the last call of each write is partly filled), against ~74% with the default 100
     preferred_batch_size = 1000
+    #: a score is one run_score record; the Snowflake view RUN_SCORES keeps the latest per score_id
+    accepts_scores = True
 
     def __init__(
         self,

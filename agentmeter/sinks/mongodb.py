@@ -8,6 +8,11 @@ Stored form (see ``docs/sinks.md``): the run document of :mod:`agentmeter.contra
   contract are kept beside them in ``_iso`` and :func:`from_bson` gives back the document byte for byte;
 * steps and calls as in the contract (ISO-8601 strings, fixed width, so text order is time order).
 
+Scores (``agentmeter.score``) go to their own collection, ``run_scores`` by default, one document per
+score (``_id`` = ``score_id``, the ``run_scores`` row, ``scored_at`` as its ISO string, and ``_order``,
+``scored_at|event_id``): each is one conditional replace (``_id`` and an older ``_order``) with upsert, so
+a later score replaces the stored one and an earlier one (a replay, a slow process) changes nothing.
+
 Writes are batched (``insert_many``, unordered); a duplicate key means the run was already delivered.
 One bulk write per :meth:`MongoDBSink.write`, which pymongo's retryable writes may retry once; what fails
 is reported to the exporter, which owns the retries (``agentmeter.configure(max_attempts=...)``) and spools
@@ -28,7 +33,7 @@ from .._extras import require
 from .._scrub import scrub
 from ._base import Document, Sink, WriteResult
 
-__all__ = ["INDEXES", "MongoDBSink", "from_bson", "to_bson"]
+__all__ = ["INDEXES", "MongoDBSink", "from_bson", "score_to_bson", "to_bson"]
 
 #: Indexes created on first use: what the dashboard filters on and what the streamer scans by.
 #: IndexOptionsConflict, IndexKeySpecsConflict: an equivalent index exists under another name or options
@@ -55,6 +60,12 @@ def to_bson(document: Document) -> dict[str, Any]:
             doc[field] = parse_iso_utc(value)
     doc["_iso"] = iso
     return doc
+
+
+def score_to_bson(document: Document) -> dict[str, Any]:
+    """The stored form of a score document (see the module docstring). Pure."""
+    row = document["score"]
+    return {"_id": row["score_id"], **row, "_order": f"{row['scored_at']}|{row['event_id']}"}
 
 
 def from_bson(stored: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,6 +105,7 @@ class MongoDBSink(Sink):
         collection: str = "agent_metadata",
         name: str = "mongodb",
         *,
+        scores_collection: str = "run_scores",
         server_selection_timeout_ms: int = 2000,
         connect_timeout_ms: int = 2000,
         socket_timeout_ms: int = 10000,
@@ -105,11 +117,14 @@ class MongoDBSink(Sink):
                              f"mongodb+srv://, got {shown}")
         if not collection:
             raise ValueError("MongoDBSink: collection must be a non-empty string")
+        if not isinstance(scores_collection, str) or not scores_collection:
+            raise ValueError("MongoDBSink: scores_collection must be a non-empty string")
         require("MongoDBSink", "mongodb", "pymongo")  # fail here, not on every export
         self.name = name
         self.uri = uri
         self.database_name = database
         self.collection_name = collection
+        self.scores_collection_name = scores_collection
         self._options: dict[str, Any] = {
             "serverSelectionTimeoutMS": server_selection_timeout_ms,
             "connectTimeoutMS": connect_timeout_ms,
@@ -184,20 +199,57 @@ class MongoDBSink(Sink):
                         error=str(exc)[:300])
         self._indexes_ready = True
 
+    accepts_scores = True
+
     # -- writing ------------------------------------------------------------------------------------------
     def write(self, documents: Sequence[Document]) -> WriteResult:
-        """Insert ``documents`` with one bulk write (a duplicate ``_id`` counts as delivered). Never raises."""
+        """Insert ``documents`` with one bulk write (a duplicate ``_id`` counts as delivered), and scores with
+        another (conditional replaces, see the module docstring). Never raises."""
         stored: list[dict[str, Any] | None] = []
+        scores: list[dict[str, Any] | None] = []
         rejected: dict[int, str] = {}
         for i, doc in enumerate(documents):
+            score = doc.get("record_type") == "run_score"
             try:
-                stored.append(to_bson(doc))
+                (scores if score else stored).append(score_to_bson(doc) if score else to_bson(doc))
+                (stored if score else scores).append(None)
             except Exception as exc:
                 stored.append(None)
-                rejected[i] = f"not a run document: {type(exc).__name__}: {exc}"[:300]
+                scores.append(None)
+                rejected[i] = f"not a run or score document: {type(exc).__name__}: {exc}"[:300]
         pending = [i for i, d in enumerate(stored) if d is not None]
         failed = self._insert(stored, pending, rejected) if pending else {}
+        pending = [i for i, d in enumerate(scores) if d is not None]
+        if pending:
+            failed.update(self._replace_scores(scores, pending, rejected))
         return WriteResult(failed=failed, rejected=rejected)
+
+    def _replace_scores(self, scores: list[dict[str, Any] | None], pending: list[int],
+                        rejected: dict[int, str]) -> dict[int, str]:
+        """One conditional replace per score (scores are few: a feedback click, an evaluation)."""
+        from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+
+        failed: dict[int, str] = {}
+        try:
+            target = self.collection.database[self.scores_collection_name]
+        except PyMongoError as exc:
+            return dict.fromkeys(pending, f"{type(exc).__name__}: {exc}"[:300])
+        for i in pending:
+            score = scores[i]
+            if score is None:
+                continue
+            try:
+                target.replace_one({"_id": score["_id"], "_order": {"$lt": score["_order"]}}, score, upsert=True)
+            except DuplicateKeyError:
+                pass  # a later score of this key is stored already: this one changes nothing
+            except OperationFailure as exc:
+                if exc.code in REJECT_CODES:
+                    rejected[i] = f"{exc.code}: {exc}"[:300]
+                else:
+                    failed[i] = f"{exc.code}: {exc}"[:300]
+            except PyMongoError as exc:
+                failed[i] = f"{type(exc).__name__}: {exc}"[:300]
+        return failed
 
     def _insert(
         self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str]

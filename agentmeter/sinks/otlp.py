@@ -4,9 +4,10 @@
 through the official OTLP/HTTP exporter (``opentelemetry-exporter-otlp-proto-http``) to any OpenTelemetry
 back end (a collector, Datadog, Langfuse, Phoenix...):
 
-* the run -> an ``invoke_agent`` span (``gen_ai.agent.name``, ``gen_ai.conversation.id`` from
-  ``metadata.session_id``), its rollups under ``agentmeter.usage.*`` and ``agentmeter.cost_usd`` (never as
-  ``gen_ai.usage.*``, so a back end that sums usage over spans counts every token once);
+* the run -> an ``invoke_agent`` span (``gen_ai.agent.name``; ``gen_ai.conversation.id`` and
+  ``session.id`` from ``session_id``; ``user.id``; ``agentmeter.version``), its rollups under
+  ``agentmeter.usage.*`` and ``agentmeter.cost_usd`` (never as ``gen_ai.usage.*``, so a back end that
+  sums usage over spans counts every token once);
 * steps -> ``execute_tool`` spans (kind ``tool``), ``retrieval`` spans, ``invoke_agent`` spans (kind
   ``agent``), and internal spans for the other kinds, nested as the steps are;
 * calls -> client spans: LLM calls as inference spans (``gen_ai.operation.name`` ``chat``/``embeddings``/...,
@@ -106,7 +107,10 @@ def _span_parts(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     metadata = doc.get("metadata") or {}
     attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent"}
     _put(attrs, "gen_ai.agent.name", agent)
-    _put(attrs, "gen_ai.conversation.id", metadata.get("session_id"))
+    _put(attrs, "gen_ai.conversation.id", doc.get("session_id") or metadata.get("session_id"))
+    _put(attrs, "session.id", doc.get("session_id"))
+    _put(attrs, "user.id", doc.get("user_id"))
+    _put(attrs, "agentmeter.version", doc.get("version"))
     _put(attrs, "agentmeter.run_id", run_id)
     _put(attrs, "agentmeter.run.name", doc.get("name"))
     _put(attrs, "agentmeter.parent_run_id", doc.get("parent_run_id"))

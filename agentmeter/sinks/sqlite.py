@@ -1,4 +1,4 @@
-"""The embedded local store: SQLite with the three tables of the contract.
+"""The embedded local store: SQLite with the four tables of the contract.
 
 WAL mode lets a dashboard read while agents write; rows are upserted by id, so a replayed document never
 duplicates; indexes cover the dashboard's filters (time, agent, status, provider, model).
@@ -28,7 +28,10 @@ __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
 _SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL", "boolean": "INTEGER",
               "timestamp": "TEXT", "json": "TEXT"}
-_PRIMARY_KEYS = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id"}
+_PRIMARY_KEYS = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id", "run_scores": "score_id"}
+#: a score replaces the stored one of its key only when it is later (scored_at, then event_id): latest wins
+_UPSERT_WHERE = {"run_scores": " WHERE (excluded.scored_at, excluded.event_id) > "
+                               "(coalesce(run_scores.scored_at, ''), coalesce(run_scores.event_id, ''))"}
 # record_type is implied by the table and record_id equals the primary key: not stored twice.
 _SKIP = ("record_type", "record_id")
 # The dashboard's aggregates read only the "rollup" covering indexes, in group order (no sort, no row
@@ -50,6 +53,7 @@ _INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS ix_steps_started ON run_steps (started_at)",
     "CREATE INDEX IF NOT EXISTS ix_steps_rollup ON run_steps (name, status, started_at, agent, duration_ms)",
     "CREATE INDEX IF NOT EXISTS ix_calls_run ON api_calls (run_id)",
+    "CREATE INDEX IF NOT EXISTS ix_scores_run ON run_scores (run_id, name)",
     "CREATE INDEX IF NOT EXISTS ix_calls_started ON api_calls (started_at)",
     "CREATE INDEX IF NOT EXISTS ix_calls_rollup ON api_calls (provider, model, operation, priced, status, "
     "started_at, agent, duration_ms, input_tokens, output_tokens, total_tokens, cost_usd)",
@@ -203,7 +207,7 @@ class _Table:
         ``None`` costs several times an int; a literal ``NULL`` costs nothing), in one ``VALUES`` list."""
         one = f"({', '.join('?' if p else 'NULL' for p in present)})"
         return (f"INSERT INTO {self.name} ({', '.join(self.names)}) VALUES {', '.join([one] * rows)} "
-                f"ON CONFLICT({self.pk}) DO UPDATE SET {self.updates}")
+                f"ON CONFLICT({self.pk}) DO UPDATE SET {self.updates}{_UPSERT_WHERE.get(self.name, '')}")
 
 
 #: the types a row may hold as the document path would store them; anything else goes the document path
@@ -271,6 +275,8 @@ class SQLiteSink(Sink):
     def from_env(cls) -> SQLiteSink:
         return cls()
 
+    accepts_scores = True  # the run_scores table
+
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid != os.getpid():
             # a forked child: the parent's connection must be neither used nor closed here
@@ -293,7 +299,7 @@ class SQLiteSink(Sink):
         if isinstance(doc, RunDocument):
             doc = doc.document()
         records = contract.document_records(doc)
-        sv = records.agent_runs[0].get("schema_version")
+        sv = doc.get("schema_version")  # a run's steps and calls carry the run's; a score row its own
         for table, items, rows in zip(self._tables, records, out, strict=True):
             for item in items:
                 rows.append(table.row(item, sv))
@@ -302,7 +308,7 @@ class SQLiteSink(Sink):
         run, max_chars, sampled = doc.run, doc.max_chars, doc.sampled
         fields, _, calls = contract.run_parts(run, doc.pricer, max_chars, sampled=sampled, steps=False)
         sv = fields["schema_version"]
-        runs_t, steps_t, calls_t = self._tables
+        runs_t, steps_t, calls_t = self._tables[:3]
         by_step = contract.calls_by_step(calls)
         no_calls: list[dict[str, Any]] = []
 
@@ -314,7 +320,7 @@ class SQLiteSink(Sink):
         if careful:
             step_rows = [_check(row, steps_t.real_at, True) for row in step_rows]
         new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows,
-               [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls]]
+               [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls], []]  # no run_scores
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)
 
@@ -404,4 +410,6 @@ class SQLiteSink(Sink):
 _NONE = type(None)
 
 #: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls
-_FAST_TABLES = ("agent_runs", "run_steps", "api_calls")
+#: the tables of the fast path: a run's three (from run_parts) and run_scores, which no run writes (a score
+#: reaches the sink as its document, a few columns: it takes the document path, see ``_rows``)
+_FAST_TABLES = ("agent_runs", "run_steps", "api_calls", "run_scores")

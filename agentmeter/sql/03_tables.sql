@@ -1,4 +1,4 @@
--- agentmeter Snowpipe setup, part 3 of 4: the typed objects agent_runs, run_steps and api_calls.
+-- agentmeter Snowpipe setup, part 3 of 4: the typed objects agent_runs, run_steps, api_calls and run_scores.
 --
 -- Views over AGENTMETER_RAW, one row per record_id. Firehose and Snowpipe deliver at least once, so a
 -- record may sit in the raw table twice. QUALIFY ROW_NUMBER() keeps one copy (the newest schema, then
@@ -44,4 +44,18 @@ WHERE record:record_type::VARCHAR = 'api_call'
 QUALIFY ROW_NUMBER() OVER (
   PARTITION BY record:record_id::VARCHAR
   ORDER BY record:schema_version::NUMBER DESC NULLS LAST, record:ended_at::VARCHAR DESC NULLS LAST
+) = 1;
+
+-- Scores (agentmeter.score): one row per score_id (run, name and source), the latest scored_at wins
+-- (then the latest event_id), so a score given again, from any process, replaces the earlier one.
+CREATE OR REPLACE VIEW {{database}}.{{schema}}.RUN_SCORES
+  COMMENT = 'agentmeter: the latest score per run, name and source (de-duplicated by record_id)'
+AS
+SELECT
+{{columns:run_scores}}
+FROM {{database}}.{{schema}}.AGENTMETER_RAW
+WHERE record:record_type::VARCHAR = 'run_score'
+QUALIFY ROW_NUMBER() OVER (
+  PARTITION BY record:record_id::VARCHAR
+  ORDER BY record:scored_at::VARCHAR DESC NULLS LAST, record:event_id::VARCHAR DESC NULLS LAST
 ) = 1;

@@ -9,6 +9,7 @@ from pathlib import Path
 import agentmeter
 from agentmeter import _guard, contract, track_call, track_run, track_step
 from agentmeter._ids import new_id
+from agentmeter.contract_erd import erd_markdown
 from agentmeter.testing import DeterministicClock, capture_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,14 +36,16 @@ def test_ids_are_uuid7_unique_and_ordered_by_creation() -> None:
 
 
 def test_records_carry_type_id_and_version_and_match_the_declared_columns() -> None:
-    with capture_runs() as cap, track_run("r", agent="a"), track_step("s"), track_call("p", "op", model="m") as c:
-        c.record_usage(input_tokens=3, output_tokens=4, reasoning_tokens=1)
-    records = cap.records
+    with capture_runs() as cap:
+        with track_run("r", agent="a") as run, track_step("s"), track_call("p", "op", model="m") as c:
+            c.record_usage(input_tokens=3, output_tokens=4, reasoning_tokens=1)
+        agentmeter.score(run.run_id, "quality", 0.5)
+        records = cap.records
     for table, rows in zip(contract.TABLES, records, strict=True):
         (row,) = rows
         assert list(row) == [col.name for col in contract.TABLES[table]], table
         assert row["record_type"] == {"agent_runs": "agent_run", "run_steps": "run_step",
-                                      "api_calls": "api_call"}[table]
+                                      "api_calls": "api_call", "run_scores": "run_score"}[table]
         assert row["schema_version"] == contract.SCHEMA_VERSION
     assert records.api_calls[0]["record_id"] == records.api_calls[0]["call_id"]
     assert records.api_calls[0]["agent"] == "a" and records.run_steps[0]["agent"] == "a"
@@ -95,7 +98,7 @@ def test_price_overrides_apply_in_the_exporter() -> None:
 
 
 def test_erd_doc_is_generated_from_the_contract() -> None:
-    assert (ROOT / "docs" / "data_model_erd.md").read_text() == contract.erd_markdown()
+    assert (ROOT / "docs" / "data_model_erd.md").read_text() == erd_markdown()
 
 
 def test_cache_write_tokens_roll_up_like_the_other_token_counts() -> None:

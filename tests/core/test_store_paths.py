@@ -28,7 +28,7 @@ from agentmeter.sinks._base import Document, Sink, WriteResult
 from tests import strategies
 from tests.strategies import Boom, CallSpec, RunSpec, StepSpec
 
-_PK = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id"}
+_PK = {"agent_runs": "run_id", "run_steps": "step_id", "api_calls": "call_id", "run_scores": "score_id"}
 
 
 class _Recorder(Sink):
@@ -43,6 +43,7 @@ class _Recorder(Sink):
     def write(self, documents: Sequence[Document]) -> WriteResult:
         for doc in documents:
             assert isinstance(doc, EntryDocument)
+            assert isinstance(doc.run, FinishedRun)
             self.runs.append(doc.run)
         return WriteResult()
 
@@ -69,6 +70,8 @@ _values = st.recursive(
 )
 _metadata = st.dictionaries(_text, _values, max_size=3)
 _NOTHING = object()
+#: a session, user or version: none, or any non-empty text (invalid Unicode too)
+_label = st.one_of(st.none(), _text.filter(bool))
 
 
 @st.composite
@@ -118,7 +121,8 @@ def _run(spec: RunSpec, extras: st.DataObject) -> None:
     tags = extras.draw(st.lists(_text, max_size=3))
     try:
         with track_run(spec.name + extras.draw(st.one_of(st.just(""), _odd_text)), agent=spec.agent, tags=tags,
-                       metadata=x["metadata"], capture=extras.draw(st.booleans())) as run:
+                       metadata=x["metadata"], capture=extras.draw(st.booleans()), session=extras.draw(_label),
+                       user=extras.draw(_label), version=extras.draw(_label)) as run:
             if x["output"] is not _NOTHING:
                 run.set_output(x["output"])
             for child in spec.children:
@@ -192,7 +196,8 @@ def test_the_fast_path_and_the_document_path_write_the_same_rows(
 
 
 def _bindable(run: FinishedRun) -> bool:
-    texts = [run.name, run.error_message or "", *run.tags]
+    texts = [run.name, run.error_message or "", *run.tags, run.session_id or "", run.user_id or "",
+             run.version or ""]
     texts += [s.error_message or "" for s in run.steps + run.open_steps]
     texts += [c.error_message or "" for c in run.calls + run.open_calls]
     try:
@@ -284,8 +289,54 @@ def test_nan_and_invalid_unicode_in_metadata_are_stored_as_today(tmp_path: Path)
 
 def test_every_table_of_the_contract_has_a_fast_path() -> None:
     # A new table in contract.TABLES turns the fast path off (every run then takes the document path)
-    # until contract.run_parts makes its rows and SQLiteSink._fast_rows writes them.
+    # until contract.run_parts makes its rows and SQLiteSink._fast_rows writes them. The one exception:
+    # run_scores, which no run writes; a score reaches the sink as its document (see the test below).
     assert SQLiteSink(Path("unused.db"))._fast, "extend contract.run_parts and SQLiteSink._fast_rows"
+    assert set(contract.TABLES) - {"agent_runs", "run_steps", "api_calls"} == {"run_scores"}
+
+
+def test_a_run_with_session_user_and_version_takes_the_fast_path(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    agentmeter.configure(sinks=[recorder], sync_export=True, prices=strategies.PRICES, version="1.4.0")
+    with track_run("chat", agent="a", session="conv-42", user="user-7"), track_step("s"):
+        pass
+    (run,) = recorder.runs
+    fast, _, _ = _write_both_ways(tmp_path, [run])
+    assert (fast.fast_runs, fast.document_runs) == (1, 0)
+    conn = sqlite3.connect(fast.path)
+    row = conn.execute("SELECT session_id, user_id, version FROM agent_runs").fetchone()
+    conn.close()
+    assert row == ("conv-42", "user-7", "1.4.0")
+
+
+def _score(run_id: str, value: float, scored_us: int) -> Any:
+    from agentmeter._record import FinishedScore
+
+    return FinishedScore(f"0190-{scored_us}", run_id, "helpfulness", "eval", value, None, "numeric", None, scored_us)
+
+
+def test_scores_take_the_document_path_beside_fast_runs(tmp_path: Path) -> None:
+    # a batch as the exporter builds it for the local store: runs unbuilt, scores as their documents
+    from agentmeter.export._documents import build_documents
+
+    run = _one_run()
+    documents = Documents(settings_from_env(prices=strategies.PRICES))
+    entries = [Entry(_score(run.run_id, 0.9, 2_000_000)), Entry(run), Entry(_score(run.run_id, 0.1, 1_000_000))]
+
+    class _Counts:
+        failed = 0
+
+    batch = build_documents(documents, entries, True, _Counts())
+    assert [type(d) is EntryDocument for d in batch] == [False, True, False]
+    sink = SQLiteSink(tmp_path / "mixed.db")
+    sink.write(batch)
+    assert (sink.fast_runs, sink.document_runs) == (1, 2)
+    scores = _tables(sink.path)["run_scores"]
+    sink.close()
+    assert len(scores) == 1  # one per (run, name, source), the latest scored_at wins within a batch too
+    names = [c.name for c in contract.TABLES["run_scores"] if c.name not in ("record_type", "record_id")]
+    row = dict(zip(names, scores[0], strict=True))
+    assert (row["run_id"], row["value"], row["scored_at"]) == (run.run_id, 0.9, "1970-01-01T00:00:02.000000Z")
 
 
 def test_the_json_safety_check_keeps_todays_repairs() -> None:

@@ -73,7 +73,7 @@ def test_20_concurrent_graph_runs_plain_and_streamed(stub: StubServer, captured:
     runs = captured.runs
     assert len(runs) == 20 and {r["status"] for r in runs} == {"success"}
     assert {r["name"] for r in runs} == {"LangGraph"}
-    assert sorted(r["metadata"]["session_id"] for r in runs) == sorted(f"t{i}" for i in range(20))
+    assert sorted(r["session_id"] for r in runs) == sorted(f"t{i}" for i in range(20))
     for run in runs:
         names = Counter(s["name"] for s in run["steps"])
         assert names == {"agent": 2, "tools": 1, "get_weather": 1}, names
@@ -173,7 +173,7 @@ def test_an_invocation_that_never_ends_is_exported_at_its_deadline_and_forgotten
     assert handler.forest.sweep(now=time.monotonic() + 29) == 0 and captured.runs == []
     assert handler.forest.sweep(now=time.monotonic() + 31) == 1
     (run,) = captured.runs
-    assert (run["status"], run["error_type"], run["metadata"]["session_id"]) == ("cancelled", "Unfinished", "t-stuck")
+    assert (run["status"], run["error_type"], run["session_id"]) == ("cancelled", "Unfinished", "t-stuck")
     assert [(s["name"], s["status"], s["error_type"]) for s in run["steps"]] == [("agent", "cancelled", "Unfinished")]
     assert handler._open == {}  # nothing kept for the exported invocation
     handler.on_chain_end({}, run_id=node)  # a late end changes nothing

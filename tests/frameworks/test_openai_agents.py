@@ -116,7 +116,8 @@ def test_one_trace_block_is_one_run_with_handoffs_session_and_nested_decorated_s
 
     asyncio.run(main())
     (run,) = captured.runs
-    assert (run["name"], run["agent"], run["metadata"]["session_id"]) == ("weather desk", "triage", "conv-42")
+    assert (run["name"], run["agent"], run["session_id"]) == ("weather desk", "triage", "conv-42")
+    assert "session_id" not in run["metadata"]  # a first-class field now, not metadata
     assert run["metadata"]["agents"][0] == "triage" and "specialist" in run["metadata"]["agents"]
     assert run["metadata"]["handoffs"] == [{"from": "triage", "to": "specialist"}]
     steps = {s["step_id"]: s for s in run["steps"]}

@@ -64,7 +64,7 @@ def test_pydantic_ai_20_concurrent_runs_plain_and_streamed(stub: StubServer, cap
     runs = captured.runs
     assert len(runs) == 20
     assert {r["agent"] for r in runs} == {"weather"} and {r["status"] for r in runs} == {"success"}
-    assert len({r["metadata"]["session_id"] for r in runs}) == 20
+    assert len({r["session_id"] for r in runs}) == 20
     for run in runs:
         assert run["step_count"] == 1 and run["call_count"] == 2
         (step,) = run["steps"]
@@ -131,7 +131,7 @@ def test_older_names_openinference_and_provider_normalisation(captured: Captured
     (call,) = bare["calls"]
     assert bare["implicit"] and (call["provider"], call["input_tokens"], call["output_tokens"]) == ("openai", 1000, 100)
     assert call["priced"] and call["cost_usd"] > 0
-    assert agent["metadata"]["session_id"] == "s-1" and not agent["implicit"]
+    assert agent["session_id"] == "s-1" and not agent["implicit"]
     (oi,) = agent["calls"]
     (vx,) = vertex["calls"]
     assert (oi["provider"], vx["provider"]) == ("google", "google")
@@ -163,7 +163,7 @@ def test_steps_nest_by_parent_through_other_spans_with_errors_and_first_chunk(ca
                 "http.response.status_code": 429}) as span:
             span.set_status(Status(StatusCode.ERROR, "rate limited"))
     (run,) = captured.runs
-    assert (run["name"], run["agent"], run["metadata"]["session_id"]) == ("planner", "planner", "conv-9")
+    assert (run["name"], run["agent"], run["session_id"]) == ("planner", "planner", "conv-9")
     steps = {s["name"]: s for s in run["steps"]}
     assert set(steps) == {"plan", "search", "fetch"}
     assert steps["search"]["parent_step_id"] == steps["plan"]["step_id"] and steps["plan"]["kind"] == "plan"

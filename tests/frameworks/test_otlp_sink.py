@@ -112,3 +112,20 @@ def test_bad_settings_fail_at_configuration_and_the_sink_has_a_name() -> None:
         OTLPSink("http://127.0.0.1:4318/v1/traces", timeout=0)
     (sink,) = sinks_from_names(["otlp"])
     assert isinstance(sink, OTLPSink) and sink.name == "otlp"
+
+
+def test_session_user_and_version_are_span_attributes_and_scores_stay_out(tmp_path: Path) -> None:
+    memory = MemorySink()
+    with Collector() as collector:
+        agentmeter.configure(sinks=[OTLPSink(collector.endpoint, service_name="desk"), memory],
+                             spool_dir=str(tmp_path / "spool"))
+        with track_run("chat", agent="analyst", session="conv-3", user="u-9", version="1.4.0") as run:
+            pass
+        agentmeter.score(run.run_id, "thumbs", True)  # the OTLP sink does not take scores: never sent there
+        result = agentmeter.flush(timeout=20)
+        assert result.ok and result.sinks["otlp"].delivered == 1 and result.sinks["memory"].delivered == 2
+        (span,) = collector.spans
+        attrs = span["attributes"]
+        assert (attrs["gen_ai.conversation.id"], attrs["session.id"], attrs["user.id"]) == ("conv-3", "conv-3", "u-9")
+        assert attrs["agentmeter.version"] == "1.4.0"
+        assert len(memory.scores) == 1

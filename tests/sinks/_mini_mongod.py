@@ -1,8 +1,10 @@
 """A tiny MongoDB on MongoDB's wire-protocol test server (mockupdb), for the real pymongo driver.
 
 It answers as the primary of a one-member replica set (so pymongo's retryable writes are on) and
-implements just what the sink tests use: ``insert`` (with duplicate-key write errors), ``find`` by
-``_id``, ``createIndexes``/``listIndexes``, ``drop``, ``create`` with a validator of the form
+implements just what the sink tests use: ``insert`` (with duplicate-key write errors), ``update`` as a
+replacement by ``_id`` with ``$lt`` conditions and ``upsert`` (an upsert whose condition fails on an
+existing ``_id`` is a duplicate-key write error, as on a real server), ``find`` by ``_id``,
+``createIndexes``/``listIndexes``, ``drop``, ``create`` with a validator of the form
 ``{field: {"$ne": value}}`` (a document failing it is a write error 121, as on a real server; one over
 16 MiB is a write error 2, "object to insert too large"), and MongoDB's own test fail point
 ``configureFailPoint failCommand`` (``errorCode``, ``errorLabels``, ``closeConnection``, ``times``). The
@@ -81,6 +83,8 @@ class MiniMongod:
                 return bool(request.replies({"ok": 1}))
             if name == "insert":
                 return bool(request.replies(self.insert(ns, doc)))
+            if name == "update":
+                return bool(request.replies(self.update(ns, doc)))
             if name == "find":
                 return bool(request.replies(self.find(ns, doc)))
             if name == "createindexes":
@@ -129,6 +133,34 @@ class MiniMongod:
             store[item["_id"]] = item
             n += 1
         reply: dict[str, Any] = {"ok": 1, "n": n}
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def update(self, ns: str, doc: dict[str, Any]) -> dict[str, Any]:
+        store = self.collections.setdefault(ns, {})
+        errors, matched, upserted = [], 0, []
+        for i, spec in enumerate(doc.get("updates", [])):
+            query, replacement = dict(spec["q"]), dict(spec["u"])
+            key = query.pop("_id")
+            current = store.get(key)
+            ok = current is not None and all(
+                field in current and current[field] < rule["$lt"] for field, rule in query.items())
+            if ok:
+                store[key] = {**replacement, "_id": key}
+                matched += 1
+            elif spec.get("upsert"):
+                if current is not None:
+                    errors.append({"index": i, "code": 11000,
+                                   "errmsg": f"E11000 duplicate key error collection: {ns} index: _id_ dup key"})
+                    if doc.get("ordered", True):
+                        break
+                    continue
+                store[key] = {**replacement, "_id": key}
+                upserted.append({"index": i, "_id": key})
+        reply: dict[str, Any] = {"ok": 1, "n": matched + len(upserted), "nModified": matched}
+        if upserted:
+            reply["upserted"] = upserted
         if errors:
             reply["writeErrors"] = errors
         return reply

@@ -100,7 +100,9 @@ def test_packed_calls_respect_every_limit_and_lose_nothing(specs: list[Any]) -> 
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(MAX_RECORD_BYTES - 500, 3 * MAX_RECORD_BYTES), st.sampled_from(list(contract.RECORD_TYPES)))
+# the kinds with captured payloads (a run_score row has none: its comment is cut at 2000 characters)
+@given(st.integers(MAX_RECORD_BYTES - 500, 3 * MAX_RECORD_BYTES),
+       st.sampled_from([t for t in contract.RECORD_TYPES if t != contract.RUN_SCORE]))
 def test_a_record_over_the_limit_is_shrunk_and_flagged(chars: int, record_type: str) -> None:
     row = {"record_type": record_type, "record_id": "x", "schema_version": 1, "run_id": "x",
            "metadata": {"note": "m" * chars}, "output": ["z" * chars], "inputs": None}

@@ -20,7 +20,7 @@ from agentmeter.snowflake_sql import (
 
 from ._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
 
-TYPED = {"agent_runs": "AGENT_RUNS", "run_steps": "RUN_STEPS", "api_calls": "API_CALLS"}
+TYPED = {"agent_runs": "AGENT_RUNS", "run_steps": "RUN_STEPS", "api_calls": "API_CALLS", "run_scores": "RUN_SCORES"}
 DASHBOARD_VIEWS = ("DAILY_HEALTH", "DAILY_RUN_LATENCY", "DAILY_STEP_LATENCY", "DAILY_CALL_LATENCY",
                    "DAILY_USAGE", "DAILY_COST")
 SNOWFLAKE_TYPES = {"text": "VARCHAR", "integer": "NUMBER", "real": "FLOAT", "boolean": "BOOLEAN",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import TypedDict, Unpack
 
-    from ._config import Settings
+    from ._config import Settings  # attrs: loaded when Settings is asked for
     from ._model import Call, Run, Step
     from .export import FlushResult, SinkFlushResult, SinkStats, Stats
     from .sinks import Sink
@@ -93,7 +93,7 @@ def configure(**settings: Unpack[ConfigureOptions]) -> Settings:
     """
     new = _state.configure(**settings)
     if new.enabled:
-        from .pricing import load_library
+        from .pricing import load_library  # genai-prices: loaded by configure(), not by import
 
         load_library()
     return new
@@ -135,9 +135,9 @@ def stats() -> Stats:
 
     The same shape before and after the first run (every configured sink is listed). Never raises.
     """
-    import attrs
+    import attrs  # attrs: loaded with the first stats(), not at import
 
-    from .export import SinkStats, Stats
+    from .export import SinkStats, Stats  # the exporter: with the first stats(), not at import
 
     try:
         processor = _state.current_processor()
@@ -166,15 +166,15 @@ def __getattr__(name: str) -> Any:
     # Settings, the model classes and the results load their modules (attrs, the exporter) when first
     # asked for.
     if name in ("FlushResult", "SinkFlushResult", "SinkStats", "Stats"):
-        from . import export
+        from . import export  # the exporter: loaded when these names are asked for
 
         return getattr(export, name)
     if name == "Settings":
-        from ._config import Settings
+        from ._config import Settings  # attrs: loaded when Settings is asked for
 
         return Settings
     if name in ("Run", "Step", "Call"):
-        from . import _model
+        from . import _model  # attrs: loaded when the handle types are asked for
 
         return getattr(_model, name)
     raise AttributeError(f"module 'agentmeter' has no attribute {name!r}")

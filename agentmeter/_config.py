@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from . import _guard
 from ._paths import default_db_path
 
 __all__ = ["BOOL_FIELDS", "ENV_VARS", "EnvProblem", "Settings", "default_db_path", "load_settings",
@@ -79,7 +80,7 @@ def _callable_or_none(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], N
 def _check_sinks(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
-    from .sinks._base import Sink
+    from .sinks._base import Sink  # the sinks package: loaded when sinks are configured
 
     for sink in value:
         if not isinstance(sink, Sink):
@@ -290,7 +291,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
             problems.append(EnvProblem(var, message))
     sink_names = env.get("AGENTMETER_SINKS", "").strip()
     if sink_names and "sinks" not in overrides:
-        from .sinks import sinks_from_names
+        from .sinks import sinks_from_names  # the sinks package: when AGENTMETER_SINKS is set
 
         try:
             values["sinks"] = tuple(sinks_from_names([n.strip() for n in sink_names.split(",") if n.strip()]))
@@ -334,7 +335,6 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any
 
 def warn_problems(problems: Sequence[EnvProblem]) -> None:
     """One logged warning per bad variable, naming it (rate-limited per variable). Never raises."""
-    from . import _guard
 
     for p in problems:
         effect = ("taken as on: agentmeter is disabled" if p.variable == "AGENTMETER_DISABLED"

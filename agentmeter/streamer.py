@@ -178,7 +178,7 @@ class MetadataStreamer:
                  checkpoint: str | Path | None = None) -> MetadataStreamer:
         """Both ends from the environment (see ``docs/sinks.md``). Raises StreamerNotConfigured, before any
         I/O, naming every missing variable."""
-        from .sinks.mongodb import MongoDBSink
+        from .sinks.mongodb import MongoDBSink  # pymongo: only when the streamer is built
 
         env = os.environ if environ is None else environ
         missing = []
@@ -211,7 +211,7 @@ class MetadataStreamer:
         return ids
 
     def _fetch(self, run_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
-        from .sinks.mongodb import from_bson
+        from .sinks.mongodb import from_bson  # pymongo's bson: only when documents are fetched
 
         for start in range(0, len(run_ids), self.fetch_chunk):
             chunk = list(run_ids[start:start + self.fetch_chunk])

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,11 +66,6 @@ def command_name() -> str:
     """How to type ``agentmeter`` so that it runs this installation: the bare name when PATH finds this
     one, else the script's path (relative when under the working folder: ``.venv/bin/agentmeter`` after
     ``make demo``), else ``python -m agentmeter`` with this interpreter."""
-    import os
-    import shlex
-    import shutil
-    import sys
-
     script = Path(sys.executable).parent / "agentmeter"  # the console script beside this venv's python
     if not script.is_file():
         return f"{shlex.quote(sys.executable)} -m agentmeter"

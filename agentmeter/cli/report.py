@@ -159,8 +159,8 @@ def _money(v: float | None) -> str:
 
 
 def render_breakdown(rows: list[dict[str, Any]], by: str, db: Path, since: str | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # rich: ~30 ms, only when a table is printed
+    from rich.table import Table  # rich: only when a table is printed
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     if not rows:
@@ -201,8 +201,8 @@ def _fmt_ms(v: float | None) -> str:
 
 
 def render(summary: dict[str, Any], db: Path, since: str | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # rich: ~30 ms, only when a table is printed
+    from rich.table import Table  # rich: only when a table is printed
 
     # rich draws 80 columns when stdout is not a terminal (CI logs, pipes): too narrow for this table
     console = Console() if sys.stdout.isatty() else Console(width=140)

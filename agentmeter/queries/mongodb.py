@@ -40,8 +40,8 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> MongoS
         raise SourceUnavailable("AGENTMETER_MONGODB_URI is not set.",
                                 "Set AGENTMETER_MONGODB_URI=mongodb://host:27017 (and optionally "
                                 "AGENTMETER_MONGODB_DATABASE, AGENTMETER_MONGODB_COLLECTION).")
-    import pymongo
-    import pymongo.errors
+    import pymongo  # optional extra [mongodb]
+    import pymongo.errors  # optional extra [mongodb]
 
     try:
         client: Any = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000,
@@ -80,7 +80,7 @@ class MongoSource(Source):
         return SourceUnavailable(f"MongoDB query failed: {one_line(exc)}", _HINT, f"{type(exc).__name__}: {exc}"[:5000])
 
     def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import pymongo.errors
+        import pymongo.errors  # optional extra [mongodb]
 
         try:
             return list(self.collection.aggregate(pipeline, allowDiskUse=True))
@@ -88,7 +88,7 @@ class MongoSource(Source):
             raise self._guard(exc) from exc
 
     def check(self) -> None:
-        import pymongo.errors
+        import pymongo.errors  # optional extra [mongodb]
 
         try:
             self.collection.find_one({}, {"_id": 1})
@@ -96,7 +96,7 @@ class MongoSource(Source):
             raise self._guard(exc) from exc
 
     def has_runs(self) -> bool:
-        import pymongo.errors
+        import pymongo.errors  # optional extra [mongodb]
 
         try:
             return self.collection.find_one({}, {"_id": 1}) is not None
@@ -142,7 +142,7 @@ class MongoSource(Source):
         return rows
 
     def latest_scores(self) -> list[tuple[str, float]]:
-        import pymongo.errors
+        import pymongo.errors  # optional extra [mongodb]
 
         try:  # one document per score_id, the latest (see agentmeter.sinks.mongodb)
             found = self.collection.database[self.scores_collection].find(
@@ -253,7 +253,7 @@ class MongoSource(Source):
         return self._frames(f).count_runs(str(run_id_prefix or "").strip())
 
     def run_detail(self, run_id: str) -> RunDetail | None:
-        import pymongo.errors
+        import pymongo.errors  # optional extra [mongodb]
 
         try:
             doc = self.collection.find_one({"_id": str(run_id)})

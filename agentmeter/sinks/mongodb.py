@@ -159,8 +159,8 @@ class MongoDBSink(Sink):
         if self._collection is None:
             with self._lock:
                 if self._collection is None:
-                    import pymongo
-                    from pymongo import MongoClient
+                    import pymongo  # optional extra [mongodb]: only when the sink is built
+                    from pymongo import MongoClient  # optional extra [mongodb]
 
                     options = dict(self._options)
                     if pymongo.version_tuple[:2] >= (4, 17):
@@ -185,8 +185,8 @@ class MongoDBSink(Sink):
     def _ensure_indexes(self, collection: Any) -> None:
         if self._indexes_ready:
             return
-        from pymongo import IndexModel
-        from pymongo.errors import OperationFailure
+        from pymongo import IndexModel  # optional extra [mongodb]
+        from pymongo.errors import OperationFailure  # optional extra [mongodb]
 
         try:
             collection.create_indexes([IndexModel(keys, name=name) for name, keys in INDEXES])
@@ -227,7 +227,7 @@ class MongoDBSink(Sink):
     def _replace_scores(self, scores: list[dict[str, Any] | None], pending: list[int],
                         rejected: dict[int, str]) -> dict[int, str]:
         """One conditional replace per score (scores are few: a feedback click, an evaluation)."""
-        from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+        from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError  # optional extra [mongodb]
 
         failed: dict[int, str] = {}
         try:
@@ -255,7 +255,7 @@ class MongoDBSink(Sink):
         self, stored: list[dict[str, Any] | None], pending: list[int], rejected: dict[int, str]
     ) -> dict[int, str]:
         """One insert of the pending documents; returns the positions not stored, with why."""
-        from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
+        from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError  # optional extra
 
         try:
             # One collection for the whole write: once close() has closed its client, the rest of this
@@ -277,7 +277,7 @@ class MongoDBSink(Sink):
     def _one_by_one(self, collection: Any, stored: list[dict[str, Any] | None], pending: list[int],
                     rejected: dict[int, str]) -> dict[int, str]:
         """A document over MongoDB's 16 MiB limit: store the others, reject that one (dead-letter lane)."""
-        from pymongo.errors import DocumentTooLarge, DuplicateKeyError, PyMongoError
+        from pymongo.errors import DocumentTooLarge, DuplicateKeyError, PyMongoError  # optional extra [mongodb]
 
         failed: dict[int, str] = {}
         for i in pending:

@@ -107,3 +107,33 @@ def test_no_module_is_over_500_lines() -> None:
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert len(sizes) > 50  # the package was read
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def _uncommented_function_imports(source: str) -> list[int]:
+    """Lines of imports inside functions with no comment saying why: on the line, or on the comment line or
+    commented import just above it (a block of imports shares one comment)."""
+    lines = source.splitlines()
+    bad = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            k = node.lineno - 1
+            while k >= 0 and "#" not in lines[k] and lines[k].strip().startswith(("import ", "from ")):
+                k -= 1  # up the block of imports this one belongs to
+            if k < 0 or "#" not in lines[k]:
+                bad.append(node.lineno)
+    return sorted(set(bad))
+
+
+def test_every_function_level_import_says_why_it_is_not_at_the_top() -> None:
+    found = {str(p.relative_to(ROOT)): lines for p in sorted((ROOT / "agentmeter").rglob("*.py"))
+             if (lines := _uncommented_function_imports(p.read_text()))}
+    assert found == {}, "give each a one-line comment (heavy optional library, import time, cycle): " + repr(found)
+
+
+def test_the_import_comment_check_finds_an_uncommented_import() -> None:
+    source = "def f():\n    import json\n\ndef g():\n    import pymongo  # optional extra\n    import bson\n"
+    assert _uncommented_function_imports(source) == [2]

@@ -157,8 +157,7 @@ def test_printed_hints_work_as_typed(tmp_path: Path, offline_env: dict[str, str]
     """As after `make demo`: the console script of a virtualenv that is not on PATH, run from the folder
     holding the virtualenv; the printed report command, typed as printed in a shell there, works."""
     script = Path(sys.executable).parent / "agentmeter"
-    if not script.is_file():
-        pytest.skip(f"no console script beside {sys.executable} (the package is not installed in this venv)")
+    assert script.is_file(), f"no console script beside {sys.executable}: install the package in this venv"
     folder = script.parent.parent.parent  # the checkout, for `make demo`'s .venv
     env = {**offline_env, "PATH": "/usr/bin:/bin", "TAVILY_API_KEY": "tvly-not-used"}
     db = tmp_path / "demo.db"

@@ -2,7 +2,8 @@
 
 The pipeline's second leg: the MongoDB sink keeps the source of truth, the streamer sends one run
 (:meth:`MetadataStreamer.send_run`) or backfills recent runs (:meth:`MetadataStreamer.backfill`) to
-Firehose as the same three record kinds the Firehose sink writes. Records of consecutive documents share
+Firehose as the same record kinds the Firehose sink writes, scores (``run_score``, from the MongoDB sink's
+``run_scores`` collection) included. Records of consecutive documents share
 ``PutRecordBatch`` calls, packed to the service limits, so a backfill uses close to the fewest calls possible.
 
 The streamer does not go through the exporter, so it owns its retries, with the exporter's policy: a call
@@ -11,7 +12,9 @@ not accepted, after a random wait of up to ``retry_initial * 2 ** (retry - 1)`` 
 ``retry_max`` (exponential backoff with full jitter). The sink itself makes one attempt per call.
 
 Resumable and idempotent: with a checkpoint file, every run whose records were all accepted is appended to
-it as soon as its call returns, and a later backfill skips those runs. Snowflake de-duplicates by
+it as soon as its call returns, and a later backfill skips those runs. A score is checkpointed by its
+event (``score:<event_id>``), so a score replaced later (a new value for the same run, name and source) is
+sent again and the Snowflake view ``RUN_SCORES`` keeps the latest. Snowflake de-duplicates by
 ``record_id`` besides, so a run sent twice (no checkpoint, or an interruption between two calls that
 carry one run's records) is still counted once.
 
@@ -66,10 +69,14 @@ class StreamSummary:
     calls: int = 0  # PutRecordBatch calls made (retries included)
     seconds: float = 0.0
     failed_ids: tuple[str, ...] = ()
+    #: scores (``run_score`` records) in the same stream, counted apart from the runs
+    scores_sent: int = 0
+    scores_skipped: int = 0
+    scores_failed: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and self.scores_failed == 0
 
     @property
     def runs_per_second(self) -> float:
@@ -145,7 +152,9 @@ class MetadataStreamer:
     """Streams run documents from a MongoDB collection to a :class:`FirehoseSink`.
 
     ``collection`` is a pymongo collection (or anything with the same ``find``); documents are in the
-    stored form of :mod:`agentmeter.sinks.mongodb`. Never raises for delivery failures: they are counted
+    stored form of :mod:`agentmeter.sinks.mongodb`. ``scores``, the MongoDB sink's scores collection
+    (``run_scores``; :meth:`from_env` passes it), makes a backfill send the scores given in its window and
+    :meth:`send_run` the run's scores; None sends runs only. Never raises for delivery failures: they are counted
     in the :class:`StreamSummary`; MongoDB errors (unreachable server) do raise.
 
     Each ``PutRecordBatch`` call is tried at most ``max_attempts`` times (default 4, as the exporter),
@@ -157,13 +166,14 @@ class MetadataStreamer:
     def __init__(self, collection: Any, sink: FirehoseSink, checkpoint: str | Path | Checkpoint | None = None,
                  fetch_chunk: int = FETCH_CHUNK, *, max_attempts: int = _DEFAULTS.max_attempts,
                  retry_initial: float = _DEFAULTS.retry_initial,
-                 retry_max: float = _DEFAULTS.retry_max) -> None:
+                 retry_max: float = _DEFAULTS.retry_max, scores: Any = None) -> None:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"MetadataStreamer: max_attempts must be a positive integer, got {max_attempts!r}")
         for setting, value in (("retry_initial", retry_initial), ("retry_max", retry_max)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"MetadataStreamer: {setting} must be a number >= 0 (seconds), got {value!r}")
         self.collection = collection
+        self.scores = scores
         self.sink = sink
         self.max_attempts = max_attempts
         self.retry_initial = retry_initial
@@ -195,7 +205,7 @@ class MetadataStreamer:
             sink = FirehoseSink.from_env(env)
         except ValueError as exc:
             raise StreamerNotConfigured(str(exc)) from exc
-        return cls(mongo.collection, sink, checkpoint)
+        return cls(mongo.collection, sink, checkpoint, scores=mongo.collection.database[mongo.scores_collection_name])
 
     # -- selecting ----------------------------------------------------------------------------------------
     def _select(self, since: timedelta | None, limit: int | None, now: datetime | None) -> list[str]:
@@ -209,6 +219,15 @@ class MetadataStreamer:
         ids = [str(d["_id"]) for d in cursor]
         ids.reverse()
         return ids
+
+    def _select_scores(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Score documents matching ``query``, oldest first."""
+        from .sinks.mongodb import score_from_bson  # pymongo's bson: only when scores are fetched
+
+        if self.scores is None:
+            return []
+        cursor = self.scores.find(query).sort([("scored_at", 1), ("_id", 1)])
+        return [score_from_bson(d) for d in cursor]
 
     def _fetch(self, run_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
         from .sinks.mongodb import from_bson  # pymongo's bson: only when documents are fetched
@@ -227,7 +246,8 @@ class MetadataStreamer:
         docs = list(self._fetch([run_id]))
         if not docs:
             raise LookupError(f"no run with id {run_id!r} in MongoDB")
-        return self._send(docs, selected=1, skipped=0, progress=progress, resume=False)
+        runs = self._send(docs, selected=1, skipped=0, progress=progress, resume=False)
+        return self._with_scores(runs, self._select_scores({"run_id": run_id}), resume=False)
 
     def backfill(self, since: timedelta | None = None, limit: int | None = None,
                  progress: Progress | None = None, now: datetime | None = None) -> StreamSummary:
@@ -235,11 +255,29 @@ class MetadataStreamer:
         checkpoint already has, oldest first."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        now = now or datetime.now(timezone.utc)
         ids = self._select(since, limit, now)
         done = self.checkpoint.ids() if self.checkpoint is not None else set()
         todo = [i for i in ids if i not in done]
-        return self._send(self._fetch(todo), selected=len(ids), skipped=len(ids) - len(todo), progress=progress,
+        runs = self._send(self._fetch(todo), selected=len(ids), skipped=len(ids) - len(todo), progress=progress,
                           total=len(todo), resume=True)
+        # scores by when they were given (a score may come long after its run), stored as ISO strings
+        query = {} if since is None else {"scored_at": {"$gte": _iso(now - since)}}
+        return self._with_scores(runs, self._select_scores(query), resume=True)
+
+    def _with_scores(self, runs: StreamSummary, scores: list[dict[str, Any]], resume: bool) -> StreamSummary:
+        """``runs`` plus the scores sent after them (the checkpoint's ``score:<event_id>`` keys skipped)."""
+        if not scores:
+            return runs
+        done = self.checkpoint.ids() if resume and self.checkpoint is not None else set()
+        todo = [d for d in scores if d["run_id"] not in done]
+        sent = self._send(todo, selected=len(scores), skipped=len(scores) - len(todo), progress=None,
+                          resume=resume)
+        return attrs.evolve(
+            runs, records=runs.records + sent.records, calls=runs.calls + sent.calls,
+            seconds=runs.seconds + sent.seconds, failed_ids=runs.failed_ids + sent.failed_ids,
+            scores_sent=sent.sent, scores_skipped=sent.skipped, scores_failed=sent.failed,
+        )
 
     def _send(self, docs: Iterable[dict[str, Any]], selected: int, skipped: int,
               progress: Progress | None, total: int | None = None, resume: bool = True) -> StreamSummary:
@@ -271,6 +309,11 @@ class MetadataStreamer:
             records=self.sink.stats["records"] - records_before, calls=self.sink.stats["calls"] - calls_before,
             seconds=time.perf_counter() - started, failed_ids=tuple(state.failed),
         )
+
+
+def _iso(moment: datetime) -> str:
+    """The form the MongoDB sink stores ``scored_at`` in (``2026-11-26T12:00:00.000000Z``)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _SendState:

@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
         "stream",
         help="send run documents from MongoDB to Kinesis Firehose (one run, or a backfill of recent runs)",
         description="Send run documents from MongoDB (AGENTMETER_MONGODB_URI) to Kinesis Firehose "
-        "(AGENTMETER_FIREHOSE_STREAM) as agent_run, run_step and api_call records. Exits 2 without doing "
+        "(AGENTMETER_FIREHOSE_STREAM) as agent_run, run_step and api_call records, and the scores given "
+        "in the window (or the run's scores) as run_score records. Exits 2 without doing "
         "anything when either is not configured, 1 when some run could not be sent.",
     )
     which = p.add_mutually_exclusive_group()
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_NOT_CONFIGURED
     path = _checkpoint_path(args, streamer.sink.stream_name)
     if path is not None:
-        streamer = MetadataStreamer(streamer.collection, streamer.sink, path)
+        streamer = MetadataStreamer(streamer.collection, streamer.sink, path, scores=streamer.scores)
 
     from rich.console import Console  # rich: only for this command
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -105,10 +106,14 @@ def run(args: argparse.Namespace) -> int:
         f"({summary.records} records in {summary.calls} PutRecordBatch calls to "
         f"{streamer.sink.stream_name}, {summary.seconds:.1f} s)"
     )
+    scored = summary.scores_sent + summary.scores_skipped + summary.scores_failed
+    if scored:
+        print(f"scores: sent {summary.scores_sent}, skipped {summary.scores_skipped}, "
+              f"failed {summary.scores_failed}")
     if path is not None:
         print(f"checkpoint: {path}")
-    if summary.failed:
-        shown = ", ".join(summary.failed_ids[:10]) + (" ..." if summary.failed > 10 else "")
+    if summary.failed or summary.scores_failed:
+        shown = ", ".join(summary.failed_ids[:10]) + (" ..." if len(summary.failed_ids) > 10 else "")
         print(f"failed runs (run again to retry them): {shown}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

@@ -27,13 +27,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import _guard
+from .. import _guard, contract
 from .._clock import parse_iso_utc
 from .._extras import require
 from .._scrub import scrub
 from ._base import Document, Sink, WriteResult
 
-__all__ = ["INDEXES", "MongoDBSink", "from_bson", "score_to_bson", "to_bson"]
+__all__ = ["INDEXES", "MongoDBSink", "from_bson", "score_from_bson", "score_to_bson", "to_bson"]
 
 #: Indexes created on first use: what the dashboard filters on and what the streamer scans by.
 #: IndexOptionsConflict, IndexKeySpecsConflict: an equivalent index exists under another name or options
@@ -66,6 +66,13 @@ def score_to_bson(document: Document) -> dict[str, Any]:
     """The stored form of a score document (see the module docstring). Pure."""
     row = document["score"]
     return {"_id": row["score_id"], **row, "_order": f"{row['scored_at']}|{row['event_id']}"}
+
+
+def score_from_bson(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The score document back from its stored form (the inverse of :func:`score_to_bson`). Pure."""
+    row = {k: v for k, v in stored.items() if k not in ("_id", "_order")}
+    return {"schema_version": contract.SCHEMA_VERSION, "record_type": contract.RUN_SCORE,
+            "run_id": contract.SCORE_KEY_PREFIX + str(row["event_id"]), "score": row}
 
 
 def from_bson(stored: Mapping[str, Any]) -> dict[str, Any]:

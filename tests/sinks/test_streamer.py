@@ -248,3 +248,97 @@ def test_cli_backfills_and_resumes(
     assert len(rows) == 13 * 9 and {r["run_id"] for r in rows} == {d["run_id"] for d in docs}
     lines = [json.loads(line) for line in Path(cp).read_text().splitlines()]
     assert all(line["stream"] == landing.stream for line in lines)
+
+
+# -- scores ----------------------------------------------------------------------------------------------
+def _score(run_id: str, name: str, value: float, at: datetime, event_id: str) -> dict[str, Any]:
+    from agentmeter._record import FinishedScore
+
+    return contract.score_document(
+        FinishedScore(event_id, run_id, name, "user", value, None, "numeric", None, int(at.timestamp() * 1e6))
+    )
+
+
+def _scores_collection(coll: Any, scores: list[dict[str, Any]]) -> Any:
+    from agentmeter.sinks.mongodb import score_to_bson
+
+    target = coll.database["run_scores"]
+    for doc in scores:
+        stored = score_to_bson(doc)
+        target.replace_one({"_id": stored["_id"]}, stored, upsert=True)  # what the sink leaves: the latest
+    return target
+
+
+def _landed_scores(landing: Landing) -> list[dict[str, Any]]:
+    return [r for r in landing.rows() if r["record_type"] == contract.RUN_SCORE]
+
+
+def test_backfill_sends_the_scores_given_in_its_window_once_and_a_replaced_score_again(
+    landing: Landing, tmp_path: Path
+) -> None:
+    docs = _documents(3)
+    coll = _collection(docs)
+    old = _score(docs[0]["run_id"], "helpful", 0.0, NOW - timedelta(days=3), "e-old")
+    recent = [_score(docs[1]["run_id"], "helpful", 1.0, NOW - timedelta(minutes=30), "e-1"),
+              _score(docs[2]["run_id"], "accuracy", 0.25, NOW - timedelta(minutes=10), "e-2")]
+    scores = _scores_collection(coll, [old, *recent])
+    streamer = MetadataStreamer(coll, _sink(landing), tmp_path / "cp", scores=scores)
+    summary = streamer.backfill(since=timedelta(hours=24), now=NOW)
+    assert (summary.scores_sent, summary.scores_skipped, summary.scores_failed) == (2, 0, 0)
+    assert summary.ok
+    assert {(r["run_id"], r["name"], r["value"]) for r in _landed_scores(landing)} == {
+        (docs[1]["run_id"], "helpful", 1.0), (docs[2]["run_id"], "accuracy", 0.25)}
+
+    again = streamer.backfill(since=timedelta(hours=24), now=NOW)  # the checkpoint has both events
+    assert (again.sent, again.scores_sent, again.scores_skipped) == (0, 0, 2)
+    assert len(_landed_scores(landing)) == 2
+
+    # the user changes their mind: a new event of the same (run, name, source) replaces the stored score
+    _scores_collection(coll, [_score(docs[1]["run_id"], "helpful", 0.0, NOW - timedelta(minutes=1), "e-3")])
+    third = streamer.backfill(since=timedelta(hours=24), now=NOW)
+    assert (third.scores_sent, third.scores_skipped) == (1, 1)
+    landed = _landed_scores(landing)
+    assert [r["value"] for r in landed if r["event_id"] == "e-3"] == [0.0]
+    assert len({r["score_id"] for r in landed}) == 2  # one key per (run, name, source): the view keeps the latest
+
+
+def test_send_run_sends_the_runs_scores_and_no_others(landing: Landing) -> None:
+    docs = _documents(2)
+    coll = _collection(docs)
+    scores = _scores_collection(coll, [_score(docs[0]["run_id"], "helpful", 1.0, NOW, "e-a"),
+                                       _score(docs[1]["run_id"], "helpful", 0.0, NOW, "e-b")])
+    summary = MetadataStreamer(coll, _sink(landing), scores=scores).send_run(docs[0]["run_id"])
+    assert (summary.sent, summary.scores_sent) == (1, 1)
+    assert [r["event_id"] for r in _landed_scores(landing)] == ["e-a"]
+
+
+def test_without_a_scores_collection_only_runs_are_sent(landing: Landing) -> None:
+    docs = _documents(2)
+    coll = _collection(docs)
+    _scores_collection(coll, [_score(docs[0]["run_id"], "helpful", 1.0, NOW, "e-a")])
+    summary = MetadataStreamer(coll, _sink(landing)).backfill(since=None)
+    assert (summary.sent, summary.scores_sent) == (2, 0)
+    assert _landed_scores(landing) == []
+
+
+def test_cli_streams_scores_and_says_how_many(
+    landing: Landing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    docs = _documents(2)
+    monkeypatch.setenv("AGENTMETER_MONGODB_URI", "mongodb://mongo.example:27017/")
+    monkeypatch.setenv("AGENTMETER_FIREHOSE_STREAM", landing.stream)
+    monkeypatch.setenv("AGENTMETER_FIREHOSE_ENDPOINT_URL", landing.url)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    with mongomock.patch(servers=(("mongo.example", 27017),)):
+        import pymongo
+
+        db = pymongo.MongoClient("mongodb://mongo.example:27017/", tz_aware=True)["agentmeter"]
+        db["agent_metadata"].insert_many([to_bson(d) for d in docs])
+        _scores_collection(db["agent_metadata"], [_score(docs[0]["run_id"], "helpful", 1.0, NOW, "e-a")])
+        cp = str(tmp_path / "cp")
+        assert main(["stream", "--since", "all", "--checkpoint", cp, "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert "sent 2, skipped 0, failed 0" in out and "scores: sent 1, skipped 0, failed 0" in out
+        assert main(["stream", "--since", "all", "--checkpoint", cp, "--quiet"]) == 0
+        assert "scores: sent 0, skipped 1, failed 0" in capsys.readouterr().out
+    assert [r["event_id"] for r in _landed_scores(landing)] == ["e-a"]

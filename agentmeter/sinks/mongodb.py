@@ -33,7 +33,7 @@ from .._extras import require
 from .._scrub import scrub
 from ._base import Document, Sink, WriteResult
 
-__all__ = ["INDEXES", "MongoDBSink", "from_bson", "score_from_bson", "score_to_bson", "to_bson"]
+__all__ = ["INDEXES", "SCORE_INDEXES", "MongoDBSink", "from_bson", "score_from_bson", "score_to_bson", "to_bson"]
 
 #: Indexes created on first use: what the dashboard filters on and what the streamer scans by.
 #: IndexOptionsConflict, IndexKeySpecsConflict: an equivalent index exists under another name or options
@@ -42,6 +42,14 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     ("started_at_-1", [("started_at", -1)]),
     ("agent_1_started_at_-1", [("agent", 1), ("started_at", -1)]),
     ("status_1_started_at_-1", [("status", 1), ("started_at", -1)]),
+    ("session_id_1_started_at_-1", [("session_id", 1), ("started_at", -1)]),
+    ("user_id_1_started_at_-1", [("user_id", 1), ("started_at", -1)]),
+)
+#: On the scores collection, created with the first score: a run's scores, and a window of scores
+#: (``agentmeter stream`` backfills by ``scored_at``).
+SCORE_INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
+    ("run_id_1", [("run_id", 1)]),
+    ("scored_at_1", [("scored_at", 1)]),
 )
 _DATE_FIELDS = ("started_at", "ended_at")
 DUPLICATE_KEY = 11000
@@ -142,7 +150,7 @@ class MongoDBSink(Sink):
         }
         self._client: Any = None
         self._collection: Any = None
-        self._indexes_ready = False
+        self._indexes_ready = self._score_indexes_ready = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -190,13 +198,16 @@ class MongoDBSink(Sink):
         self._ensure_indexes(self.collection)
 
     def _ensure_indexes(self, collection: Any) -> None:
-        if self._indexes_ready:
-            return
+        if not self._indexes_ready:
+            self._create_indexes(collection, INDEXES)
+            self._indexes_ready = True
+
+    def _create_indexes(self, collection: Any, indexes: Sequence[tuple[str, list[tuple[str, int]]]]) -> None:
         from pymongo import IndexModel  # optional extra [mongodb]
         from pymongo.errors import OperationFailure  # optional extra [mongodb]
 
         try:
-            collection.create_indexes([IndexModel(keys, name=name) for name, keys in INDEXES])
+            collection.create_indexes([IndexModel(keys, name=name) for name, keys in indexes])
         except OperationFailure as exc:
             if exc.code not in _INDEX_EXISTS_CODES:
                 raise
@@ -204,7 +215,6 @@ class MongoDBSink(Sink):
             # the queries are served either way, and refusing every write for it would fill the spool.
             _guard.warn("mongodb.index_conflict", "an index on the same keys already exists; kept as it is",
                         error=str(exc)[:300])
-        self._indexes_ready = True
 
     accepts_scores = True
 
@@ -239,6 +249,9 @@ class MongoDBSink(Sink):
         failed: dict[int, str] = {}
         try:
             target = self.collection.database[self.scores_collection_name]
+            if not self._score_indexes_ready:
+                self._create_indexes(target, SCORE_INDEXES)
+                self._score_indexes_ready = True
         except PyMongoError as exc:
             return dict.fromkeys(pending, f"{type(exc).__name__}: {exc}"[:300])
         for i in pending:
@@ -302,7 +315,7 @@ class MongoDBSink(Sink):
         """Close the client; a write in progress fails fast. A later write opens a new client."""
         with self._lock:
             client, self._client, self._collection = self._client, None, None
-            self._indexes_ready = False
+            self._indexes_ready = self._score_indexes_ready = False
         if client is not None:
             try:
                 client.close()

@@ -15,7 +15,7 @@ from pymongo import monitoring
 
 import agentmeter
 from agentmeter.sinks import MemorySink, MongoDBSink, sinks_from_names
-from agentmeter.sinks.mongodb import INDEXES, from_bson, to_bson
+from agentmeter.sinks.mongodb import INDEXES, SCORE_INDEXES, from_bson, to_bson
 from tests._servers import free_port
 from tests.sinks.conftest import MongoTarget
 
@@ -108,6 +108,25 @@ def test_indexes_are_created_on_first_use(mongo: MongoTarget) -> None:
     finally:
         client.close()
     assert {name for name, _ in INDEXES} <= names
+    assert {"session_id_1_started_at_-1", "user_id_1_started_at_-1"} <= names  # the Sessions view, filters
+
+
+def test_the_scores_collection_gets_its_indexes_with_the_first_score(mongo: MongoTarget) -> None:
+    sink = _sink(mongo)
+    agentmeter.configure(sinks=[sink], flush_interval=3600)
+    with agentmeter.track_run("r") as run:
+        pass
+    agentmeter.score(run, "helpful", True)
+    assert agentmeter.flush(timeout=30).ok
+    client = mongo.client()
+    try:
+        scores = client[mongo.database]["run_scores"]
+        names = {ix["name"] for ix in scores.list_indexes()}
+        stored = list(scores.find({"run_id": run.run_id}))
+    finally:
+        client.close()
+    assert {name for name, _ in SCORE_INDEXES} <= names
+    assert [(d["name"], d["value"]) for d in stored] == [("helpful", 1.0)]
 
 
 def test_an_equivalent_index_under_another_name_does_not_block_writes(mongo: MongoTarget) -> None:

@@ -106,13 +106,17 @@ def derived_id(start_ns: int, *parts: object) -> str:
 class Tree:
     """The spans of one trace seen so far (``nodes``), how many are open, and decorated records joining."""
 
-    __slots__ = ("key", "live", "nodes", "open", "parent_run_id", "placeholders", "touched")
+    __slots__ = ("inherited", "key", "live", "nodes", "open", "parent_run_id", "placeholders", "touched")
 
-    def __init__(self, key: Hashable, parent_run_id: str | None) -> None:
+    def __init__(self, key: Hashable, parent: Ref | None) -> None:
         self.key = key
         self.nodes: dict[Hashable, Node] = {}
         self.open = 0
-        self.parent_run_id = parent_run_id
+        self.parent_run_id = parent.run_id if parent is not None else None
+        # a framework run started inside a tracked run inherits its session, user and version, as a nested
+        # track_run does
+        run = parent.handle if parent is not None else None
+        self.inherited = (run.session_id, run.user_id, run.version) if run is not None else (None, None, None)
         self.live: dict[Hashable, Run] = {}  # run root key -> the handle decorated steps and calls join
         self.placeholders: dict[Hashable, Step] = {}
         self.touched = time.monotonic()
@@ -194,8 +198,7 @@ class Forest:
                     _guard.warn(f"{self.source}.dropped_spans", "too many open traces; span dropped",
                                 max_traces=self.max_traces)
                     return
-                current = run_var.get()
-                tree = self._trees[tree_key] = Tree(tree_key, current.run_id if current is not None else None)
+                tree = self._trees[tree_key] = Tree(tree_key, run_var.get())
                 self._ensure_sweeper()
             if len(tree.nodes) >= self.max_spans:
                 _guard.warn(f"{self.source}.dropped_spans", "too many spans in one trace; span dropped",
@@ -415,7 +418,9 @@ def _build_run(root: Node, tree: Tree, children: dict[Hashable | None, list[Node
     labels = [_label(metadata.pop(key, None)) for key in ("session_id", "user_id")]
     if live is not None:  # set on the run's handle by code inside the framework's run
         labels = [getattr(live, key) or value for key, value in zip(("session_id", "user_id"), labels, strict=True)]
-    version = live.version if live is not None and live.version else _state.settings().version
+    labels = [value or inherited for value, inherited in zip(labels, tree.inherited[:2], strict=True)]
+    version = (live.version if live is not None and live.version else None) or tree.inherited[2] \
+        or _state.settings().version
     status, error_type, error_message = root.status, root.error_type, root.error_message
     end_ns = root.end_ns
     if end_ns is None:  # the root never ended (deadline, or shutdown)

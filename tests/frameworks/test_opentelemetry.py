@@ -177,6 +177,28 @@ def test_steps_nest_by_parent_through_other_spans_with_errors_and_first_chunk(ca
     assert run["error_call_count"] == 1 and run["error_step_count"] == 1
 
 
+def test_a_framework_run_inside_a_tracked_run_inherits_its_session_user_and_version(captured: CapturedRuns,
+                                                                                     otel: Any) -> None:
+    provider, _ = otel
+    tracer = provider.get_tracer("t")
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}
+    with agentmeter.track_run("request", session="sess-1", user="u-7", version="1.4"):
+        with tracer.start_as_current_span("invoke_agent a", attributes=agent):
+            _chat(tracer)
+        # the framework's own conversation id wins over the one inherited
+        with tracer.start_as_current_span("invoke_agent a", attributes={**agent, "gen_ai.conversation.id": "conv"}):
+            _chat(tracer)
+    with tracer.start_as_current_span("invoke_agent a", attributes=agent):  # outside: nothing to inherit
+        _chat(tracer)
+    request = next(r for r in captured.runs if r["name"] == "request")
+    inner, own, outside = (r for r in captured.runs if r["name"] == "a")
+    assert (inner["parent_run_id"], inner["session_id"], inner["user_id"], inner["version"]) == (
+        request["run_id"], "sess-1", "u-7", "1.4")
+    assert (own["session_id"], own["user_id"]) == ("conv", "u-7")
+    assert (outside["parent_run_id"], outside["session_id"], outside["user_id"], outside["version"]) == (
+        None, None, None, None)
+
+
 def test_concurrent_traces_from_threads_never_mix(captured: CapturedRuns, otel: Any) -> None:
     provider, _ = otel
     tracer = provider.get_tracer("t")

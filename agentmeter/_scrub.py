@@ -92,6 +92,12 @@ def _is_word_char(c: str) -> bool:
     return c.isalnum() or c == "_"
 
 
+def _starts_pair(text: str, m: re.Match[str]) -> bool:
+    """Whether what follows a scheme word is a ``key=value`` / ``key: value`` pair whose key names a secret."""
+    head, eq, _rest = m.group("cred").partition("=")
+    return is_secret_key(head) and bool(eq or text[m.end():m.end() + 4].lstrip(" \t").startswith((":", "=")))
+
+
 def _auths(text: str, low: str) -> str:
     """Replace the credential after every ``Bearer``/``Basic``/``Token``/``Digest`` scheme word."""
     spans: dict[int, tuple[int, str]] = {}
@@ -103,8 +109,9 @@ def _auths(text: str, low: str) -> str:
             if j < n and low[j].isspace() and (i == 0 or not _is_word_char(low[i - 1])):
                 m = _AUTH_RE.match(text, i)
                 # never a URL's scheme ("Bearer postgres://..."); after Basic, Token or Digest neither an
-                # English word ("Basic authentication") nor anything before a colon
-                if m is not None and not text.startswith("://", m.end()) and (
+                # English word ("Basic authentication") nor anything before a colon; never a secret's pair
+                # ("Token password=...": the pair's whole value is scrubbed by _pairs, not up to its "=")
+                if m is not None and not text.startswith("://", m.end()) and not _starts_pair(text, m) and (
                         word == "bearer" or not (m.group("cred").isalpha() or text.startswith(":", m.end()))):
                     spans[i] = (m.end(), f"{m.group('scheme')} {REDACTED}")
             i = low.find(word, j)

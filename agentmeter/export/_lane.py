@@ -4,7 +4,8 @@
   never calls the sink, so it never hangs. It is also the thread that relieves memory pressure: it spills
   queued runs to the spool (as frozen records, cheap to write) when the sink is known to be down or
   failing, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory
-  budget, so memory stays bounded whatever the sink does and the caller's thread never writes the spool;
+  budget, so memory stays bounded whatever the sink does and the caller's thread never writes the spool
+  (past half the budget, a submitting caller hands it the GIL for one batch: ``BatchProcessor._hand_off``);
 * the **writer** thread runs the :class:`~agentmeter.export._delivery.Delivery` of each batch (retries,
   spooling, replay).
 
@@ -28,7 +29,6 @@ from ._documents import Documents, Entry, build_documents, report
 __all__ = ["Lane", "Marker"]
 
 _SPILL_BATCH = 16
-_NEAR_CAP_BATCH = 128
 _DRAIN_BATCH = 250
 
 
@@ -63,8 +63,6 @@ class Lane:
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
         # spill in small batches: the caller's thread gets the GIL back between two spool transactions
         self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
-        self.near_cap_runs = max(1, s.max_queue_runs * 3 // 4)
-        self.near_cap_bytes = max(1, s.max_queue_bytes * 3 // 4)
         self.wake = threading.Event()
         self.writer_wake = threading.Event()
         self.room = threading.Event()  # set by the manager when it took runs out of a full queue
@@ -188,12 +186,11 @@ class Lane:
 
     def _spill_size(self) -> int:
         # small batches keep each hold of the GIL short (the caller's latency: encoding a batch holds it,
-        # the spool's SQLite calls release it); near the hard cap, or at shutdown, bigger ones cost fewer
-        # transactions (throughput matters more then: the caller is about to wait for room)
+        # the spool's SQLite calls release it; a caller under memory pressure hands the GIL over for one
+        # batch per run, see BatchProcessor._hand_off, which keeps up with any tight loop); at shutdown,
+        # bigger ones cost fewer transactions
         if self.draining:
             return max(self.spill_batch, _DRAIN_BATCH)
-        if len(self.queue) > self.near_cap_runs or self.queued_bytes > self.near_cap_bytes:
-            return max(self.spill_batch, _NEAR_CAP_BATCH)
         return self.spill_batch
 
     def _over_watermark(self) -> bool:

@@ -121,3 +121,32 @@ def test_the_callers_thread_never_writes_the_spool_even_at_the_memory_cap(tmp_pa
     assert during.timed_out
     assert accounted >= produced, (flushed, final)
     assert flushed.sinks["hung"].pending == 0  # and once the sink answers, the spool drains
+
+
+def test_a_flat_out_producer_never_reaches_the_hard_cap_while_the_spool_takes_runs(tmp_path: Path) -> None:
+    # A tight loop holds the GIL; the manager, which spills, got it back only once per switch interval
+    # after each spool write and fell behind until the queue hit its cap (runs dropped by policy). Past
+    # half the budget the caller now hands the GIL to the manager for one batch per run.
+    hung = FaultSink(MemorySink("hung"), "hang")
+    agentmeter.configure(sinks=[hung], spool_dir=str(tmp_path / "spool"), max_queue_runs=2000,
+                         write_timeout=0.2, flush_interval=0.02)
+    produced = 30_000
+    try:
+        for i in range(produced):
+            with track_run("flat-out"), track_step("s"):
+                pass
+        stats = agentmeter.stats().sinks["hung"]
+    finally:
+        hung.release.set()
+    hung.active.clear()
+    assert _guard.counters["queue.caller_yields"] == 0, "the queue reached its hard cap"
+    assert stats.dropped == 0 and _guard.counters["queue.dropped"] == 0
+    assert _guard.counters["queue.caller_spills"] == 0
+    assert stats.queued <= 2000
+    flushed = agentmeter.flush(timeout=60)
+    for _ in range(20):  # a replay cut short by write_timeout resumes at the next flush
+        if not flushed.sinks["hung"].pending:
+            break
+        flushed = agentmeter.flush(timeout=60)
+    assert flushed.sinks["hung"].pending == 0
+    assert len(hung.deliveries) == produced  # every run reached the sink, through the spool or not

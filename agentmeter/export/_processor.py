@@ -256,6 +256,8 @@ class BatchProcessor(_Base):
         for lane in self.lanes:
             lane.draining = True
         result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
+        if result.timed_out:  # what is still queued or being written is spooled from here on
+            _guard.counters["shutdown.deadline"] += 1
 
         # Joining the workers may use the time up to the reserve; spooling leftovers and closing the sinks
         # use the reserve, so a hung sink cannot push the exit past the deadline.
@@ -288,6 +290,7 @@ class BatchProcessor(_Base):
             job = lane.job
             if job is not None:
                 # still writing at the deadline: spooled (a hang only if it outlived write_timeout)
+                _guard.counters["shutdown.writes_abandoned"] += 1
                 hung = time.monotonic() - job.started > self.settings.write_timeout
                 lane.abandon(job, "sink.write still running at shutdown; batch spooled" if hung else "")
                 lane.resolved_gen = max(lane.resolved_gen, job.gen)
@@ -425,6 +428,8 @@ def _call_with_deadline(where: str, fn: Callable[[], object], timeout: float | N
         _guard.counters["exporter.close_skipped"] += 1
         return
     thread.join(timeout)
+    if thread.is_alive():  # left behind (a daemon thread): the deadline won
+        _guard.counters["exporter.close_abandoned"] += 1
 
 
 def _pop_oldest(queue: collections.deque[Entry | Marker]) -> Entry | None:

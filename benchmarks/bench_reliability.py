@@ -5,7 +5,9 @@ Issue 14 cases (``--cases latency,recovery``):
 
 * ``latency``: a hung sink (every write blocks forever) and a tight loop of runs of 10 steps on the caller's
   thread; each run's wall time is measured (``perf_counter_ns`` around the call), and p50, p99, p99.9 and
-  max are reported with the resident memory growth, the yields at the hard memory cap and the drops.
+  max are reported, also net of the time the OS kept the caller's thread waiting for a CPU (its run-queue
+  delay, from ``/proc/self/task/<tid>/schedstat``: on a shared machine that is other processes' doing), with
+  the resident memory growth, the caller's hand-offs to the manager, the yields at the hard cap, the drops.
   Target: p99.9 under 1 ms, RSS growth within the queue budget (64 MiB), nothing dropped.
 * ``recovery``: ``--steps`` steps (runs of 10) while the sink refuses every connection, then the sink comes
   back (the local SQLite store) and ``flush()`` replays the spool: what was produced, what the store
@@ -244,6 +246,8 @@ print(json.dumps({"case": "recovery", "runs": runs, "steps": runs * 10, "loop_s"
                   "spooled_while_down": down.spooled, "pending_while_down": down.pending,
                   "replay_s": replay_s, "stored_runs": stored, "stored_steps": stored_steps,
                   "spool_dropped": stats.spool_dropped, "queue_dropped": _guard.counters["queue.dropped"],
+                  "caller_handoffs": _guard.counters["queue.caller_handoffs"],
+                  "caller_yields": _guard.counters["queue.caller_yields"],
                   "dropped": stats.sinks["store"].dropped, "pending_after": back.pending,
                   "lost_beyond_spool_limit": runs - stored - stats.spool_dropped,
                   "spool_max_bytes": spool_max}))
@@ -322,12 +326,16 @@ def main() -> None:
                               "cost_ok": s["ratio_to_healthy"] <= 1.20}
     lat = issue14.get("latency", {})
     if "p999_us" in lat:
-        verdicts["latency"] = {"p999_under_1ms": lat["p999_us"] < 1000, "rss_growth_ok": lat["rss_growth_mib"] <= 64,
-                               "nothing_dropped": lat["dropped"] == 0}
+        net = lat["off_cpu_excluded"]
+        verdicts["latency"] = {"p999_under_1ms": lat["p999_us"] < 1000,
+                               "p999_net_of_run_queue_under_1ms": net["p999_us"] < 1000,
+                               "rss_growth_ok": lat["rss_growth_mib"] <= 64, "nothing_dropped": lat["dropped"] == 0}
         print(f"\nlatency, hung sink, {lat['runs']:,} runs of 10 steps in a tight loop: p50 {lat['p50_us']:.0f} us, "
-              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us; "
+              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us; net of the "
+              f"time the OS kept the caller waiting for a CPU: p99 {net['p99_us']:.0f} us, p99.9 "
+              f"{net['p999_us']:.0f} us, max {net['max_us']:.0f} us (load {lat['loadavg'][0]:.1f}); "
               f"RSS +{lat['rss_growth_mib']:.1f} MiB; spooled {lat['spooled']:,}, dropped {lat['dropped']:,}, "
-              f"caller yields at the cap {lat['caller_yields']:,}")
+              f"caller hand-offs {lat['caller_handoffs']:,}, yields at the cap {lat['caller_yields']:,}")
     rec = issue14.get("recovery", {})
     if "stored_runs" in rec:
         verdicts["recovery"] = {"nothing_lost_beyond_spool_limit": rec["lost_beyond_spool_limit"] == 0}

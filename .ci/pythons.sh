@@ -9,8 +9,8 @@
 #      the suites in $AGENTMETER_PYTHON_SOURCE_SUITES (default "trixie sid": they have 3.13 and 3.14; no
 #      Debian suite has 3.10 or 3.12 any more), through a private apt configuration (the machine's own is
 #      left alone), into the folder of step 3; about 5 minutes on 2 cores.
-# Then a virtualenv .venv-3.X with agentmeter and its core test dependencies (pyproject's `core-test`
-# dependency group), and pytest on tests/core and tests/reliability there.
+# Then a virtualenv .venv-3.X with agentmeter, the extras in $EXTRAS and its core test dependencies
+# (pyproject's `core-test` dependency group), and pytest on tests/core and tests/reliability there.
 # Exits non-zero if a version fails its tests, or cannot be found (unless --allow-missing: then it is
 # reported as MISSING, and counted as such in the summary line, but does not fail the run).
 set -uo pipefail
@@ -22,6 +22,8 @@ versions=("$@")
 built_root=${AGENTMETER_PYTHONS_DIR:-$HOME/.cache/agentmeter-pythons}
 source_suites=${AGENTMETER_PYTHON_SOURCE_SUITES:-trixie sid}
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+# the extras tests/reliability/test_missing_extras.py and test_secrets.py expect beside the one they hide
+EXTRAS=mongodb,firehose,snowflake,dashboard
 
 # CPython's build dependencies on Debian (the modules the tests and pip need: sqlite3, ssl, ctypes, zlib...)
 BUILD_DEPS=(build-essential pkg-config libssl-dev zlib1g-dev libffi-dev libsqlite3-dev libbz2-dev liblzma-dev
@@ -90,10 +92,12 @@ for v in "${versions[@]}"; do
     summary+=("$v: MISSING"); [ $allow_missing = 1 ] || status=1; continue
   fi
   venv=".venv-$v"
-  if [ ! -x "$venv/bin/python" ] || [ pyproject.toml -nt "$venv/.installed" ]; then
+  stamp="$py $(sha256sum pyproject.toml | cut -c1-64)"  # a changed pyproject or interpreter: install again
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$venv"
     "$py" -m venv "$venv" && "$venv/bin/python" -m pip install -q --upgrade 'pip>=25.1' \
-      && "$venv/bin/python" -m pip install -q -e . --group core-test && touch "$venv/.installed" \
+      && "$venv/bin/python" -m pip install -q -e ".[$EXTRAS]" --group core-test \
+      && echo "$stamp" > "$venv/.installed" \
       || { summary+=("$v: INSTALL FAILED"); status=1; continue; }
   fi
   echo "== Python $v ($("$venv/bin/python" -V 2>&1), $py): tests/core tests/reliability"

@@ -29,6 +29,7 @@ from ._documents import Documents, Entry, build_documents, report
 __all__ = ["Lane", "Marker"]
 
 _SPILL_BATCH = 16
+_NEAR_CAP_BATCH = 128
 _DRAIN_BATCH = 250
 
 
@@ -63,6 +64,8 @@ class Lane:
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
         # spill in small batches: the caller's thread gets the GIL back between two spool transactions
         self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
+        self.near_cap_runs = max(1, s.max_queue_runs * 3 // 4)
+        self.near_cap_bytes = max(1, s.max_queue_bytes * 3 // 4)
         self.wake = threading.Event()
         self.writer_wake = threading.Event()
         self.room = threading.Event()  # set by the manager when it took runs out of a full queue
@@ -186,11 +189,14 @@ class Lane:
 
     def _spill_size(self) -> int:
         # small batches keep each hold of the GIL short (the caller's latency: encoding a batch holds it,
-        # the spool's SQLite calls release it; a caller under memory pressure hands the GIL over for one
-        # batch per run, see BatchProcessor._hand_off, which keeps up with any tight loop); at shutdown,
-        # bigger ones cost fewer transactions
+        # the spool's SQLite calls release it; past half the budget a submitting caller hands the GIL over
+        # for one batch per run, see BatchProcessor._hand_off, which keeps up with a tight loop); near the
+        # hard cap (the hand-offs did not keep up: a tiny budget, a starved manager), or at shutdown,
+        # bigger ones cost fewer transactions: throughput matters more then
         if self.draining:
             return max(self.spill_batch, _DRAIN_BATCH)
+        if len(self.queue) > self.near_cap_runs or self.queued_bytes > self.near_cap_bytes:
+            return max(self.spill_batch, _NEAR_CAP_BATCH)
         return self.spill_batch
 
     def _over_watermark(self) -> bool:

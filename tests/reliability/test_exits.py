@@ -104,14 +104,14 @@ def test_exit_with_a_hung_sink_takes_the_deadline_path_and_spools_its_runs(tmp_p
     spooled = spool_rows(spool, "hung")
     close_gave_up = counters.get("exporter.close_abandoned", 0) + counters.get("exporter.close_skipped", 0)
     took_deadline = (counters.get("shutdown.deadline") == 1 and counters.get("shutdown.writes_abandoned") == 1
-                     and close_gave_up == 1)
+                     and close_gave_up >= 1)
     record_fault(case="hung sink at interpreter exit (exit_timeout 1 s)", agent="sync", runs=20,
                  user_exceptions=0, lost=20 - len(ids), duplicates=0, redeliveries=0, spooled=len(spooled),
                  dropped=0, result="pass: deadline path taken (counted), hung batch spooled" if took_deadline
                  and len(ids) == 20 and sorted(spooled) == sorted(ids) else "FAIL")
     assert counters.get("shutdown.deadline") == 1, counters  # the flush at exit gave up at exit_timeout
     assert counters.get("shutdown.writes_abandoned") == 1, counters  # the hung write was left behind
-    assert close_gave_up == 1, counters  # and so was the hung close()
+    assert close_gave_up >= 1, counters  # and so was the hung close() (3.12+: every close needing a helper)
     assert len(ids) == 20  # the healthy sink got everything
     assert sorted(spooled) == sorted(ids)  # and the hung sink's runs wait on disk
 

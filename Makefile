@@ -86,7 +86,8 @@ bench: $(PEERS)/.installed $(VENV)/.installed-test
 	$(PEERS)/bin/python benchmarks/run.py --project-python $(BIN)/python $(BENCH_ARGS)
 
 # The core and reliability suites on the other supported Pythons (PYTHONS="3.10 3.12 3.13"), each in its
-# own .venv-3.X; interpreters come from PATH, pyenv or Debian's packages (see .ci/pythons.sh).
+# own .venv-3.X; interpreters come from PATH, pyenv, Debian's packages or are built from Debian's source
+# package (3.13 and later; see .ci/pythons.sh).
 PYTHONS ?= 3.10 3.12 3.13
 test-pythons:
 	bash .ci/pythons.sh $(PYTHONS)

@@ -5,7 +5,9 @@ Issue 14 cases (``--cases latency,recovery``):
 
 * ``latency``: a hung sink (every write blocks forever) and a tight loop of runs of 10 steps on the caller's
   thread; each run's wall time is measured (``perf_counter_ns`` around the call), and p50, p99, p99.9 and
-  max are reported with the resident memory growth, the yields at the hard memory cap and the drops.
+  max are reported, also net of the time the OS kept the caller's thread waiting for a CPU (its run-queue
+  delay, from ``/proc/self/task/<tid>/schedstat``: on a shared machine that is other processes' doing), with
+  the resident memory growth, the caller's hand-offs to the manager, the yields at the hard cap, the drops.
   Target: p99.9 under 1 ms, RSS growth within the queue budget (64 MiB), nothing dropped.
 * ``recovery``: ``--steps`` steps (runs of 10) while the sink refuses every connection, then the sink comes
   back (the local SQLite store) and ``flush()`` replays the spool: what was produced, what the store
@@ -157,26 +159,40 @@ for _ in range(200):
 time.sleep(3)
 gc.collect()
 rss0 = proc.memory_info().rss
-lat = []
+# the OS's view of this thread: the time it waited for a CPU (run queue), to tell a busy machine's
+# preemption apart from waiting inside the process (the GIL, agentmeter's hand-off to its manager)
+schedstat = open(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+def run_delay():
+    schedstat.seek(0)
+    return int(schedstat.read().split()[1])
+lat, own = [], []
 peak = rss0
 clock = time.perf_counter_ns
 t0 = clock()
 for k in range(runs):
+    r = run_delay()
     a = clock()
     run(10)
-    lat.append(clock() - a)
+    d = clock() - a
+    lat.append(d)
+    own.append(max(0, d - (run_delay() - r)))
     if k % 1000 == 0:
         peak = max(peak, proc.memory_info().rss)
 elapsed = (clock() - t0) / 1e9
 peak = max(peak, proc.memory_info().rss)
 lat.sort()
-def q(p):
-    return lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
+own.sort()
+def q(values, p):
+    return values[min(len(values) - 1, int(p * len(values)))] / 1000
 st = agentmeter.stats().sinks["hung"]
 print(json.dumps({"case": "latency", "runs": runs, "steps": runs * 10, "seconds": elapsed,
-                  "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": lat[-1] / 1000,
+                  "p50_us": q(lat, 0.5), "p99_us": q(lat, 0.99), "p999_us": q(lat, 0.999), "max_us": lat[-1] / 1000,
+                  "off_cpu_excluded": {"p50_us": q(own, 0.5), "p99_us": q(own, 0.99), "p999_us": q(own, 0.999),
+                                       "max_us": own[-1] / 1000},
+                  "loadavg": os.getloadavg(),
                   "rss_growth_mib": (peak - rss0) / 2**20, "queued": st.queued, "spooled": st.spooled,
                   "dropped": st.dropped, "caller_yields": _guard.counters["queue.caller_yields"],
+                  "caller_handoffs": _guard.counters["queue.caller_handoffs"],
                   "caller_spills": _guard.counters["queue.caller_spills"]}))
 sys.stdout.flush()
 os._exit(0)  # the hung sink would hold exit for exit_timeout: not part of this measurement
@@ -230,6 +246,8 @@ print(json.dumps({"case": "recovery", "runs": runs, "steps": runs * 10, "loop_s"
                   "spooled_while_down": down.spooled, "pending_while_down": down.pending,
                   "replay_s": replay_s, "stored_runs": stored, "stored_steps": stored_steps,
                   "spool_dropped": stats.spool_dropped, "queue_dropped": _guard.counters["queue.dropped"],
+                  "caller_handoffs": _guard.counters["queue.caller_handoffs"],
+                  "caller_yields": _guard.counters["queue.caller_yields"],
                   "dropped": stats.sinks["store"].dropped, "pending_after": back.pending,
                   "lost_beyond_spool_limit": runs - stored - stats.spool_dropped,
                   "spool_max_bytes": spool_max}))
@@ -308,12 +326,16 @@ def main() -> None:
                               "cost_ok": s["ratio_to_healthy"] <= 1.20}
     lat = issue14.get("latency", {})
     if "p999_us" in lat:
-        verdicts["latency"] = {"p999_under_1ms": lat["p999_us"] < 1000, "rss_growth_ok": lat["rss_growth_mib"] <= 64,
-                               "nothing_dropped": lat["dropped"] == 0}
+        net = lat["off_cpu_excluded"]
+        verdicts["latency"] = {"p999_under_1ms": lat["p999_us"] < 1000,
+                               "p999_net_of_run_queue_under_1ms": net["p999_us"] < 1000,
+                               "rss_growth_ok": lat["rss_growth_mib"] <= 64, "nothing_dropped": lat["dropped"] == 0}
         print(f"\nlatency, hung sink, {lat['runs']:,} runs of 10 steps in a tight loop: p50 {lat['p50_us']:.0f} us, "
-              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us; "
+              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us; net of the "
+              f"time the OS kept the caller waiting for a CPU: p99 {net['p99_us']:.0f} us, p99.9 "
+              f"{net['p999_us']:.0f} us, max {net['max_us']:.0f} us (load {lat['loadavg'][0]:.1f}); "
               f"RSS +{lat['rss_growth_mib']:.1f} MiB; spooled {lat['spooled']:,}, dropped {lat['dropped']:,}, "
-              f"caller yields at the cap {lat['caller_yields']:,}")
+              f"caller hand-offs {lat['caller_handoffs']:,}, yields at the cap {lat['caller_yields']:,}")
     rec = issue14.get("recovery", {})
     if "stored_runs" in rec:
         verdicts["recovery"] = {"nothing_lost_beyond_spool_limit": rec["lost_beyond_spool_limit"] == 0}

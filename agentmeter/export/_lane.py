@@ -4,7 +4,8 @@
   never calls the sink, so it never hangs. It is also the thread that relieves memory pressure: it spills
   queued runs to the spool (as frozen records, cheap to write) when the sink is known to be down or
   failing, when the writer is stuck past ``write_timeout``, or when the queue passes half its memory
-  budget, so memory stays bounded whatever the sink does and the caller's thread never writes the spool;
+  budget, so memory stays bounded whatever the sink does and the caller's thread never writes the spool
+  (past half the budget, a submitting caller hands it the GIL for one batch: ``BatchProcessor._hand_off``);
 * the **writer** thread runs the :class:`~agentmeter.export._delivery.Delivery` of each batch (retries,
   spooling, replay).
 
@@ -188,8 +189,10 @@ class Lane:
 
     def _spill_size(self) -> int:
         # small batches keep each hold of the GIL short (the caller's latency: encoding a batch holds it,
-        # the spool's SQLite calls release it); near the hard cap, or at shutdown, bigger ones cost fewer
-        # transactions (throughput matters more then: the caller is about to wait for room)
+        # the spool's SQLite calls release it; past half the budget a submitting caller hands the GIL over
+        # for one batch per run, see BatchProcessor._hand_off, which keeps up with a tight loop); near the
+        # hard cap (the hand-offs did not keep up: a tiny budget, a starved manager), or at shutdown,
+        # bigger ones cost fewer transactions: throughput matters more then
         if self.draining:
             return max(self.spill_batch, _DRAIN_BATCH)
         if len(self.queue) > self.near_cap_runs or self.queued_bytes > self.near_cap_bytes:

@@ -35,6 +35,9 @@ __all__ = ["BatchProcessor", "Processor", "SyncProcessor"]
 #: at a full queue, a caller's thread yields up to this long (wall time) for the lane's manager to make
 #: room (on a busy machine the manager may not even be scheduled sooner), then the policy drops a run
 _ROOM_WAIT_S = 0.010
+#: past half the memory budget a caller's thread hands the GIL to the lane's manager for at most this long
+#: per run, returning as soon as the manager took a batch out of the queue
+_HANDOFF_S = 0.0005
 
 
 @runtime_checkable
@@ -120,6 +123,7 @@ class BatchProcessor(_Base):
             size = entry.size
             s = self.settings
             full: list[Lane] | None = None
+            pressed: Lane | None = None
             score = entry.is_score
             with self.lock:
                 if not score:
@@ -131,13 +135,31 @@ class BatchProcessor(_Base):
                         continue
                     queue.append(entry)
                     lane.queued_bytes += size
-                    if len(queue) >= lane.batch_size and not lane.wake.is_set():
+                    if len(queue) > lane.spill_runs or lane.queued_bytes > lane.spill_bytes:
+                        pressed = lane
+                    elif len(queue) >= lane.batch_size and not lane.wake.is_set():
                         lane.wake.set()
             if full is not None:
                 for lane in full:
                     self._at_cap(lane, entry)
+            elif pressed is not None:
+                self._hand_off(pressed)
         except Exception as exc:
             _guard.internal_error("submit", exc)
+
+    def _hand_off(self, lane: Lane) -> None:
+        """The lane's queue is past half its memory budget, where its manager spills to the spool. Under a
+        caller in a tight loop the manager gets the GIL back only once per switch interval (5 ms) after each
+        spool write (SQLite releases the GIL; taking it back waits for the caller to be made to drop it),
+        too seldom to keep up: the queue would reach its hard cap. So the caller's thread hands the GIL
+        over: it waits, at most 0.5 ms, until the manager took the next batch out of the queue (counted,
+        ``queue.caller_handoffs``). It never writes the spool itself."""
+        if not lane.alive() or not lane.delivery.spool_usable():
+            return  # nobody can spill: the hard cap (below) decides
+        _guard.counters["queue.caller_handoffs"] += 1
+        lane.room.clear()
+        lane.wake.set()
+        lane.room.wait(_HANDOFF_S)
 
     def _at_cap(self, lane: Lane, entry: Entry) -> None:
         """The lane's queue is at its hard memory cap: its manager, which spills to the spool from half the
@@ -234,6 +256,8 @@ class BatchProcessor(_Base):
         for lane in self.lanes:
             lane.draining = True
         result = self.flush(None if timeout is None else max(0.0, timeout - reserve))
+        if result.timed_out:  # what is still queued or being written is spooled from here on
+            _guard.counters["shutdown.deadline"] += 1
 
         # Joining the workers may use the time up to the reserve; spooling leftovers and closing the sinks
         # use the reserve, so a hung sink cannot push the exit past the deadline.
@@ -266,6 +290,7 @@ class BatchProcessor(_Base):
             job = lane.job
             if job is not None:
                 # still writing at the deadline: spooled (a hang only if it outlived write_timeout)
+                _guard.counters["shutdown.writes_abandoned"] += 1
                 hung = time.monotonic() - job.started > self.settings.write_timeout
                 lane.abandon(job, "sink.write still running at shutdown; batch spooled" if hung else "")
                 lane.resolved_gen = max(lane.resolved_gen, job.gen)
@@ -403,6 +428,8 @@ def _call_with_deadline(where: str, fn: Callable[[], object], timeout: float | N
         _guard.counters["exporter.close_skipped"] += 1
         return
     thread.join(timeout)
+    if thread.is_alive():  # left behind (a daemon thread): the deadline won
+        _guard.counters["exporter.close_abandoned"] += 1
 
 
 def _pop_oldest(queue: collections.deque[Entry | Marker]) -> Entry | None:

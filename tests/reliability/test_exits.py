@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,13 @@ def test_runs_open_at_exit_are_recorded_as_cancelled_with_partial_steps(tmp_path
 
 
 _HUNG_AT_EXIT = r"""
-import sys, threading, time
+import atexit, json, sys, threading
+
+def report():  # registered before agentmeter's own exit handler, so it runs after it
+    import agentmeter._guard as guard
+    print("COUNTERS", json.dumps(dict(guard.counters)), flush=True)
+
+atexit.register(report)
 import agentmeter
 from agentmeter import track_run
 from agentmeter.sinks import Sink, SQLiteSink, WriteResult
@@ -78,26 +83,37 @@ agentmeter.configure(sinks=[Hung(), SQLiteSink(sys.argv[1])], spool_dir=sys.argv
 for i in range(20):
     with track_run("r"):
         pass
-print("EXITING", time.monotonic(), flush=True)
 """
 
 
-def test_exit_with_a_hung_sink_finishes_within_the_deadline_and_spools_its_runs(tmp_path: Path,
-                                                                               record_fault: Any) -> None:
+def _counters(stdout: str) -> dict[str, int]:
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("COUNTERS "))
+    return dict(json.loads(line[len("COUNTERS "):]))
+
+
+def test_exit_with_a_hung_sink_takes_the_deadline_path_and_spools_its_runs(tmp_path: Path,
+                                                                           record_fault: Any) -> None:
+    # How long the exit takes is measured by benchmarks/bench_exit.py; here: the deadline path is taken
+    # (the flush gives up at exit_timeout, the hung write and the hung close() are abandoned, counted) and
+    # nothing is lost: the healthy sink has every run, the hung sink's wait in the spool.
     db, spool = tmp_path / "store.db", tmp_path / "spool"
-    start = time.monotonic()
     out = run_python(_HUNG_AT_EXIT, str(db), str(spool))
-    end = time.monotonic()
     assert out.returncode == 0, out.stderr
-    exiting = float(next(ln for ln in out.stdout.splitlines() if ln.startswith("EXITING "))[8:])
-    exit_s = end - exiting  # CLOCK_MONOTONIC is system-wide on Linux: comparable across processes
-    record_fault(case="hung sink at interpreter exit (exit_timeout 1 s)", agent="sync", runs=20,
-                 user_exceptions=0, lost=0, duplicates=0, redeliveries=0, spooled=len(spool_rows(spool, "hung")),
-                 dropped=0, result=f"pass: exited {exit_s:.2f} s after the last run" if exit_s < 2.0 else "FAIL")
-    assert exit_s < 1.0 + 1.0, f"exit took {exit_s:.2f}s after the last run (start to end {end - start:.2f}s)"
+    counters = _counters(out.stdout)
     ids, _, _ = store_ids(db)
+    spooled = spool_rows(spool, "hung")
+    close_gave_up = counters.get("exporter.close_abandoned", 0) + counters.get("exporter.close_skipped", 0)
+    took_deadline = (counters.get("shutdown.deadline") == 1 and counters.get("shutdown.writes_abandoned") == 1
+                     and close_gave_up >= 1)
+    record_fault(case="hung sink at interpreter exit (exit_timeout 1 s)", agent="sync", runs=20,
+                 user_exceptions=0, lost=20 - len(ids), duplicates=0, redeliveries=0, spooled=len(spooled),
+                 dropped=0, result="pass: deadline path taken (counted), hung batch spooled" if took_deadline
+                 and len(ids) == 20 and sorted(spooled) == sorted(ids) else "FAIL")
+    assert counters.get("shutdown.deadline") == 1, counters  # the flush at exit gave up at exit_timeout
+    assert counters.get("shutdown.writes_abandoned") == 1, counters  # the hung write was left behind
+    assert close_gave_up >= 1, counters  # and so was the hung close() (3.12+: every close needing a helper)
     assert len(ids) == 20  # the healthy sink got everything
-    assert sorted(spool_rows(spool, "hung")) == sorted(ids)  # and the hung sink's runs wait on disk
+    assert sorted(spooled) == sorted(ids)  # and the hung sink's runs wait on disk
 
 
 _SIGTERM = r"""

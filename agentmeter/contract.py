@@ -112,7 +112,7 @@ def _span_times(start_us: int, start_ns: int, end_us: int | None, end_ns: int | 
     return {
         "started_at": _clock.iso_utc(start_us),
         "ended_at": _clock.iso_utc(end_us),
-        "duration_ms": round((end_ns - start_ns) / 1e6, 3),
+        "duration_ms": _clock.ms3(end_ns - start_ns),
     }
 
 
@@ -140,9 +140,9 @@ def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: i
         "retries": call.retries,
         "started_at": iso(call.start_us),
         "ended_at": iso(end_us) if ended else None,  # type: ignore[arg-type]
-        "duration_ms": round((end_ns - call.start_ns) / 1e6, 3) if ended else None,  # type: ignore[operator]
+        "duration_ms": _clock.ms3(end_ns - call.start_ns) if ended else None,  # type: ignore[operator]
         "time_to_first_token_ms": (
-            round((call.first_token_ns - call.start_ns) / 1e6, 3) if call.first_token_ns is not None else None
+            _clock.ms3(call.first_token_ns - call.start_ns) if call.first_token_ns is not None else None
         ),
         "request_bytes": call.request_bytes,
         "response_bytes": call.response_bytes,
@@ -214,7 +214,7 @@ def _step_row(step: FinishedStep, run: FinishedRun, calls: list[dict[str, Any]],
         "error_message": error_message,
         "started_at": iso(step.start_us),
         "ended_at": None if end_us is None or end_ns is None else iso(end_us),
-        "duration_ms": None if end_us is None or end_ns is None else round((end_ns - step.start_ns) / 1e6, 3),
+        "duration_ms": None if end_us is None or end_ns is None else _clock.ms3(end_ns - step.start_ns),
         "metadata": metadata or {},
         "call_count": len(calls),
         **(_rollup(calls) if calls else _STEP_NO_CALLS),

@@ -203,7 +203,7 @@ def _stages(folder: Path, frozen: list[Any], documents: Any, rounds: int) -> dic
                           lambda: [row for run in frozen for row in sink._steps(run, run.steps, {}, True, 1, None)])
         conn = sink._connect()
         timed("fast", "SQL: rows grouped by types (null pattern), multi-row upserts, one transaction per batch",
-              lambda: [sink._transaction(conn, [run_rows[i:i + 100], step_rows[i * 10:(i + 100) * 10], []])
+              lambda: [sink._transaction(conn, [run_rows[i:i + 100], step_rows[i * 10:(i + 100) * 10], [], []])
                        for i in range(0, len(frozen), 100)])
         docs = timed("document", "run_document", lambda: [contract.run_document(run, pricer, 65536) for run in frozen])
         timed("document", "json_safe (orjson, strict; NaN looked for in the number columns)",

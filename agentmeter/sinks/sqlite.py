@@ -151,7 +151,7 @@ _PLAIN_STEP = {
     "schema_version": "sv", "step_id": "s.step_id", "run_id": "s.run_id", "parent_step_id": "s.parent_step_id",
     "agent": "agent", "name": "s.name", "kind": "s.kind", "status": "s.status", "error_type": "s.error_type",
     "error_message": "s.error_message", "started_at": "iso(s.start_us)", "ended_at": "iso(s.end_us)",
-    "duration_ms": "round((s.end_ns - s.start_ns) / 1e6, 3)",
+    "duration_ms": "ms3(s.end_ns - s.start_ns)",
     "metadata": "('{}' if not m.value else dumps(m.value))",  # "metadata or {}", then encoded
     "call_count": "0", "input_tokens": "None", "output_tokens": "None", "cached_input_tokens": "None",
     "cache_write_tokens": "None", "reasoning_tokens": "None", "total_tokens": "None", "cost_usd": "None",
@@ -181,7 +181,7 @@ def _steps_function(names: list[str]) -> StepsFunction:
         f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
         "    return out\n"
     )
-    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "dumps": dumps, "RUNNING": RUNNING, "Snapshot": Snapshot}
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING, "Snapshot": Snapshot}
     exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
     return cast(StepsFunction, namespace["steps"])
 

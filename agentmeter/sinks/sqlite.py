@@ -181,7 +181,8 @@ def _steps_function(names: list[str]) -> StepsFunction:
         f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
         "    return out\n"
     )
-    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING, "Snapshot": Snapshot}
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
+                                 "Snapshot": Snapshot}
     exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
     return cast(StepsFunction, namespace["steps"])
 

@@ -39,6 +39,7 @@ from ._version import __version__
 __all__ = [
     "AGENT_RUN",
     "API_CALL",
+    "NO_CALLS",
     "RECORD_TYPES",
     "RUN_SCORE",
     "RUN_STEP",
@@ -47,14 +48,17 @@ __all__ = [
     "Column",
     "Price",
     "Records",
+    "call_row",
     "calls_by_step",
     "document_records",
     "is_score",
     "run_document",
+    "run_fields",
     "run_parts",
     "score_document",
     "score_id",
     "step_row",
+    "unpriced",
 ]
 
 
@@ -252,24 +256,34 @@ def run_parts(
     steps: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`run_document` in three parts: the run's fields (no ``steps`` nor ``calls``), its step rows and
-    its call rows (each sorted by id). The local store writes its rows from them without the document;
-    with ``steps=False`` the step rows are left to it (an empty list): see :func:`step_row`."""
+    its call rows (each sorted by id). With ``steps=False`` the step rows are left to the caller (an empty
+    list): see :func:`step_row`."""
     price = pricer or _unpriced
-    all_calls = run.calls + run.open_calls
-    all_steps = run.steps + run.open_steps
-    call_rows = sorted([_call_row(c, run, price, max_chars) for c in all_calls], key=_by_call_id)
+    call_rows = sorted([_call_row(c, run, price, max_chars) for c in run.calls + run.open_calls], key=_by_call_id)
     step_rows: list[dict[str, Any]] = []
     if steps:
         by_step = calls_by_step(call_rows)
         no_calls: list[dict[str, Any]] = []
         step_rows = sorted(
-            [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled) for s in all_steps],
+            [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled)
+             for s in run.steps + run.open_steps],
             key=_by_step_id,
         )
+    fields = run_fields(run, max_chars, sampled, len(call_rows),
+                        sum(1 for c in call_rows if c["status"] == "error"), _rollup(call_rows),
+                        sum(1 for c in call_rows if not c["priced"]))
+    return fields, step_rows, call_rows
+
+
+def run_fields(run: FinishedRun, max_chars: int, sampled: bool, call_count: int, error_call_count: int,
+               rollup: Mapping[str, Any], unpriced_call_count: int) -> dict[str, Any]:
+    """The run's fields (no ``steps`` nor ``calls``), given what its call rows sum up to (``rollup``: the
+    token sums and the cost, as :func:`run_parts` makes them). The local store calls it with the sums of
+    the call rows it wrote straight from the frozen calls."""
+    all_steps = run.steps + run.open_steps
     metadata, t1 = _json(run.metadata, max_chars)
     inputs, t2 = _json(run.inputs, max_chars) if run.captured and sampled else (None, False)
     output, t3 = _json(run.output, max_chars) if run.captured and sampled else (None, False)
-    rollup = _rollup(call_rows)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
@@ -290,17 +304,17 @@ def run_parts(
         "pid": os.getpid(),
         "sdk_version": __version__,
         "step_count": len(all_steps),
-        "call_count": len(call_rows),
+        "call_count": call_count,
         # a step still open is recorded cancelled: only finished steps can have failed
         "error_step_count": sum(1 for s in all_steps if s.status == ERROR),
-        "error_call_count": sum(1 for c in call_rows if c["status"] == "error"),
+        "error_call_count": error_call_count,
         **rollup,
-        "unpriced_call_count": sum(1 for c in call_rows if not c["priced"]),
+        "unpriced_call_count": unpriced_call_count,
         "inputs": inputs,
         "output": output,
         "truncated": t1 or t2 or t3,
         "sampled": sampled,
-    }, step_rows, call_rows
+    }
 
 
 def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
@@ -311,8 +325,14 @@ def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict
     return by_step
 
 
+#: a run's sums when it made no call (see :func:`run_fields`)
+NO_CALLS: Final = _NO_CALLS
+#: the pricer that prices nothing (what :func:`run_parts` uses without one)
+unpriced: Final = _unpriced
 #: a step's row: ``step_row(step, run, its call rows, max_chars, sampled)`` (see :func:`run_document`)
 step_row = _step_row
+#: a call's row: ``call_row(call, run, pricer, max_chars)`` (see :func:`run_document`)
+call_row = _call_row
 
 
 #: the namespace of score ids (uuid5 of run id, name and source)

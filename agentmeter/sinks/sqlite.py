@@ -20,8 +20,8 @@ from .. import _clock, contract
 from .._capture import Snapshot
 from .._json import dumps
 from .._paths import default_db_path
-from .._record import FinishedRun, FinishedStep
-from .._status import RUNNING
+from .._record import FinishedCall, FinishedRun, FinishedStep
+from .._status import ERROR, RUNNING
 from ._base import Document, RunDocument, Sink, WriteResult
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
@@ -158,33 +158,132 @@ _PLAIN_STEP = {
     "inputs": "None", "output": "None", "truncated": "(1 if m.truncated else 0)",
 }
 
+#: a finished step's columns when it made calls (and nothing of it was captured): the plain ones, with the
+#: call count and the sums of its call rows (``r``, see :func:`_rollup_rows`) in place of the nulls
+_STEP_WITH_CALLS = {
+    **_PLAIN_STEP, "call_count": "len(cs)", "input_tokens": "r[0]", "output_tokens": "r[1]",
+    "cached_input_tokens": "r[2]", "cache_write_tokens": "r[3]", "reasoning_tokens": "r[4]",
+    "total_tokens": "r[5]", "cost_usd": "r[6]",
+}
+
+#: the columns whose sums a run and a step carry, in the order of :func:`_rollup_rows`' result
+_ROLLUP = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+           "total_tokens", "cost_usd")
+
 StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
-                          Callable[[FinishedStep], list[Any]]], list[list[Any]]]
+                          Callable[[FinishedStep], list[Any]], Callable[[list[list[Any]]], tuple[Any, ...]]],
+                         list[list[Any]]]
 
 
 def _steps_function(names: list[str]) -> StepsFunction:
-    """``steps(run, steps, calls by step, sampled, schema_version, general)``: the rows of ``steps``, each
-    plain one written out from :data:`_PLAIN_STEP`, the others (with calls, captured payloads, still open)
+    """``steps(run, steps, call rows by step, sampled, schema_version, general, rollup)``: the rows of
+    ``steps``, each finished one that captured nothing written out from :data:`_PLAIN_STEP` (or
+    :data:`_STEP_WITH_CALLS`, its call rows summed by ``rollup``), the others (captured payloads, still open)
     made by ``general``."""
     if not names or any(n not in _PLAIN_STEP for n in names):
-        return lambda run, steps, by_step, sampled, sv, general: [general(s) for s in steps]
+        return lambda run, steps, by_step, sampled, sv, general, rollup: [general(s) for s in steps]
     source = (
-        "def steps(run, steps, by_step, sampled, sv, general):\n"
+        "def steps(run, steps, by_step, sampled, sv, general, rollup):\n"
         "    agent = run.agent\n"
         "    out = []\n"
         "    for s in steps:\n"
         "        m = s.metadata\n"
-        "        if (s.step_id in by_step or s.end_ns is None or s.end_us is None or s.status == RUNNING\n"
+        "        if (s.end_ns is None or s.end_us is None or s.status == RUNNING\n"
         "                or m.__class__ is not Snapshot or (s.captured and sampled)):\n"
         "            out.append(general(s))\n"
-        "        else:\n"
+        "            continue\n"
+        "        cs = by_step.get(s.step_id)\n"
+        "        if cs is None:\n"
         f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
+        "        else:\n"
+        "            r = rollup(cs)\n"
+        f"            out.append([{', '.join(_STEP_WITH_CALLS[n] for n in names)}])\n"
         "    return out\n"
     )
     namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
                                  "Snapshot": Snapshot}
     exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
     return cast(StepsFunction, namespace["steps"])
+
+
+#: a finished call's columns, written straight from the frozen call as :func:`agentmeter.contract.call_row`
+#: would make them (``p``: its price; ``mv``: its metadata, a dict). A column not named here sends every
+#: call through ``call_row``.
+_PLAIN_CALL = {
+    "schema_version": "sv", "call_id": "c.call_id", "run_id": "c.run_id", "step_id": "c.step_id",
+    "agent": "agent", "provider": "c.provider", "operation": "c.operation", "model": "c.model",
+    "status": "c.status", "error_type": "c.error_type", "error_message": "c.error_message",
+    "http_status": "c.http_status", "retries": "c.retries", "started_at": "started", "ended_at": "iso(c.end_us)",
+    "duration_ms": "ms3(c.end_ns - c.start_ns)",
+    "time_to_first_token_ms": "(None if c.first_token_ns is None else ms3(c.first_token_ns - c.start_ns))",
+    "request_bytes": "c.request_bytes", "response_bytes": "c.response_bytes", "input_tokens": "c.input_tokens",
+    "output_tokens": "c.output_tokens", "cached_input_tokens": "c.cached_input_tokens",
+    "cache_write_tokens": "c.cache_write_tokens", "reasoning_tokens": "c.reasoning_tokens",
+    "total_tokens": ("(None if c.input_tokens is None and c.output_tokens is None "
+                     "else (c.input_tokens or 0) + (c.output_tokens or 0))"),
+    "units": "c.units", "cost_usd": "p.cost_usd", "priced": "(1 if p.priced else 0)", "price_source": "p.source",
+    "metadata": "('{}' if not mv else dumps(mv))",  # "metadata or {}", then encoded
+}
+
+CallsFunction = Callable[[FinishedRun, list[FinishedCall], Callable[[Mapping[str, Any]], Any], Any,
+                          Callable[[FinishedCall], list[Any]]], list[list[Any]]]
+
+
+def _calls_function(names: list[str]) -> CallsFunction:
+    """``calls(run, calls, pricer, schema_version, general)``: the rows of ``calls``, each finished one whose
+    metadata was not truncated written out from :data:`_PLAIN_CALL` and priced from the columns the pricer
+    reads (:mod:`agentmeter.pricing`: no row dict is built), the others made by ``general``."""
+    if not names or any(n not in _PLAIN_CALL for n in names):
+        return lambda run, calls, pricer, sv, general: [general(c) for c in calls]
+    source = (
+        "def calls(run, calls, pricer, sv, general):\n"
+        "    agent = run.agent\n"
+        "    out = []\n"
+        "    for c in calls:\n"
+        "        m = c.metadata\n"
+        "        if (c.end_ns is None or c.end_us is None or c.status == RUNNING or m.__class__ is not Snapshot\n"
+        "                or m.truncated or m.value.__class__ is not dict):\n"
+        "            out.append(general(c))\n"
+        "            continue\n"
+        "        mv = m.value\n"
+        "        started = iso(c.start_us)\n"
+        "        p = pricer({'provider': c.provider, 'operation': c.operation, 'model': c.model,\n"
+        "                    'status': c.status, 'http_status': c.http_status, 'started_at': started,\n"
+        "                    'input_tokens': c.input_tokens, 'output_tokens': c.output_tokens,\n"
+        "                    'cached_input_tokens': c.cached_input_tokens,\n"
+        "                    'cache_write_tokens': c.cache_write_tokens, 'units': c.units, 'metadata': mv})\n"
+        f"        out.append([{', '.join(_PLAIN_CALL[n] for n in names)}])\n"
+        "    return out\n"
+    )
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
+                                 "Snapshot": Snapshot}
+    exec(compile(source, "<agentmeter call rows>", "exec"), namespace)
+    return cast(CallsFunction, namespace["calls"])
+
+
+def _rollup_function(names: list[str]) -> Callable[[list[list[Any]]], tuple[Any, ...]]:
+    """``rollup(call rows)``: the sums :func:`agentmeter.contract.run_parts` makes of call rows (each token
+    column summed over the known values, null when none is; the cost of the priced calls rounded to 10
+    digits, null when none is priced), from rows of the api_calls table in ``names`` order."""
+    at = [names.index(n) for n in _ROLLUP]
+    priced = names.index("priced")
+    tokens, cost = at[:-1], at[-1]
+
+    def rollup(rows: list[list[Any]]) -> tuple[Any, ...]:
+        if len(rows) == 1:  # most steps: one call (the same sums: sum of one int is that int)
+            r = rows[0]
+            c = r[cost]
+            return (r[tokens[0]], r[tokens[1]], r[tokens[2]], r[tokens[3]], r[tokens[4]], r[tokens[5]],
+                    round(sum([c]), 10) if r[priced] and c is not None else None)
+        out: list[Any] = []
+        for i in tokens:
+            known = [r[i] for r in rows if r[i] is not None]
+            out.append(sum(known) if known else None)
+        costs = [r[cost] for r in rows if r[priced] and r[cost] is not None]
+        out.append(round(sum(costs), 10) if costs else None)
+        return tuple(out)
+
+    return rollup
 
 
 class _Table:
@@ -267,7 +366,13 @@ class SQLiteSink(Sink):
         self._tables = [_Table(table) for table in contract.TABLES]
         self._steps = _steps_function(self._tables[1].names if len(self._tables) > 1 else [])
         # the fast path writes the tables run_parts makes rows for; a table it does not know turns it off
-        self._fast = tuple(contract.TABLES) == _FAST_TABLES
+        calls = self._tables[2].names if len(self._tables) > 2 else []
+        self._calls = _calls_function(calls)
+        if all(n in calls for n in (*_ROLLUP, "priced", "status", "step_id")):
+            self._rollup = _rollup_function(calls)
+            self._call_step_at, self._call_status_at, self._call_priced_at = (
+                calls.index("step_id"), calls.index("status"), calls.index("priced"))
+        self._fast = tuple(contract.TABLES) == _FAST_TABLES and hasattr(self, "_rollup")
         self._sql: dict[tuple[str, tuple[bool, ...], int], str] = {}
         #: runs written by the fast path and by the document path (for tests and benchmarks)
         self.fast_runs = self.document_runs = 0
@@ -306,22 +411,49 @@ class SQLiteSink(Sink):
                 rows.append(table.row(item, sv))
 
     def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]], careful: bool) -> None:
-        run, max_chars, sampled = doc.run, doc.max_chars, doc.sampled
-        fields, _, calls = contract.run_parts(run, doc.pricer, max_chars, sampled=sampled, steps=False)
-        sv = fields["schema_version"]
+        run, max_chars, sampled, pricer = doc.run, doc.max_chars, doc.sampled, doc.pricer
         runs_t, steps_t, calls_t = self._tables[:3]
-        by_step = contract.calls_by_step(calls)
-        no_calls: list[dict[str, Any]] = []
+        sv = contract.SCHEMA_VERSION
+        if run.calls or run.open_calls:
+            price = pricer or contract.unpriced
+
+            def general_call(call: FinishedCall) -> list[Any]:
+                return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
+
+            # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
+            call_rows = [_check(row, calls_t.real_at, careful) for row in
+                         self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv, general_call)]
+            by_step: dict[str | None, list[list[Any]]] = {}
+            step_at = self._call_step_at
+            for row in call_rows:
+                group = by_step.get(row[step_at])
+                if group is None:
+                    by_step[row[step_at]] = [row]
+                else:
+                    group.append(row)
+            status_at, priced_at = self._call_status_at, self._call_priced_at
+            fields = contract.run_fields(run, max_chars, sampled, len(call_rows),
+                                         sum(1 for r in call_rows if r[status_at] == ERROR),
+                                         dict(zip(_ROLLUP, self._rollup(call_rows), strict=True)),
+                                         sum(1 for r in call_rows if not r[priced_at]))
+        else:
+            call_rows, by_step = [], {}
+            fields = contract.run_fields(run, max_chars, sampled, 0, 0, contract.NO_CALLS, 0)
+        rollup = self._rollup
+        names = _ROLLUP
 
         def general(step: FinishedStep) -> list[Any]:
-            row = contract.step_row(step, run, by_step.get(step.step_id, no_calls), max_chars, sampled)
+            row = contract.step_row(step, run, [], max_chars, sampled)
+            cs = by_step.get(step.step_id)
+            if cs:  # the sums of its call rows, as step_row makes them from the call dicts
+                row["call_count"] = len(cs)
+                row.update(zip(names, rollup(cs), strict=True))
             return _check(steps_t.row(row, sv), steps_t.real_at, careful)
 
-        step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general)
-        if careful:
-            step_rows = [_check(row, steps_t.real_at, True) for row in step_rows]
-        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows,
-               [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls], []]  # no run_scores
+        step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general, rollup)
+        if careful or by_step:  # a step's summed cost may be past a float's range
+            step_rows = [_check(row, steps_t.real_at, careful) for row in step_rows]
+        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows, call_rows, []]  # no scores
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)
 
@@ -409,6 +541,7 @@ class SQLiteSink(Sink):
 
 
 _NONE = type(None)
+_first = operator.itemgetter(0)  # a frozen call's id
 
 #: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls
 #: the tables of the fast path: a run's three (from run_parts) and run_scores, which no run writes (a score

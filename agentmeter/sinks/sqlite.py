@@ -148,10 +148,10 @@ def _row_function(cols: list[contract.Column]) -> Callable[[Mapping[str, Any], A
 #: straight from the frozen step, as :func:`agentmeter.contract.step_row` would make them. A column not
 #: named here (a new one in the contract) sends every step through ``step_row``, so it still flows through.
 _PLAIN_STEP = {
-    "schema_version": "sv", "step_id": "s.step_id", "run_id": "s.run_id", "parent_step_id": "s.parent_step_id",
-    "agent": "agent", "name": "s.name", "kind": "s.kind", "status": "s.status", "error_type": "s.error_type",
-    "error_message": "s.error_message", "started_at": "iso(s.start_us)", "ended_at": "iso(s.end_us)",
-    "duration_ms": "ms3(s.end_ns - s.start_ns)",
+    "schema_version": "sv", "step_id": "s_step_id", "run_id": "s_run_id", "parent_step_id": "s_parent_step_id",
+    "agent": "agent", "name": "s_name", "kind": "s_kind", "status": "s_status", "error_type": "s_error_type",
+    "error_message": "s_error_message", "started_at": "iso(s_start_us)", "ended_at": "iso(s_end_us)",
+    "duration_ms": "ms3(s_end_ns - s_start_ns)",
     "metadata": "('{}' if not m.value else dumps(m.value))",  # "metadata or {}", then encoded
     "call_count": "0", "input_tokens": "None", "output_tokens": "None", "cached_input_tokens": "None",
     "cache_write_tokens": "None", "reasoning_tokens": "None", "total_tokens": "None", "cost_usd": "None",
@@ -159,16 +159,22 @@ _PLAIN_STEP = {
 }
 
 #: a finished step's columns when it made calls (and nothing of it was captured): the plain ones, with the
-#: call count and the sums of its call rows (``r``, see :func:`_rollup_rows`) in place of the nulls
+#: call count and the sums of its call rows (``r``, see :func:`_rollup_function`) in place of the nulls
 _STEP_WITH_CALLS = {
     **_PLAIN_STEP, "call_count": "len(cs)", "input_tokens": "r[0]", "output_tokens": "r[1]",
     "cached_input_tokens": "r[2]", "cache_write_tokens": "r[3]", "reasoning_tokens": "r[4]",
     "total_tokens": "r[5]", "cost_usd": "r[6]",
 }
 
-#: the columns whose sums a run and a step carry, in the order of :func:`_rollup_rows`' result
+#: the columns whose sums a run and a step carry, in the order of :func:`_rollup_function`' result
 _ROLLUP = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
            "total_tokens", "cost_usd")
+
+
+def _unpack(prefix: str, fields: tuple[str, ...]) -> str:
+    """``s_step_id, s_run_id, ...,``: the targets of unpacking a frozen record into locals."""
+    return "".join(f"{prefix}_{f}, " for f in fields).rstrip()
+
 
 StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
                           Callable[[FinishedStep], list[Any]], Callable[[list[list[Any]]], tuple[Any, ...]]],
@@ -187,12 +193,13 @@ def _steps_function(names: list[str]) -> StepsFunction:
         "    agent = run.agent\n"
         "    out = []\n"
         "    for s in steps:\n"
-        "        m = s.metadata\n"
-        "        if (s.end_ns is None or s.end_us is None or s.status == RUNNING\n"
-        "                or m.__class__ is not Snapshot or (s.captured and sampled)):\n"
+        f"        {_unpack('s', FinishedStep._fields)} = s\n"  # one unpacking, not an attribute read per column
+        "        m = s_metadata\n"
+        "        if (s_end_ns is None or s_end_us is None or s_status == RUNNING\n"
+        "                or m.__class__ is not Snapshot or (s_captured and sampled)):\n"
         "            out.append(general(s))\n"
         "            continue\n"
-        "        cs = by_step.get(s.step_id)\n"
+        "        cs = by_step.get(s_step_id)\n"
         "        if cs is None:\n"
         f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
         "        else:\n"
@@ -210,18 +217,18 @@ def _steps_function(names: list[str]) -> StepsFunction:
 #: would make them (``p``: its price; ``mv``: its metadata, a dict). A column not named here sends every
 #: call through ``call_row``.
 _PLAIN_CALL = {
-    "schema_version": "sv", "call_id": "c.call_id", "run_id": "c.run_id", "step_id": "c.step_id",
-    "agent": "agent", "provider": "c.provider", "operation": "c.operation", "model": "c.model",
-    "status": "c.status", "error_type": "c.error_type", "error_message": "c.error_message",
-    "http_status": "c.http_status", "retries": "c.retries", "started_at": "started", "ended_at": "iso(c.end_us)",
-    "duration_ms": "ms3(c.end_ns - c.start_ns)",
-    "time_to_first_token_ms": "(None if c.first_token_ns is None else ms3(c.first_token_ns - c.start_ns))",
-    "request_bytes": "c.request_bytes", "response_bytes": "c.response_bytes", "input_tokens": "c.input_tokens",
-    "output_tokens": "c.output_tokens", "cached_input_tokens": "c.cached_input_tokens",
-    "cache_write_tokens": "c.cache_write_tokens", "reasoning_tokens": "c.reasoning_tokens",
-    "total_tokens": ("(None if c.input_tokens is None and c.output_tokens is None "
-                     "else (c.input_tokens or 0) + (c.output_tokens or 0))"),
-    "units": "c.units", "cost_usd": "p.cost_usd", "priced": "(1 if p.priced else 0)", "price_source": "p.source",
+    "schema_version": "sv", "call_id": "c_call_id", "run_id": "c_run_id", "step_id": "c_step_id",
+    "agent": "agent", "provider": "c_provider", "operation": "c_operation", "model": "c_model",
+    "status": "c_status", "error_type": "c_error_type", "error_message": "c_error_message",
+    "http_status": "c_http_status", "retries": "c_retries", "started_at": "started", "ended_at": "iso(c_end_us)",
+    "duration_ms": "ms3(c_end_ns - c_start_ns)",
+    "time_to_first_token_ms": "(None if c_first_token_ns is None else ms3(c_first_token_ns - c_start_ns))",
+    "request_bytes": "c_request_bytes", "response_bytes": "c_response_bytes", "input_tokens": "c_input_tokens",
+    "output_tokens": "c_output_tokens", "cached_input_tokens": "c_cached_input_tokens",
+    "cache_write_tokens": "c_cache_write_tokens", "reasoning_tokens": "c_reasoning_tokens",
+    "total_tokens": ("(None if c_input_tokens is None and c_output_tokens is None "
+                     "else (c_input_tokens or 0) + (c_output_tokens or 0))"),
+    "units": "c_units", "cost_usd": "p.cost_usd", "priced": "(1 if p.priced else 0)", "price_source": "p.source",
     "metadata": "('{}' if not mv else dumps(mv))",  # "metadata or {}", then encoded
 }
 
@@ -240,18 +247,19 @@ def _calls_function(names: list[str]) -> CallsFunction:
         "    agent = run.agent\n"
         "    out = []\n"
         "    for c in calls:\n"
-        "        m = c.metadata\n"
-        "        if (c.end_ns is None or c.end_us is None or c.status == RUNNING or m.__class__ is not Snapshot\n"
+        f"        {_unpack('c', FinishedCall._fields)} = c\n"
+        "        m = c_metadata\n"
+        "        if (c_end_ns is None or c_end_us is None or c_status == RUNNING or m.__class__ is not Snapshot\n"
         "                or m.truncated or m.value.__class__ is not dict):\n"
         "            out.append(general(c))\n"
         "            continue\n"
         "        mv = m.value\n"
-        "        started = iso(c.start_us)\n"
-        "        p = pricer({'provider': c.provider, 'operation': c.operation, 'model': c.model,\n"
-        "                    'status': c.status, 'http_status': c.http_status, 'started_at': started,\n"
-        "                    'input_tokens': c.input_tokens, 'output_tokens': c.output_tokens,\n"
-        "                    'cached_input_tokens': c.cached_input_tokens,\n"
-        "                    'cache_write_tokens': c.cache_write_tokens, 'units': c.units, 'metadata': mv})\n"
+        "        started = iso(c_start_us)\n"
+        "        p = pricer({'provider': c_provider, 'operation': c_operation, 'model': c_model,\n"
+        "                    'status': c_status, 'http_status': c_http_status, 'started_at': started,\n"
+        "                    'input_tokens': c_input_tokens, 'output_tokens': c_output_tokens,\n"
+        "                    'cached_input_tokens': c_cached_input_tokens,\n"
+        "                    'cache_write_tokens': c_cache_write_tokens, 'units': c_units, 'metadata': mv})\n"
         f"        out.append([{', '.join(_PLAIN_CALL[n] for n in names)}])\n"
         "    return out\n"
     )

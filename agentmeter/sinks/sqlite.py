@@ -176,6 +176,11 @@ def _unpack(prefix: str, fields: tuple[str, ...]) -> str:
     return "".join(f"{prefix}_{f}, " for f in fields).rstrip()
 
 
+#: the plain step row's columns that may be null (the others are never): whether each is null is the key of
+#: the row's null pattern, cheaper than the types of all its columns (``_upsert``); ``agent`` is the run's
+_NULLABLE_KEY = ("agent is None, s_step_id is None, s_run_id is None, s_parent_step_id is None, s_name is None, "
+                 "s_kind is None, s_status is None, s_error_type is None, s_error_message is None")
+
 StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
                           Callable[[FinishedStep], list[Any]], Callable[[list[list[Any]]], tuple[Any, ...]]],
                          list[list[Any]]]
@@ -200,8 +205,8 @@ def _steps_function(names: list[str]) -> StepsFunction:
         "            out.append(general(s))\n"
         "            continue\n"
         "        cs = by_step.get(s_step_id)\n"
-        "        if cs is None:\n"
-        f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
+        "        if cs is None:  # the row, then the key of its null pattern (only these columns may be null)\n"
+        f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}, ({_NULLABLE_KEY})])\n"
         "        else:\n"
         "            r = rollup(cs)\n"
         f"            out.append([{', '.join(_STEP_WITH_CALLS[n] for n in names)}])\n"
@@ -460,7 +465,8 @@ class SQLiteSink(Sink):
 
         step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general, rollup)
         if careful or by_step:  # a step's summed cost may be past a float's range
-            step_rows = [_check(row, steps_t.real_at, careful) for row in step_rows]
+            width = len(steps_t.names)  # careful: a plain row's key (see _upsert) is not a value to check
+            step_rows = [_check(row[:width] if careful else row, steps_t.real_at, careful) for row in step_rows]
         new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows, call_rows, []]  # no scores
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)
@@ -513,28 +519,32 @@ class SQLiteSink(Sink):
     def _upsert(self, conn: sqlite3.Connection, table: _Table, rows: list[list[Any]]) -> None:
         """One statement per null pattern and up to 999 parameters: few statements, no ``None`` bound.
         Raises ``TypeError`` on a value of a type the document path would have stored otherwise."""
-        groups: dict[tuple[type, ...], list[list[Any]]] = {}
+        groups: dict[tuple[Any, ...], list[list[Any]]] = {}
+        width = len(table.names)
         for row in rows:
-            types = tuple(map(type, row))  # the null pattern, and the types checked once per group
-            group = groups.get(types)
+            # the null pattern, and the types checked once per group; a plain step row carries its pattern's
+            # key after its values (see _steps_function), which itertools.compress below leaves out
+            key = row[width] if len(row) > width else tuple(map(type, row))
+            group = groups.get(key)
             if group is None:
-                groups[types] = [row]
+                groups[key] = [row]
             else:
                 group.append(row)
         cache = self._sql
-        for types, members in groups.items():
+        for key, members in groups.items():
+            types = key if len(members[0]) == width else tuple(map(type, members[0][:width]))
             if not _PLAIN.issuperset(types):
                 raise TypeError("a value of a type the store does not take as it is")
             present = tuple(t is not _NONE for t in types)
             per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
             for start in range(0, len(members), per_statement):
                 part = members[start:start + per_statement]
-                key = (table.name, present, len(part))
-                sql = cache.get(key)
+                shape = (table.name, present, len(part))
+                sql = cache.get(shape)
                 if sql is None:
                     if len(cache) >= _MAX_STATEMENTS:
                         cache.clear()
-                    sql = cache[key] = table.upsert_sql(present, len(part))
+                    sql = cache[shape] = table.upsert_sql(present, len(part))
                 params: list[Any] = []
                 for row in part:
                     params.extend(itertools.compress(row, present))

@@ -263,6 +263,34 @@ def test_finished_calls_and_their_steps_are_written_without_row_dicts(tmp_path: 
     assert step[14:22] == (2, 20, 10, None, None, None, 30, step[21]) and step[21] is not None  # summed, priced
 
 
+def test_plain_steps_of_every_null_pattern_share_a_batch(tmp_path: Path) -> None:
+    # a plain step row carries the key of its null pattern (parent, agent, error fields): rows of several
+    # patterns in one batch each go to their own statement and are stored as the document path stores them
+    recorder = _Recorder()
+    agentmeter.configure(sinks=[recorder], sync_export=True, prices=strategies.PRICES)
+    for agent in (None, "a"):
+        with track_run("patterns", agent=agent):
+            with track_step("outer"):
+                with track_step("inner"):
+                    pass
+            try:
+                with track_step("fails"):
+                    raise Boom("no")
+            except Boom:
+                pass
+            try:
+                with track_step("fails silently"):
+                    raise Boom("")
+            except Boom:
+                pass
+    fast, _, _ = _write_both_ways(tmp_path, recorder.runs)
+    assert (fast.fast_runs, fast.document_runs) == (2, 0)
+    steps = _tables(fast.path)["run_steps"]
+    assert len(steps) == 8
+    assert {(r[3] is None, r[4] is None, r[8] is None, r[9] is None) for r in steps} >= {
+        (True, True, True, True), (False, True, True, True), (True, False, False, False), (True, False, True, True)}
+
+
 def test_invalid_unicode_in_a_name_takes_the_document_path_and_is_repaired(tmp_path: Path) -> None:
     run = _one_run()._replace(name="bad \ud800 name")
     fast, _, _ = _write_both_ways(tmp_path, [run, _one_run()])

@@ -270,9 +270,8 @@ def test_plain_steps_of_every_null_pattern_share_a_batch(tmp_path: Path) -> None
     agentmeter.configure(sinks=[recorder], sync_export=True, prices=strategies.PRICES)
     for agent in (None, "a"):
         with track_run("patterns", agent=agent):
-            with track_step("outer"):
-                with track_step("inner"):
-                    pass
+            with track_step("outer"), track_step("inner"):
+                pass
             try:
                 with track_step("fails"):
                     raise Boom("no")

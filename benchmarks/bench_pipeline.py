@@ -122,7 +122,7 @@ def child(rounds: int, runs: int) -> dict[str, Any]:
             out[kind]["otel"].append((time.perf_counter() - t0) / (runs * 10) * 1e6)
             exporter.clear()
     out["drain"] = _drain(folder, rounds, runs)
-    out["step_alone"] = _step_alone(step, tracer, rounds)
+    out["step_alone"] = _step_alone(step, tracer, rounds, provider, exporter)
     agentmeter.shutdown(timeout=5)
     return out
 
@@ -232,11 +232,13 @@ def _stages(folder: Path, frozen: list[Any], documents: Any, rounds: int) -> dic
     return best
 
 
-def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int) -> dict[str, list[float]]:
+def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int, provider: Any,
+                exporter: Any) -> dict[str, list[float]]:
     import agentmeter
     from agentmeter.sinks import MemorySink
 
-    agentmeter.configure(sinks=[MemorySink()])
+    memory = MemorySink()
+    agentmeter.configure(sinks=[memory])
     out: dict[str, list[float]] = {"agentmeter": [], "otel": []}
     n = 2000
 
@@ -251,11 +253,14 @@ def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int) -> dict[str,
                 step("what is the capital of France?", 3)
             out["agentmeter"].append((time.perf_counter() - t0) / n * 1e6)
         agentmeter.flush(timeout=None)
+        memory.clear()  # each side drops what it exported, so neither heap grows over the rounds
         with tracer.start_as_current_span("run"):
             t0 = time.perf_counter()
             for _ in range(n):
                 otel_span()
             out["otel"].append((time.perf_counter() - t0) / n * 1e6)
+        provider.force_flush()
+        exporter.clear()
     return out
 
 

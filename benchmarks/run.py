@@ -76,7 +76,9 @@ def run_others(python: str, quick: bool, timeout_scale: float, skip: frozenset[s
             with log_path.open("w") as fh:
                 proc = subprocess.run([python, str(path), *args], stdout=fh, stderr=subprocess.STDOUT,
                                       # this checkout's agentmeter, whatever the interpreter has installed
-                                      cwd=ROOT, env=quiet_env(PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)])),
+                                      # and where to write (quiet_env drops every AGENTMETER_ variable)
+                                      cwd=ROOT, env=quiet_env(PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]),
+                                                              AGENTMETER_BENCH_RESULTS=str(RESULTS)),
                                       timeout=timeout * timeout_scale, check=False)
             rc = proc.returncode
             if rc != 0:

@@ -209,11 +209,12 @@ def _steps_function(names: list[str]) -> StepsFunction:
         f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}, ({_NULLABLE_KEY})])\n"
         "        else:\n"
         "            r = rollup(cs)\n"
-        f"            out.append([{', '.join(_STEP_WITH_CALLS[n] for n in names)}])\n"
+        f"            out.append([{', '.join(_STEP_WITH_CALLS[n] for n in names)},\n"
+        f"                        ({_NULLABLE_KEY}, *map(isnone, r))])\n"
         "    return out\n"
     )
     namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
-                                 "Snapshot": Snapshot}
+                                 "Snapshot": Snapshot, "isnone": _NONE.__instancecheck__}
     exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
     return cast(StepsFunction, namespace["steps"])
 
@@ -236,6 +237,17 @@ _PLAIN_CALL = {
     "units": "c_units", "cost_usd": "p.cost_usd", "priced": "(1 if p.priced else 0)", "price_source": "p.source",
     "metadata": "('{}' if not mv else dumps(mv))",  # "metadata or {}", then encoded
 }
+
+#: whether each column of a plain call row that may be null is: the key of the row's null pattern (see
+#: ``_upsert``; ``time_to_first_token_ms`` and ``total_tokens`` follow from the tokens and the first token)
+_CALL_NULLABLE_KEY = (
+    "agent is None, c_call_id is None, c_run_id is None, c_step_id is None, c_provider is None, "
+    "c_operation is None, c_model is None, c_status is None, c_error_type is None, c_error_message is None, "
+    "c_http_status is None, c_retries is None, c_first_token_ns is None, c_request_bytes is None, "
+    "c_response_bytes is None, c_input_tokens is None, c_output_tokens is None, c_cached_input_tokens is None, "
+    "c_cache_write_tokens is None, c_reasoning_tokens is None, c_units is None, p.cost_usd is None, "
+    "p.source is None"
+)
 
 CallsFunction = Callable[[FinishedRun, list[FinishedCall], Callable[[Mapping[str, Any]], Any], Any,
                           Callable[[FinishedCall], list[Any]]], list[list[Any]]]
@@ -265,7 +277,7 @@ def _calls_function(names: list[str]) -> CallsFunction:
         "                    'input_tokens': c_input_tokens, 'output_tokens': c_output_tokens,\n"
         "                    'cached_input_tokens': c_cached_input_tokens,\n"
         "                    'cache_write_tokens': c_cache_write_tokens, 'units': c_units, 'metadata': mv})\n"
-        f"        out.append([{', '.join(_PLAIN_CALL[n] for n in names)}])\n"
+        f"        out.append([{', '.join(_PLAIN_CALL[n] for n in names)}, ({_CALL_NULLABLE_KEY})])\n"
         "    return out\n"
     )
     namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
@@ -434,7 +446,8 @@ class SQLiteSink(Sink):
                 return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
 
             # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
-            call_rows = [_check(row, calls_t.real_at, careful) for row in
+            width = len(calls_t.names)  # careful: a plain row's key (see _upsert) is not a value to check
+            call_rows = [_check(row[:width] if careful else row, calls_t.real_at, careful) for row in
                          self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv, general_call)]
             by_step: dict[str | None, list[list[Any]]] = {}
             step_at = self._call_step_at

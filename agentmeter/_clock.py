@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-__all__ = ["iso_utc", "monotonic_ns", "set_clock", "wall_us"]
+__all__ = ["iso_utc", "monotonic_ns", "ms3", "set_clock", "wall_us"]
 
 
 def _wall_us() -> int:
@@ -30,18 +30,35 @@ def set_clock(wall: Callable[[], int] | None = None, monotonic: Callable[[], int
 
 
 _second: tuple[int, str] = (-1, "")
+#: "000" to "999": six digits of microseconds are two lookups (cheaper than formatting an int)
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
 
 
 def iso_utc(epoch_us: int) -> str:
     """Epoch microseconds -> ``2026-11-26T08:26:02.123456Z`` (fixed width, so text order is time order)."""
     global _second
-    seconds, micros = divmod(epoch_us, 1_000_000)
+    seconds = epoch_us // 1_000_000
     cached, prefix = _second
     if cached != seconds:  # timestamps of one run share their second: format it once
         t = time.gmtime(seconds)
         prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
         _second = (seconds, prefix)
-    return f"{prefix}{micros:06d}Z"
+    micros = epoch_us - seconds * 1_000_000
+    return f"{prefix}{_DIGITS3[micros // 1000]}{_DIGITS3[micros % 1000]}Z"
+
+
+#: below 2**52 ns (52 days) a float's rounding error in ``ns / 1e6`` is under 1e-6 ms, the distance from an
+#: exact value to the nearest tie of a rounding to microseconds that is not itself a tie
+_EXACT_NS = 2**52
+
+
+def ms3(ns: int) -> float:
+    """``round(ns / 1e6, 3)`` (a duration in milliseconds, to the microsecond), by integer arithmetic where
+    that gives the same float: a non-negative ``ns`` below 2**52 that is not a tie (``ns % 1000 == 500``,
+    which ``round`` resolves on the binary value). Half the cost of ``round``."""
+    if 0 <= ns < _EXACT_NS and ns % 1000 != 500:
+        return (ns + 500) // 1000 / 1000
+    return round(ns / 1e6, 3)
 
 
 def parse_iso_utc(text: str) -> datetime:

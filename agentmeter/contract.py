@@ -39,6 +39,7 @@ from ._version import __version__
 __all__ = [
     "AGENT_RUN",
     "API_CALL",
+    "NO_CALLS",
     "RECORD_TYPES",
     "RUN_SCORE",
     "RUN_STEP",
@@ -47,14 +48,17 @@ __all__ = [
     "Column",
     "Price",
     "Records",
+    "call_row",
     "calls_by_step",
     "document_records",
     "is_score",
     "run_document",
+    "run_fields",
     "run_parts",
     "score_document",
     "score_id",
     "step_row",
+    "unpriced",
 ]
 
 
@@ -112,7 +116,7 @@ def _span_times(start_us: int, start_ns: int, end_us: int | None, end_ns: int | 
     return {
         "started_at": _clock.iso_utc(start_us),
         "ended_at": _clock.iso_utc(end_us),
-        "duration_ms": round((end_ns - start_ns) / 1e6, 3),
+        "duration_ms": _clock.ms3(end_ns - start_ns),
     }
 
 
@@ -140,9 +144,9 @@ def _call_row(call: FinishedCall, run: FinishedRun, pricer: Pricer, max_chars: i
         "retries": call.retries,
         "started_at": iso(call.start_us),
         "ended_at": iso(end_us) if ended else None,  # type: ignore[arg-type]
-        "duration_ms": round((end_ns - call.start_ns) / 1e6, 3) if ended else None,  # type: ignore[operator]
+        "duration_ms": _clock.ms3(end_ns - call.start_ns) if ended else None,  # type: ignore[operator]
         "time_to_first_token_ms": (
-            round((call.first_token_ns - call.start_ns) / 1e6, 3) if call.first_token_ns is not None else None
+            _clock.ms3(call.first_token_ns - call.start_ns) if call.first_token_ns is not None else None
         ),
         "request_bytes": call.request_bytes,
         "response_bytes": call.response_bytes,
@@ -214,7 +218,7 @@ def _step_row(step: FinishedStep, run: FinishedRun, calls: list[dict[str, Any]],
         "error_message": error_message,
         "started_at": iso(step.start_us),
         "ended_at": None if end_us is None or end_ns is None else iso(end_us),
-        "duration_ms": None if end_us is None or end_ns is None else round((end_ns - step.start_ns) / 1e6, 3),
+        "duration_ms": None if end_us is None or end_ns is None else _clock.ms3(end_ns - step.start_ns),
         "metadata": metadata or {},
         "call_count": len(calls),
         **(_rollup(calls) if calls else _STEP_NO_CALLS),
@@ -252,24 +256,34 @@ def run_parts(
     steps: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`run_document` in three parts: the run's fields (no ``steps`` nor ``calls``), its step rows and
-    its call rows (each sorted by id). The local store writes its rows from them without the document;
-    with ``steps=False`` the step rows are left to it (an empty list): see :func:`step_row`."""
+    its call rows (each sorted by id). With ``steps=False`` the step rows are left to the caller (an empty
+    list): see :func:`step_row`."""
     price = pricer or _unpriced
-    all_calls = run.calls + run.open_calls
-    all_steps = run.steps + run.open_steps
-    call_rows = sorted([_call_row(c, run, price, max_chars) for c in all_calls], key=_by_call_id)
+    call_rows = sorted([_call_row(c, run, price, max_chars) for c in run.calls + run.open_calls], key=_by_call_id)
     step_rows: list[dict[str, Any]] = []
     if steps:
         by_step = calls_by_step(call_rows)
         no_calls: list[dict[str, Any]] = []
         step_rows = sorted(
-            [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled) for s in all_steps],
+            [_step_row(s, run, by_step.get(s.step_id, no_calls), max_chars, sampled)
+             for s in run.steps + run.open_steps],
             key=_by_step_id,
         )
+    fields = run_fields(run, max_chars, sampled, len(call_rows),
+                        sum(1 for c in call_rows if c["status"] == "error"), _rollup(call_rows),
+                        sum(1 for c in call_rows if not c["priced"]))
+    return fields, step_rows, call_rows
+
+
+def run_fields(run: FinishedRun, max_chars: int, sampled: bool, call_count: int, error_call_count: int,
+               rollup: Mapping[str, Any], unpriced_call_count: int) -> dict[str, Any]:
+    """The run's fields (no ``steps`` nor ``calls``), given what its call rows sum up to (``rollup``: the
+    token sums and the cost, as :func:`run_parts` makes them). The local store calls it with the sums of
+    the call rows it wrote straight from the frozen calls."""
+    all_steps = run.steps + run.open_steps
     metadata, t1 = _json(run.metadata, max_chars)
     inputs, t2 = _json(run.inputs, max_chars) if run.captured and sampled else (None, False)
     output, t3 = _json(run.output, max_chars) if run.captured and sampled else (None, False)
-    rollup = _rollup(call_rows)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
@@ -290,17 +304,17 @@ def run_parts(
         "pid": os.getpid(),
         "sdk_version": __version__,
         "step_count": len(all_steps),
-        "call_count": len(call_rows),
+        "call_count": call_count,
         # a step still open is recorded cancelled: only finished steps can have failed
         "error_step_count": sum(1 for s in all_steps if s.status == ERROR),
-        "error_call_count": sum(1 for c in call_rows if c["status"] == "error"),
+        "error_call_count": error_call_count,
         **rollup,
-        "unpriced_call_count": sum(1 for c in call_rows if not c["priced"]),
+        "unpriced_call_count": unpriced_call_count,
         "inputs": inputs,
         "output": output,
         "truncated": t1 or t2 or t3,
         "sampled": sampled,
-    }, step_rows, call_rows
+    }
 
 
 def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
@@ -311,8 +325,14 @@ def calls_by_step(call_rows: list[dict[str, Any]]) -> dict[str | None, list[dict
     return by_step
 
 
+#: a run's sums when it made no call (see :func:`run_fields`)
+NO_CALLS: Final = _NO_CALLS
+#: the pricer that prices nothing (what :func:`run_parts` uses without one)
+unpriced: Final = _unpriced
 #: a step's row: ``step_row(step, run, its call rows, max_chars, sampled)`` (see :func:`run_document`)
 step_row = _step_row
+#: a call's row: ``call_row(call, run, pricer, max_chars)`` (see :func:`run_document`)
+call_row = _call_row
 
 
 #: the namespace of score ids (uuid5 of run id, name and source)

@@ -36,6 +36,7 @@ then ``"provider"``.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import threading
@@ -149,8 +150,16 @@ def validate_prices(prices: Any) -> dict[str, tuple[_Spec, ...]]:
     return table
 
 
-def _keys(call: Mapping[str, Any]) -> list[str]:
+def _keys(call: Mapping[str, Any]) -> tuple[str, ...]:
     provider, model, operation = call.get("provider"), call.get("model"), call.get("operation")
+    try:
+        return _keys_of(provider, model, operation)
+    except TypeError:  # an unhashable name: not cached
+        return _keys_of.__wrapped__(provider, model, operation)
+
+
+@functools.lru_cache(maxsize=1024)  # a program calls a few models: the keys of each are made once
+def _keys_of(provider: Any, model: Any, operation: Any) -> tuple[str, ...]:
     keys: list[str] = []
     models = [model] if model else []
     if model:
@@ -165,7 +174,7 @@ def _keys(call: Mapping[str, Any]) -> list[str]:
         keys.append(f"{provider}:{operation}")
     if provider:
         keys.append(provider)
-    return keys
+    return tuple(keys)
 
 
 def _applicable(specs: tuple[_Spec, ...], started_at: Any) -> _Spec | None:

@@ -11,7 +11,8 @@ noisy machine:
   steps each holding a child span with two attributes.
 * **exporter drain**: CPU seconds of the local store's ``write`` for frozen runs of ten steps, batches of
   100 (what the exporter's writer does; the caller excluded): the fast path (rows straight from the frozen
-  run) and the document path (documents built, then written) in the same run.
+  run) and the document path (documents built, then written) in the same run; and the same for steps
+  each holding one priced call (tokens, metadata), counted in step records (a step and its call).
 * **tracked step alone** (inside a run, the exporter idle) against one OpenTelemetry span: min and median
   of the samples, and the median's ratio to the minimum (how much the exporter's threads disturb it).
 * **whole process** ``python -c 'import agentmeter'`` against ``python -c 'import opentelemetry.sdk.trace'``,
@@ -121,7 +122,7 @@ def child(rounds: int, runs: int) -> dict[str, Any]:
             out[kind]["otel"].append((time.perf_counter() - t0) / (runs * 10) * 1e6)
             exporter.clear()
     out["drain"] = _drain(folder, rounds, runs)
-    out["step_alone"] = _step_alone(step, tracer, rounds)
+    out["step_alone"] = _step_alone(step, tracer, rounds, provider, exporter)
     agentmeter.shutdown(timeout=5)
     return out
 
@@ -145,29 +146,42 @@ def _drain(folder: Path, rounds: int, runs: int) -> dict[str, list[float]]:
             return WriteResult()
 
     recorder = Recorder()
-    agentmeter.configure(sinks=[recorder], sync_export=True)  # the frozen runs, nothing written
+    prices = {"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
+    agentmeter.configure(sinks=[recorder], sync_export=True, prices=prices)  # the frozen runs, nothing written
     step = agentmeter.track_step(work)
 
     @agentmeter.track_run("agent")
-    def agent() -> None:
+    def agent(calls: bool) -> None:
         for _ in range(10):
-            step("what is the capital of France?", 3)
+            if not calls:
+                step("what is the capital of France?", 3)
+                continue
+            with agentmeter.track_step("step"):
+                work("what is the capital of France?", 3)
+                with agentmeter.track_call("openai", "chat", model="gpt-4o-mini") as call:
+                    call.record_usage(input_tokens=120, output_tokens=30)
+                    call.set_metadata(finish_reason="stop")
 
     for _ in range(runs):
-        agent()
-    frozen = recorder.runs
-    documents = Documents(settings_from_env())
-    out: dict[str, list[float]] = {"fast": [], "document": []}
+        agent(False)
+    frozen = list(recorder.runs)
+    recorder.runs.clear()
+    for _ in range(runs):
+        agent(True)
+    with_calls = list(recorder.runs)
+    documents = Documents(settings_from_env(prices=prices))
+    out: dict[str, list[float]] = {"fast": [], "document": [], "fast_calls": [], "document_calls": []}
     for r in range(rounds):
         for mode in out:
+            runs_ = with_calls if mode.endswith("_calls") else frozen
             sink = SQLiteSink(folder / f"drain-{mode}-{r}.db")
             sink.write([])
             t0 = time.process_time()
-            for i in range(0, len(frozen), 100):
-                entries = [Entry(run) for run in frozen[i:i + 100]]
-                sink.write([EntryDocument(e, documents) for e in entries] if mode == "fast"
+            for i in range(0, len(runs_), 100):
+                entries = [Entry(run) for run in runs_[i:i + 100]]
+                sink.write([EntryDocument(e, documents) for e in entries] if mode.startswith("fast")
                            else [documents.document(e) for e in entries])
-            out[mode].append(len(frozen) * 10 / (time.process_time() - t0))
+            out[mode].append(len(runs_) * 10 / (time.process_time() - t0))
             sink.close()
     out["stages_us"] = _stages(folder, frozen, documents, rounds)  # type: ignore[assignment]
     return out
@@ -195,15 +209,16 @@ def _stages(folder: Path, frozen: list[Any], documents: Any, rounds: int) -> dic
         sink.write([])
         runs_t = sink._tables[0]
         pricer = documents.pricer()
-        parts = timed("fast", "run fields (contract.run_parts without step rows; rollups, pricing)",
-                      lambda: [contract.run_parts(run, pricer, 65536, steps=False) for run in frozen])
+        parts = timed("fast", "run fields (contract.run_fields: no calls to sum)",
+                      lambda: [contract.run_fields(run, 65536, True, 0, 0, contract.NO_CALLS, 0) for run in frozen])
         run_rows = timed("fast", "run rows (column order, JSON columns)",
-                         lambda: [runs_t.row(fields, 1) for fields, _, _ in parts])
-        step_rows = timed("fast", "step rows written out from the frozen steps",
-                          lambda: [row for run in frozen for row in sink._steps(run, run.steps, {}, True, 1, None)])
+                         lambda: [runs_t.row(fields, 1) for fields in parts])
+        step_rows = timed("fast", "step rows written out from the frozen steps (timestamps, duration, metadata)",
+                          lambda: [row for run in frozen
+                                   for row in sink._steps(run, run.steps, {}, True, 1, None, sink._rollup)])
         conn = sink._connect()
         timed("fast", "SQL: rows grouped by types (null pattern), multi-row upserts, one transaction per batch",
-              lambda: [sink._transaction(conn, [run_rows[i:i + 100], step_rows[i * 10:(i + 100) * 10], []])
+              lambda: [sink._transaction(conn, [run_rows[i:i + 100], step_rows[i * 10:(i + 100) * 10], [], []])
                        for i in range(0, len(frozen), 100)])
         docs = timed("document", "run_document", lambda: [contract.run_document(run, pricer, 65536) for run in frozen])
         timed("document", "json_safe (orjson, strict; NaN looked for in the number columns)",
@@ -217,11 +232,13 @@ def _stages(folder: Path, frozen: list[Any], documents: Any, rounds: int) -> dic
     return best
 
 
-def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int) -> dict[str, list[float]]:
+def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int, provider: Any,
+                exporter: Any) -> dict[str, list[float]]:
     import agentmeter
     from agentmeter.sinks import MemorySink
 
-    agentmeter.configure(sinks=[MemorySink()])
+    memory = MemorySink()
+    agentmeter.configure(sinks=[memory])
     out: dict[str, list[float]] = {"agentmeter": [], "otel": []}
     n = 2000
 
@@ -236,11 +253,14 @@ def _step_alone(step: Callable[..., Any], tracer: Any, rounds: int) -> dict[str,
                 step("what is the capital of France?", 3)
             out["agentmeter"].append((time.perf_counter() - t0) / n * 1e6)
         agentmeter.flush(timeout=None)
+        memory.clear()  # each side drops what it exported, so neither heap grows over the rounds
         with tracer.start_as_current_span("run"):
             t0 = time.perf_counter()
             for _ in range(n):
                 otel_span()
             out["otel"].append((time.perf_counter() - t0) / n * 1e6)
+        provider.force_flush()
+        exporter.clear()
     return out
 
 
@@ -322,6 +342,9 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             now = statistics.median(samples["fast"])
             doc = statistics.median(samples["document"])
             text = f"{now / 1000:.0f}k (document path, same run: {doc / 1000:.0f}k)"
+            if samples.get("fast_calls"):
+                text += (f"; steps each with one call: {statistics.median(samples['fast_calls']) / 1000:.0f}k "
+                         f"(document path {statistics.median(samples['document_calls']) / 1000:.0f}k)")
             met = now >= limit
         elif key == "step_alone":
             now = _ratio(samples)

@@ -81,8 +81,9 @@ def _rows(result: dict[str, Any]) -> Iterator[Row]:
                    f"us: {parts}")
     for key, o in (result.get("others") or {}).items():
         label = f"{o['case']} {key}"
-        if o["status"] == "absent":
-            yield (label, o["title"], "", "", "script not present")
+        if o["status"] in ("absent", "skipped"):
+            yield (label, o["title"], "", "", "script not present" if o["status"] == "absent" else
+                   "not run in this run (--skip); its last figures are in benchmarks/results/")
             continue
         verdicts = ", ".join(f"{k.split('.json.', 1)[-1]}={v}" for k, v in _verdicts(o.get("results", {})))
         yield (label, o["title"], "", "", f"{o['status']} in {o.get('elapsed_s', 0):.0f} s; {verdicts or 'see log'}")

@@ -53,7 +53,7 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run_others(python: str, quick: bool, timeout_scale: float) -> dict[str, Any]:
+def run_others(python: str, quick: bool, timeout_scale: float, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -62,6 +62,9 @@ def run_others(python: str, quick: bool, timeout_scale: float) -> dict[str, Any]
         key = script.removeprefix("bench_").removesuffix(".py")
         if not path.exists():
             out[key] = {"case": number, "title": title, "status": "absent"}
+            continue
+        if key in skip:
+            out[key] = {"case": number, "title": title, "status": "skipped"}
             continue
         args = QUICK_ARGS.get(script, []) if quick else extra
         before = {p: p.stat().st_mtime for p in RESULTS.glob("*.json")}
@@ -72,7 +75,10 @@ def run_others(python: str, quick: bool, timeout_scale: float) -> dict[str, Any]
         try:
             with log_path.open("w") as fh:
                 proc = subprocess.run([python, str(path), *args], stdout=fh, stderr=subprocess.STDOUT,
-                                      cwd=ROOT, env=quiet_env(PYTHONPATH=str(HERE)),
+                                      # this checkout's agentmeter, whatever the interpreter has installed
+                                      # and where to write (quiet_env drops every AGENTMETER_ variable)
+                                      cwd=ROOT, env=quiet_env(PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]),
+                                                              AGENTMETER_BENCH_RESULTS=str(RESULTS)),
                                       timeout=timeout * timeout_scale, check=False)
             rc = proc.returncode
             if rc != 0:
@@ -114,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter with agentmeter and the peers")
     p.add_argument("--project-python", default=None,
                    help="interpreter for the other scripts and the heavy-import check (default .venv)")
+    p.add_argument("--skip", default="", help="other scripts not to run, by name (e.g. dashboard)")
     p.add_argument("--exit-cap", type=float, default=60.0, help="seconds before a peer's exit is killed")
     p.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
     args = p.parse_args(argv)
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json("pipeline.json", cases["pipeline"])
     if "others" in only:
         log("(5-8) the other benchmark scripts")
-        result["others"] = run_others(proj, q, 1.0)
+        result["others"] = run_others(proj, q, 1.0, frozenset(filter(None, args.skip.split(","))))
     result["elapsed_s"] = time.monotonic() - started
     # a partial run (--only) leaves the committed latest.json and the main table of the docs alone
     full = {"hotpath", "import", "exit", "throughput"} <= only

@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from .. import _clock, contract
-from .._capture import Snapshot
+from .. import contract
 from .._json import dumps
 from .._paths import default_db_path
-from .._record import FinishedRun, FinishedStep
-from .._status import RUNNING
+from .._record import FinishedCall, FinishedStep
+from .._status import ERROR
 from ._base import Document, RunDocument, Sink, WriteResult
+from ._sqlite_rows import ROLLUP as _ROLLUP
+from ._sqlite_rows import calls_function, rollup_function, steps_function
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
@@ -144,48 +145,6 @@ def _row_function(cols: list[contract.Column]) -> Callable[[Mapping[str, Any], A
     return cast(Callable[[Mapping[str, Any], Any], list[Any]], namespace["row"])
 
 
-#: a finished step's columns when it made no call and nothing of it was captured (most steps): written
-#: straight from the frozen step, as :func:`agentmeter.contract.step_row` would make them. A column not
-#: named here (a new one in the contract) sends every step through ``step_row``, so it still flows through.
-_PLAIN_STEP = {
-    "schema_version": "sv", "step_id": "s.step_id", "run_id": "s.run_id", "parent_step_id": "s.parent_step_id",
-    "agent": "agent", "name": "s.name", "kind": "s.kind", "status": "s.status", "error_type": "s.error_type",
-    "error_message": "s.error_message", "started_at": "iso(s.start_us)", "ended_at": "iso(s.end_us)",
-    "duration_ms": "round((s.end_ns - s.start_ns) / 1e6, 3)",
-    "metadata": "('{}' if not m.value else dumps(m.value))",  # "metadata or {}", then encoded
-    "call_count": "0", "input_tokens": "None", "output_tokens": "None", "cached_input_tokens": "None",
-    "cache_write_tokens": "None", "reasoning_tokens": "None", "total_tokens": "None", "cost_usd": "None",
-    "inputs": "None", "output": "None", "truncated": "(1 if m.truncated else 0)",
-}
-
-StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
-                          Callable[[FinishedStep], list[Any]]], list[list[Any]]]
-
-
-def _steps_function(names: list[str]) -> StepsFunction:
-    """``steps(run, steps, calls by step, sampled, schema_version, general)``: the rows of ``steps``, each
-    plain one written out from :data:`_PLAIN_STEP`, the others (with calls, captured payloads, still open)
-    made by ``general``."""
-    if not names or any(n not in _PLAIN_STEP for n in names):
-        return lambda run, steps, by_step, sampled, sv, general: [general(s) for s in steps]
-    source = (
-        "def steps(run, steps, by_step, sampled, sv, general):\n"
-        "    agent = run.agent\n"
-        "    out = []\n"
-        "    for s in steps:\n"
-        "        m = s.metadata\n"
-        "        if (s.step_id in by_step or s.end_ns is None or s.end_us is None or s.status == RUNNING\n"
-        "                or m.__class__ is not Snapshot or (s.captured and sampled)):\n"
-        "            out.append(general(s))\n"
-        "        else:\n"
-        f"            out.append([{', '.join(_PLAIN_STEP[n] for n in names)}])\n"
-        "    return out\n"
-    )
-    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "dumps": dumps, "RUNNING": RUNNING, "Snapshot": Snapshot}
-    exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
-    return cast(StepsFunction, namespace["steps"])
-
-
 class _Table:
     """One table's columns and how a row of it is made from a record (a dict of column values)."""
 
@@ -264,9 +223,15 @@ class SQLiteSink(Sink):
         self._lock = threading.Lock()
         _sinks.add(self)
         self._tables = [_Table(table) for table in contract.TABLES]
-        self._steps = _steps_function(self._tables[1].names if len(self._tables) > 1 else [])
+        self._steps = steps_function(self._tables[1].names if len(self._tables) > 1 else [])
         # the fast path writes the tables run_parts makes rows for; a table it does not know turns it off
-        self._fast = tuple(contract.TABLES) == _FAST_TABLES
+        calls = self._tables[2].names if len(self._tables) > 2 else []
+        self._calls = calls_function(calls)
+        if all(n in calls for n in (*_ROLLUP, "priced", "status", "step_id")):
+            self._rollup = rollup_function(calls)
+            self._call_step_at, self._call_status_at, self._call_priced_at = (
+                calls.index("step_id"), calls.index("status"), calls.index("priced"))
+        self._fast = tuple(contract.TABLES) == _FAST_TABLES and hasattr(self, "_rollup")
         self._sql: dict[tuple[str, tuple[bool, ...], int], str] = {}
         #: runs written by the fast path and by the document path (for tests and benchmarks)
         self.fast_runs = self.document_runs = 0
@@ -305,22 +270,51 @@ class SQLiteSink(Sink):
                 rows.append(table.row(item, sv))
 
     def _fast_rows(self, doc: RunDocument, out: list[list[list[Any]]], careful: bool) -> None:
-        run, max_chars, sampled = doc.run, doc.max_chars, doc.sampled
-        fields, _, calls = contract.run_parts(run, doc.pricer, max_chars, sampled=sampled, steps=False)
-        sv = fields["schema_version"]
+        run, max_chars, sampled, pricer = doc.run, doc.max_chars, doc.sampled, doc.pricer
         runs_t, steps_t, calls_t = self._tables[:3]
-        by_step = contract.calls_by_step(calls)
-        no_calls: list[dict[str, Any]] = []
+        sv = contract.SCHEMA_VERSION
+        if run.calls or run.open_calls:
+            price = pricer or contract.unpriced
+
+            def general_call(call: FinishedCall) -> list[Any]:
+                return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
+
+            # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
+            width = len(calls_t.names)  # careful: a plain row's key (see _upsert) is not a value to check
+            call_rows = [_check(row[:width] if careful else row, calls_t.real_at, careful) for row in
+                         self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv, general_call)]
+            by_step: dict[str | None, list[list[Any]]] = {}
+            step_at = self._call_step_at
+            for row in call_rows:
+                group = by_step.get(row[step_at])
+                if group is None:
+                    by_step[row[step_at]] = [row]
+                else:
+                    group.append(row)
+            status_at, priced_at = self._call_status_at, self._call_priced_at
+            fields = contract.run_fields(run, max_chars, sampled, len(call_rows),
+                                         sum(1 for r in call_rows if r[status_at] == ERROR),
+                                         dict(zip(_ROLLUP, self._rollup(call_rows), strict=True)),
+                                         sum(1 for r in call_rows if not r[priced_at]))
+        else:
+            call_rows, by_step = [], {}
+            fields = contract.run_fields(run, max_chars, sampled, 0, 0, contract.NO_CALLS, 0)
+        rollup = self._rollup
+        names = _ROLLUP
 
         def general(step: FinishedStep) -> list[Any]:
-            row = contract.step_row(step, run, by_step.get(step.step_id, no_calls), max_chars, sampled)
+            row = contract.step_row(step, run, [], max_chars, sampled)
+            cs = by_step.get(step.step_id)
+            if cs:  # the sums of its call rows, as step_row makes them from the call dicts
+                row["call_count"] = len(cs)
+                row.update(zip(names, rollup(cs), strict=True))
             return _check(steps_t.row(row, sv), steps_t.real_at, careful)
 
-        step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general)
-        if careful:
-            step_rows = [_check(row, steps_t.real_at, True) for row in step_rows]
-        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows,
-               [_check(calls_t.row(c, sv), calls_t.real_at, careful) for c in calls], []]  # no run_scores
+        step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general, rollup)
+        if careful or by_step:  # a step's summed cost may be past a float's range
+            width = len(steps_t.names)  # careful: a plain row's key (see _upsert) is not a value to check
+            step_rows = [_check(row[:width] if careful else row, steps_t.real_at, careful) for row in step_rows]
+        new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows, call_rows, []]  # no scores
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)
 
@@ -372,28 +366,32 @@ class SQLiteSink(Sink):
     def _upsert(self, conn: sqlite3.Connection, table: _Table, rows: list[list[Any]]) -> None:
         """One statement per null pattern and up to 999 parameters: few statements, no ``None`` bound.
         Raises ``TypeError`` on a value of a type the document path would have stored otherwise."""
-        groups: dict[tuple[type, ...], list[list[Any]]] = {}
+        groups: dict[tuple[Any, ...], list[list[Any]]] = {}
+        width = len(table.names)
         for row in rows:
-            types = tuple(map(type, row))  # the null pattern, and the types checked once per group
-            group = groups.get(types)
+            # the null pattern, and the types checked once per group; a plain step row carries its pattern's
+            # key after its values (see _sqlite_rows), which itertools.compress below leaves out
+            key = row[width] if len(row) > width else tuple(map(type, row))
+            group = groups.get(key)
             if group is None:
-                groups[types] = [row]
+                groups[key] = [row]
             else:
                 group.append(row)
         cache = self._sql
-        for types, members in groups.items():
+        for key, members in groups.items():
+            types = key if len(members[0]) == width else tuple(map(type, members[0][:width]))
             if not _PLAIN.issuperset(types):
                 raise TypeError("a value of a type the store does not take as it is")
             present = tuple(t is not _NONE for t in types)
             per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
             for start in range(0, len(members), per_statement):
                 part = members[start:start + per_statement]
-                key = (table.name, present, len(part))
-                sql = cache.get(key)
+                shape = (table.name, present, len(part))
+                sql = cache.get(shape)
                 if sql is None:
                     if len(cache) >= _MAX_STATEMENTS:
                         cache.clear()
-                    sql = cache[key] = table.upsert_sql(present, len(part))
+                    sql = cache[shape] = table.upsert_sql(present, len(part))
                 params: list[Any] = []
                 for row in part:
                     params.extend(itertools.compress(row, present))
@@ -408,6 +406,7 @@ class SQLiteSink(Sink):
 
 
 _NONE = type(None)
+_first = operator.itemgetter(0)  # a frozen call's id
 
 #: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls
 #: the tables of the fast path: a run's three (from run_parts) and run_scores, which no run writes (a score

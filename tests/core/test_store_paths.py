@@ -84,6 +84,12 @@ def _extras(draw: st.DrawFn) -> dict[str, Any]:
         "http_status": draw(st.one_of(st.none(), st.sampled_from([200, 429, 500]))),
         "first_token": draw(st.booleans()),
         "cached": draw(st.one_of(st.none(), st.integers(0, 100))),
+        # the rest of a call's usage and sizes (the fast path writes each column from the frozen call)
+        "reasoning": draw(st.one_of(st.none(), st.integers(0, 50))),
+        "cache_write": draw(st.one_of(st.none(), st.integers(0, 100))),
+        "units": draw(st.one_of(st.none(), st.floats(0, 1e6), st.just(math.inf))),
+        "retries": draw(st.integers(0, 3)),
+        "sizes": draw(st.one_of(st.none(), st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)))),
     }
 
 
@@ -93,7 +99,13 @@ def _execute(node: StepSpec | CallSpec, extras: st.DataObject) -> None:
         if isinstance(node, CallSpec):
             with track_call("test", node.name, model=node.model) as call:
                 call.record_usage(input_tokens=node.input_tokens, output_tokens=node.output_tokens,
-                                  cached_input_tokens=x["cached"] if node.input_tokens is not None else None)
+                                  cached_input_tokens=x["cached"] if node.input_tokens is not None else None,
+                                  reasoning_tokens=x["reasoning"], units=x["units"],
+                                  cache_write_tokens=x["cache_write"])
+                if x["retries"]:
+                    call.record_retry(x["retries"])
+                if x["sizes"] is not None:
+                    call.record_sizes(*x["sizes"])
                 if x["metadata"]:
                     call.set_metadata(x["metadata"])
                 if x["http_status"] is not None:
@@ -226,6 +238,56 @@ def _one_run(**metadata: Any) -> FinishedRun:
 def test_a_plain_run_takes_the_fast_path(tmp_path: Path) -> None:
     fast, _, _ = _write_both_ways(tmp_path, [_one_run(note="x", score=1.5)])
     assert (fast.fast_runs, fast.document_runs) == (1, 0)
+
+
+def test_finished_calls_and_their_steps_are_written_without_row_dicts(tmp_path: Path, monkeypatch: Any) -> None:
+    # the fast path writes a finished call's row, and its step's sums, straight from the frozen records:
+    # neither contract.call_row nor contract.step_row is asked (they make the dicts of the document path)
+    runs = [_one_run(note="x"), _one_run()]
+    documents = Documents(settings_from_env(prices=strategies.PRICES))
+    slow = SQLiteSink(tmp_path / "document.db")
+    slow.write([documents.document(Entry(r)) for r in runs])
+
+    def refuse(*_args: Any) -> Any:
+        raise AssertionError("a row dict was built")
+
+    monkeypatch.setattr(contract, "call_row", refuse)
+    monkeypatch.setattr(contract, "step_row", refuse)
+    fast = SQLiteSink(tmp_path / "fast.db")
+    fast.write([EntryDocument(Entry(r), documents) for r in runs])
+    assert (fast.fast_runs, fast.document_runs) == (2, 0)
+    want, got = _tables(slow.path), _tables(fast.path)
+    assert [len(want[t]) for t in ("agent_runs", "run_steps", "api_calls")] == [2, 2, 4]
+    assert got == want
+    (step,) = [r for r in got["run_steps"] if r[2] == runs[0].run_id]
+    assert step[14:22] == (2, 20, 10, None, None, None, 30, step[21]) and step[21] is not None  # summed, priced
+
+
+def test_plain_steps_of_every_null_pattern_share_a_batch(tmp_path: Path) -> None:
+    # a plain step row carries the key of its null pattern (parent, agent, error fields): rows of several
+    # patterns in one batch each go to their own statement and are stored as the document path stores them
+    recorder = _Recorder()
+    agentmeter.configure(sinks=[recorder], sync_export=True, prices=strategies.PRICES)
+    for agent in (None, "a"):
+        with track_run("patterns", agent=agent):
+            with track_step("outer"), track_step("inner"):
+                pass
+            try:
+                with track_step("fails"):
+                    raise Boom("no")
+            except Boom:
+                pass
+            try:
+                with track_step("fails silently"):
+                    raise Boom("")
+            except Boom:
+                pass
+    fast, _, _ = _write_both_ways(tmp_path, recorder.runs)
+    assert (fast.fast_runs, fast.document_runs) == (2, 0)
+    steps = _tables(fast.path)["run_steps"]
+    assert len(steps) == 8
+    assert {(r[3] is None, r[4] is None, r[8] is None, r[9] is None) for r in steps} >= {
+        (True, True, True, True), (False, True, True, True), (True, False, False, False), (True, False, True, True)}
 
 
 def test_invalid_unicode_in_a_name_takes_the_document_path_and_is_repaired(tmp_path: Path) -> None:

@@ -404,3 +404,89 @@ def test_hostile_user_strings_are_text_and_fetch_nothing_in_chromium(browser: An
     for where in ("error", "errortype", "output", "input"):
         assert payload(where, port) in text or json.dumps(payload(where, port)) in text, where
     assert all(payload("agent", port) in label for label in labels), labels
+
+
+#: what is cut off or sticks out at the page's width: the page scrolling sideways, an element reaching past
+#: the viewport that no scrolling box of its own holds (a wide table scrolls inside its frame: that is not
+#: cut off), and a tile's label or value wider than its box (Streamlit cuts it with an ellipsis)
+OVERFLOW = """() => {
+    const vw = document.documentElement.clientWidth;
+    const out = [];
+    const page = document.scrollingElement;
+    if (page.scrollWidth > vw + 1) out.push(`the page scrolls sideways: ${page.scrollWidth} px wide in ${vw} px`);
+    const held = el => {
+        for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+            if (a.matches('[data-testid="stSidebar"]')) return true;  // the sidebar (a drawer at 390 px)
+            if (getComputedStyle(a).overflowX !== 'visible') return a.getBoundingClientRect().right <= vw + 1;
+        }
+        return false;
+    };
+    const name = el => (el.getAttribute('data-testid') || el.tagName.toLowerCase()) + ' '
+        + JSON.stringify((el.innerText || '').trim().slice(0, 40));
+    for (const el of document.querySelectorAll('[data-testid="stMain"] *')) {
+        const r = el.getBoundingClientRect();
+        if (r.width && (r.right > vw + 1 || r.left < -1) && !held(el))
+            out.push(`${name(el)} spans ${Math.round(r.left)}..${Math.round(r.right)} px in ${vw} px`);
+    }
+    for (const tile of document.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricLabel"]'))
+        for (const el of [tile, ...tile.querySelectorAll('*')])
+            if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible')
+                out.push(`${name(el)} is cut: ${el.scrollWidth} px of text in ${el.clientWidth} px`);
+    return out;
+}"""
+
+
+def nav_views(page: Any) -> list[str]:
+    """The views the page's navigation offers (the sidebar's View radio), views added later included."""
+    options = page.locator('[data-testid="stSidebar"] [role="radiogroup"][aria-label="View"] '
+                           '[data-testid="stRadioOption"]')
+    options.first.wait_for(timeout=60_000)
+    return [t.strip() for t in options.all_inner_texts()]
+
+
+@pytest.fixture
+def big_store(seeded: tuple[Path, Docs], tmp_path: Path) -> tuple[Path, Docs]:
+    """The seeded runs with the figures of a big store: tokens in the billions, costs in the thousands of
+    dollars, durations in minutes (every count, cost and duration of a run, its steps and calls scaled)."""
+    scale = {"input_tokens": 200_000, "output_tokens": 200_000, "total_tokens": 200_000, "cost_usd": 60_000.0,
+             "duration_ms": 2_000.0}
+    docs = []
+    for doc in seeded[1]:
+        doc = json.loads(json.dumps(doc))
+        for item in (doc, *doc["steps"], *doc["calls"]):
+            for key, factor in scale.items():
+                if isinstance(item.get(key), (int, float)) and not isinstance(item.get(key), bool):
+                    item[key] = type(item[key])(item[key] * factor)
+        docs.append(doc)
+    db = tmp_path / "big.db"
+    sink = SQLiteSink(db)
+    sink.write(docs)
+    sink.close()
+    return db, docs
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_every_view_fits_the_width_in_chromium(big_store: tuple[Path, Docs], browser: Any, tmp_path: Path,
+                                               width: int) -> None:
+    db, docs = big_store
+    want = expected(docs)
+    assert want["total_tokens"] > 1e9 and want["cost_usd"] > 1000  # tiles as wide as a big store's
+    with serving(db, tmp_path) as url:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(url)
+        ready(page)
+        views = nav_views(page)
+        assert set(VIEWS) <= set(views), views
+        found = {}
+        for view in views:
+            page.goto(f"{url}/?view={view.replace(' ', '+')}")  # a link opens the view it names
+            page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
+                                   arg=view, timeout=60_000)
+            ready(page)
+            assert problems(page) == [], view
+            if view == "Health":
+                assert tiles(page)["Tokens"] == f"{want['total_tokens']:,}"  # the whole number, on the page
+            found[view] = page.evaluate(OVERFLOW)
+        page.close()
+    assert found == {view: [] for view in views}
+

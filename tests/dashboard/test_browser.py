@@ -40,8 +40,9 @@ RANGES: dict[str, timedelta | None] = {
 }
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-#: the page is drawn: tiles shown, no skeleton, no script running, every chart drawn
-READY = """() => !document.querySelector('[data-testid="stSkeleton"]')
+#: the page is drawn: tiles shown, no skeleton, no element left from an earlier run, no script running,
+#: every chart drawn
+READY = """() => !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
     && !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-testid="stMetricValue"]').length > 0
     && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'))"""
@@ -133,6 +134,38 @@ def wait_tile(page: Any, label: str, value: str) -> None:
         arg=[label, value], timeout=60_000)
     ready(page)
     assert problems(page) == []
+
+
+class Reruns:
+    """Streamlit's own word that a run of the script finished: the ``script_finished`` message on the page's
+    websocket. ``after(action)`` does what starts one rerun and returns once that run has finished and the
+    page is drawn, so the next click never lands on a page that is being redrawn (no fixed waits)."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.ws: Any = None
+        page.on("websocket", self._opened)
+
+    def _opened(self, ws: Any) -> None:
+        if ws.url.endswith("/_stcore/stream"):
+            self.ws = ws
+
+    @staticmethod
+    def _finished(payload: str | bytes) -> bool:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        if isinstance(payload, str):
+            return False
+        msg = ForwardMsg.FromString(payload)
+        return msg.WhichOneof("type") == "script_finished" and \
+            msg.script_finished == ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY
+
+    def after(self, action: Callable[[], Any]) -> None:
+        assert self.ws is not None, "the page has no Streamlit websocket"
+        with self.ws.expect_event("framereceived", predicate=self._finished, timeout=120_000):
+            action()
+        ready(self.page)
+        assert problems(self.page) == []
 
 
 def choose(page: Any, label: str, option: str) -> None:
@@ -242,33 +275,33 @@ def test_every_control_in_every_view_in_chromium(aged_store: tuple[Path, Docs], 
     agents, statuses = ("researcher", NASTY_AGENT), ("error",)
     with serving(db, tmp_path) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        runs = Reruns(page)
         for view in VIEWS:
-            page.goto(url)
+            page.goto(f"{url}/?view={view.replace(' ', '+')}")  # fresh filters; a link opens the view
+            page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
+                                   arg=view, timeout=120_000)
             ready(page)
-            open_view(page, view)
+            assert problems(page) == [], view
             tile = "Matching runs" if view == "Run explorer" else "Runs"
+            assert tiles(page)[tile] == count(docs), (view, "opened on All time")
             for label, delta in RANGES.items():
-                choose(page, "Time range", label)
+                runs.after(lambda label=label: choose(page, "Time range", label))
                 kept = in_range(docs, datetime.now(timezone.utc) - delta if delta else None)
-                wait_tile(page, tile, count(kept))
-            choose(page, "Time range", "Custom")
-            type_dates(page, first, last)
-            wait_tile(page, tile, count(custom))
-            for agent in agents:
-                choose(page, "Agent", agent)
+                assert tiles(page)[tile] == count(kept), (view, label)
+            runs.after(lambda: choose(page, "Time range", "Custom"))
+            runs.after(lambda: type_dates(page, first, last))
+            assert tiles(page)[tile] == count(custom), (view, "Custom")
+            for i, agent in enumerate(agents):
+                runs.after(lambda agent=agent: choose(page, "Agent", agent))
                 page.keyboard.press("Escape")
-                ready(page)
-            wait_tile(page, tile, count(custom, agents))
-            choose(page, "Run status", statuses[0])
+                assert tiles(page)[tile] == count(custom, agents[:i + 1]), (view, agent)
+            runs.after(lambda: choose(page, "Run status", statuses[0]))
             page.keyboard.press("Escape")
-            wait_tile(page, tile, count(custom, agents, statuses))
+            assert tiles(page)[tile] == count(custom, agents, statuses), (view, statuses)
             if view != "Run explorer":
                 for bucket in ("minute", "hour", "day"):
-                    choose(page, "Time bucket", bucket)
-                    page.wait_for_function(
-                        "b => document.querySelector('input[aria-label=\"Time bucket\"]').value === b", arg=bucket)
-                    ready(page)
-                    assert problems(page) == [], (view, bucket)
+                    runs.after(lambda bucket=bucket: choose(page, "Time bucket", bucket))
+                    assert page.locator('input[aria-label="Time bucket"]').input_value() == bucket, (view, bucket)
                     assert page.locator('[data-testid="stVegaLiteChart"]').count() > 0, (view, bucket)
         page.close()
 

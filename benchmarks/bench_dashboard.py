@@ -306,16 +306,19 @@ COLD_TARGET_S = 2.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: page ready: the view's header and a tile are drawn, no element of an earlier run is left (stale), no
-#: skeleton, Streamlit's running indicator is gone (or fading out: it lingers 200 ms), every chart drawn
+#: page ready: the frontend has seen the script finish (stApp's data-test-script-state, what Streamlit's own
+#: browser tests wait on), the view's header and a tile are drawn, no element of an earlier run is left
+#: (stale), no skeleton, the running indicator is gone (or fading out: it lingers 200 ms), every chart drawn
 PAGE_READY = """([view, tile, value]) => {
     const heads = [...document.querySelectorAll('h2')].map(h => h.innerText.trim());
     const tiles = [...document.querySelectorAll('[data-testid="stMetric"]')].filter(m =>
         m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === tile);
     const running = [...document.querySelectorAll('[data-testid="stStatusWidget"]')].some(w =>
         !w.className.includes('StatusWidget-exit') && w.querySelector('[data-testid="stStatusWidgetRunningIcon"]'));
-    return heads.includes(view)
-        && tiles.some(m => value === null || m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)
+    return document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
+        && heads.includes(view)
+        && tiles.some(m => value === null
+                           || m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)
         && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
         && !running
         && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'));
@@ -418,11 +421,15 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
 
     from playwright.sync_api import sync_playwright
 
-    since = _iso(datetime.combine(first, datetime.min.time(), timezone.utc))
-    until = _iso(datetime.combine(last, datetime.min.time(), timezone.utc) + timedelta(days=1))
-    all_runs, range_runs = f"{_runs_between(db, None, None):,}", f"{_runs_between(db, since, until):,}"
+    def runs(first: date | None, last: date | None) -> str:
+        """The tile's text for the runs started from ``first`` to ``last`` (whole UTC days)."""
+        since = _iso(datetime.combine(first, datetime.min.time(), timezone.utc)) if first else None
+        until = _iso(datetime.combine(last, datetime.min.time(), timezone.utc) + timedelta(days=1)) if last else None
+        return f"{_runs_between(db, since, until):,}"
+
     today = datetime.now(timezone.utc).date()
-    default_runs = f"{_runs_between(db, _iso(datetime.combine(today - timedelta(days=7), datetime.min.time(), timezone.utc)), _iso(datetime.combine(today, datetime.min.time(), timezone.utc) + timedelta(days=1))):,}"
+    # the Custom range opens on the last 7 days up to today (a rerun of its own before the dates are typed)
+    all_runs, range_runs, default_runs = runs(None, None), runs(first, last), runs(today - timedelta(days=7), today)
     rows: list[dict[str, Any]] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -465,8 +472,9 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
                                  "warm_best_s": times[0], "warm_median_s": times[len(times) // 2],
                                  "warm_load": warm[-1][2], "server_start_s": started})
                 r = rows[-2:]
-                print(f"{view:<14} cold {r[0]['cold_s']:.2f} / {r[1]['cold_s']:.2f} s, warm {r[0]['warm_best_s']:.2f} / "
-                      f"{r[1]['warm_best_s']:.2f} s (all time / range), load {_load()}", flush=True)
+                print(f"{view:<14} cold {r[0]['cold_s']:.2f} / {r[1]['cold_s']:.2f} s, "
+                      f"warm {r[0]['warm_best_s']:.2f} / {r[1]['warm_best_s']:.2f} s (all time / range), "
+                      f"load {_load()}", flush=True)
         finally:
             browser.close()
     return rows

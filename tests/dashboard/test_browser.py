@@ -40,9 +40,10 @@ RANGES: dict[str, timedelta | None] = {
 }
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-#: the page is drawn: tiles shown, no skeleton, no element left from an earlier run, no script running,
-#: every chart drawn
-READY = """() => !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
+#: the page is drawn: the script is not running (as the frontend sees it), tiles shown, no skeleton, no
+#: element left from an earlier run, no running indicator, every chart drawn
+READY = """() => document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
+    && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
     && !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-testid="stMetricValue"]').length > 0
     && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'))"""
@@ -107,7 +108,7 @@ def browser() -> Iterator[Any]:
 
 
 def ready(page: Any) -> None:
-    page.wait_for_function(READY, timeout=60_000)
+    page.wait_for_function(READY, timeout=120_000)
 
 
 def problems(page: Any) -> list[str]:
@@ -127,19 +128,29 @@ def tiles(page: Any) -> dict[str, str]:
 
 def wait_tile(page: Any, label: str, value: str) -> None:
     """Until the tile ``label`` reads ``value`` (the rerun the last click started has drawn)."""
-    page.wait_for_function(
-        """([label, value]) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(m =>
-            m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === label
-            && m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)""",
-        arg=[label, value], timeout=60_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            """([label, value]) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(m =>
+                m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === label
+                && m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)""",
+            arg=[label, value], timeout=120_000)
+    except PlaywrightTimeout as exc:
+        chosen = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]')]
+            .map(t => t.getAttribute('aria-label'))""")
+        raise AssertionError(f"tile {label!r} never read {value!r}: tiles {tiles(page)}, chosen {chosen}") from exc
     ready(page)
     assert problems(page) == []
 
 
 class Reruns:
-    """Streamlit's own word that a run of the script finished: the ``script_finished`` message on the page's
-    websocket. ``after(action)`` does what starts one rerun and returns once that run has finished and the
-    page is drawn, so the next click never lands on a page that is being redrawn (no fixed waits)."""
+    """``after(action)`` does what starts one rerun and returns once Streamlit has finished that run (the
+    ``script_finished`` message on the page's websocket) and the page shows it: drawn, and with the tile
+    reading what the run must show when one is named. The next click never lands on a page that is being
+    redrawn, and nothing waits a fixed time. (The frontend's own script state, ``stApp``'s
+    ``data-test-script-state``, may skip from ``notRunning`` to ``notRunning`` when a short run's messages are
+    drawn in one go, so it is only part of :data:`READY`.)"""
 
     def __init__(self, page: Any) -> None:
         self.page = page
@@ -160,12 +171,19 @@ class Reruns:
         return msg.WhichOneof("type") == "script_finished" and \
             msg.script_finished == ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY
 
-    def after(self, action: Callable[[], Any]) -> None:
+    def after(self, action: Callable[[], Any], what: Any, tile: tuple[str, str] | None = None) -> None:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         assert self.ws is not None, "the page has no Streamlit websocket"
-        with self.ws.expect_event("framereceived", predicate=self._finished, timeout=120_000):
-            action()
+        try:
+            with self.ws.expect_event("framereceived", predicate=self._finished, timeout=120_000):
+                action()
+        except PlaywrightTimeout as exc:
+            raise AssertionError(f"no run finished after {what}") from exc
+        if tile is not None:
+            wait_tile(self.page, *tile)
         ready(self.page)
-        assert problems(self.page) == []
+        assert problems(self.page) == [], what
 
 
 def choose(page: Any, label: str, option: str) -> None:
@@ -199,7 +217,7 @@ def _tag_chosen(page: Any, label: str, option: str) -> bool:
 def open_view(page: Any, view: str) -> None:
     page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=view).first.click()
     page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
-                           arg=view, timeout=60_000)
+                           arg=view, timeout=120_000)
     ready(page)
     assert problems(page) == [], view
 
@@ -207,7 +225,7 @@ def open_view(page: Any, view: str) -> None:
 def wait_picked(page: Any, run_id: str) -> None:
     """Until the Run explorer's run picker shows ``run_id`` and the page is drawn."""
     page.wait_for_function("id => document.querySelector('input[aria-label=\"Run\"]')?.value.startsWith(id)",
-                           arg=run_id, timeout=60_000)
+                           arg=run_id, timeout=120_000)
     ready(page)
 
 
@@ -283,24 +301,22 @@ def test_every_control_in_every_view_in_chromium(aged_store: tuple[Path, Docs], 
             ready(page)
             assert problems(page) == [], view
             tile = "Matching runs" if view == "Run explorer" else "Runs"
-            assert tiles(page)[tile] == count(docs), (view, "opened on All time")
+            wait_tile(page, tile, count(docs))  # the page opens on All time
             for label, delta in RANGES.items():
-                runs.after(lambda label=label: choose(page, "Time range", label))
                 kept = in_range(docs, datetime.now(timezone.utc) - delta if delta else None)
-                assert tiles(page)[tile] == count(kept), (view, label)
-            runs.after(lambda: choose(page, "Time range", "Custom"))
-            runs.after(lambda: type_dates(page, first, last))
-            assert tiles(page)[tile] == count(custom), (view, "Custom")
+                runs.after(lambda label=label: choose(page, "Time range", label), (view, label), (tile, count(kept)))
+            runs.after(lambda: choose(page, "Time range", "Custom"), (view, "Custom"))
+            runs.after(lambda: type_dates(page, first, last), (view, first, last), (tile, count(custom)))
             for i, agent in enumerate(agents):
-                runs.after(lambda agent=agent: choose(page, "Agent", agent))
+                runs.after(lambda agent=agent: choose(page, "Agent", agent), (view, agent),
+                           (tile, count(custom, agents[:i + 1])))
                 page.keyboard.press("Escape")
-                assert tiles(page)[tile] == count(custom, agents[:i + 1]), (view, agent)
-            runs.after(lambda: choose(page, "Run status", statuses[0]))
+            runs.after(lambda: choose(page, "Run status", statuses[0]), (view, statuses),
+                       (tile, count(custom, agents, statuses)))
             page.keyboard.press("Escape")
-            assert tiles(page)[tile] == count(custom, agents, statuses), (view, statuses)
             if view != "Run explorer":
                 for bucket in ("minute", "hour", "day"):
-                    runs.after(lambda bucket=bucket: choose(page, "Time bucket", bucket))
+                    runs.after(lambda bucket=bucket: choose(page, "Time bucket", bucket), (view, bucket))
                     assert page.locator('input[aria-label="Time bucket"]').input_value() == bucket, (view, bucket)
                     assert page.locator('[data-testid="stVegaLiteChart"]').count() > 0, (view, bucket)
         page.close()
@@ -473,7 +489,7 @@ def nav_views(page: Any) -> list[str]:
     """The views the page's navigation offers (the sidebar's View radio), views added later included."""
     options = page.locator('[data-testid="stSidebar"] [role="radiogroup"][aria-label="View"] '
                            '[data-testid="stRadioOption"]')
-    options.first.wait_for(timeout=60_000)
+    options.first.wait_for(timeout=120_000)
     return [t.strip() for t in options.all_inner_texts()]
 
 
@@ -514,7 +530,7 @@ def test_every_view_fits_the_width_in_chromium(big_store: tuple[Path, Docs], bro
         for view in views:
             page.goto(f"{url}/?view={view.replace(' ', '+')}")  # a link opens the view it names
             page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
-                                   arg=view, timeout=60_000)
+                                   arg=view, timeout=120_000)
             ready(page)
             assert problems(page) == [], view
             if view == "Health":

@@ -1,6 +1,7 @@
 """Benchmark: time of each dashboard view's queries on a local store of one million API calls.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--calls 1000000] [--db PATH] [--repeat 3] [--write-cost]
+                                                   [--browser | --browser-only] [--warm-repeat 3]
 
 Builds the store once (rows written directly with the SQLite sink's schema, in bulk: 10 calls and 4 steps
 per run, 30 days, 6 agents, 3 providers, 8 models, ~8% failed runs, ~15% unpriced calls), then runs each
@@ -13,6 +14,14 @@ its columns are current; its indexes are brought up to date first, as the SQLite
 (100 runs), step and call records/s, previous index set vs current, in a fresh store and on top of the
 1M-call store, alternating in each repetition (the exporter must keep >= 50,000 step records/s).
 Writes a table to stdout and JSON to ``benchmarks/results/dashboard.json``.
+
+``--browser`` (``make bench`` passes it) then times every view's page in headless Chromium (playwright with
+Debian's /usr/bin/chromium) against ``agentmeter dashboard`` on the same store: the views are read from the
+page's navigation, each opened cold (fresh server and browser profile) and warm (a second visit), all time
+and a Custom range of the data's last 7 days typed into the date input, until the page is ready (see
+:data:`PAGE_READY`); targets warm <= 1 s, cold <= 2 s. The table puts the same run's query time and the load
+average beside each figure; JSON in ``benchmarks/results/dashboard_browser.json``. ``--browser-only`` skips
+the query filters the pages do not use and leaves dashboard.json alone.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Benchmark: time of each dashboard view's queries on a local store of one million API calls.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--calls 1000000] [--db PATH] [--repeat 3] [--write-cost]
+                                                   [--browser | --browser-only] [--warm-repeat 3]
 
 Builds the store once (rows written directly with the SQLite sink's schema, in bulk: 10 calls and 4 steps
 per run, 30 days, 6 agents, 3 providers, 8 models, ~8% failed runs, ~15% unpriced calls), then runs each
@@ -13,18 +14,28 @@ its columns are current; its indexes are brought up to date first, as the SQLite
 (100 runs), step and call records/s, previous index set vs current, in a fresh store and on top of the
 1M-call store, alternating in each repetition (the exporter must keep >= 50,000 step records/s).
 Writes a table to stdout and JSON to ``benchmarks/results/dashboard.json``.
+
+``--browser`` (``make bench`` passes it) then times every view's page in headless Chromium (playwright with
+Debian's /usr/bin/chromium) against ``agentmeter dashboard`` on the same store: the views are read from the
+page's navigation, each opened cold (fresh server and browser profile) and warm (a second visit), all time
+and a Custom range of the data's last 7 days typed into the date input, until the page is ready (see
+:data:`PAGE_READY`); targets warm <= 1 s, cold <= 2 s. The table puts the same run's query time and the load
+average beside each figure; JSON in ``benchmarks/results/dashboard_browser.json``. ``--browser-only`` skips
+the query filters the pages do not use and leaves dashboard.json alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +305,190 @@ def write_cost(big_store: Path, repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
+#: the page targets of issue 19 (seconds, 1M calls, measured in Chromium)
+WARM_TARGET_S = 1.0
+COLD_TARGET_S = 2.0
+
+
+# -- page times in Chromium ------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: page ready: the frontend has seen the script finish (stApp's data-test-script-state, what Streamlit's own
+#: browser tests wait on), the view's header and a tile are drawn, no element of an earlier run is left
+#: (stale), no skeleton, the running indicator is gone (or fading out: it lingers 200 ms), every chart drawn
+PAGE_READY = """([view, tile, value]) => {
+    const heads = [...document.querySelectorAll('h2')].map(h => h.innerText.trim());
+    const tiles = [...document.querySelectorAll('[data-testid="stMetric"]')].filter(m =>
+        m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === tile);
+    const running = [...document.querySelectorAll('[data-testid="stStatusWidget"]')].some(w =>
+        !w.className.includes('StatusWidget-exit') && w.querySelector('[data-testid="stStatusWidgetRunningIcon"]'));
+    return document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
+        && heads.includes(view)
+        && tiles.some(m => value === null
+                           || m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)
+        && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
+        && !running
+        && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'));
+}"""
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _runs_between(db: Path, since: str | None, until: str | None) -> int:
+    """How many runs started in [since, until): what the Runs tile (Matching runs in the Run explorer) reads."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM agent_runs WHERE started_at >= ? AND started_at < ?",
+                                (since or "", until or "~")).fetchone()[0])
+
+
+@contextmanager
+def _dashboard(db: Path, logs: Path) -> Iterator[tuple[str, float]]:
+    """``agentmeter dashboard`` on ``db`` in a fresh process; yields its URL and how long it took to answer."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = Path(tempfile.mkdtemp(prefix="bench-dash-home-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    log = (logs / f"streamlit-{port}.log").open("w")
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "agentmeter", "dashboard", "--db", str(db), "--port", str(port),
+                             "--headless"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(home)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the dashboard exited: see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - t > 120:
+                raise RuntimeError("the dashboard did not answer in 120 s")
+            time.sleep(0.05)
+        yield url, time.perf_counter() - t
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _ready(page: Any, view: str, tile: str, value: str | None, timeout_s: float = 120) -> None:
+    page.wait_for_function(PAGE_READY, arg=[view, tile, value], timeout=timeout_s * 1000, polling=50)
+
+
+def _choose(page: Any, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _type_date(page: Any, end: str, day: date) -> None:
+    page.get_by_role("spinbutton", name=f"year, From - to (UTC) {end} date").click()
+    page.keyboard.type(f"{day:%Y%m%d}")
+
+
+#: the navigation's entries: the sidebar's View radio
+NAV = '[data-testid="stSidebar"] [role="radiogroup"][aria-label="View"] [data-testid="stRadioOption"]'
+
+
+def page_views(browser: Any, url: str) -> list[str]:
+    """The views the page's navigation offers (the sidebar's View radio), in its order."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector(NAV, timeout=120_000)
+    names = [t.strip() for t in page.locator(NAV).all_inner_texts()]
+    page.close()
+    return [n for n in names if n]
+
+
+def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Path) -> list[dict[str, Any]]:
+    """Seconds until each view's page is ready in Chromium, cold and warm, all time and ``first``..``last``.
+
+    Per view, a fresh ``agentmeter dashboard`` process: cold all time = opening ``?view=<view>`` (empty
+    caches: the source is opened, every query runs); cold range = then choosing Custom, typing the dates and
+    leaving the field (timed from leaving it: every query of the view runs again for the new range); warm = the same
+    two again in a new page of the same browser profile (a second visit: Streamlit's query cache is shared
+    by sessions, the browser has cached Streamlit's scripts), best and median of ``warm_repeat``.
+    """
+    from urllib.parse import quote
+
+    from playwright.sync_api import sync_playwright
+
+    def runs(first: date | None, last: date | None) -> str:
+        """The tile's text for the runs started from ``first`` to ``last`` (whole UTC days)."""
+        since = _iso(datetime.combine(first, datetime.min.time(), timezone.utc)) if first else None
+        until = _iso(datetime.combine(last, datetime.min.time(), timezone.utc) + timedelta(days=1)) if last else None
+        return f"{_runs_between(db, since, until):,}"
+
+    today = datetime.now(timezone.utc).date()
+    # the Custom range opens on the last 7 days up to today (a rerun of its own before the dates are typed)
+    all_runs, range_runs, default_runs = runs(None, None), runs(first, last), runs(today - timedelta(days=7), today)
+    rows: list[dict[str, Any]] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            with _dashboard(db, logs) as (url, _):
+                names = page_views(browser, url)
+            print(f"views in the navigation: {', '.join(names)}", flush=True)
+            for view in names:
+                tile = "Matching runs" if view == "Run explorer" else "Runs"
+
+                def visit(url: str, context: Any, view: str = view, tile: str = tile) -> tuple[float, float, float]:
+                    """(all time, range, load average) for one visit of ``view`` in a new page of ``context``."""
+                    page = context.new_page()
+                    t = time.perf_counter()
+                    page.goto(f"{url}/?view={quote(view)}")
+                    _ready(page, view, tile, all_runs)
+                    whole = time.perf_counter() - t
+                    _choose(page, "Time range", "Custom")
+                    _ready(page, view, tile, default_runs)
+                    _type_date(page, "start", first)
+                    _type_date(page, "end", last)
+                    page.keyboard.press("Tab")
+                    t = time.perf_counter()
+                    page.locator("h1").first.click()  # leaving the field commits the dates: one rerun
+                    _ready(page, view, tile, range_runs)
+                    ranged = time.perf_counter() - t
+                    page.close()
+                    return whole, ranged, _load()
+
+                with _dashboard(db, logs) as (url, started):
+                    # cold: a new browser profile too (nothing cached); warm: the same profile again, as a
+                    # returning user's browser has Streamlit's scripts in its cache
+                    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+                    cold = visit(url, context)
+                    warm = [visit(url, context) for _ in range(warm_repeat)]
+                    context.close()
+                for label, i in (("all time", 0), (f"{first:%Y-%m-%d} to {last:%Y-%m-%d}", 1)):
+                    times = sorted(w[i] for w in warm)
+                    rows.append({"view": view, "range": label, "cold_s": cold[i], "cold_load": cold[2],
+                                 "warm_best_s": times[0], "warm_median_s": times[len(times) // 2],
+                                 "warm_load": warm[-1][2], "server_start_s": started})
+                r = rows[-2:]
+                print(f"{view:<14} cold {r[0]['cold_s']:.2f} / {r[1]['cold_s']:.2f} s, "
+                      f"warm {r[0]['warm_best_s']:.2f} / {r[1]['warm_best_s']:.2f} s (all time / range), "
+                      f"load {_load()}", flush=True)
+        finally:
+            browser.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
@@ -302,7 +497,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the store even if it exists")
     parser.add_argument("--write-cost", action="store_true",
                         help="also measure SQLiteSink write speed with the previous and the current indexes")
+    parser.add_argument("--browser", action="store_true",
+                        help="also time every view's page in Chromium (cold and warm, all time and the last 7 days "
+                             "of the data); writes benchmarks/results/dashboard_browser.json")
+    parser.add_argument("--browser-only", action="store_true", help="only the Chromium page times")
+    parser.add_argument("--warm-repeat", type=int, default=3, help="warm visits per view in Chromium")
     args = parser.parse_args(argv)
+    if args.browser_only:
+        args.browser = True
 
     built = ensure_store(args.db, args.calls, args.rebuild)
     source = LocalSource(args.db)
@@ -312,6 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         "last hour": Filters(since=_iso(START + timedelta(days=DAYS, hours=-1))),
         "status=error": Filters(statuses=("error",)),
     }
+    # the Chromium range: the last 7 days of the data (the store's runs span DAYS days from START)
+    last_day = (START + timedelta(days=DAYS - 1)).date()
+    first_day = last_day - timedelta(days=6)
+    page_range = f"{first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}"
+    if args.browser:
+        filters[page_range] = Filters(since=_iso(datetime.combine(first_day, datetime.min.time(), timezone.utc)),
+                                      until=_iso(datetime.combine(last_day, datetime.min.time(), timezone.utc)
+                                                 + timedelta(days=1)))
+    if args.browser_only:
+        filters = {k: v for k, v in filters.items() if k in ("all time, all agents", page_range)}
     results: list[dict[str, Any]] = []
     for fname, f in filters.items():
         for view in views(source, f):
@@ -322,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                 views(fresh, f)[view]()
                 times.append(time.perf_counter() - t)
             times.sort()
-            results.append({"view": view, "filters": fname, "best_s": times[0], "median_s": times[len(times) // 2]})
+            results.append({"view": view, "filters": fname, "best_s": times[0], "median_s": times[len(times) // 2],
+                            "load": _load()})
     print(f"\n{'view':<16} {'filters':<22} {'best (s)':>9} {'median (s)':>11}  target < 1 s")
     for r in results:
         ok = "ok" if r["best_s"] < 1.0 else "SLOW"
@@ -338,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "all_under_1s": all(r["best_s"] < 1.0 for r in results),
     }
+    if args.browser:
+        browser_main(args, results, first_day, last_day, page_range, sizes)
+        if args.browser_only:
+            return 0
     if args.write_cost:
         out["write_cost"] = write_cost(args.db, args.repeat)
         print(f"\n{'store':<15} {'workload':<30} {'indexes':<9} {'records/s (median)':>19}")
@@ -345,6 +562,41 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['store']:<15} {r['workload']:<30} {r['indexes']:<9} {r['median_records_per_s']:>19,.0f}")
     print(f"\nwrote {write_json('dashboard.json', out)}")
     return 0
+
+
+def browser_main(args: argparse.Namespace, queries: list[dict[str, Any]], first: date, last: date, page_range: str,
+                 sizes: dict[str, int]) -> None:
+    """The Chromium half: page times beside the same run's query times; table on stdout, JSON file."""
+    from _common import RESULTS
+
+    load_before = _load()
+    rows = browser_pages(args.db, first, last, args.warm_repeat, RESULTS / "logs" / "dashboard_browser")
+    # the same run's query times (best of --repeat), by the bench's view name, for the same filters
+    best = {(r["view"], r["filters"]): r["best_s"] for r in queries}
+    for row in rows:
+        fname = "all time, all agents" if row["range"] == "all time" else page_range
+        row["queries_best_s"] = best.get((row["view"].lower(), fname))
+        row["cold_ok"] = row["cold_s"] <= COLD_TARGET_S
+        row["warm_ok"] = row["warm_best_s"] <= WARM_TARGET_S
+    print(f"\n{'view':<14} {'range':<26} {'queries':>8} {'cold':>6} {'load':>5} {'warm':>6} {'load':>5}"
+          f"  targets: warm <= {WARM_TARGET_S:g} s, cold <= {COLD_TARGET_S:g} s")
+    for r in rows:
+        q = "-" if r["queries_best_s"] is None else f"{r['queries_best_s']:.2f}"
+        ok = "ok" if r["cold_ok"] and r["warm_ok"] else "SLOW"
+        print(f"{r['view']:<14} {r['range']:<26} {q:>8} {r['cold_s']:>6.2f} {r['cold_load']:>5.2f} "
+              f"{r['warm_best_s']:>6.2f} {r['warm_load']:>5.2f}  {ok}")
+    out = {
+        "benchmark": "dashboard pages in Chromium (playwright, /usr/bin/chromium), local SQLite store",
+        "rows": sizes, "warm_repeat": args.warm_repeat, "query_repeat": args.repeat,
+        "targets_s": {"warm": WARM_TARGET_S, "cold": COLD_TARGET_S},
+        "ready": "the view's header and tiles drawn with the expected run count, no skeleton, no stale element, "
+                 "no running indicator, every chart's canvas/svg drawn",
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "nproc": os.cpu_count(),
+                    "sqlite": sqlite3.sqlite_version, "loadavg_at_start": load_before},
+        "results": rows,
+        "all_within_targets": all(r["cold_ok"] and r["warm_ok"] for r in rows),
+    }
+    print(f"\nwrote {write_json('dashboard_browser.json', out)}")
 
 
 if __name__ == "__main__":

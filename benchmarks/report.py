@@ -104,6 +104,13 @@ def _headlines(key: str, results: dict[str, Any]) -> Iterator[tuple[str, str, st
             worst = max(rows, key=lambda r: r["best_s"])
             yield ("  slowest view (best of repeats)", _f(worst["best_s"], 3), _f(worst["median_s"], 3),
                    f"s: {worst['view']} / {worst['filters']} ({len(rows)} view x filter cases)")
+            if "dashboard_browser.json" in results:
+                pages = results["dashboard_browser.json"]["results"]
+                for kind in ("cold", "warm"):
+                    col = "cold_s" if kind == "cold" else "warm_best_s"
+                    slow = max(pages, key=lambda r, c=col: r[c])
+                    yield (f"  slowest page in Chromium, {kind}", _f(slow[col], 2), "",
+                           f"s: {slow['view']} / {slow['range']}, load {slow[kind + '_load']:.1f}")
         elif key == "firehose":
             for c in results["firehose.json"]["cases"]:
                 yield (f"  {c['profile'][:28]}, {c['path']}", "", f"{c['fill']:.1%}",

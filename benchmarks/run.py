@@ -5,7 +5,8 @@ opentelemetry-sdk, langfuse and langsmith, never in the package's dependencies).
 interpreter, so agentmeter and the peers share one Python and one run; cases 5-7 are the other benchmark
 scripts in this folder (``bench_firehose.py``, ``bench_reliability.py``, ``bench_dashboard.py``,
 ``bench_integrations.py``), run if present with the project's interpreter (they need moto, pandas...), and
-their JSON files are merged into the result.
+their JSON files are merged into the result (``bench_dashboard.py --browser`` also times the pages in
+Chromium; ``--quick`` leaves that out).
 
     python benchmarks/run.py [--quick] [--only hotpath,import,exit,throughput,others] [--write-docs]
 
@@ -40,7 +41,8 @@ OTHERS = (
     ("bench_firehose.py", 5, "Firehose packing (moto HTTP server)", 300, []),
     # one round (not the script's default two) keeps make bench under 15 minutes; still a million steps
     ("bench_reliability.py", 6, "Memory over 1M steps, sinks healthy and down", 480, ["--repeats", "1"]),
-    ("bench_dashboard.py", 7, "Dashboard queries on 1M API calls", 420, []),
+    # queries, then every view's page in Chromium (cold and warm, all time and a 7-day range), same run
+    ("bench_dashboard.py", 7, "Dashboard queries and pages (Chromium) on 1M API calls", 1200, ["--browser"]),
     ("bench_integrations.py", 8, "Integration overhead (OpenAI, Tavily)", 300, []),
 )
 QUICK_ARGS = {

@@ -51,6 +51,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "--server.headless", "true" if args.headless else "false",
         "--browser.gatherUsageStats", "false",
         "--theme.base", "light", "--client.toolbarMode", "minimal",
+        # the shipped app never changes under the server: no thread watching (or polling) its files
+        "--server.fileWatcherType", "none",
     ]
     return cmd, env
 

@@ -133,6 +133,9 @@ def auto_bucket(first: Any, last: Any) -> str:
 
 def sidebar(source: Source) -> tuple[Filters, str, str]:
     st.sidebar.header("Filters")
+    linked = st.query_params.get("view")
+    if "view" not in st.session_state and linked in views.VIEWS:  # a link's ?view=Cost opens that view
+        st.session_state["view"] = linked
     view = st.sidebar.radio("View", list(views.VIEWS), key="view") or "Health"
     now = datetime.now(timezone.utc)
     since, until = time_range(now)
@@ -153,8 +156,12 @@ def sidebar(source: Source) -> tuple[Filters, str, str]:
 
 def main() -> None:
     st.set_page_config(page_title="agentmeter", page_icon="📈", layout="wide")
-    # six headline tiles a row: a smaller figure than Streamlit's default keeps "1,234.5 ms" uncut
-    st.markdown("<style>[data-testid='stMetricValue'] {font-size: 1.75rem;}</style>", unsafe_allow_html=True)
+    # six headline tiles a row: the figure shrinks with its tile (a container query) so "2,196,585,642" stays
+    # whole at 1440 px; a still longer one wraps instead of being cut with an ellipsis
+    st.markdown("<style>[data-testid='stMetric'] {container-type: inline-size;}"
+                "[data-testid='stMetricValue'] {font-size: min(1.75rem, 14cqi);}"
+                "[data-testid='stMetricValue'] *, [data-testid='stMetricLabel'] * {white-space: normal !important; "
+                "overflow-wrap: anywhere; text-overflow: clip;}</style>", unsafe_allow_html=True)
     injected: Any = st.session_state.get("agentmeter_source")
     kind = getattr(injected, "kind", None) or os.environ.get("AGENTMETER_DASHBOARD_SOURCE", "local")
     try:

@@ -283,3 +283,22 @@ def test_tables_use_human_column_names_and_units(seeded: tuple[Path, Docs]) -> N
         labels.update({k: v.get("label") for k, v in json.loads(d.proto.columns).items()})
     assert labels["cost_usd"] == "Cost (USD)" and labels["duration_ms"] == "Duration (ms)"
     assert labels["started_at"] == "Started (UTC)" and labels["unpriced_call_count"] == "Unpriced calls"
+
+
+@pytest.mark.parametrize("linked", ["Cost", "Run explorer"])
+def test_a_link_opens_the_view_it_names_and_the_radio_still_moves(linked: str, seeded: tuple[Path, Docs]) -> None:
+    at = app(LocalSource(seeded[0]))
+    at.query_params["view"] = linked
+    at.run()
+    assert not at.exception
+    assert [h.value for h in at.main.header] == [linked]
+    at.sidebar.radio(key="view").set_value("Health").run()  # the link chose the first view, not every one
+    assert [h.value for h in at.main.header] == ["Health"]
+
+
+def test_a_link_naming_no_view_opens_health(seeded: tuple[Path, Docs]) -> None:
+    at = app(LocalSource(seeded[0]))
+    at.query_params["view"] = "![x](http://127.0.0.1:9/beacon.png)"
+    at.run()
+    assert not at.exception
+    assert [h.value for h in at.main.header] == ["Health"]

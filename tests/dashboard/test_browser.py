@@ -40,8 +40,10 @@ RANGES: dict[str, timedelta | None] = {
 }
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-#: the page is drawn: tiles shown, no skeleton, no script running, every chart drawn
-READY = """() => !document.querySelector('[data-testid="stSkeleton"]')
+#: the page is drawn: the script is not running (as the frontend sees it), tiles shown, no skeleton, no
+#: element left from an earlier run, no running indicator, every chart drawn
+READY = """() => document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
+    && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
     && !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-testid="stMetricValue"]').length > 0
     && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'))"""
@@ -106,7 +108,7 @@ def browser() -> Iterator[Any]:
 
 
 def ready(page: Any) -> None:
-    page.wait_for_function(READY, timeout=60_000)
+    page.wait_for_function(READY, timeout=120_000)
 
 
 def problems(page: Any) -> list[str]:
@@ -126,13 +128,62 @@ def tiles(page: Any) -> dict[str, str]:
 
 def wait_tile(page: Any, label: str, value: str) -> None:
     """Until the tile ``label`` reads ``value`` (the rerun the last click started has drawn)."""
-    page.wait_for_function(
-        """([label, value]) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(m =>
-            m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === label
-            && m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)""",
-        arg=[label, value], timeout=60_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            """([label, value]) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(m =>
+                m.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === label
+                && m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)""",
+            arg=[label, value], timeout=120_000)
+    except PlaywrightTimeout as exc:
+        chosen = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]')]
+            .map(t => t.getAttribute('aria-label'))""")
+        raise AssertionError(f"tile {label!r} never read {value!r}: tiles {tiles(page)}, chosen {chosen}") from exc
     ready(page)
     assert problems(page) == []
+
+
+class Reruns:
+    """``after(action)`` does what starts one rerun and returns once Streamlit has finished that run (the
+    ``script_finished`` message on the page's websocket) and the page shows it: drawn, and with the tile
+    reading what the run must show when one is named. The next click never lands on a page that is being
+    redrawn, and nothing waits a fixed time. (The frontend's own script state, ``stApp``'s
+    ``data-test-script-state``, may skip from ``notRunning`` to ``notRunning`` when a short run's messages are
+    drawn in one go, so it is only part of :data:`READY`.)"""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.ws: Any = None
+        page.on("websocket", self._opened)
+
+    def _opened(self, ws: Any) -> None:
+        if ws.url.endswith("/_stcore/stream"):
+            self.ws = ws
+
+    @staticmethod
+    def _finished(payload: str | bytes) -> bool:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        if isinstance(payload, str):
+            return False
+        msg = ForwardMsg.FromString(payload)
+        return msg.WhichOneof("type") == "script_finished" and \
+            msg.script_finished == ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY
+
+    def after(self, action: Callable[[], Any], what: Any, tile: tuple[str, str] | None = None) -> None:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        assert self.ws is not None, "the page has no Streamlit websocket"
+        try:
+            with self.ws.expect_event("framereceived", predicate=self._finished, timeout=120_000):
+                action()
+        except PlaywrightTimeout as exc:
+            raise AssertionError(f"no run finished after {what}") from exc
+        if tile is not None:
+            wait_tile(self.page, *tile)
+        ready(self.page)
+        assert problems(self.page) == [], what
 
 
 def choose(page: Any, label: str, option: str) -> None:
@@ -166,7 +217,7 @@ def _tag_chosen(page: Any, label: str, option: str) -> bool:
 def open_view(page: Any, view: str) -> None:
     page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=view).first.click()
     page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
-                           arg=view, timeout=60_000)
+                           arg=view, timeout=120_000)
     ready(page)
     assert problems(page) == [], view
 
@@ -174,7 +225,7 @@ def open_view(page: Any, view: str) -> None:
 def wait_picked(page: Any, run_id: str) -> None:
     """Until the Run explorer's run picker shows ``run_id`` and the page is drawn."""
     page.wait_for_function("id => document.querySelector('input[aria-label=\"Run\"]')?.value.startsWith(id)",
-                           arg=run_id, timeout=60_000)
+                           arg=run_id, timeout=120_000)
     ready(page)
 
 
@@ -242,33 +293,31 @@ def test_every_control_in_every_view_in_chromium(aged_store: tuple[Path, Docs], 
     agents, statuses = ("researcher", NASTY_AGENT), ("error",)
     with serving(db, tmp_path) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        runs = Reruns(page)
         for view in VIEWS:
-            page.goto(url)
+            page.goto(f"{url}/?view={view.replace(' ', '+')}")  # fresh filters; a link opens the view
+            page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
+                                   arg=view, timeout=120_000)
             ready(page)
-            open_view(page, view)
+            assert problems(page) == [], view
             tile = "Matching runs" if view == "Run explorer" else "Runs"
+            wait_tile(page, tile, count(docs))  # the page opens on All time
             for label, delta in RANGES.items():
-                choose(page, "Time range", label)
                 kept = in_range(docs, datetime.now(timezone.utc) - delta if delta else None)
-                wait_tile(page, tile, count(kept))
-            choose(page, "Time range", "Custom")
-            type_dates(page, first, last)
-            wait_tile(page, tile, count(custom))
-            for agent in agents:
-                choose(page, "Agent", agent)
+                runs.after(lambda label=label: choose(page, "Time range", label), (view, label), (tile, count(kept)))
+            runs.after(lambda: choose(page, "Time range", "Custom"), (view, "Custom"))
+            runs.after(lambda: type_dates(page, first, last), (view, first, last), (tile, count(custom)))
+            for i, agent in enumerate(agents):
+                runs.after(lambda agent=agent: choose(page, "Agent", agent), (view, agent),
+                           (tile, count(custom, agents[:i + 1])))
                 page.keyboard.press("Escape")
-                ready(page)
-            wait_tile(page, tile, count(custom, agents))
-            choose(page, "Run status", statuses[0])
+            runs.after(lambda: choose(page, "Run status", statuses[0]), (view, statuses),
+                       (tile, count(custom, agents, statuses)))
             page.keyboard.press("Escape")
-            wait_tile(page, tile, count(custom, agents, statuses))
             if view != "Run explorer":
                 for bucket in ("minute", "hour", "day"):
-                    choose(page, "Time bucket", bucket)
-                    page.wait_for_function(
-                        "b => document.querySelector('input[aria-label=\"Time bucket\"]').value === b", arg=bucket)
-                    ready(page)
-                    assert problems(page) == [], (view, bucket)
+                    runs.after(lambda bucket=bucket: choose(page, "Time bucket", bucket), (view, bucket))
+                    assert page.locator('input[aria-label="Time bucket"]').input_value() == bucket, (view, bucket)
                     assert page.locator('[data-testid="stVegaLiteChart"]').count() > 0, (view, bucket)
         page.close()
 
@@ -404,3 +453,89 @@ def test_hostile_user_strings_are_text_and_fetch_nothing_in_chromium(browser: An
     for where in ("error", "errortype", "output", "input"):
         assert payload(where, port) in text or json.dumps(payload(where, port)) in text, where
     assert all(payload("agent", port) in label for label in labels), labels
+
+
+#: what is cut off or sticks out at the page's width: the page scrolling sideways, an element reaching past
+#: the viewport that no scrolling box of its own holds (a wide table scrolls inside its frame: that is not
+#: cut off), and a tile's label or value wider than its box (Streamlit cuts it with an ellipsis)
+OVERFLOW = """() => {
+    const vw = document.documentElement.clientWidth;
+    const out = [];
+    const page = document.scrollingElement;
+    if (page.scrollWidth > vw + 1) out.push(`the page scrolls sideways: ${page.scrollWidth} px wide in ${vw} px`);
+    const held = el => {
+        for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+            if (a.matches('[data-testid="stSidebar"]')) return true;  // the sidebar (a drawer at 390 px)
+            if (getComputedStyle(a).overflowX !== 'visible') return a.getBoundingClientRect().right <= vw + 1;
+        }
+        return false;
+    };
+    const name = el => (el.getAttribute('data-testid') || el.tagName.toLowerCase()) + ' '
+        + JSON.stringify((el.innerText || '').trim().slice(0, 40));
+    for (const el of document.querySelectorAll('[data-testid="stMain"] *')) {
+        const r = el.getBoundingClientRect();
+        if (r.width && (r.right > vw + 1 || r.left < -1) && !held(el))
+            out.push(`${name(el)} spans ${Math.round(r.left)}..${Math.round(r.right)} px in ${vw} px`);
+    }
+    for (const tile of document.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricLabel"]'))
+        for (const el of [tile, ...tile.querySelectorAll('*')])
+            if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible')
+                out.push(`${name(el)} is cut: ${el.scrollWidth} px of text in ${el.clientWidth} px`);
+    return out;
+}"""
+
+
+def nav_views(page: Any) -> list[str]:
+    """The views the page's navigation offers (the sidebar's View radio), views added later included."""
+    options = page.locator('[data-testid="stSidebar"] [role="radiogroup"][aria-label="View"] '
+                           '[data-testid="stRadioOption"]')
+    options.first.wait_for(timeout=120_000)
+    return [t.strip() for t in options.all_inner_texts()]
+
+
+@pytest.fixture
+def big_store(seeded: tuple[Path, Docs], tmp_path: Path) -> tuple[Path, Docs]:
+    """The seeded runs with the figures of a big store: tokens in the billions, costs in the thousands of
+    dollars, durations in minutes (every count, cost and duration of a run, its steps and calls scaled)."""
+    scale = {"input_tokens": 200_000, "output_tokens": 200_000, "total_tokens": 200_000, "cost_usd": 60_000.0,
+             "duration_ms": 2_000.0}
+    docs = []
+    for doc in seeded[1]:
+        doc = json.loads(json.dumps(doc))
+        for item in (doc, *doc["steps"], *doc["calls"]):
+            for key, factor in scale.items():
+                if isinstance(item.get(key), (int, float)) and not isinstance(item.get(key), bool):
+                    item[key] = type(item[key])(item[key] * factor)
+        docs.append(doc)
+    db = tmp_path / "big.db"
+    sink = SQLiteSink(db)
+    sink.write(docs)
+    sink.close()
+    return db, docs
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_every_view_fits_the_width_in_chromium(big_store: tuple[Path, Docs], browser: Any, tmp_path: Path,
+                                               width: int) -> None:
+    db, docs = big_store
+    want = expected(docs)
+    assert want["total_tokens"] > 1e9 and want["cost_usd"] > 1000  # tiles as wide as a big store's
+    with serving(db, tmp_path) as url:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(url)
+        ready(page)
+        views = nav_views(page)
+        assert set(VIEWS) <= set(views), views
+        found = {}
+        for view in views:
+            page.goto(f"{url}/?view={view.replace(' ', '+')}")  # a link opens the view it names
+            page.wait_for_function("v => [...document.querySelectorAll('h2')].some(h => h.innerText.trim() === v)",
+                                   arg=view, timeout=120_000)
+            ready(page)
+            assert problems(page) == [], view
+            if view == "Health":
+                assert tiles(page)["Tokens"] == f"{want['total_tokens']:,}"  # the whole number, on the page
+            found[view] = page.evaluate(OVERFLOW)
+        page.close()
+    assert found == {view: [] for view in views}
+

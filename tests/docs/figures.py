@@ -47,10 +47,24 @@ def dashboard_table() -> str:
     return "\n".join(lines)
 
 
+def dashboard_pages_table() -> str:
+    """docs/dashboard.md, "Speed": each view's page in Chromium, cold and warm, beside the same run's query
+    time and the load average when it was measured."""
+    data = json.loads((RESULTS / "dashboard_browser.json").read_text())
+    lines = ["| view | range | queries (s) | page cold (s) | load | page warm (s) | load |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        queries = "-" if r["queries_best_s"] is None else f"{r['queries_best_s']:.2f}"
+        lines.append(f"| {r['view']} | {r['range']} | {queries} | {r['cold_s']:.2f} | {r['cold_load']:.1f} | "
+                     f"{r['warm_best_s']:.2f} | {r['warm_load']:.1f} |")
+    return "\n".join(lines)
+
+
 #: (page, name between the markers, renderer)
 FIGURES: list[tuple[str, str, Callable[[], str]]] = [
     ("docs/sinks.md", "firehose", firehose_table),
     ("docs/dashboard.md", "dashboard", dashboard_table),
+    ("docs/dashboard.md", "dashboard-pages", dashboard_pages_table),
 ]
 
 

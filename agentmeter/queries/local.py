@@ -114,6 +114,9 @@ class LocalSource(SqlSource):
     def has_runs(self) -> bool:
         return bool(self._rows("SELECT 1 FROM agent_runs LIMIT 1"))
 
+    def _columns(self, table: str) -> set[str] | None:
+        return {row[1] for row in self._rows(f"PRAGMA table_info({table})")}
+
     def _dimension_select(self) -> str:
         # a store from before session_id, user_id and version reads them as null (the source never writes)
         have = {row[1] for row in self._rows("PRAGMA table_info(agent_runs)")}

@@ -28,13 +28,13 @@ from .._servers import free_port
 from ..snowflake._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
 from ._apptest import APP, VIEWS, Seeded, app, check_headline, metrics, number
 from .conftest import NASTY_AGENT, aged_docs, expected, score_documents, score_runs
-from .test_app_rollup_views import check_scores, check_sessions, check_versions
 from .test_app_controls import (
     FILTERS,
     check_dimension_filters,
     check_every_range_and_filter,
     check_run_list_sorts_and_filters,
 )
+from .test_app_rollup_views import check_scores, check_sessions, check_versions
 
 #: a second database on the same server with the DDL deployed and nothing loaded
 EMPTY = dataclasses.replace(NAMES, database="AM_EMPTY")

@@ -123,9 +123,13 @@ def _day_bounds(picked: Any, today: date) -> tuple[datetime | None, datetime | N
 
 def time_range(now: datetime) -> tuple[datetime | None, datetime | None]:
     """The sidebar's time range as UTC bounds (None: open)."""
-    label = st.sidebar.selectbox("Time range", [*RANGES, CUSTOM], index=len(RANGES) - 1, key="time_range")
+    # a value a click set (drill.request) is in session_state already: no default then (Streamlit warns)
+    # (index 0 counts as no default: the value in session_state is used either way)
+    index = 0 if "time_range" in st.session_state else len(RANGES) - 1
+    label = st.sidebar.selectbox("Time range", [*RANGES, CUSTOM], index=index, key="time_range")
     if label == CUSTOM:
         today = now.date()
+        # the value decides range mode, so it is always given (a brushed range then logs Streamlit's warning)
         picked = st.sidebar.date_input("From - to (UTC)", value=(today - timedelta(days=7), today),
                                        key="custom_range")
         since, until = _day_bounds(picked, today)
@@ -137,6 +141,7 @@ def time_range(now: datetime) -> tuple[datetime | None, datetime | None]:
                 return low, high
             del st.session_state[drill.BRUSHED]
         return since, until
+    st.session_state.pop(drill.BRUSHED, None)  # another range: a brushed one is over
     delta = RANGES.get(label or "All time")
     # whole minutes, so reruns within a minute hit the query cache
     return (now.replace(second=0, microsecond=0) - delta if delta is not None else None), None

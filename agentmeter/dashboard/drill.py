@@ -56,9 +56,10 @@ def run_table(df: pd.DataFrame, key: str, columns: Sequence[str] | None = None) 
 
 
 def _selected(event: Any, name: str) -> Any:
+    """The selection ``name`` of a chart's event (a mapping; attribute access is not always offered)."""
     try:
-        return event.selection[name]
-    except (AttributeError, KeyError, TypeError):
+        return event["selection"][name]
+    except (KeyError, TypeError):
         return None
 
 

@@ -98,7 +98,10 @@ def _table(df: pd.DataFrame, columns: Sequence[str] | None = None, key: str | No
         return None
     event: Any = st.dataframe(shown, hide_index=True, column_config=config, column_order=columns, width="stretch",
                               key=key, on_select="rerun", selection_mode="single-row")
-    rows = list(event.selection.rows) if event is not None else []
+    try:  # a mapping: {"selection": {"rows": [...], ...}}
+        rows = list(event["selection"]["rows"])
+    except (KeyError, TypeError):
+        rows = []
     return int(rows[0]) if rows else None
 
 

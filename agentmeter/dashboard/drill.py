@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from .table import table
+
 __all__ = ["BRUSHED", "PENDING", "apply_pending", "chart", "request", "run_table"]
 
 #: session_state key of the changes a click asked for, applied by :func:`apply_pending`
@@ -48,9 +50,7 @@ def _fresh(key: str, value: Any) -> bool:
 
 def run_table(df: pd.DataFrame, key: str, columns: Sequence[str] | None = None) -> None:
     """A table of runs (with ``run_id``) whose rows open their run in the Run explorer when clicked."""
-    from .views import _table  # views imports this module for its charts: the table helper lives there
-
-    row = _table(df, columns, key=key, select=True)
+    row = table(df, columns, key=key, select=True)
     if _fresh(key, row) and row is not None and row < len(df):
         request(view="Run explorer", open_run=str(df["run_id"].iloc[row]))
 

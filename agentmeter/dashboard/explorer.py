@@ -18,7 +18,8 @@ import streamlit as st
 from ..queries.base import Filters, Source
 from . import charts
 from .format import fmt_count, fmt_ms, fmt_usd, is_missing, literal
-from .views import CAPTURE_SHOWN, _chart, _table, cached, cached_values
+from .table import table as _table
+from .views import CAPTURE_SHOWN, _chart, cached, cached_values
 
 __all__ = ["OPEN_RUN", "RUN_LIST_LIMIT", "RUN_SORTS", "run_explorer"]
 

@@ -19,7 +19,8 @@ from ..queries.base import Filters, Source
 from ..queries.rollups import DIMENSION_FIELDS, rollup
 from . import charts, drill
 from .format import fmt_count, fmt_usd
-from .views import CACHE_TTL, _empty, _table, cached, kpi_strip
+from .table import table as _table
+from .views import CACHE_TTL, _empty, cached, kpi_strip
 
 __all__ = ["SESSIONS_SHOWN", "VIEWS", "scores", "sessions", "versions"]
 

@@ -7,7 +7,7 @@ and option lists, which Streamlit shows as text, or through :func:`~.format.lite
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -16,14 +16,12 @@ import streamlit as st
 from ..queries.base import Filters, Source
 from . import charts, drill
 from .format import (
-    column_name,
-    duration_unit,
     fmt_count,
     fmt_ms,
     fmt_pct,
     fmt_usd,
-    money_decimals,
 )
+from .table import table as _table
 
 __all__ = ["VIEWS", "cached", "cached_agents", "cached_values", "kpi_strip"]
 
@@ -64,45 +62,6 @@ def cached_values(source: Source, name: str) -> list[str]:
 
 def _chart(chart: Any) -> None:
     st.altair_chart(chart, width="stretch")
-
-
-def _table(df: pd.DataFrame, columns: Sequence[str] | None = None, key: str | None = None,
-           select: bool = False) -> int | None:
-    """A table with human column names: durations in the unit that suits the column (ms, s or min), money
-    with the decimals its smallest amount needs, rates as percentages. ``columns``: the ones shown, in order
-    (all by default). With ``select`` a row can be clicked: returns the position of the clicked row (None
-    when none is)."""
-    shown = df.copy()
-    config: dict[str, Any] = {}
-    for c in shown.columns:
-        label = column_name(str(c))
-        if str(c).endswith("_ms"):
-            unit, div = duration_unit(shown[c].max() if len(shown) else None)
-            shown[c] = shown[c] / div
-            config[c] = st.column_config.NumberColumn(f"{label} ({unit})", format="%,.1f" if unit == "ms" else "%,.2f")
-        elif str(c).endswith("_usd"):
-            config[c] = st.column_config.NumberColumn(label, format=f"$%,.{money_decimals(shown[c])}f")
-        elif str(c).endswith("_rate"):
-            config[c] = st.column_config.NumberColumn(label, format="percent")
-        elif pd.api.types.is_datetime64_any_dtype(shown[c]):
-            config[c] = st.column_config.DatetimeColumn(label, format="YYYY-MM-DD HH:mm:ss")
-        elif pd.api.types.is_bool_dtype(shown[c]):
-            config[c] = st.column_config.CheckboxColumn(label)
-        elif pd.api.types.is_numeric_dtype(shown[c]):
-            config[c] = st.column_config.NumberColumn(label, format="%,d" if pd.api.types.is_integer_dtype(
-                shown[c]) else "%,.2f")
-        else:
-            config[c] = st.column_config.TextColumn(label)
-    if not select:
-        st.dataframe(shown, hide_index=True, column_config=config, column_order=columns, width="stretch", key=key)
-        return None
-    event: Any = st.dataframe(shown, hide_index=True, column_config=config, column_order=columns, width="stretch",
-                              key=key, on_select="rerun", selection_mode="single-row")
-    try:  # a mapping: {"selection": {"rows": [...], ...}}
-        rows = list(event["selection"]["rows"])
-    except (KeyError, TypeError):
-        rows = []
-    return int(rows[0]) if rows else None
 
 
 def _empty(df: pd.DataFrame, what: str) -> bool:

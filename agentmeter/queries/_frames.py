@@ -193,6 +193,7 @@ class Frames:
             calls=("status", "size"), cached_input_tokens=("cached_input_tokens", "sum"),
             cache_write_tokens=("cache_write_tokens", "sum")).reset_index()
         out = _unnull(g, ["provider", "model"])
+        out = out[(out["cached_input_tokens"] + out["cache_write_tokens"]) > 0]
         return conform(_sort(out, [("provider", True), ("model", True)]), base.CACHE_TOKENS)
 
     def calls_by_provider(self) -> pd.DataFrame:

@@ -259,8 +259,9 @@ class SqlSource(Source):
         have = self._columns("api_calls")
         sums = ", ".join(d.total.format(c) if have is None or c in have else "0"
                          for c in ("cached_input_tokens", "cache_write_tokens"))
+        having = " + ".join(s.strip() for s in sums.split(", "))
         sql = (f"SELECT provider, model, COUNT(*) AS n, {sums} FROM {d.calls}{where} GROUP BY provider, model "
-               f"ORDER BY provider{d.nulls_first}, model{d.nulls_first}")
+               f"HAVING {having} > 0 ORDER BY provider{d.nulls_first}, model{d.nulls_first}")
         return self._frame(sql, params, names(base.CACHE_TOKENS), base.CACHE_TOKENS)
 
     def calls_by_provider(self, f: Filters) -> pd.DataFrame:

@@ -397,8 +397,9 @@ class Source(ABC):
 
     def filter_values(self, name: str) -> list[str]:
         """The values the filter ``name`` (one of :data:`FILTER_VALUES`) may pick, sorted: every model of a
-        call, tag of a run, or session / user / version of a run (nulls left out; at most
-        :data:`FILTER_VALUES_LIMIT`, the most recently seen). Unfiltered. Sources of your own may leave it out
+        call, tag of a run, or session / user / version / error type of a run (nulls left out; at most
+        :data:`FILTER_VALUES_LIMIT`: the most recently seen, or the first in order, as the store finds them
+        fastest). Unfiltered. Sources of your own may leave it out
         (no values: the filter stays empty)."""
         check_filter_name(name)
         return []

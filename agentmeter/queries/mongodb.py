@@ -233,23 +233,15 @@ class MongoSource(Source):
                        or pd.DataFrame(columns=["agent", "runs", "last_seen"]), base.AGENTS)
 
     def filter_values(self, name: str) -> list[str]:
+        import pymongo.errors  # optional extra [mongodb]
+
         base.check_filter_name(name)
-        unwind: list[dict[str, Any]]
-        if name == "tags":
-            field, unwind = "$tags", [{"$unwind": "$tags"}]
-        elif name == "models":
-            field, unwind = "$calls.model", [{"$project": {"calls.model": 1, "started_at": 1}},
-                                              {"$unwind": "$calls"}]
-        else:
-            field, unwind = f"${base.RUN_DIMENSIONS[name]}", []
-        rows = self._aggregate([
-            *unwind,
-            {"$match": {field[1:]: {"$ne": None}}},
-            {"$group": {"_id": field, "last": {"$max": "$started_at"}}},
-            {"$sort": {"last": -1, "_id": 1}},
-            {"$limit": base.FILTER_VALUES_LIMIT},
-        ])
-        return sorted(str(r["_id"]) for r in rows if isinstance(r["_id"], str))
+        field = {"tags": "tags", "models": "calls.model"}.get(name) or base.RUN_DIMENSIONS[name]
+        try:  # served by the field's index where there is one (multikey for tags and calls.model)
+            values = self.collection.distinct(field)
+        except pymongo.errors.PyMongoError as exc:
+            raise self._guard(exc) from exc
+        return sorted(str(v) for v in values if isinstance(v, str))[: base.FILTER_VALUES_LIMIT]
 
     def kpis(self, f: Filters) -> pd.DataFrame:
         return self._frames(f).kpis()

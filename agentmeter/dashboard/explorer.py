@@ -131,9 +131,10 @@ def run_explorer(source: Source, f: Filters, bucket: str) -> None:
         for r in found.itertuples()
     }
     if opened is not None:
-        if opened not in labels:  # opened from another view: it may be outside this list
-            labels = {opened: f"{opened} (opened)", **labels}
-        st.session_state[key] = opened
+        st.session_state[key] = st.session_state["_opened_run"] = opened
+    pinned = st.session_state.get("_opened_run")
+    if pinned is not None and pinned not in labels and st.session_state.get(key) == pinned:
+        labels = {pinned: f"{pinned} (opened)", **labels}  # opened from another view: maybe not in this list
     run_id = st.selectbox("Run", list(labels), format_func=labels.__getitem__, key=key)
     detail = source.run_detail(run_id) if run_id else None
     if detail is None:

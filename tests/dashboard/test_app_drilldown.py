@@ -43,6 +43,13 @@ def source(request: pytest.FixtureRequest, scored: tuple[Path, Docs, list[dict[s
     return (LocalSource(db) if request.param == "local" else MongoSource(mongo_of(docs, scores))), docs
 
 
+@pytest.fixture
+def local(scored: tuple[Path, Docs, list[dict[str, Any]]]) -> tuple[Any, Docs]:
+    """The local store: what a click on a chart does is the page's, the same for every source (the filters
+    it sets are tested on every source in test_app_controls.py)."""
+    return LocalSource(scored[0]), scored[1]
+
+
 @pytest.mark.parametrize(("view", "table"), [("Health", "recent_failures"), ("Performance", "slowest_runs"),
                                              ("Cost", "expensive_runs"), ("Run explorer", "run_list")])
 def test_a_row_of_a_run_table_opens_that_run(view: str, table: str, source: tuple[Any, Docs]) -> None:
@@ -83,7 +90,8 @@ BARS = (
 
 @pytest.mark.parametrize(("view", "key", "field", "value", "filter_key"), BARS)
 def test_a_bar_sets_its_filter(view: str, key: str, field: str, value: str, filter_key: str,
-                               source: tuple[Any, Docs]) -> None:
+                               local: tuple[Any, Docs]) -> None:
+    source = local
     at = app(source[0]).run()
     at.sidebar.radio(key="view").set_value(view).run()
     assert any(c.proto.id.endswith(key) or key in c.proto.id for c in at.get("vega_lite_chart")), key
@@ -104,7 +112,8 @@ def _ms(iso: str) -> float:
 
 @pytest.mark.parametrize(("view", "key"), [("Health", "health_status"), ("Performance", "performance_latency"),
                                            ("Usage", "usage_agents"), ("Cost", "cost_over_time")])
-def test_brushing_a_time_chart_sets_the_time_range(view: str, key: str, source: tuple[Any, Docs]) -> None:
+def test_brushing_a_time_chart_sets_the_time_range(view: str, key: str, local: tuple[Any, Docs]) -> None:
+    source = local
     docs = sorted(source[1], key=lambda d: d["started_at"])
     low, high = docs[3]["started_at"], docs[12]["started_at"]  # hours apart (the runs span 40 days)
     at = app(source[0]).run()
@@ -127,3 +136,22 @@ def test_brushing_a_time_chart_sets_the_time_range(view: str, key: str, source: 
     assert not any(c.value.startswith("From the chart") for c in at.sidebar.caption)
     at.sidebar.selectbox(key="time_range").set_value("Custom").run()  # the brush is not applied again
     assert not any(c.value.startswith("From the chart") for c in at.sidebar.caption)
+
+
+def test_a_run_opened_from_another_view_stays_open_outside_the_list(local: tuple[Any, Docs],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentmeter.dashboard import explorer
+
+    monkeypatch.setattr(explorer, "RUN_LIST_LIMIT", 2)  # the list holds the 2 newest runs only
+    docs = {d["run_id"]: d for d in local[1]}
+    newest = sorted(docs, key=lambda r: (docs[r]["started_at"], r), reverse=True)[:2]
+    at = app(local[0]).run()
+    failures = list(_table(at, "recent_failures")["run_id"])
+    row = next(i for i, r in enumerate(failures) if r not in newest)
+    click_row(at, "recent_failures", row)
+    assert at.selectbox(key="run_pick").value == failures[row]
+    assert f"{failures[row]} (opened)" in at.selectbox(key="run_pick").options
+    at.run()  # another rerun (any click): still open
+    assert page_problems(at) == []
+    assert at.selectbox(key="run_pick").value == failures[row]
+    assert metrics(at)["Status"] == docs[failures[row]]["status"] == "error"

@@ -257,9 +257,9 @@ class SqlSource(Source):
         d = self.dialect
         where, params = d.where(f, d.calls)
         have = self._columns("api_calls")
-        sums = ", ".join(d.total.format(c) if have is None or c in have else "0"
-                         for c in ("cached_input_tokens", "cache_write_tokens"))
-        having = " + ".join(s.strip() for s in sums.split(", "))
+        totals = [d.total.format(c) if have is None or c in have else "0"
+                  for c in ("cached_input_tokens", "cache_write_tokens")]
+        sums, having = ", ".join(totals), " + ".join(totals)
         sql = (f"SELECT provider, model, COUNT(*) AS n, {sums} FROM {d.calls}{where} GROUP BY provider, model "
                f"HAVING {having} > 0 ORDER BY provider{d.nulls_first}, model{d.nulls_first}")
         return self._frame(sql, params, names(base.CACHE_TOKENS), base.CACHE_TOKENS)

@@ -123,10 +123,8 @@ def _day_bounds(picked: Any, today: date) -> tuple[datetime | None, datetime | N
 
 def time_range(now: datetime) -> tuple[datetime | None, datetime | None]:
     """The sidebar's time range as UTC bounds (None: open)."""
-    # a value a click set (drill.request) is in session_state already: no default then (Streamlit warns)
-    # (index 0 counts as no default: the value in session_state is used either way)
-    index = 0 if "time_range" in st.session_state else len(RANGES) - 1
-    label = st.sidebar.selectbox("Time range", [*RANGES, CUSTOM], index=index, key="time_range")
+    # a fixed default: a range a brush set (drill.request) comes from session_state (Streamlit logs a warning)
+    label = st.sidebar.selectbox("Time range", [*RANGES, CUSTOM], index=len(RANGES) - 1, key="time_range")
     if label == CUSTOM:
         today = now.date()
         # the value decides range mode, so it is always given (a brushed range then logs Streamlit's warning)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,10 +21,10 @@ import streamlit as st
 
 from ..queries import Filters, Source, SourceUnavailable, open_source
 from ..queries.base import STATUSES, iso_bound, one_line
-from . import views
+from . import drill, explorer, rollup_views, views
 from .format import literal
 
-__all__ = ["RANGES", "main"]
+__all__ = ["RANGES", "VIEWS", "main"]
 
 log = logging.getLogger("agentmeter.dashboard")
 
@@ -35,9 +36,22 @@ RANGES: dict[str, timedelta | None] = {
     "All time": None,
 }
 CUSTOM = "Custom"
+#: every view, in the sidebar's order
+VIEWS: dict[str, Callable[[Source, Filters, str], None]] = {
+    **views.VIEWS, **rollup_views.VIEWS, "Run explorer": explorer.run_explorer,
+}
 BUCKETS = ("auto", "minute", "hour", "day")
 #: the auto bucket: the smallest whose buckets over the span the data covers stay this many or fewer
 MAX_AUTO_BUCKETS = {"minute": 240, "hour": 240}
+
+#: the sidebar's other multi-selects: Filters field (and session_state key), label, placeholder
+FILTER_CONTROLS = (
+    ("models", "Model", "All models"),
+    ("tags", "Tag", "All tags"),
+    ("sessions", "Session", "All sessions"),
+    ("users", "User", "All users"),
+    ("versions", "Version", "All versions"),
+)
 
 HINTS = {
     "local": "Check the path given with --db (or AGENTMETER_DB) and that it is an agentmeter store.",
@@ -109,12 +123,23 @@ def _day_bounds(picked: Any, today: date) -> tuple[datetime | None, datetime | N
 
 def time_range(now: datetime) -> tuple[datetime | None, datetime | None]:
     """The sidebar's time range as UTC bounds (None: open)."""
+    # a fixed default: a range a brush set (drill.request) comes from session_state (Streamlit logs a warning)
     label = st.sidebar.selectbox("Time range", [*RANGES, CUSTOM], index=len(RANGES) - 1, key="time_range")
     if label == CUSTOM:
         today = now.date()
+        # the value decides range mode, so it is always given (a brushed range then logs Streamlit's warning)
         picked = st.sidebar.date_input("From - to (UTC)", value=(today - timedelta(days=7), today),
                                        key="custom_range")
-        return _day_bounds(picked, today)
+        since, until = _day_bounds(picked, today)
+        brushed = st.session_state.get(drill.BRUSHED)
+        if brushed is not None:  # a range brushed on a chart: its exact times, while its days stay picked
+            low, high = (datetime.fromisoformat(t) for t in brushed)
+            if since is not None and until is not None and since <= low and high <= until:
+                st.sidebar.caption(f"From the chart: {low:%Y-%m-%d %H:%M} to {high:%Y-%m-%d %H:%M} UTC")
+                return low, high
+            del st.session_state[drill.BRUSHED]
+        return since, until
+    st.session_state.pop(drill.BRUSHED, None)  # another range: a brushed one is over
     delta = RANGES.get(label or "All time")
     # whole minutes, so reruns within a minute hit the query cache
     return (now.replace(second=0, microsecond=0) - delta if delta is not None else None), None
@@ -132,17 +157,26 @@ def auto_bucket(first: Any, last: Any) -> str:
 
 
 def sidebar(source: Source) -> tuple[Filters, str, str]:
+    drill.apply_pending()  # what a click asked for, before the widgets it changes are drawn
     st.sidebar.header("Filters")
     linked = st.query_params.get("view")
-    if "view" not in st.session_state and linked in views.VIEWS:  # a link's ?view=Cost opens that view
+    if "view" not in st.session_state and linked in VIEWS:  # a link's ?view=Cost opens that view
         st.session_state["view"] = linked
-    view = st.sidebar.radio("View", list(views.VIEWS), key="view") or "Health"
+    view = st.sidebar.radio("View", list(VIEWS), key="view") or "Health"
     now = datetime.now(timezone.utc)
     since, until = time_range(now)
     agents = views.cached_agents(source)
     chosen = st.sidebar.multiselect("Agent", agents, key="agents", placeholder="All agents")
     statuses = st.sidebar.multiselect("Run status", list(STATUSES), key="statuses", placeholder="All statuses")
-    filters = Filters(since=iso_bound(since), until=iso_bound(until), agents=tuple(chosen), statuses=tuple(statuses))
+    picked: dict[str, tuple[str, ...]] = {}
+    for name, label, placeholder in FILTER_CONTROLS:
+        values = views.cached_values(source, name)
+        # a value set by a click (drill-down) stays pickable even when the list has moved on
+        options = sorted({*values, *st.session_state.get(name, [])})
+        picked[name] = tuple(st.sidebar.multiselect(label, options, key=name, placeholder=placeholder))
+    filters = Filters(since=iso_bound(since), until=iso_bound(until), agents=tuple(chosen), statuses=tuple(statuses),
+                      models=picked["models"], tags=picked["tags"], sessions=picked["sessions"],
+                      users=picked["users"], versions=picked["versions"])
     k = views.cached(source, "kpis", filters).iloc[0]
     auto = auto_bucket(k["first_started_at"], k["last_started_at"])
     # fixed option labels: a label that changes between reruns loses the choice in Streamlit's selectbox
@@ -184,7 +218,7 @@ def main() -> None:
         return
     st.header(view)
     try:
-        views.VIEWS[view](source, filters, bucket)
+        VIEWS[view](source, filters, bucket)
     except SourceUnavailable as exc:
         source_error(kind, exc)
     except Exception as exc:  # a view's bug or a refused query: one line on the page, the rest still works

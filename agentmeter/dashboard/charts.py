@@ -28,9 +28,24 @@ TIME_UNITS = {"minute": "utcyearmonthdatehoursminutes", "hour": "utcyearmonthdat
 
 
 def _value_format(column: str, values: Any) -> str:
-    if column == "cost_usd":
+    if column.endswith("_usd"):
         return f"$,.{money_decimals(values)}f"
+    if column.endswith("_rate"):
+        return ".1%"
     return ",d"  # counts: runs, calls, tokens
+
+
+def _pick(chart: Any, field: str | None) -> Any:
+    """``chart`` with a click selection named ``pick`` on ``field`` (see :func:`agentmeter.dashboard.drill.chart`);
+    a hand cursor says the marks can be clicked."""
+    if field is None:
+        return chart
+    return chart.add_params(alt.selection_point(name="pick", fields=[field])).configure_mark(cursor="pointer")
+
+
+def _brush(chart: Any, brush: bool) -> Any:
+    """``chart`` with a drag-to-select interval named ``brush`` on its time axis."""
+    return chart.add_params(alt.selection_interval(name="brush", encodings=["x"])) if brush else chart
 
 
 def _axis(fmt: str, **kw: Any) -> Any:
@@ -41,13 +56,14 @@ def _axis(fmt: str, **kw: Any) -> Any:
 
 
 def stacked_over_time(df: pd.DataFrame, color: str, y: str, title: str, status: bool = False,
-                      bucket: str = "hour", legend: bool = True) -> Any:
-    """Stacked bars per time bucket, one colour per ``color`` value; each bar spans its whole bucket."""
+                      bucket: str = "hour", legend: bool = True, select: bool = False, brush: bool = False) -> Any:
+    """Stacked bars per time bucket, one colour per ``color`` value; each bar spans its whole bucket. With
+    ``select`` a click picks a ``color`` value; with ``brush`` a drag along the time axis picks a range."""
     scale = STATUS_COLORS if status else alt.Undefined
     data = df.assign(**{color: df[color].fillna("(none)")})
     fmt = _value_format(y, data[y])
     when = f"{TIME_UNITS.get(bucket, TIME_UNITS['hour'])}(bucket):T"
-    return (
+    chart = (
         alt.Chart(data, title=title)
         .mark_bar()
         .encode(
@@ -60,9 +76,10 @@ def stacked_over_time(df: pd.DataFrame, color: str, y: str, title: str, status: 
                      alt.Tooltip(f"{y}:Q", title=column_name(y), format=fmt)],
         )
     )
+    return _pick(_brush(chart, brush), color if select else None)
 
 
-def latency_lines(df: pd.DataFrame, title: str, bucket: str = "hour") -> Any:
+def latency_lines(df: pd.DataFrame, title: str, bucket: str = "hour", brush: bool = False) -> Any:
     """p50/p95/p99 run latency over time, in the unit that suits the slowest bucket."""
     unit, div = duration_unit(df["p99_ms"].max() if len(df) else None)
     long = df.melt(id_vars=["bucket"], value_vars=["p50_ms", "p95_ms", "p99_ms"], var_name="percentile",
@@ -70,7 +87,7 @@ def latency_lines(df: pd.DataFrame, title: str, bucket: str = "hour") -> Any:
     long["percentile"] = long["percentile"].str.replace("_ms", "", regex=False)
     long["latency"] = long["latency"] / div
     when = f"{TIME_UNITS.get(bucket, TIME_UNITS['hour'])}(bucket):T"
-    return (
+    chart = (
         alt.Chart(long, title=title)
         .mark_line(point=True)
         .encode(
@@ -82,11 +99,14 @@ def latency_lines(df: pd.DataFrame, title: str, bucket: str = "hour") -> Any:
                      alt.Tooltip("latency:Q", title=f"Latency ({unit})", format=",.4~r")],
         )
     )
+    return _brush(chart, brush)
 
 
-def bar(df: pd.DataFrame, label: str, value: str, title: str, label_title: str | None = None) -> Any:
+def bar(df: pd.DataFrame, label: str, value: str, title: str, label_title: str | None = None,
+        select: str | None = None) -> Any:
     """Horizontal bars of ``value`` by ``label`` (in the frame's order). Durations (``*_ms``) are shown in
-    the unit that suits the longest."""
+    the unit that suits the longest. With ``select`` (a column of ``df``) a click on a bar picks its value
+    of that column."""
     data = df.assign(**{label: df[label].fillna("(none)")})
     name = column_name(value)
     fmt = _value_format(value, data[value])
@@ -94,7 +114,7 @@ def bar(df: pd.DataFrame, label: str, value: str, title: str, label_title: str |
         unit, div = duration_unit(data[value].max() if len(data) else None)
         data = data.assign(**{value: data[value] / div})
         name, fmt = f"{name} ({unit})", ",.4~r"
-    return (
+    chart = (
         alt.Chart(data, title=title)
         .mark_bar()
         .encode(
@@ -104,6 +124,7 @@ def bar(df: pd.DataFrame, label: str, value: str, title: str, label_title: str |
                      alt.Tooltip(f"{value}:Q", title=name, format=fmt)],
         )
     )
+    return _pick(chart, select)
 
 
 def _num(value: Any) -> float | None:

@@ -113,6 +113,12 @@ COLUMN_NAMES = {
     "last_seen": "Last seen (UTC)", "kind": "Kind", "step_id": "Step id", "call_id": "Call id",
     "parent_step_id": "Parent step", "http_status": "HTTP status", "priced": "Priced", "where": "Where",
     "step": "Step", "success_rate": "Success rate", "key": "Key", "value": "Value",
+    "session_id": "Session", "user_id": "User", "version": "Version", "tags": "Tags",
+    "cached_input_tokens": "Cached input tokens", "cache_write_tokens": "Cache-write tokens",
+    "mean_score": "Mean score", "scores": "Scores", "source": "Source", "label": "Label", "comment": "Comment",
+    "scored_at": "Scored (UTC)", "total_ms": "Total run time", "first_started_at": "First run (UTC)",
+    "last_started_at": "Last run (UTC)", "cost_per_run_usd": "Cost per run (USD)", "data_type": "Type",
+    "mean": "Mean", "count": "Count", "session": "Session",
 }
 
 

@@ -7,7 +7,9 @@ filtered as :class:`~agentmeter.queries.base.Filters` says; ISO strings for time
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -19,10 +21,11 @@ __all__ = ["CALL_FIELDS", "RUN_FIELDS", "STEP_FIELDS", "Frames"]
 
 RUN_FIELDS = ("run_id", "name", "agent", "status", "error_type", "error_message", "started_at", "duration_ms",
               "step_count", "call_count", "error_step_count", "error_call_count", "input_tokens",
-              "output_tokens", "total_tokens", "cost_usd", "unpriced_call_count")
+              "output_tokens", "total_tokens", "cost_usd", "unpriced_call_count", "session_id", "user_id", "version",
+              "tags", "models")
 STEP_FIELDS = ("name", "status", "duration_ms")
 CALL_FIELDS = ("provider", "operation", "model", "priced", "status", "input_tokens", "output_tokens",
-               "total_tokens", "cost_usd", "duration_ms", "started_at")
+               "total_tokens", "cost_usd", "duration_ms", "started_at", "cached_input_tokens", "cache_write_tokens")
 
 _NULL = "\x00null"
 
@@ -181,6 +184,18 @@ class Frames:
         ).reset_index() if len(c) else pd.DataFrame(columns=_names(base.CALLS_SUMMARY))
         return conform(_unnull(g, keys), base.CALLS_SUMMARY)
 
+    def cache_tokens(self) -> pd.DataFrame:
+        if self.calls.empty:
+            return conform([], base.CACHE_TOKENS)
+        c = self.calls.assign(**{k: pd.to_numeric(self.calls[k], errors="coerce").fillna(0)
+                                 for k in ("cached_input_tokens", "cache_write_tokens")})
+        g = _groups(c, ["provider", "model"]).agg(
+            calls=("status", "size"), cached_input_tokens=("cached_input_tokens", "sum"),
+            cache_write_tokens=("cache_write_tokens", "sum")).reset_index()
+        out = _unnull(g, ["provider", "model"])
+        out = out[(out["cached_input_tokens"] + out["cache_write_tokens"]) > 0]
+        return conform(_sort(out, [("provider", True), ("model", True)]), base.CACHE_TOKENS)
+
     def calls_by_provider(self) -> pd.DataFrame:
         return derive.calls_by_provider(self.calls_summary())
 
@@ -206,7 +221,8 @@ class Frames:
         if r.empty:
             return conform(r, base.RUN_SEARCH)
         rank = {"error": 0, "cancelled": 1, "success": 2}
-        tmp = r.assign(status_rank=r["status"].map(rank))
+        tmp = r.assign(status_rank=r["status"].map(rank), first_model=r["models"].map(_first_model),
+                       first_tag=r["tags"].map(_first_tag))
         by: list[str] = []
         asc: list[bool] = []
         for i, (key, ascending) in enumerate(keys):  # nulls last either way, as the SQL sources sort
@@ -218,6 +234,18 @@ class Frames:
 
     def count_runs(self, prefix: str) -> int:
         return len(self._matching(prefix))
+
+
+def _first_model(models: Any) -> str | None:
+    """The smallest model name among a run's calls (None without one), as the SQL sources sort by model."""
+    names = [m for m in models if isinstance(m, str)] if isinstance(models, (list, tuple)) else []
+    return min(names) if names else None
+
+
+def _first_tag(tags: Any) -> str | None:
+    if isinstance(tags, str):  # JSON text
+        tags = json.loads(tags)
+    return str(tags[0]) if isinstance(tags, (list, tuple)) and tags else None
 
 
 def _names(spec: base.Spec) -> list[str]:

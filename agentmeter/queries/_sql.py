@@ -97,6 +97,46 @@ class SqlSource(Source):
 
     # -- Source --------------------------------------------------------------------------------------
 
+    def _columns(self, table: str) -> set[str] | None:
+        """The columns of ``table`` (by its contract name), or None when it has every column of the contract
+        (a local store written by an older agentmeter may lack some)."""
+        return None
+
+    def _has_column(self, table: str, column: str) -> bool:
+        have = self._columns(table)
+        return have is None or column in have
+
+    def run_scores(self, run_id: str) -> pd.DataFrame:
+        cols = names(base.RUN_SCORES)
+        sql = (f"SELECT {', '.join(cols)} FROM {self.scores_table} WHERE run_id = {self.dialect.mark} "
+               "ORDER BY name, source")
+        return self._frame(sql, [str(run_id)], cols, base.RUN_SCORES)
+
+    def scores(self, f: Filters) -> pd.DataFrame:
+        d = self.dialect
+        where, params = d.where(f, d.runs)
+        sql = (f"SELECT s.run_id, r.started_at, s.name, s.source, s.data_type, s.value, s.label "
+               f"FROM {self.scores_table} s JOIN (SELECT run_id, started_at FROM {d.runs}{where}) r "
+               "ON r.run_id = s.run_id ORDER BY r.started_at, s.run_id, s.name, s.source")
+        return self._frame(sql, params, names(base.SCORES), base.SCORES)
+
+    def filter_values(self, name: str) -> list[str]:
+        d = self.dialect
+        limit = base.FILTER_VALUES_LIMIT
+        if name == "tags":
+            if not self._has_column("agent_runs", "tags"):
+                return []
+            sql = d.tag_values.replace("<runs>", d.runs).replace("<where>", " WHERE r.tags IS NOT NULL")
+            sql = f"SELECT v FROM ({sql}) x WHERE v IS NOT NULL ORDER BY last DESC, v LIMIT {d.mark}"
+        else:
+            table, column = ((d.calls, "model") if name == "models"
+                             else (d.runs, base.RUN_DIMENSIONS[base.check_filter_name(name)]))
+            if not self._has_column("api_calls" if name == "models" else "agent_runs", column):
+                return []
+            sql = (f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL GROUP BY {column} "
+                   f"ORDER BY MAX(started_at) DESC, {column} LIMIT {d.mark}")
+        return sorted(str(row[0]) for row in self._rows(sql, [limit]))
+
     def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         d = self.dialect
         return self._runs_grouped(f, f"{d.bucket(bucket)} AS b, status, COUNT(*) AS runs", "b, status",
@@ -136,9 +176,20 @@ class SqlSource(Source):
 
     def search_runs(self, f: Filters, run_id_prefix: str = "", limit: int = 100,
                     order: str = "newest") -> pd.DataFrame:
+        d = self.dialect
+        keys = check_order(order)
         clause, extra = self._prefix(run_id_prefix)
-        return self._run_list(f, f"{RUN_COLS}, error_type", clause, order_by(check_order(order)), limit,
-                              base.RUN_SEARCH, extra)
+        where, params = d.where(f, d.runs)
+        if clause is not None:
+            where = and_(where, clause)
+        have = self._columns("agent_runs")
+        cols = ", ".join(c if have is None or c in have else f"NULL AS {c}" for c in names(base.RUN_SEARCH))
+        table = d.runs
+        if any(key == "first_model" for key, _ in keys):  # the join only when sorting by model
+            table = f"{d.runs} {d.first_models.replace('<calls>', d.calls)}"
+        sql = (f"SELECT {cols} FROM {table}{where} ORDER BY {order_by(keys, d.first_tag)} "
+               f"LIMIT {d.mark}")
+        return self._frame(sql, [*params, *extra, check_limit(limit)], names(base.RUN_SEARCH), base.RUN_SEARCH)
 
     def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
         clause, extra = self._prefix(run_id_prefix)
@@ -151,14 +202,16 @@ class SqlSource(Source):
     def run_detail(self, run_id: str) -> RunDetail | None:
         d = self.dialect
         specs = (
-            (base.RUN_SUMMARY, d.runs, "run_id"),
-            (base.RUN_STEPS, d.steps, "started_at, step_id"),
-            (base.RUN_CALLS, d.calls, "started_at, call_id"),
+            (base.RUN_SUMMARY, d.runs, "run_id", "agent_runs"),
+            (base.RUN_STEPS, d.steps, "started_at, step_id", "run_steps"),
+            (base.RUN_CALLS, d.calls, "started_at, call_id", "api_calls"),
         )
         frames = []
-        for spec, table, order in specs:
+        for spec, table, order, name in specs:
             cols = names(spec)
-            sql = f"SELECT {', '.join(cols)} FROM {table} WHERE run_id = {d.mark} ORDER BY {order}"
+            have = self._columns(name)
+            select = ", ".join(c if have is None or c in have else f"NULL AS {c}" for c in cols)
+            sql = f"SELECT {select} FROM {table} WHERE run_id = {d.mark} ORDER BY {order}"
             frames.append(self._frame(sql, [str(run_id)], cols, spec))
         if frames[0].empty:
             return None
@@ -199,6 +252,17 @@ class SqlSource(Source):
         sql = (f"SELECT provider, model, COUNT(*) AS n, {failed} AS errors FROM {self._from(d.calls, f)}{where} "
                f"GROUP BY provider, model ORDER BY errors DESC, provider{d.nulls_first}, model{d.nulls_first}")
         return self._frame(sql, params, names(base.CALL_ERRORS), base.CALL_ERRORS)
+
+    def cache_tokens(self, f: Filters) -> pd.DataFrame:
+        d = self.dialect
+        where, params = d.where(f, d.calls)
+        have = self._columns("api_calls")
+        totals = [d.total.format(c) if have is None or c in have else "0"
+                  for c in ("cached_input_tokens", "cache_write_tokens")]
+        sums, having = ", ".join(totals), " + ".join(totals)
+        sql = (f"SELECT provider, model, COUNT(*) AS n, {sums} FROM {d.calls}{where} GROUP BY provider, model "
+               f"HAVING {having} > 0 ORDER BY provider{d.nulls_first}, model{d.nulls_first}")
+        return self._frame(sql, params, names(base.CACHE_TOKENS), base.CACHE_TOKENS)
 
     def calls_by_provider(self, f: Filters) -> pd.DataFrame:
         return derive.calls_by_provider(self.calls_summary(f))

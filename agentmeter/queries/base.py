@@ -14,6 +14,13 @@ Meaning of the filters (the same in every source):
 * ``agents``: the run's agent (``agent`` is denormalized onto steps and calls); empty = all agents.
 * ``statuses``: the **run's** status (``success``, ``error``, ``cancelled``); steps and calls are kept when
   their run has one of these statuses. Empty = all.
+* ``models``: runs that made at least one API call to one of these models; steps are kept when their run
+  is, calls when their **own** model is one of them (so call views show only those models). Empty = all.
+* ``tags``: runs carrying at least one of these tags; steps and calls when their run does. Empty = all.
+* ``sessions`` / ``users`` / ``versions`` / ``error_types``: the run's ``session_id`` / ``user_id`` /
+  ``version`` / ``error_type`` is one of these; steps and calls when their run's is. Empty = all.
+* ``min_duration_ms`` / ``min_cost_usd``: runs at least this long / costly (a run with an unknown duration or
+  cost is left out); steps and calls of those runs. None = no bound.
 
 Every value is bound as a query parameter, never formatted into SQL or a query document. Sums of tokens
 and cost are ``0`` when nothing is known (never null) in aggregates; per-row values stay null when unknown.
@@ -39,6 +46,38 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._conform import conform
+from ._specs import (
+    AGENT_KPIS,
+    AGENTS,
+    API_LATENCY,
+    CACHE_TOKENS,
+    CALL_ERRORS,
+    CALLS_BY_PROVIDER,
+    CALLS_SUMMARY,
+    COST_BY_AGENT,
+    COST_BY_MODEL,
+    COST_BY_PROVIDER,
+    COST_OVER_TIME,
+    EXPENSIVE_RUNS,
+    FRAMES,
+    KPIS,
+    LATENCY_OVER_TIME,
+    RECENT_FAILURES,
+    RUN_CALLS,
+    RUN_SCORES,
+    RUN_SEARCH,
+    RUN_STEPS,
+    RUN_SUMMARY,
+    RUNS_PER_AGENT,
+    SCORES,
+    SLOWEST_RUNS,
+    STATUS_OVER_TIME,
+    STEP_ERRORS,
+    STEP_LATENCY,
+    TOKENS_BY_MODEL,
+    UNPRICED_CALLS,
+    Spec,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +87,7 @@ __all__ = [
     "AGENT_KPIS",
     "API_LATENCY",
     "BUCKETS",
+    "CACHE_TOKENS",
     "CALLS_BY_PROVIDER",
     "CALLS_SUMMARY",
     "CALL_ERRORS",
@@ -56,16 +96,22 @@ __all__ = [
     "COST_BY_PROVIDER",
     "COST_OVER_TIME",
     "EXPENSIVE_RUNS",
+    "FILTER_VALUES",
+    "FILTER_VALUES_LIMIT",
     "FRAMES",
     "KPIS",
     "LATENCY_OVER_TIME",
     "RECENT_FAILURES",
     "RUNS_PER_AGENT",
     "RUN_CALLS",
+    "RUN_DIMENSIONS",
+    "RUN_MINIMUMS",
     "RUN_ORDERS",
+    "RUN_SCORES",
     "RUN_SEARCH",
     "RUN_STEPS",
     "RUN_SUMMARY",
+    "SCORES",
     "SLOWEST_RUNS",
     "STATUSES",
     "STATUS_OVER_TIME",
@@ -77,7 +123,9 @@ __all__ = [
     "RunDetail",
     "Source",
     "SourceUnavailable",
+    "Spec",
     "check_bucket",
+    "check_filter_name",
     "check_limit",
     "check_order",
     "conform",
@@ -88,8 +136,18 @@ __all__ = [
 
 #: Run statuses a filter may name.
 STATUSES: Final = ("success", "error", "cancelled")
+#: :class:`Filters` field -> the agent_runs column it matches exactly
+RUN_DIMENSIONS: Final[Mapping[str, str]] = {"sessions": "session_id", "users": "user_id", "versions": "version",
+                                             "error_types": "error_type"}
+#: :class:`Filters` field -> the agent_runs column it bounds from below (``column >= value``)
+RUN_MINIMUMS: Final[Mapping[str, str]] = {"min_duration_ms": "duration_ms", "min_cost_usd": "cost_usd"}
+#: what :meth:`Source.filter_values` lists: a filter's name -> what its values are
+FILTER_VALUES: Final = ("models", "tags", "sessions", "users", "versions", "error_types")
+#: values listed at most per filter (the most recent first, then sorted)
+FILTER_VALUES_LIMIT: Final = 500
 #: How :meth:`Source.search_runs` may order runs: name -> (key, ascending) pairs, null keys always last.
-#: ``status`` ranks error, then cancelled, then success.
+#: ``status`` ranks error, then cancelled, then success; ``model`` is the run's first model (the smallest
+#: model name among its calls), ``tag`` its first tag (as given); ties go newest first.
 RUN_ORDERS: Final[Mapping[str, tuple[tuple[str, bool], ...]]] = {
     "newest": (("started_at", False), ("run_id", False)),
     "oldest": (("started_at", True), ("run_id", True)),
@@ -97,156 +155,15 @@ RUN_ORDERS: Final[Mapping[str, tuple[tuple[str, bool], ...]]] = {
     "fastest": (("duration_ms", True), ("run_id", False)),
     "costliest": (("cost_usd", False), ("run_id", False)),
     "status": (("status_rank", True), ("started_at", False), ("run_id", False)),
+    "error_type": (("error_type", True), ("started_at", False), ("run_id", False)),
+    "model": (("first_model", True), ("started_at", False), ("run_id", False)),
+    "tag": (("first_tag", True), ("started_at", False), ("run_id", False)),
+    "session": (("session_id", True), ("started_at", False), ("run_id", False)),
+    "user": (("user_id", True), ("started_at", False), ("run_id", False)),
+    "version": (("version", True), ("started_at", False), ("run_id", False)),
 }
 #: Time bucket sizes of the ``*_over_time`` methods.
 BUCKETS: Final = ("minute", "hour", "day")
-
-# Column kinds: str (text, may be null), int (integer, never null), Int (integer, may be null),
-# float (may be NaN for null), time (tz-aware UTC timestamp, may be NaT), bool, json (JSON text with sorted
-# keys, may be null).
-Spec = tuple[tuple[str, str], ...]
-
-#: One row: the headline numbers of Health (and the KPI strip on every view), all over the runs that match
-#: (defined once, in :mod:`agentmeter.queries._kpis`). ``success_rate`` and ``error_rate`` are fractions
-#: 0..1 of ``runs``, ``step_error_rate`` of ``steps``, ``call_error_rate`` of ``calls`` (NaN when there
-#: is none); ``p*_ms`` are run durations; tokens and cost are sums over runs; ``steps``, ``calls``,
-#: ``error_steps``, ``error_calls`` and ``unpriced_calls`` sum the runs' ``step_count``, ``call_count``,
-#: ``error_step_count``, ``error_call_count`` and ``unpriced_call_count``; ``first_started_at`` and
-#: ``last_started_at`` the span of those runs' starts (NaT for no runs).
-KPIS: Final[Spec] = (
-    ("runs", "int"), ("success_runs", "int"), ("error_runs", "int"), ("cancelled_runs", "int"),
-    ("success_rate", "float"), ("error_rate", "float"),
-    ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
-    ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
-    ("cost_usd", "float"), ("calls", "int"), ("unpriced_calls", "int"),
-    ("steps", "int"), ("error_steps", "int"), ("error_calls", "int"),
-    ("step_error_rate", "float"), ("call_error_rate", "float"),
-    ("first_started_at", "time"), ("last_started_at", "time"),
-)
-#: :data:`KPIS` per agent (agent may be null); ordered by agent (nulls first). Only agents with runs.
-AGENT_KPIS: Final[Spec] = (("agent", "str"), *KPIS)
-#: Runs per bucket and status; ordered by bucket, status. Only non-empty combinations.
-STATUS_OVER_TIME: Final[Spec] = (("bucket", "time"), ("status", "str"), ("runs", "int"))
-#: Run duration percentiles per bucket; ordered by bucket.
-LATENCY_OVER_TIME: Final[Spec] = (
-    ("bucket", "time"), ("runs", "int"), ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
-)
-#: Step duration by step name; ordered by p95_ms descending, then name.
-STEP_LATENCY: Final[Spec] = (
-    ("name", "str"), ("steps", "int"), ("errors", "int"), ("mean_ms", "float"),
-    ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
-)
-#: API call duration by provider and model (model may be null); ordered by p95_ms descending, provider, model.
-API_LATENCY: Final[Spec] = (
-    ("provider", "str"), ("model", "str"), ("calls", "int"), ("errors", "int"), ("mean_ms", "float"),
-    ("p50_ms", "float"), ("p95_ms", "float"), ("p99_ms", "float"),
-)
-_RUN_ROW: Final[Spec] = (
-    ("run_id", "str"), ("name", "str"), ("agent", "str"), ("status", "str"), ("started_at", "time"),
-    ("duration_ms", "float"), ("step_count", "int"), ("call_count", "int"), ("total_tokens", "Int"),
-    ("cost_usd", "float"),
-)
-#: The ``limit`` longest runs; ordered by duration_ms descending, run_id.
-SLOWEST_RUNS: Final[Spec] = _RUN_ROW
-#: The ``limit`` latest runs with status ``error``; ordered by started_at descending, run_id.
-RECENT_FAILURES: Final[Spec] = (
-    ("run_id", "str"), ("name", "str"), ("agent", "str"), ("started_at", "time"), ("duration_ms", "float"),
-    ("error_type", "str"), ("error_message", "str"),
-)
-#: Runs per bucket and agent (agent may be null); ordered by bucket, agent (nulls first).
-RUNS_PER_AGENT: Final[Spec] = (("bucket", "time"), ("agent", "str"), ("runs", "int"))
-#: Steps and failed steps per step name; ordered by errors descending, name (nulls first). Counts only
-#: (no percentiles), for Health.
-STEP_ERRORS: Final[Spec] = (("name", "str"), ("steps", "int"), ("errors", "int"))
-#: API calls and failed calls per provider and model; ordered by errors descending, provider, model (nulls
-#: first). Derived from :data:`CALLS_SUMMARY` by the sources that have it.
-CALL_ERRORS: Final[Spec] = (("provider", "str"), ("model", "str"), ("calls", "int"), ("errors", "int"))
-#: Calls per provider; ordered by calls descending, provider.
-CALLS_BY_PROVIDER: Final[Spec] = (
-    ("provider", "str"), ("calls", "int"), ("errors", "int"), ("total_tokens", "int"), ("cost_usd", "float"),
-)
-#: Tokens per provider and model; ordered by total_tokens descending, provider, model (nulls first).
-TOKENS_BY_MODEL: Final[Spec] = (
-    ("provider", "str"), ("model", "str"), ("calls", "int"), ("input_tokens", "int"),
-    ("output_tokens", "int"), ("total_tokens", "int"),
-)
-#: Cost of runs per bucket of the run's start (sums of the runs' cost_usd, call_count and
-#: unpriced_call_count: cheap on any store, as agent_runs is ~10x smaller than api_calls); ordered by bucket.
-COST_OVER_TIME: Final[Spec] = (
-    ("bucket", "time"), ("runs", "int"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
-)
-#: Cost per provider and model; ordered by cost_usd descending, provider, model (nulls first).
-COST_BY_MODEL: Final[Spec] = (
-    ("provider", "str"), ("model", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
-)
-#: Cost per provider; ordered by cost_usd descending, provider.
-COST_BY_PROVIDER: Final[Spec] = (
-    ("provider", "str"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
-)
-#: Cost of runs per agent (agent may be null), from agent_runs like :data:`COST_OVER_TIME`; ordered by
-#: cost_usd descending, agent (nulls first).
-COST_BY_AGENT: Final[Spec] = (
-    ("agent", "str"), ("runs", "int"), ("calls", "int"), ("cost_usd", "float"), ("unpriced_calls", "int"),
-)
-#: The ``limit`` costliest runs (runs with null cost excluded); ordered by cost_usd descending, run_id.
-EXPENSIVE_RUNS: Final[Spec] = (*_RUN_ROW, ("unpriced_call_count", "int"))
-#: Calls without a price, grouped by provider, operation and model; ordered by calls descending,
-#: provider, operation, model (nulls first). ``last_seen`` is the latest call's started_at.
-UNPRICED_CALLS: Final[Spec] = (
-    ("provider", "str"), ("operation", "str"), ("model", "str"), ("calls", "int"), ("total_tokens", "int"),
-    ("last_seen", "time"),
-)
-#: API calls grouped by provider, operation, model and priced, with every measure the call views need:
-#: sources may compute :meth:`Source.calls_by_provider`, ``tokens_by_model``, ``cost_by_model``,
-#: ``cost_by_provider`` and ``unpriced_calls`` from this one aggregate (one scan of api_calls) with the
-#: functions of :mod:`agentmeter.queries.derive`. Order unspecified.
-CALLS_SUMMARY: Final[Spec] = (
-    ("provider", "str"), ("operation", "str"), ("model", "str"), ("priced", "bool"), ("calls", "int"),
-    ("errors", "int"), ("input_tokens", "int"), ("output_tokens", "int"), ("total_tokens", "int"),
-    ("cost_usd", "float"), ("last_seen", "time"),
-)
-#: Runs found by :meth:`Source.search_runs`; ordered as :data:`RUN_ORDERS` says (default ``newest``:
-#: started_at descending, run_id descending).
-RUN_SEARCH: Final[Spec] = (*_RUN_ROW, ("error_type", "str"))
-#: The one run of :meth:`Source.run_detail`. ``tags``, ``metadata`` and the captured ``inputs`` and
-#: ``output`` are JSON text (kind ``json``: keys sorted, null when absent).
-RUN_SUMMARY: Final[Spec] = (
-    ("run_id", "str"), ("parent_run_id", "str"), ("name", "str"), ("agent", "str"), ("status", "str"),
-    ("error_type", "str"), ("error_message", "str"), ("started_at", "time"), ("ended_at", "time"),
-    ("duration_ms", "float"), ("step_count", "int"), ("call_count", "int"), ("input_tokens", "Int"),
-    ("output_tokens", "Int"), ("total_tokens", "Int"), ("cost_usd", "float"), ("unpriced_call_count", "int"),
-    ("tags", "json"), ("metadata", "json"), ("inputs", "json"), ("output", "json"), ("truncated", "bool"),
-)
-#: The run's steps; ordered by started_at, step_id.
-RUN_STEPS: Final[Spec] = (
-    ("step_id", "str"), ("parent_step_id", "str"), ("name", "str"), ("kind", "str"), ("status", "str"),
-    ("error_type", "str"), ("error_message", "str"), ("started_at", "time"), ("ended_at", "time"),
-    ("duration_ms", "float"), ("call_count", "int"), ("total_tokens", "Int"), ("cost_usd", "float"),
-    ("metadata", "json"), ("inputs", "json"), ("output", "json"), ("truncated", "bool"),
-)
-#: The run's API calls; ordered by started_at, call_id.
-RUN_CALLS: Final[Spec] = (
-    ("call_id", "str"), ("step_id", "str"), ("provider", "str"), ("operation", "str"), ("model", "str"),
-    ("status", "str"), ("error_type", "str"), ("error_message", "str"), ("http_status", "Int"),
-    ("started_at", "time"), ("ended_at", "time"), ("duration_ms", "float"), ("input_tokens", "Int"),
-    ("output_tokens", "Int"), ("total_tokens", "Int"), ("cost_usd", "float"), ("priced", "bool"),
-    ("metadata", "json"),
-)
-#: Agents for the filter (null agent excluded), unfiltered; ordered by agent.
-AGENTS: Final[Spec] = (("agent", "str"), ("runs", "int"), ("last_seen", "time"))
-
-#: method name -> column spec, for sources' tests.
-FRAMES: Final[Mapping[str, Spec]] = {
-    "kpis": KPIS, "agent_kpis": AGENT_KPIS, "status_over_time": STATUS_OVER_TIME,
-    "latency_over_time": LATENCY_OVER_TIME,
-    "step_latency": STEP_LATENCY, "api_latency": API_LATENCY, "step_errors": STEP_ERRORS,
-    "call_errors": CALL_ERRORS, "slowest_runs": SLOWEST_RUNS,
-    "recent_failures": RECENT_FAILURES, "runs_per_agent": RUNS_PER_AGENT,
-    "calls_by_provider": CALLS_BY_PROVIDER, "tokens_by_model": TOKENS_BY_MODEL,
-    "cost_over_time": COST_OVER_TIME, "cost_by_model": COST_BY_MODEL, "cost_by_provider": COST_BY_PROVIDER,
-    "cost_by_agent": COST_BY_AGENT, "expensive_runs": EXPENSIVE_RUNS, "unpriced_calls": UNPRICED_CALLS,
-    "search_runs": RUN_SEARCH, "agents": AGENTS,
-}
 
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?)?Z?")
 _ISO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?[+-]\d{2}:\d{2}")
@@ -291,11 +208,29 @@ class Filters:
     until: str | None = None
     agents: tuple[str, ...] = field(default=())
     statuses: tuple[str, ...] = field(default=())
+    models: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = field(default=())
+    sessions: tuple[str, ...] = field(default=())
+    users: tuple[str, ...] = field(default=())
+    versions: tuple[str, ...] = field(default=())
+    error_types: tuple[str, ...] = field(default=())
+    min_duration_ms: float | None = None
+    min_cost_usd: float | None = None
 
     def __post_init__(self) -> None:
+        for name in RUN_MINIMUMS:
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+                    raise ValueError(f"{name} must be a number >= 0 or None, got {value!r}")
+                object.__setattr__(self, name, float(value))
         object.__setattr__(self, "since", iso_bound(self.since))
         object.__setattr__(self, "until", iso_bound(self.until))
-        object.__setattr__(self, "agents", tuple(sorted({str(a) for a in self.agents})))
+        for name in ("agents", *RUN_DIMENSIONS, "models", "tags"):
+            values = getattr(self, name)
+            if isinstance(values, str):
+                raise ValueError(f"{name} must be a list of strings, not one string: {values!r}")
+            object.__setattr__(self, name, tuple(sorted({str(v) for v in values})))
         statuses = tuple(sorted({str(s) for s in self.statuses}))
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
@@ -417,6 +352,10 @@ class Source(ABC):
     def tokens_by_model(self, f: Filters) -> pd.DataFrame:
         """:data:`TOKENS_BY_MODEL`."""
 
+    def cache_tokens(self, f: Filters) -> pd.DataFrame:
+        """:data:`CACHE_TOKENS`. Sources of your own may leave it out (no cache figures are shown)."""
+        return conform([], CACHE_TOKENS)
+
     @abstractmethod
     def cost_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         """:data:`COST_OVER_TIME`."""
@@ -456,6 +395,15 @@ class Source(ABC):
     def run_detail(self, run_id: str) -> RunDetail | None:
         """The run, its steps and its calls; None when no run has this id. Not filtered."""
 
+    def filter_values(self, name: str) -> list[str]:
+        """The values the filter ``name`` (one of :data:`FILTER_VALUES`) may pick, sorted: every model of a
+        call, tag of a run, or session / user / version / error type of a run (nulls left out; at most
+        :data:`FILTER_VALUES_LIMIT`: the most recently seen, or the first in order, as the store finds them
+        fastest). Unfiltered. Sources of your own may leave it out
+        (no values: the filter stays empty)."""
+        check_filter_name(name)
+        return []
+
     def dimension_runs(self, f: Filters) -> list[dict[str, Any]]:
         """One dict per run matching ``f`` with the fields of :data:`agentmeter.queries.rollups.DIMENSION_FIELDS`
         (``started_at`` an ISO string), for the rollups. Sources of your own may leave it out."""
@@ -465,8 +413,24 @@ class Source(ABC):
         """``(run_id, value)`` of the latest numeric or boolean score of each (run, name, source)."""
         raise NotImplementedError(f"{type(self).__name__} has no scores")
 
+    def run_scores(self, run_id: str) -> pd.DataFrame:
+        """:data:`RUN_SCORES` of the run ``run_id`` (empty when it has none). Sources of your own may leave it
+        out (the run page then shows no scores)."""
+        return conform([], RUN_SCORES)
+
+    def scores(self, f: Filters) -> pd.DataFrame:
+        """:data:`SCORES`: every score of the runs matching ``f``. Sources of your own may leave it out."""
+        return conform([], SCORES)
+
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing to close
         """Release connections. Never raises."""
+
+
+def check_filter_name(name: str) -> str:
+    """``name`` when :meth:`Source.filter_values` lists it; raises ``ValueError`` otherwise."""
+    if name not in FILTER_VALUES:
+        raise ValueError(f"filter must be one of {', '.join(FILTER_VALUES)}; got {name!r}")
+    return name
 
 
 def check_bucket(bucket: str) -> str:

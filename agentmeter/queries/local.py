@@ -114,6 +114,36 @@ class LocalSource(SqlSource):
     def has_runs(self) -> bool:
         return bool(self._rows("SELECT 1 FROM agent_runs LIMIT 1"))
 
+    def _columns(self, table: str) -> set[str] | None:
+        return {row[1] for row in self._rows(f"PRAGMA table_info({table})")}
+
+    def filter_values(self, name: str) -> list[str]:
+        if name != "models":
+            return super().filter_values(name)
+        # the distinct (provider, model) pairs walked on ix_calls_rollup, one index seek each (a GROUP BY
+        # over a million calls takes seconds: that index is not in model order)
+        models: set[str] = set()
+        provider = self._rows("SELECT min(provider) FROM api_calls")
+        current = provider[0][0] if provider else None
+        while current is not None and len(models) < base.FILTER_VALUES_LIMIT:
+            (model,), = self._rows("SELECT min(model) FROM api_calls WHERE provider = ?", [current])
+            while model is not None and len(models) < base.FILTER_VALUES_LIMIT:
+                models.add(str(model))
+                (model,), = self._rows("SELECT min(model) FROM api_calls WHERE provider = ? AND model > ?",
+                                       [current, model])
+            (current,), = self._rows("SELECT min(provider) FROM api_calls WHERE provider > ?", [current])
+        return sorted(models)
+
+    def cache_tokens(self, f: Filters) -> pd.DataFrame:
+        # a scan of every matching call (no index carries these columns): only when some run has any
+        if not {"cached_input_tokens", "cache_write_tokens"} <= (self._columns("agent_runs") or set()):
+            return conform([], base.CACHE_TOKENS)
+        where, params = _SQLITE.where(f, "agent_runs")
+        some = and_(where, "(cached_input_tokens > 0 OR cache_write_tokens > 0)")
+        if not self._rows(f"SELECT 1 FROM agent_runs{some} LIMIT 1", params):
+            return conform([], base.CACHE_TOKENS)
+        return super().cache_tokens(f)
+
     def _dimension_select(self) -> str:
         # a store from before session_id, user_id and version reads them as null (the source never writes)
         have = {row[1] for row in self._rows("PRAGMA table_info(agent_runs)")}

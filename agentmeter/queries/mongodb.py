@@ -123,11 +123,22 @@ class MongoSource(Source):
             match["agent"] = {"$in": list(f.agents)}
         if f.statuses:
             match["status"] = {"$in": list(f.statuses)}
+        for name, column in base.RUN_DIMENSIONS.items():
+            if getattr(f, name):
+                match[column] = {"$in": list(getattr(f, name))}
+        for name, column in base.RUN_MINIMUMS.items():
+            if getattr(f, name) is not None:
+                match[column] = {"$gte": getattr(f, name)}
+        if f.tags:
+            match["tags"] = {"$in": list(f.tags)}
+        if f.models:
+            match["calls.model"] = {"$in": list(f.models)}
         return match
 
     def _runs(self, f: Filters) -> pd.DataFrame:
-        project: dict[str, Any] = {k: 1 for k in RUN_FIELDS if k != "started_at"}
-        project.update({"_id": 0, "started_at": {"$ifNull": ["$_iso.started_at", "$started_at"]}})
+        project: dict[str, Any] = {k: 1 for k in RUN_FIELDS if k not in ("started_at", "models")}
+        project.update({"_id": 0, "started_at": {"$ifNull": ["$_iso.started_at", "$started_at"]},
+                        "models": "$calls.model"})
         rows = self._aggregate([{"$match": self._run_match(f)}, {"$project": project}])
         df = pd.DataFrame(rows, columns=list(RUN_FIELDS))
         df["started_at"] = df["started_at"].map(_iso)
@@ -151,6 +162,37 @@ class MongoSource(Source):
         except pymongo.errors.PyMongoError as exc:
             raise self._guard(exc) from exc
 
+    def _scores_find(self, query: dict[str, Any], fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        import pymongo.errors  # optional extra [mongodb]
+
+        try:
+            found = self.collection.database[self.scores_collection].find(
+                query, {"_id": 0, **{k: 1 for k in fields}})
+            return [dict(s) for s in found]
+        except pymongo.errors.PyMongoError as exc:
+            raise self._guard(exc) from exc
+
+    def run_scores(self, run_id: str) -> pd.DataFrame:
+        fields = tuple(n for n, _ in base.RUN_SCORES)
+        rows = sorted(self._scores_find({"run_id": str(run_id)}, fields),
+                      key=lambda r: (str(r.get("name")), str(r.get("source"))))
+        return conform(pd.DataFrame(rows).reindex(columns=list(fields)), base.RUN_SCORES)
+
+    def scores(self, f: Filters) -> pd.DataFrame:
+        runs = self._aggregate([{"$match": self._run_match(f)},
+                                {"$project": {"_id": 1, "started_at": {"$ifNull": ["$_iso.started_at",
+                                                                                  "$started_at"]}}}])
+        started = {str(r["_id"]): _iso(r["started_at"]) for r in runs}
+        fields = ("run_id", "name", "source", "data_type", "value", "label")
+        rows: list[dict[str, Any]] = []
+        ids = list(started)
+        for i in range(0, len(ids), 10_000):  # bounded queries however many runs match
+            rows += self._scores_find({"run_id": {"$in": ids[i:i + 10_000]}}, fields)
+        for r in rows:
+            r["started_at"] = started.get(str(r["run_id"]))
+        rows.sort(key=lambda r: (r["started_at"] or "", str(r["run_id"]), str(r.get("name")), str(r.get("source"))))
+        return conform(pd.DataFrame(rows).reindex(columns=[n for n, _ in base.SCORES]), base.SCORES)
+
     def _children(self, f: Filters, field: str, fields: tuple[str, ...]) -> pd.DataFrame:
         child_match: dict[str, Any] = {}
         time: dict[str, Any] = {}
@@ -160,6 +202,8 @@ class MongoSource(Source):
             time["$lt"] = f.until
         if time:
             child_match[f"{field}.started_at"] = time
+        if f.models and field == "calls":  # the call views show only the chosen models' calls
+            child_match["calls.model"] = {"$in": list(f.models)}
         pipeline: list[dict[str, Any]] = [
             {"$match": self._run_match(f, with_time=False)},
             {"$project": {"_id": 0, field: 1}},
@@ -187,6 +231,17 @@ class MongoSource(Source):
         ])
         return conform([{"agent": r["_id"], "runs": r["runs"], "last_seen": _iso(r["last_seen"])} for r in rows]
                        or pd.DataFrame(columns=["agent", "runs", "last_seen"]), base.AGENTS)
+
+    def filter_values(self, name: str) -> list[str]:
+        import pymongo.errors  # optional extra [mongodb]
+
+        base.check_filter_name(name)
+        field = {"tags": "tags", "models": "calls.model"}.get(name) or base.RUN_DIMENSIONS[name]
+        try:  # served by the field's index where there is one (multikey for tags and calls.model)
+            values = self.collection.distinct(field)
+        except pymongo.errors.PyMongoError as exc:
+            raise self._guard(exc) from exc
+        return sorted(str(v) for v in values if isinstance(v, str))[: base.FILTER_VALUES_LIMIT]
 
     def kpis(self, f: Filters) -> pd.DataFrame:
         return self._frames(f).kpis()
@@ -223,6 +278,9 @@ class MongoSource(Source):
 
     def calls_by_provider(self, f: Filters) -> pd.DataFrame:
         return self._frames(f, runs=False, calls=True).calls_by_provider()
+
+    def cache_tokens(self, f: Filters) -> pd.DataFrame:
+        return self._frames(f, runs=False, calls=True).cache_tokens()
 
     def tokens_by_model(self, f: Filters) -> pd.DataFrame:
         return self._frames(f, runs=False, calls=True).tokens_by_model()

@@ -45,6 +45,10 @@ _SNOWFLAKE = Dialect(
     buckets={"day": "DATE_TRUNC('DAY', {col})", "hour": "DATE_TRUNC('HOUR', {col})",
              "minute": "DATE_TRUNC('MINUTE', {col})"},
     total="COALESCE(SUM({}), 0)", count_if="COUNT_IF({})", time="TO_TIMESTAMP_TZ({})", nulls_first=" NULLS FIRST",
+    tag_runs="SELECT r.run_id FROM <runs> r, LATERAL FLATTEN(input => r.tags) t WHERE t.value::STRING IN (<marks>)",
+    first_tag="tags[0]::STRING",
+    tag_values=("SELECT t.value::STRING AS v, MAX(r.started_at) AS last FROM <runs> r, "
+                "LATERAL FLATTEN(input => r.tags) t<where> GROUP BY v"),
 )
 _HINT = (
     "Check the connection: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and a credential (SNOWFLAKE_PASSWORD, "
@@ -121,6 +125,10 @@ class SnowflakeSource(SqlSource):
         self.schema = check_identifier("schema", schema)
         self._connect_fn = connect
         self._params = dict(connect_params)
+        # the views' database and schema are the session's too (unqualified functions such as FLATTEN
+        # resolve there; a connections.toml entry's own database is overridden, as the views live here)
+        self._params.setdefault("database", self.database)
+        self._params.setdefault("schema", self.schema)
         self._params.setdefault("login_timeout", 20)
         self._params.setdefault("network_timeout", 60)
         self._conn: Any = None

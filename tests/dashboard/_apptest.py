@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from agentmeter.dashboard import script_path
 
 APP = str(script_path())
-VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
+VIEWS = ("Health", "Performance", "Usage", "Cost", "Sessions", "Versions", "Scores", "Run explorer")
 Seeded = tuple[Path, list[dict[str, Any]]]
 
 

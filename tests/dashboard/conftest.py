@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,16 @@ import agentmeter.testing
 from agentmeter import track_call, track_run, track_step
 from agentmeter._percentile import percentile_cont
 from agentmeter.sinks import MemorySink, SQLiteSink
-from agentmeter.sinks.mongodb import to_bson
+from agentmeter.sinks.mongodb import score_to_bson, to_bson
 
 #: an agent name made to break naive query building
 NASTY_AGENT = "O'Brien\"; DROP TABLE agent_runs; --"
 AGENTS = ("researcher", "writer", NASTY_AGENT)
+#: a tag made to break naive JSON or LIKE matching
+NASTY_TAG = 'tag"%_\\, [x]'
+#: tags of run i: by i % 3
+TAGS = (("prod",), ("prod", NASTY_TAG), ())
+VERSIONS = ("1.0", "1.1")
 PRICES = {"gpt-test": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
           "mini-test": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
 
@@ -40,14 +45,20 @@ def seed_runs(db: Path, n: int = 30, seed: int = 3) -> list[dict[str, Any]]:
     for i in range(n):
         agent = AGENTS[i % len(AGENTS)]
         try:
-            with track_run("research", agent=agent):
+            with track_run("research", agent=agent, tags=TAGS[i % 3], session=f"session-{i % 5}",
+                           user=None if i % 4 == 3 else f"user-{i % 4}", version=VERSIONS[i * 2 // n]):
                 with track_step("search", kind="tool"), track_call("tavily", "search") as c:
                     c.record_usage(units=1.0)
                 with track_step("summarize", kind="llm"):
                     for _ in range(rng.randint(1, 3)):
                         model = rng.choice(["gpt-test", "mini-test", "no-price-model"])
                         with track_call("openai", "chat.completions", model=model) as c:
-                            c.record_usage(input_tokens=rng.randint(50, 900), output_tokens=rng.randint(5, 200))
+                            tokens_in = rng.randint(50, 900)
+                            # prompt-cache reads on one model, cache writes on another (not from rng: the
+                            # other numbers stay as they were)
+                            c.record_usage(input_tokens=tokens_in, output_tokens=rng.randint(5, 200),
+                                           cached_input_tokens=tokens_in // 4 if model == "gpt-test" else None,
+                                           cache_write_tokens=tokens_in // 10 if model == "mini-test" else None)
                 if i % 4 == 1:
                     with track_step("answer", kind="llm"), track_call("openai", "responses", model="gpt-test"):
                         raise Boom(f"rate limited 'quota' #{i}")
@@ -159,11 +170,45 @@ def aged(seeded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> tuple[Pat
     return db, docs
 
 
-def mongo_of(docs: list[dict[str, Any]]) -> Any:
-    """The documents in a fresh mongomock collection, as MongoDBSink stores them."""
+def mongo_of(docs: list[dict[str, Any]], scores: Sequence[dict[str, Any]] = ()) -> Any:
+    """The documents (and score rows, as MemorySink keeps them) in a fresh mongomock collection (and its
+    ``run_scores`` beside it), as MongoDBSink stores them."""
     coll = mongomock.MongoClient(tz_aware=True)["agentmeter"]["agent_metadata"]
     coll.insert_many([to_bson(d) for d in docs])
+    if scores:
+        coll.database["run_scores"].insert_many([score_to_bson({"score": row}) for row in scores])
     return coll
+
+
+def score_runs(db: Path, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Score two of every three runs into the store ``db`` (a numeric score, a boolean one by another
+    source, a categorical one for every fourth run; one score given twice); returns the score rows stored
+    (the latest per run, name and source)."""
+    memory = MemorySink()
+    agentmeter.configure(sinks=[SQLiteSink(db), memory])
+    for i, doc in enumerate(docs):
+        if i % 3 == 2:
+            continue
+        agentmeter.score(doc["run_id"], "helpfulness", round(i / len(docs), 3))
+        agentmeter.score(doc["run_id"], "thumbs", i % 2 == 0, source="human")
+        if i % 4 == 0:
+            agentmeter.score(doc["run_id"], "verdict", "correct" if i % 8 == 0 else "wrong", comment=f"run {i}")
+    agentmeter.score(docs[0]["run_id"], "helpfulness", 0.25)  # given again: the later one wins
+    assert agentmeter.flush(timeout=10).ok
+    agentmeter.shutdown()
+    return memory.scores
+
+
+def score_documents(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The score rows as the score documents sinks receive (for the Firehose/Snowflake path)."""
+    return [{"schema_version": 1, "record_type": "run_score", "score": row} for row in scores]
+
+
+@pytest.fixture
+def scored(aged: tuple[Path, list[dict[str, Any]]]) -> tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(store path, documents, score rows): the aged runs with scores (:func:`score_runs`)."""
+    db, docs = aged
+    return db, docs, score_runs(db, docs)
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +229,8 @@ def payload(where: str, port: int = 9) -> str:
 
 #: every kind of user string a run carries, by the name :func:`payload` gets
 USER_STRINGS = ("run", "agent", "tag", "metakey", "metavalue", "errortype", "error", "step", "stepmeta",
-                "provider", "operation", "model", "callerror", "input", "output")
+                "provider", "operation", "model", "callerror", "input", "output", "session", "user", "version",
+                "scorename", "scorelabel", "scorecomment")
 
 
 def seed_hostile(db: Path, port: int = 9) -> list[dict[str, Any]]:
@@ -194,7 +240,8 @@ def seed_hostile(db: Path, port: int = 9) -> list[dict[str, Any]]:
     hostile_error = type(payload("errortype", port), (Exception,), {})
 
     @track_run(name=payload("run", port), agent=payload("agent", port), tags=[payload("tag", port)],
-               metadata={payload("metakey", port): payload("metavalue", port)}, capture=True)
+               metadata={payload("metakey", port): payload("metavalue", port)}, capture=True,
+               session=payload("session", port), user=payload("user", port), version=payload("version", port))
     def hostile(question: str, fail: bool) -> str:
         with track_step(payload("step", port), kind="tool") as step:
             step.set_metadata(note=payload("stepmeta", port))
@@ -215,6 +262,11 @@ def seed_hostile(db: Path, port: int = 9) -> list[dict[str, Any]]:
         hostile(payload("input", port), fail=True)
     except hostile_error:
         pass
+    assert agentmeter.flush(timeout=10).ok
+    for doc in memory.documents:  # a categorical and a numeric score, every string of them hostile
+        agentmeter.score(doc["run_id"], payload("scorename", port), payload("scorelabel", port),
+                         comment=payload("scorecomment", port), source=payload("scorename", port))
+        agentmeter.score(doc["run_id"], payload("scorename", port) + " #2", 0.5)
     assert agentmeter.flush(timeout=10).ok
     agentmeter.shutdown()
     return list(memory.documents)

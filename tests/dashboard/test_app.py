@@ -36,7 +36,10 @@ def test_every_source_shows_the_python_numbers_in_every_view(source: Any, seeded
     for view in VIEWS[1:]:
         at.sidebar.radio(key="view").set_value(view).run()
         assert not at.exception, (view, [e.value for e in at.exception])
-        assert at.get("vega_lite_chart"), view
+        if view == "Scores":  # these runs are not scored: the view says so (scored runs: test_app_rollup_views)
+            assert any(c.value.startswith("No scores") for c in at.caption), view
+        else:
+            assert at.get("vega_lite_chart"), view
         if view != "Run explorer":
             assert int(number(metrics(at)["Runs"])) == want["runs"]
     # Run explorer: the newest run is picked and drawn as a waterfall with its steps and calls

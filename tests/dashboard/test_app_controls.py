@@ -19,7 +19,7 @@ from agentmeter.queries.mongodb import MongoSource
 from agentmeter.sinks import MemorySink, SQLiteSink
 
 from ._apptest import VIEWS, app, metrics, number
-from .conftest import NASTY_AGENT, in_range, mongo_of
+from .conftest import NASTY_AGENT, NASTY_TAG, in_range, mongo_of
 
 Docs = list[dict[str, Any]]
 #: the sidebar's time ranges and what each keeps (Custom is set to dates below)
@@ -27,11 +27,17 @@ RANGES: dict[str, timedelta | None] = {
     "Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
     "Last 30 days": timedelta(days=30), "All time": None,
 }
-#: (agents, statuses) picked in the sidebar
-FILTERS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    ((), ()),
-    (("researcher", NASTY_AGENT), ("success", "error")),
+#: the sidebar's multi-selects picked together: key -> values (keys as Filters and the widgets name them)
+FILTERS: tuple[dict[str, tuple[str, ...]], ...] = (
+    {},
+    {"agents": ("researcher", NASTY_AGENT), "statuses": ("success", "error")},
+    {"models": ("mini-test", "no-price-model"), "tags": (NASTY_TAG,)},
 )
+#: every multi-select of the sidebar
+SELECTS = ("agents", "statuses", "models", "tags", "sessions", "users", "versions")
+#: the run field each filter matches
+_RUN_FIELD = {"agents": "agent", "statuses": "status", "sessions": "session_id", "users": "user_id",
+              "versions": "version"}
 
 
 def page_problems(at: AppTest) -> list[str]:
@@ -49,8 +55,30 @@ def shown_runs(at: AppTest, view: str) -> int:
     return int(number(metrics(at)["Matching runs"]))
 
 
-def _filtered(docs: Docs, agents: tuple[str, ...], statuses: tuple[str, ...]) -> Docs:
-    return [d for d in docs if (not agents or d["agent"] in agents) and (not statuses or d["status"] in statuses)]
+def keeps(doc: dict[str, Any], picked: dict[str, tuple[str, ...]]) -> bool:
+    """Whether the run passes the sidebar's filters ``picked``, computed from its document."""
+    for name, values in picked.items():
+        if not values:
+            continue
+        if name == "models":
+            if not any(c["model"] in values for c in doc["calls"]):
+                return False
+        elif name == "tags":
+            if not set(doc["tags"]) & set(values):
+                return False
+        elif doc[_RUN_FIELD[name]] not in values:
+            return False
+    return True
+
+
+def _filtered(docs: Docs, picked: dict[str, tuple[str, ...]]) -> Docs:
+    return [d for d in docs if keeps(d, picked)]
+
+
+def pick_filters(at: AppTest, picked: dict[str, tuple[str, ...]]) -> None:
+    """Set every multi-select of the sidebar to ``picked`` (the others cleared); does not rerun."""
+    for name in SELECTS:
+        at.sidebar.multiselect(key=name).set_value(list(picked.get(name, ())))
 
 
 def _ranges(docs: Docs) -> list[tuple[str, Callable[[AppTest], Any], Callable[[], Docs]]]:
@@ -99,16 +127,52 @@ def check_every_range_and_filter(source: Any, docs: Docs, view: str, filters: An
     if view != "Health":
         at.sidebar.radio(key="view").set_value(view).run()
     seen = set()
-    for agents, statuses in filters:
-        at.sidebar.multiselect(key="agents").set_value(list(agents))
-        at.sidebar.multiselect(key="statuses").set_value(list(statuses))
-        for label, pick, keeps in _ranges(docs):
+    for picked in filters:
+        pick_filters(at, picked)
+        ranges = _ranges(docs)
+        if set(picked) >= {"models", "tags"}:  # model and tag: three ranges (each works alike on every filter)
+            ranges = [r for r in ranges if r[0] in ("Last 24 hours", "Last 7 days", "Custom 3 days")]
+        for label, pick, kept in ranges:
             pick(at)
-            assert page_problems(at) == [], (view, label, agents, statuses)
-            want = len(_filtered(keeps(), agents, statuses))
-            assert shown_runs(at, view) == want, (view, label, agents, statuses)
+            assert page_problems(at) == [], (view, label, picked)
+            want = len(_filtered(kept(), picked))
+            assert shown_runs(at, view) == want, (view, label, picked)
             seen.add(want)
-    assert len(seen) >= 3 * len(filters), seen  # the ranges and filters really select different runs
+    assert len(seen) >= 2 * len(filters) + 1, seen  # the ranges and filters really select different runs
+
+
+#: session, user and version filters (with a model), each view on "All time"
+DIMENSION_FILTERS: tuple[dict[str, tuple[str, ...]], ...] = (
+    {"sessions": ("session-1", "session-3")},
+    {"users": ("user-0",), "versions": ("1.1",)},
+    {"versions": ("1.0",), "models": ("gpt-test",), "tags": ("prod",)},
+)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_session_user_version_filters_in_every_view(view: str, aged_source: tuple[Any, Docs]) -> None:
+    check_dimension_filters(*aged_source, view)
+
+
+def check_dimension_filters(source: Any, docs: Docs, view: str) -> None:
+    """Every sidebar filter offers the values the runs carry, and session, user and version filters (with
+    model and tag) keep the runs they should in the view."""
+    at = app(source).run()
+    if view != "Health":
+        at.sidebar.radio(key="view").set_value(view).run()
+    offered = {name: at.sidebar.multiselect(key=name).options for name in ("models", "tags", "sessions", "users",
+                                                                             "versions")}
+    assert offered["models"] == sorted({c["model"] for d in docs for c in d["calls"] if c["model"]})
+    assert offered["tags"] == sorted({t for d in docs for t in d["tags"]})
+    for name, field in (("sessions", "session_id"), ("users", "user_id"), ("versions", "version")):
+        assert offered[name] == sorted({d[field] for d in docs if d[field] is not None}), name
+    for picked in DIMENSION_FILTERS:
+        pick_filters(at, picked)
+        at.run()
+        assert page_problems(at) == [], (view, picked)
+        want = len(_filtered(docs, picked))
+        assert 0 < want < len(docs), picked
+        assert shown_runs(at, view) == want, (view, picked)
 
 
 def _track(db: Path, body: Callable[[], None]) -> Docs:
@@ -302,3 +366,82 @@ def test_a_link_naming_no_view_opens_health(seeded: tuple[Path, Docs]) -> None:
     at.run()
     assert not at.exception
     assert [h.value for h in at.main.header] == ["Health"]
+
+
+def _first_model(doc: dict[str, Any]) -> str | None:
+    models = [c["model"] for c in doc["calls"] if c["model"] is not None]
+    return min(models) if models else None
+
+
+#: each sort of the run list as Python sorts the documents: (key, descending) pairs, nulls last either way
+_ORDERS: dict[str, tuple[tuple[Callable[[dict[str, Any]], Any], bool], ...]] = {
+    "newest": ((lambda d: d["started_at"], True), (lambda d: d["run_id"], True)),
+    "oldest": ((lambda d: d["started_at"], False), (lambda d: d["run_id"], False)),
+    "slowest": ((lambda d: d["duration_ms"], True), (lambda d: d["run_id"], True)),
+    "fastest": ((lambda d: d["duration_ms"], False), (lambda d: d["run_id"], True)),
+    "costliest": ((lambda d: d["cost_usd"], True), (lambda d: d["run_id"], True)),
+    "status": ((lambda d: {"error": 0, "cancelled": 1, "success": 2}[d["status"]], False),
+               (lambda d: d["started_at"], True), (lambda d: d["run_id"], True)),
+    **{name: ((key, False), (lambda d: d["started_at"], True), (lambda d: d["run_id"], True)) for name, key in (
+        ("error_type", lambda d: d["error_type"]), ("model", _first_model),
+        ("tag", lambda d: d["tags"][0] if d["tags"] else None), ("session", lambda d: d["session_id"]),
+        ("user", lambda d: d["user_id"]), ("version", lambda d: d["version"]))},
+}
+
+
+def python_order(docs: Docs, order: str) -> list[str]:
+    out = list(docs)
+    for key, descending in reversed(_ORDERS[order]):  # stable sorts, last key first
+        present = sorted((d for d in out if key(d) is not None), key=key, reverse=descending)
+        out = present + [d for d in out if key(d) is None]
+    return [d["run_id"] for d in out]
+
+
+def listed(at: AppTest) -> list[str]:
+    """The run ids of the run list, in its order."""
+    (runs,) = [d.value for d in at.dataframe if {"run_id", "tags", "session_id"} <= set(d.value.columns)]
+    return list(runs["run_id"])
+
+
+def check_run_list_sorts_and_filters(source: Any, docs: Docs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sort of the run list orders the runs as Python does, and every filter of its own (error type,
+    least duration, least cost) keeps the runs it should; the true count is shown when the list is cut."""
+    from agentmeter.dashboard import explorer
+
+    at = app(source).run()
+    at.sidebar.radio(key="view").set_value("Run explorer").run()
+    orders = set()
+    for label, order in explorer.RUN_SORTS.items():
+        at.selectbox(key="run_sort").set_value(label).run()
+        assert page_problems(at) == [], label
+        want = python_order(docs, order)
+        assert listed(at) == want, label
+        pick = at.selectbox(key=f"run_pick:{order}:" if order != "newest" else "run_pick")
+        assert pick.value == want[0], label  # the first run of the list is opened
+        orders.add(tuple(want))
+    assert len(orders) >= 10, "the sorts really differ"
+    at.selectbox(key="run_sort").set_value("Newest first").run()
+    failed = sorted({d["error_type"] for d in docs if d["error_type"]})
+    assert at.multiselect(key="run_error_types").options == failed
+    at.multiselect(key="run_error_types").set_value(failed[:1]).run()
+    assert listed(at) == python_order([d for d in docs if d["error_type"] == failed[0]], "newest")
+    at.multiselect(key="run_error_types").set_value([]).run()
+    durations = sorted(d["duration_ms"] for d in docs)
+    at.number_input(key="run_min_seconds").set_value(durations[len(docs) // 2] / 1000).run()
+    assert listed(at) == python_order([d for d in docs if d["duration_ms"] >= durations[len(docs) // 2]], "newest")
+    at.number_input(key="run_min_seconds").set_value(None).run()
+    costs = sorted(d["cost_usd"] for d in docs if d["cost_usd"])
+    floor = round(costs[len(costs) // 2], 4)
+    at.number_input(key="run_min_cost").set_value(floor).run()
+    want = python_order([d for d in docs if d["cost_usd"] is not None and d["cost_usd"] >= floor], "newest")
+    assert listed(at) == want and 0 < len(want) < len(docs)
+    assert metrics(at)["Matching runs"] == str(len(want))
+    at.number_input(key="run_min_cost").set_value(None).run()
+    monkeypatch.setattr(explorer, "RUN_LIST_LIMIT", 7)
+    at.run()
+    assert listed(at) == python_order(docs, "newest")[:7]
+    assert any(c.value.startswith(f"{len(docs)} runs match; showing the first 7 (newest first)") for c in at.caption)
+
+
+def test_run_list_sorts_and_filters(aged_source: tuple[Any, Docs], monkeypatch: pytest.MonkeyPatch) -> None:
+    check_run_list_sorts_and_filters(*aged_source, monkeypatch)

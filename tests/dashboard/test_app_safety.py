@@ -57,6 +57,16 @@ def check_page_is_literal(at: AppTest, port: int = 9) -> None:
         assert ":red[red-" not in body or "\\:red\\[red-" in body, body  # no Streamlit colour directive
 
 
+def stored_scores(db: Path) -> list[dict[str, Any]]:
+    """The score rows of the local store ``db``."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM run_scores")]
+
+
 @pytest.fixture
 def hostile(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     db = tmp_path / "hostile.db"
@@ -66,7 +76,7 @@ def hostile(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
 @pytest.mark.parametrize("kind", ["local", "mongodb"])
 def test_every_user_string_is_shown_as_literal_text(kind: str, hostile: tuple[Path, list[dict[str, Any]]]) -> None:
     db, docs = hostile
-    source = LocalSource(db) if kind == "local" else MongoSource(mongo_of(docs))
+    source = LocalSource(db) if kind == "local" else MongoSource(mongo_of(docs, stored_scores(db)))
     at = app(source).run()
     shown: list[str] = []
     for view in VIEWS:

@@ -27,8 +27,14 @@ from agentmeter.snowflake_sql import SnowflakeNames, render, split_statements
 from .._servers import free_port
 from ..snowflake._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
 from ._apptest import APP, VIEWS, Seeded, app, check_headline, metrics, number
-from .conftest import NASTY_AGENT, aged_docs, expected
-from .test_app_controls import FILTERS, check_every_range_and_filter
+from .conftest import NASTY_AGENT, aged_docs, expected, score_documents, score_runs
+from .test_app_controls import (
+    FILTERS,
+    check_dimension_filters,
+    check_every_range_and_filter,
+    check_run_list_sorts_and_filters,
+)
+from .test_app_rollup_views import check_scores, check_sessions, check_versions
 
 #: a second database on the same server with the DDL deployed and nothing loaded
 EMPTY = dataclasses.replace(NAMES, database="AM_EMPTY")
@@ -118,8 +124,53 @@ def aged_snowflake(snowflake: dict[str, Any], seeded: Seeded,
 
 @pytest.mark.parametrize("view", VIEWS)
 def test_snowflake_every_time_range_and_filter(view: str, aged_snowflake: tuple[SnowflakeSource, Any]) -> None:
-    # the agent and status filters together (the local store and MongoDB also run every range unfiltered)
+    # the agent and status filters together, model and tag together (the local store and MongoDB also run
+    # every range unfiltered)
     check_every_range_and_filter(*aged_snowflake, view, filters=FILTERS[1:])
+
+
+def test_snowflake_run_list_sorts_and_filters(aged_snowflake: tuple[SnowflakeSource, Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    check_run_list_sorts_and_filters(*aged_snowflake, monkeypatch)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_snowflake_session_user_version_filters(view: str, aged_snowflake: tuple[SnowflakeSource, Any]) -> None:
+    check_dimension_filters(*aged_snowflake, view)
+
+
+#: a fourth with the aged runs and their scores
+SCORED = dataclasses.replace(NAMES, database="AM_SCORED")
+
+
+@pytest.fixture(scope="module")
+def scored_snowflake(snowflake: dict[str, Any], seeded: Seeded, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[tuple[SnowflakeSource, list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The aged runs and their scores (conftest.score_runs) loaded through the pipe's COPY; (source,
+    documents, score rows)."""
+    from snowflake import connector
+
+    docs = aged_docs(seeded[1])
+    folder = tmp_path_factory.mktemp("snowflake-scored")
+    scores = score_runs(folder / "scores.db", docs)
+    write_ndjson(folder / "stage" / "part-1.json", [*docs, *score_documents(scores)])
+    conn = connector.connect(**snowflake)
+    try:
+        env = _deploy(conn, SCORED)
+        env.point_stage_at(folder / "stage")
+        env.run_pipe()
+    finally:
+        conn.close()
+    source = SnowflakeSource(database=SCORED.database, schema=SCORED.schema, **snowflake)
+    yield source, docs, scores
+    source.close()
+
+
+def test_snowflake_sessions_versions_and_scores_views(scored_snowflake: Any) -> None:
+    source, docs, scores = scored_snowflake
+    check_sessions(source, docs)
+    check_versions(source, docs, scores)
+    check_scores(source, docs, scores)
 
 
 @pytest.fixture
@@ -146,7 +197,8 @@ def _page(source: Any, view: str, agents: tuple[str, ...] = ()) -> AppTest:
     return at
 
 
-@pytest.mark.parametrize("view", VIEWS)
+# Scores: these runs are not scored (scored ones: test_snowflake_sessions_versions_and_scores_views)
+@pytest.mark.parametrize("view", [v for v in VIEWS if v != "Scores"])
 def test_snowflake_shows_what_the_local_store_shows(view: str, snow: SnowflakeSource, seeded: Seeded) -> None:
     """Same metrics (as displayed), same tables, same charts' row counts as the local store, per view."""
     local_at = _page(LocalSource(seeded[0]), view)

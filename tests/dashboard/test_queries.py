@@ -19,7 +19,7 @@ from agentmeter.queries.base import FRAMES, RUN_ORDERS, Filters
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
-from .conftest import NASTY_AGENT, expected
+from .conftest import NASTY_AGENT, NASTY_TAG, expected
 
 Seeded = tuple[Path, list[dict[str, Any]]]
 
@@ -37,6 +37,9 @@ def _filters(docs: list[dict[str, Any]]) -> list[Filters]:
         Filters(statuses=("error", "cancelled")),
         Filters(since=times[5], until=times[20]),
         Filters(since=times[10], agents=("writer", NASTY_AGENT), statuses=("success",)),
+        Filters(models=("mini-test",), tags=(NASTY_TAG,)),
+        Filters(sessions=("session-1", "session-2"), users=("user-0", "user-2"), versions=("1.1",)),
+        Filters(since=times[3], models=("gpt-test", "no-price-model"), statuses=("error", "success")),
     ]
 
 
@@ -48,7 +51,7 @@ def test_frames_have_the_documented_columns(seeded: Seeded, mongo_collection: An
             assert len(df) > 0, (source.kind, method)
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(9))
 def test_local_and_mongodb_return_the_same_frames(seeded: Seeded, mongo_collection: Any, index: int) -> None:
     f = _filters(seeded[1])[index]
     local, mongo = LocalSource(seeded[0]), MongoSource(mongo_collection)

@@ -54,6 +54,8 @@ def _filters(docs: list[dict[str, Any]]) -> list[Filters]:
         Filters(statuses=("error", "cancelled")),
         Filters(statuses=("success",), agents=("researcher", "writer"), since=starts[3]),
         Filters(agents=(SPECIAL,)),  # nothing matches: empty frames, KPI row of zeros
+        Filters(tags=("batch-1",), models=("mini-test",)),
+        Filters(tags=(SPECIAL, "batch-0"), statuses=("success", "error")),
     ]
 
 
@@ -79,7 +81,7 @@ def test_every_frame_equals_the_local_store(seeded: Any) -> None:
         for limit in (1, 3):
             for method in ("slowest_runs", "recent_failures", "expensive_runs"):
                 _assert_same(getattr(local, method)(f, limit), getattr(snow, method)(f, limit), method)
-    assert calls == len(FRAMES) * 8
+    assert calls == len(FRAMES) * 10
 
 
 def test_kpis_match_python_and_are_not_trivial(seeded: Any) -> None:
@@ -202,3 +204,11 @@ def test_real_connector_over_fakesnow_server_gives_the_same_frames(tmp_path: Pat
         finally:
             snow.close()
             conn.close()
+
+
+def test_filter_values_equal_the_local_store(seeded: Any) -> None:
+    local, snow, docs = seeded
+    for name in ("models", "tags", "sessions", "users", "versions"):
+        assert snow.filter_values(name) == local.filter_values(name), name
+    assert snow.filter_values("tags") == sorted({t for d in docs for t in d["tags"]}) == ["batch-0", "batch-1", "e2e"]
+    assert snow.filter_values("models") == sorted({c["model"] for d in docs for c in d["calls"] if c["model"]})

@@ -169,6 +169,17 @@ def test_rollups_agree_across_sources_and_with_python(sf: Snowflake, forest: lis
             assert row.runs == want_trees[row.run_id][0]
             assert row.cost_usd == pytest.approx(want_trees[row.run_id][1], rel=1e-9, abs=1e-12)
         assert sum(trees[0]["cost_usd"]) == pytest.approx(sum(frames[0]["cost_usd"]), rel=1e-9, abs=1e-12)
+        # the dashboard's score reads: every score of the runs (the latest per key), and one run's scores
+        given = [source.scores(f) for source in (local, mongo, snow)]
+        for other in given[1:]:
+            pd.testing.assert_frame_equal(given[0], other, check_exact=False, rtol=1e-9, obj="scores")
+        assert sorted(zip(given[0]["run_id"], given[0]["name"], given[0]["value"], strict=True)) == sorted(
+            (s["run_id"], s["name"], s["value"]) for s in scores)
+        for run_id in sorted({s["run_id"] for s in scores})[:3]:
+            one = [source.run_scores(run_id) for source in (local, mongo, snow)]
+            for other in one[1:]:
+                pd.testing.assert_frame_equal(one[0], other, check_exact=False, rtol=1e-9, obj=run_id)
+            assert sorted(one[0]["name"]) == sorted(s["name"] for s in scores if s["run_id"] == run_id)
     finally:
         snow.close()
         agentmeter.shutdown()

@@ -25,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
+VIEWS = ("Health", "Performance", "Usage", "Cost", "Sessions", "Versions", "Scores", "Run explorer")
 READY = ("() => !document.querySelector('[data-testid=\"stSkeleton\"]')"
          " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
          " && document.querySelectorAll('[data-testid=\"stMetricValue\"]').length > 0")

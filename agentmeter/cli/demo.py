@@ -21,6 +21,9 @@ from typing import Any
 __all__ = ["register"]
 
 DEFAULT_RUNS = 20
+#: the demo's runs: the agent's release, and the users who take turns asking (five runs per session)
+DEMO_VERSION = "company-research 1.0"
+DEMO_USERS = ("ana", "ben", "chloe")
 
 
 def register(sub: Any) -> None:
@@ -103,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     sinks, db, temporary = _sinks(args.db)
     # Your own prices (configure(prices=...)) win; Tavily's list price is added when none is set for it.
-    agentmeter.configure(sinks=sinks, prices={**TAVILY_PRICES, **_state.settings().prices})
+    # The agent's release, for the Versions view (AGENTMETER_VERSION or your configure(version=...) wins).
+    agentmeter.configure(sinks=sinks, prices={**TAVILY_PRICES, **_state.settings().prices},
+                         version=_state.settings().version or DEMO_VERSION)
     module = load_agent()
     ok = failed = 0
     errors: dict[str, int] = {}
@@ -120,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
                     company = companies[i % len(companies)]
                     progress.update(task, description=f"researching {company:<18.18}")
                     try:
-                        agent.research(company)
+                        # five runs per session (a chat), three users taking turns
+                        agent.research(company, session=f"demo-session-{i // 5 + 1}", user=DEMO_USERS[i % 3])
                         ok += 1
                     except Exception as exc:  # a failed run is part of the demo: it is recorded as such
                         failed += 1

@@ -41,8 +41,16 @@ def test_demo_runs_offline_and_prints_the_report(tmp_path: Path, offline_env: di
     conn.row_factory = sqlite3.Row
     runs = conn.execute("SELECT * FROM agent_runs").fetchall()
     calls = conn.execute("SELECT * FROM api_calls").fetchall()
+    scores = conn.execute("SELECT * FROM run_scores").fetchall()
     conn.close()
     assert len(runs) == 5
+    # the dimensions the Sessions, Versions and Scores views slice by
+    assert {r["session_id"] for r in runs} == {"demo-session-1"} and {r["version"] for r in runs} == {
+        "company-research 1.0"}
+    assert {r["user_id"] for r in runs} == {"ana", "ben", "chloe"}
+    succeeded = {r["run_id"] for r in runs if r["status"] == "success"}
+    assert {s["run_id"] for s in scores} == succeeded and {s["name"] for s in scores} <= {"source_coverage"}
+    assert all(0 <= s["value"] <= 1 and s["source"] == "eval" for s in scores)
     assert {r["agent"] for r in runs} == {"company-research"}
     companies = [json.loads(r["metadata"])["company"] for r in sorted(runs, key=lambda r: r["started_at"])]
     assert companies == ["Acme Corp", "Globex", "Initech", "Umbrella Corp", "Hooli"]  # the defaults, in turn

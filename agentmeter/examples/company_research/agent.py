@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentmeter import current_run, track_run, track_step
+from agentmeter import current_run, score, track_run, track_step
 
 __all__ = ["AGENT", "DEFAULT_MODEL", "CompanyResearcher", "Report", "ResearchError", "research_company"]
 
@@ -124,13 +124,16 @@ class CompanyResearcher:
     # -- the run ------------------------------------------------------------------------------------
 
     @track_run("research_company", agent=AGENT, tags=["example"])
-    def research(self, company: str) -> Report:
+    def research(self, company: str, *, session: str | None = None, user: str | None = None) -> Report:
         """Research ``company`` and return a report. Raises :class:`ResearchError` when more than half of
         the searches fail, and lets an OpenAI error through (after the client's own retries); either way
-        the run is recorded as failed, with the error."""
+        the run is recorded as failed, with the error. ``session`` and ``user`` (say, a chat's id and who
+        asked) are recorded on the run, for the dashboard's Sessions view and ``report --by``."""
         run = current_run()
         if run is not None:
             run.set_metadata(company=company, model=self.model if self.openai is not None else None)
+            run.set_session(session)
+            run.set_user(user)
 
         queries = self.plan(company)
         results: list[dict[str, Any]] = []
@@ -160,6 +163,8 @@ class CompanyResearcher:
             summarized_by = None
         if run is not None:
             run.set_metadata(sources=len(sources), failed_searches=len(failed))
+            # an automatic evaluation: how many of the sources we wanted we could read (a score from 0 to 1)
+            score(run, "source_coverage", round(len(sources) / max(1, self.extract_top), 2), source="eval")
         return Report(company, summary, queries, sources, failed, summarized_by)
 
     # -- the steps ----------------------------------------------------------------------------------

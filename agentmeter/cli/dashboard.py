@@ -46,7 +46,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if args.db:
         env["AGENTMETER_DB"] = str(Path(args.db).expanduser().resolve())
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app),
+        # Streamlit's ``streamlit run``, after the page's modules are imported in the server's process
+        # (agentmeter/dashboard/_serve.py): the first visitor does not wait for pandas and Altair
+        sys.executable, "-m", "agentmeter.dashboard._serve", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.host,
         "--server.headless", "true" if args.headless else "false",
         "--browser.gatherUsageStats", "false",

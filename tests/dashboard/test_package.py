@@ -53,3 +53,13 @@ def test_dashboard_modules_import_as_a_package_and_the_package_alone_stays_light
             "agentmeter.dashboard.format; print(json.dumps([light, agentmeter.dashboard.views.__name__]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.splitlines()[-1]) == [True, "agentmeter.dashboard.views"]
+
+
+def test_the_server_process_imports_the_page_before_the_first_visitor_and_says_nothing() -> None:
+    # agentmeter dashboard runs Streamlit through _serve, which imports the page's modules first
+    code = ("import sys, json; from agentmeter.dashboard._serve import preload; seconds = preload(); "
+            "print(json.dumps([seconds > 0, [m in sys.modules for m in ('pandas', 'altair', 'pyarrow', "
+            "'agentmeter.dashboard.app', 'agentmeter.dashboard.explorer', 'agentmeter.dashboard.rollup_views')]]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout) == [True, [True] * 6]
+    assert proc.stderr == ""  # no "No runtime found" warning from Streamlit's caches, no traceback

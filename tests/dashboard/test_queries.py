@@ -176,7 +176,8 @@ def test_dashboard_command_runs_streamlit_on_the_bundled_app(tmp_path: Path) -> 
 
     args = build_parser().parse_args(["dashboard", "--db", str(tmp_path / "x.db"), "--port", "8611"])
     cmd, env = build_command(args)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app.py") and Path(cmd[4]).exists()
+    assert cmd[1:4] == ["-m", "agentmeter.dashboard._serve", "run"]  # streamlit run, after the preload
+    assert cmd[4].endswith("app.py") and Path(cmd[4]).exists()
     assert cmd[cmd.index("--server.port") + 1] == "8611"
     assert env["AGENTMETER_DASHBOARD_SOURCE"] == "local" and env["AGENTMETER_DB"] == str(tmp_path / "x.db")
     bad = build_parser().parse_args(["dashboard", "--port", "70000"])

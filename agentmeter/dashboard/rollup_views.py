@@ -28,42 +28,35 @@ __all__ = ["SESSIONS_SHOWN", "VIEWS", "scores", "sessions", "versions"]
 SESSIONS_SHOWN = 200
 
 
-@st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=64)
-def _dimension_runs(_source: Source, source_key: str, f: Filters) -> pd.DataFrame:
-    return pd.DataFrame(_source.dimension_runs(f), columns=list(DIMENSION_FIELDS))
-
-
-@st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=16)
-def _latest_scores(_source: Source, source_key: str) -> list[tuple[str, float]]:
-    return _source.latest_scores()
-
-
 def _key(source: Source) -> str:
     return f"{source.kind}:{source.describe()}"
 
 
-def _rollup(source: Source, f: Filters, by: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the runs matching ``f`` with their dimensions, their rollup by ``by``)."""
-    runs = _dimension_runs(source, _key(source), f)
-    frame = rollup(runs.astype(object).where(runs.notna(), None).to_dict("records"),
-                   _latest_scores(source, _key(source)), by)
-    return runs, frame
-
-
-def sessions(source: Source, f: Filters, bucket: str) -> None:
-    kpi_strip(source, f)
-    runs, frame = _rollup(source, f, "session")
+# The views cache what they draw, not the runs they group: a hit unpickles a table of sessions or versions
+# instead of one row per matching run, and the grouping (a Python loop over every run) runs once per TTL.
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=64)
+def _session_tables(_source: Source, source_key: str, f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rollup's rows of runs with a session, the sessions' table sorted newest first, all of them)."""
+    records = _source.dimension_runs(f)
+    frame = rollup(records, _source.latest_scores(), "session")
     frame = frame[frame["key"].notna()]
-    if _empty(frame, "runs with a session (track_run(session=...))"):
-        return
-    spans = runs[runs["session_id"].notna()].groupby("session_id").agg(
+    runs = pd.DataFrame([r for r in records if r["session_id"] is not None], columns=list(DIMENSION_FIELDS))
+    spans = runs.groupby("session_id").agg(
         total_ms=("duration_ms", lambda d: pd.to_numeric(d, errors="coerce").sum()),
         first_started_at=("started_at", "min"), last_started_at=("started_at", "max"))
     table = frame.rename(columns={"key": "session_id"}).join(spans, on="session_id")
     table = table.assign(error_rate=table["error_runs"] / table["runs"],
                          first_started_at=pd.to_datetime(table["first_started_at"], utc=True, format="ISO8601"),
                          last_started_at=pd.to_datetime(table["last_started_at"], utc=True, format="ISO8601"))
-    table = table.sort_values(["last_started_at", "session_id"], ascending=[False, True]).head(SESSIONS_SHOWN)
+    return frame, table.sort_values(["last_started_at", "session_id"], ascending=[False, True])
+
+
+def sessions(source: Source, f: Filters, bucket: str) -> None:
+    kpi_strip(source, f)
+    frame, table = _session_tables(source, _key(source), f)
+    if _empty(frame, "runs with a session (track_run(session=...))"):
+        return
+    table = table.head(SESSIONS_SHOWN)
     cols = st.columns(4)
     cols[0].metric("Sessions", fmt_count(len(frame)))
     cols[1].metric("Runs per session", f"{frame['runs'].mean():,.1f}")
@@ -91,15 +84,25 @@ def _score_means(source: Source, f: Filters, runs: pd.DataFrame, column: str) ->
     return means
 
 
-def versions(source: Source, f: Filters, bucket: str) -> None:
-    kpi_strip(source, f)
-    runs, frame = _rollup(source, f, "version")
-    if _empty(frame, "runs"):
-        return
+@st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=64)
+def _version_table(_source: Source, source_key: str, f: Filters) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per version with its scores' means, the names of the score columns)."""
+    records = _source.dimension_runs(f)
+    frame = rollup(records, _source.latest_scores(), "version")
     table = frame.assign(key=frame["key"].astype(object).where(frame["key"].notna(), "(none)"),
                          cost_per_run_usd=frame["cost_usd"] / frame["runs"])
-    means = _score_means(source, f, runs, "version")
-    table = table.join(means, on="key").rename(columns={"key": "version"})
+    if frame.empty:
+        return table.rename(columns={"key": "version"}), []
+    runs = pd.DataFrame({"run_id": [r["run_id"] for r in records], "version": [r["version"] for r in records]})
+    means = _score_means(_source, f, runs, "version")
+    return table.join(means, on="key").rename(columns={"key": "version"}), list(means.columns)
+
+
+def versions(source: Source, f: Filters, bucket: str) -> None:
+    kpi_strip(source, f)
+    table, score_columns = _version_table(source, _key(source), f)
+    if _empty(table, "runs"):
+        return
     left, right = st.columns(2)
     with left:
         drill.chart(charts.bar(table, "version", "p95_ms", "p95 run latency by version", label_title="Version",
@@ -112,7 +115,7 @@ def versions(source: Source, f: Filters, bucket: str) -> None:
     st.caption("Click a bar to filter by its version. Scores: the mean of each numeric or boolean score "
                "(the latest given per run, name and source).")
     _table(table, ["version", "runs", "success_rate", "p50_ms", "p95_ms", "cost_usd", "cost_per_run_usd",
-                   "total_tokens", "unpriced_calls", *means.columns])
+                   "total_tokens", "unpriced_calls", *score_columns])
 
 
 def _buckets(started: pd.Series, bucket: str) -> pd.Series:

@@ -33,8 +33,7 @@ import random
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -312,9 +311,6 @@ COLD_TARGET_S = 2.0
 
 # -- page times in Chromium ------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: page ready: the frontend has seen the script finish (stApp's data-test-script-state, what Streamlit's own
 #: browser tests wait on), the view's header and a tile are drawn, no element of an earlier run is left
 #: (stale), no skeleton, the running indicator is gone (or fading out: it lingers 200 ms), every chart drawn
@@ -345,48 +341,56 @@ def _runs_between(db: Path, since: str | None, until: str | None) -> int:
                                 (since or "", until or "~")).fetchone()[0])
 
 
-@contextmanager
-def _dashboard(db: Path, logs: Path) -> Iterator[tuple[str, float]]:
-    """``agentmeter dashboard`` on ``db`` in a fresh process; yields its URL and how long it took to answer."""
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-    import urllib.request
+def _chromium_helpers() -> Any:
+    """tests/_chromium.py (the server and browser helpers the Chromium tests use), from the repository's root."""
+    sys.path.insert(0, str(ROOT.parent))
+    import tests._chromium as helpers
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    home = Path(tempfile.mkdtemp(prefix="bench-dash-home-"))
-    logs.mkdir(parents=True, exist_ok=True)
-    log = (logs / f"streamlit-{port}.log").open("w")
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "agentmeter", "dashboard", "--db", str(db), "--port", str(port),
-                             "--headless"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the dashboard exited: see {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.perf_counter() - t > 120:
-                raise RuntimeError("the dashboard did not answer in 120 s")
-            time.sleep(0.05)
-        yield url, time.perf_counter() - t
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
+    return helpers
+
+
+#: the page's own milestones, in ms since navigation started (performance.now()), recorded by the page
+TIMELINE = """
+window.__agentmeter_timeline = {};
+(() => {
+  const tl = window.__agentmeter_timeline;
+  const mark = (k) => { if (!(k in tl)) tl[k] = performance.now(); };
+  const Socket = window.WebSocket;
+  window.WebSocket = function (...args) {
+    const ws = new Socket(...args);
+    ws.addEventListener('open', () => mark('ws_open'));
+    ws.addEventListener('message', () => { tl.last_message = performance.now(); });
+    return ws;
+  };
+  window.WebSocket.prototype = Socket.prototype;
+  Object.assign(window.WebSocket, Socket);
+  const watch = () => {
+    const state = document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState;
+    if (state === 'running') mark('script_started');
+    if (tl.script_started !== undefined && state === 'notRunning') mark('script_finished');
+    if (document.querySelector('[data-testid="stMetricValue"]')) mark('first_tile');
+    if (!('script_finished' in tl) || !('first_tile' in tl)) requestAnimationFrame(watch);
+  };
+  requestAnimationFrame(watch);
+})();
+"""
+#: what the timeline reports per page (seconds since navigation started)
+MILESTONES = ("dom_content_loaded", "ws_open", "script_started", "last_message", "script_finished", "first_tile")
+
+
+def _timeline(page: Any) -> dict[str, float | None]:
+    marks = page.evaluate("""() => ({...window.__agentmeter_timeline,
+        dom_content_loaded: performance.getEntriesByType('navigation')[0]?.domContentLoadedEventEnd})""")
+    return {k: (round(marks[k] / 1000, 3) if isinstance(marks.get(k), (int, float)) else None) for k in MILESTONES}
+
+
+#: a bare Streamlit page in the same harness: a header and one tile (the floor no view goes below)
+FLOOR_APP = """import streamlit as st
+
+st.set_page_config(page_title="floor", layout="wide")
+st.header("Floor")
+st.metric("Runs", {runs!r})
+"""
 
 
 def _ready(page: Any, view: str, tile: str, value: str | None, timeout_s: float = 120) -> None:
@@ -426,9 +430,10 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
     two again in a new page of the same browser profile (a second visit: Streamlit's query cache is shared
     by sessions, the browser has cached Streamlit's scripts), best and median of ``warm_repeat``.
     """
+    import tempfile
     from urllib.parse import quote
 
-    from playwright.sync_api import sync_playwright
+    helpers = _chromium_helpers()
 
     def runs(first: date | None, last: date | None) -> str:
         """The tile's text for the runs started from ``first`` to ``last`` (whole UTC days)."""
@@ -440,52 +445,75 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
     # the Custom range opens on the last 7 days up to today (a rerun of its own before the dates are typed)
     all_runs, range_runs, default_runs = runs(None, None), runs(first, last), runs(today - timedelta(days=7), today)
     rows: list[dict[str, Any]] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            with _dashboard(db, logs) as (url, _):
-                names = page_views(browser, url)
-            print(f"views in the navigation: {', '.join(names)}", flush=True)
-            for view in names:
-                tile = "Matching runs" if view == "Run explorer" else "Runs"
 
-                def visit(url: str, context: Any, view: str = view, tile: str = tile) -> tuple[float, float, float]:
-                    """(all time, range, load average) for one visit of ``view`` in a new page of ``context``."""
-                    page = context.new_page()
-                    t = time.perf_counter()
-                    page.goto(f"{url}/?view={quote(view)}")
-                    _ready(page, view, tile, all_runs)
-                    whole = time.perf_counter() - t
-                    _choose(page, "Time range", "Custom")
-                    _ready(page, view, tile, default_runs)
-                    _type_date(page, "start", first)
-                    _type_date(page, "end", last)
-                    page.keyboard.press("Tab")
-                    t = time.perf_counter()
-                    page.locator("h1").first.click()  # leaving the field commits the dates: one rerun
-                    _ready(page, view, tile, range_runs)
-                    ranged = time.perf_counter() - t
-                    page.close()
-                    return whole, ranged, _load()
+    def open_page(url: str, context: Any, view: str, tile: str) -> tuple[Any, float, dict[str, float | None]]:
+        """A new page of ``context`` on ``?view=<view>``, ready: (the page, seconds, its timeline)."""
+        page = context.new_page()
+        page.add_init_script(TIMELINE)
+        t = time.perf_counter()
+        page.goto(f"{url}/?view={quote(view)}")
+        _ready(page, view, tile, all_runs)
+        return page, time.perf_counter() - t, _timeline(page)
 
-                with _dashboard(db, logs) as (url, started):
-                    # cold: a new browser profile too (nothing cached); warm: the same profile again, as a
-                    # returning user's browser has Streamlit's scripts in its cache
-                    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-                    cold = visit(url, context)
-                    warm = [visit(url, context) for _ in range(warm_repeat)]
-                    context.close()
-                for label, i in (("all time", 0), (f"{first:%Y-%m-%d} to {last:%Y-%m-%d}", 1)):
-                    times = sorted(w[i] for w in warm)
-                    rows.append({"view": view, "range": label, "cold_s": cold[i], "cold_load": cold[2],
-                                 "warm_best_s": times[0], "warm_median_s": times[len(times) // 2],
-                                 "warm_load": warm[-1][2], "server_start_s": started})
-                r = rows[-2:]
-                print(f"{view:<14} cold {r[0]['cold_s']:.2f} / {r[1]['cold_s']:.2f} s, "
-                      f"warm {r[0]['warm_best_s']:.2f} / {r[1]['warm_best_s']:.2f} s (all time / range), "
-                      f"load {_load()}", flush=True)
-        finally:
-            browser.close()
+    def record(view: str, label: str, cold: tuple[float, float, dict[str, Any]], warm: list[tuple[Any, ...]],
+               i: int, started: float) -> None:
+        best = min(warm, key=lambda w: w[i])
+        times = sorted(w[i] for w in warm)
+        rows.append({"view": view, "range": label, "cold_s": cold[i], "cold_load": cold[-1],
+                     "warm_best_s": times[0], "warm_median_s": times[len(times) // 2], "warm_load": warm[-1][-1],
+                     "server_start_s": started, **({"cold_timeline": cold[2], "warm_timeline": best[2]}
+                                                   if i == 0 else {})})
+
+    with helpers.chromium() as browser:
+        # the floor: a bare Streamlit page (a header, one tile) served and opened exactly as the views are
+        floor_dir = Path(tempfile.mkdtemp(prefix="bench-dash-floor-"))
+        floor = floor_dir / "floor.py"
+        floor.write_text(FLOOR_APP.format(runs=all_runs))
+        with helpers.serve(helpers.streamlit_command(floor), logs=logs) as server:
+            context = browser.new_context(viewport={"width": 1440, "height": 1000})
+            visits = []
+            for _ in range(1 + warm_repeat):
+                page, seconds, marks = open_page(server.url, context, "Floor", "Runs")
+                page.close()
+                visits.append((seconds, 0.0, marks, _load()))
+            context.close()
+        record("Floor (bare Streamlit page)", "all time", visits[0], visits[1:], 0, server.started_s)
+        print(f"{'floor':<14} cold {visits[0][0]:.2f} s, warm {min(v[0] for v in visits[1:]):.2f} s, "
+              f"load {_load()}", flush=True)
+        with helpers.serve(db=db, logs=logs) as server:
+            names = page_views(browser, server.url)
+        print(f"views in the navigation: {', '.join(names)}", flush=True)
+        for view in names:
+            tile = "Matching runs" if view == "Run explorer" else "Runs"
+
+            def visit(url: str, context: Any, view: str = view, tile: str = tile) -> tuple[Any, ...]:
+                """(all time, range, timeline, load average) for one visit of ``view`` in a new page."""
+                page, whole, marks = open_page(url, context, view, tile)
+                _choose(page, "Time range", "Custom")
+                _ready(page, view, tile, default_runs)
+                _type_date(page, "start", first)
+                _type_date(page, "end", last)
+                page.keyboard.press("Tab")
+                t = time.perf_counter()
+                page.locator("h1").first.click()  # leaving the field commits the dates: one rerun
+                _ready(page, view, tile, range_runs)
+                ranged = time.perf_counter() - t
+                page.close()
+                return whole, ranged, marks, _load()
+
+            with helpers.serve(db=db, logs=logs) as server:
+                # cold: a new browser profile too (nothing cached); warm: the same profile again, as a
+                # returning user's browser has Streamlit's scripts in its cache
+                context = browser.new_context(viewport={"width": 1440, "height": 1000})
+                cold = visit(server.url, context)
+                warm = [visit(server.url, context) for _ in range(warm_repeat)]
+                context.close()
+            for label, i in (("all time", 0), (f"{first:%Y-%m-%d} to {last:%Y-%m-%d}", 1)):
+                record(view, label, cold, warm, i, server.started_s)
+            r = rows[-2:]
+            print(f"{view:<14} cold {r[0]['cold_s']:.2f} / {r[1]['cold_s']:.2f} s, "
+                  f"warm {r[0]['warm_best_s']:.2f} / {r[1]['warm_best_s']:.2f} s (all time / range), "
+                  f"load {_load()}", flush=True)
     return rows
 
 
@@ -564,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _pair(cold: float | None, warm: float | None) -> str:
+    return " / ".join("-" if v is None else f"{v:.2f}" for v in (cold, warm))
+
+
 def browser_main(args: argparse.Namespace, queries: list[dict[str, Any]], first: date, last: date, page_range: str,
                  sizes: dict[str, int]) -> None:
     """The Chromium half: page times beside the same run's query times; table on stdout, JSON file."""
@@ -585,6 +617,13 @@ def browser_main(args: argparse.Namespace, queries: list[dict[str, Any]], first:
         ok = "ok" if r["cold_ok"] and r["warm_ok"] else "SLOW"
         print(f"{r['view']:<14} {r['range']:<26} {q:>8} {r['cold_s']:>6.2f} {r['cold_load']:>5.2f} "
               f"{r['warm_best_s']:>6.2f} {r['warm_load']:>5.2f}  {ok}")
+    print("\nwhere an all-time page's time goes (s since navigation started, as the page saw it; cold / warm):")
+    print(f"{'view':<28} {'server':>6}  " + "  ".join(f"{m:>17}" for m in MILESTONES) + f"  {'ready':>11}")
+    for r in rows:
+        if r["range"] != "all time":
+            continue
+        marks = "  ".join(f"{_pair(r['cold_timeline'].get(m), r['warm_timeline'].get(m)):>17}" for m in MILESTONES)
+        print(f"{r['view']:<28} {r['server_start_s']:>6.2f}  {marks}  {_pair(r['cold_s'], r['warm_best_s']):>11}")
     out = {
         "benchmark": "dashboard pages in Chromium (playwright, /usr/bin/chromium), local SQLite store",
         "rows": sizes, "warm_repeat": args.warm_repeat, "query_repeat": args.repeat,
@@ -594,7 +633,10 @@ def browser_main(args: argparse.Namespace, queries: list[dict[str, Any]], first:
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "nproc": os.cpu_count(),
                     "sqlite": sqlite3.sqlite_version, "loadavg_at_start": load_before},
         "results": rows,
-        "all_within_targets": all(r["cold_ok"] and r["warm_ok"] for r in rows),
+        "all_within_targets": all(r["cold_ok"] and r["warm_ok"] for r in rows if not r["view"].startswith("Floor")),
+        "timeline": "cold_timeline / warm_timeline (all time; warm: the best visit): seconds since navigation "
+                    "started when the page saw DOMContentLoaded, the websocket open, the script start, the last "
+                    "message, the script finished, the first tile drawn",
     }
     print(f"\nwrote {write_json('dashboard_browser.json', out)}")
 

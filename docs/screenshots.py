@@ -11,58 +11,21 @@ drawn) and saves ``dashboard-<view>.png``. Needs ``agentmeter[dashboard]``, ``pl
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(ROOT))  # the server and browser helpers the Chromium tests use (tests/_chromium.py)
+
+from tests._chromium import chromium, serve  # noqa: E402
+
 VIEWS = ("Health", "Performance", "Usage", "Cost", "Sessions", "Versions", "Scores", "Run explorer")
 READY = ("() => !document.querySelector('[data-testid=\"stSkeleton\"]')"
          " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
          " && document.querySelectorAll('[data-testid=\"stMetricValue\"]').length > 0")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def dashboard(db: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``agentmeter dashboard --db DB`` on a free port; yields its URL once it answers."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agentmeter", "dashboard", "--db", str(db), "--port", str(port),
-                             "--headless"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"agentmeter dashboard exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the dashboard did not start in 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def wait_ready(page: Any, charts: bool = True) -> None:
@@ -101,23 +64,17 @@ def full_page(page: Any, width: int, path: Path) -> None:
 
 
 def shoot(url: str, out: Path, width: int = 1440, prefix: str = "dashboard") -> list[Path]:
-    from playwright.sync_api import sync_playwright
-
     out.mkdir(parents=True, exist_ok=True)
     shots = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": width, "height": 1000})
-            page.goto(url)
-            wait_ready(page)
-            for view in VIEWS:
-                open_view(page, view)
-                path = out / f"{prefix}-{view.lower().replace(' ', '-')}.png"
-                full_page(page, width, path)
-                shots.append(path)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.goto(url)
+        wait_ready(page)
+        for view in VIEWS:
+            open_view(page, view)
+            path = out / f"{prefix}-{view.lower().replace(' ', '-')}.png"
+            full_page(page, width, path)
+            shots.append(path)
     return shots
 
 
@@ -133,8 +90,8 @@ def main() -> int:
         db = Path(tempfile.mkdtemp(prefix="agentmeter-shots-")) / "demo.db"
         subprocess.run([sys.executable, "-m", "agentmeter", "demo", "--runs", str(args.runs), "--db", str(db),
                         "--seed", "3", "--offline"], check=True, stdout=subprocess.DEVNULL)
-    with dashboard(db) as url:
-        for path in shoot(url, args.out, args.width):
+    with serve(db=db) as server:
+        for path in shoot(server.url, args.out, args.width):
             print(path)
     return 0
 

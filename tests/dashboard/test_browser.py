@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -29,17 +23,14 @@ import pytest
 
 from agentmeter.sinks import SQLiteSink
 
-from .._servers import free_port
+from .._chromium import chromium, serve
 from .conftest import NASTY_AGENT, aged_docs, expected, in_range, payload, seed_hostile
 
-CHROMIUM = "/usr/bin/chromium"
 VIEWS = ("Health", "Performance", "Usage", "Cost", "Run explorer")
 RANGES: dict[str, timedelta | None] = {
     "Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24), "Last 7 days": timedelta(days=7),
     "Last 30 days": timedelta(days=30), "All time": None,
 }
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 #: the page is drawn: the script is not running (as the frontend sees it), tiles shown, no skeleton, no
 #: element left from an earlier run, no running indicator, every chart drawn
 READY = """() => document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
@@ -53,39 +44,10 @@ Docs = list[dict[str, Any]]
 
 @contextmanager
 def serving(db: Path, tmp_path: Path) -> Iterator[str]:
-    """The real command on ``db``, as a user runs it; yields the page URL once Streamlit answers."""
-    port = free_port()
-    log_path = tmp_path / f"streamlit-{port}.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentmeter", "dashboard", "--db", str(db), "--port", str(port), "--headless"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # a separate process: poll its health endpoint until it serves
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "streamlit did not start in 60 s"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        # the command became the server (exec): stopping it leaves no orphaned Streamlit listening
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, "a Streamlit server outlived the command"
+    """The real command on ``db``, as a user runs it; yields the page URL once Streamlit answers (and checks
+    that stopping it leaves no server behind, see :func:`tests._chromium.serve`)."""
+    with serve(db=db, logs=tmp_path) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -96,15 +58,8 @@ def dashboard(seeded: tuple[Path, Docs], tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium"
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def ready(page: Any) -> None:

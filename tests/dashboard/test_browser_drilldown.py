@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from .._chromium import chromium as launch
 from .conftest import expected
-from .test_browser import ARGS, CHROMIUM, open_view, problems, ready, serving, tiles, wait_picked, wait_tile
+from .test_browser import open_view, problems, ready, serving, tiles, wait_picked, wait_tile
 
 pytestmark = pytest.mark.browser
 Docs = list[dict[str, Any]]
@@ -25,15 +26,8 @@ HEADER_PX, ROW_PX, MARKER_PX = 35, 35, 20
 
 @pytest.fixture
 def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch() as browser:
+        yield browser
 
 
 def _most_expensive(docs: Docs) -> list[dict[str, Any]]:
@@ -81,3 +75,34 @@ def test_clicking_a_run_row_and_a_bar_in_chromium(seeded: tuple[Path, Docs], chr
         assert re.search(r"writer", page.locator('[data-testid="stSidebar"]').inner_text())
         assert tiles(page)["Runs"] == f"{want['runs']:,}"
         page.close()
+
+
+def test_dragging_across_a_time_chart_sets_the_range_and_logs_no_warning(seeded: tuple[Path, Docs], chromium: Any,
+                                                                         tmp_path: Path) -> None:
+    db, docs = seeded
+    with serving(db, tmp_path) as url:
+        page = chromium.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url)
+        ready(page)
+        chart = page.locator('[data-testid="stVegaLiteChart"]').first  # Health: runs by status over time
+        chart.scroll_into_view_if_needed()
+        box = chart.locator("canvas, svg").first.bounding_box()
+        y = box["y"] + box["height"] * 0.5
+        page.mouse.move(box["x"] + box["width"] * 0.15, y)
+        page.mouse.down()
+        for step in range(1, 11):  # Vega follows the pointer's moves
+            page.mouse.move(box["x"] + box["width"] * (0.15 + 0.05 * step), y)
+        page.mouse.up()
+        page.wait_for_function(
+            """() => document.querySelector('[data-testid="stSidebar"]')?.innerText.includes('From the chart:')""",
+            timeout=60_000)
+        ready(page)
+        assert problems(page) == []
+        sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+        assert re.search(r"From the chart: \d{4}-\d\d-\d\d \d\d:\d\d to \d{4}-\d\d-\d\d \d\d:\d\d UTC", sidebar)
+        assert "From - to (UTC)" in sidebar  # the range is Custom now: its date input is shown
+        want = expected(docs)
+        assert 0 < int(tiles(page)["Runs"].replace(",", "")) <= want["runs"]
+        page.close()
+    logs = "".join(p.read_text() for p in tmp_path.glob("streamlit-*.log"))
+    assert "Session State API" not in logs and "WARNING" not in logs, logs

@@ -55,6 +55,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "--theme.base", "light", "--client.toolbarMode", "minimal",
         # the shipped app never changes under the server: no thread watching (or polling) its files
         "--server.fileWatcherType", "none",
+        # a click or a drag on a chart sets sidebar widgets through st.session_state by design (see
+        # agentmeter/dashboard/drill.py): no warning in the server's log each time it does
+        "--global.disableWidgetStateDuplicationWarning", "true",
     ]
     return cmd, env
 

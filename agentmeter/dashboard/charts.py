@@ -14,7 +14,7 @@ import pandas as pd
 
 from .format import column_name, duration_unit, money_decimals
 
-__all__ = ["bar", "latency_lines", "stacked_over_time", "waterfall"]
+__all__ = ["bar", "latency_lines", "stacked_over_time", "time_axis", "waterfall"]
 
 STATUS_COLORS = alt.Scale(domain=["success", "error", "cancelled"], range=["#2e9d5b", "#d64545", "#9a9a9a"])
 #: long names stay readable: Vega cuts axis labels at 180 px by default
@@ -25,6 +25,17 @@ BUCKET_FORMATS = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "
 AXIS_FORMATS = {"minute": "%H:%M", "hour": "%b %d %H:00", "day": "%Y-%m-%d"}
 #: the Vega-Lite time unit of a bucket: a bar then spans its whole minute, hour or day
 TIME_UNITS = {"minute": "utcyearmonthdatehoursminutes", "hour": "utcyearmonthdatehours", "day": "utcyearmonthdate"}
+#: up to this many buckets, the time axis ticks at each bucket's start
+FEW_BUCKETS = 12
+
+
+def time_axis(times: Any, bucket: str) -> Any:
+    """The time axis of a bucketed chart whose buckets start at ``times``. Over a few buckets Vega would
+    tick between them (every 10 seconds over three minutes), each tick labelled with the same minute:
+    then the ticks are the buckets' starts."""
+    starts = pd.to_datetime(pd.Series(times), utc=True, format="ISO8601").dropna().unique()
+    values = sorted(int(t.value // 1_000_000) for t in starts) if 0 < len(starts) <= FEW_BUCKETS else alt.Undefined
+    return alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"), values=values)
 
 
 def _value_format(column: str, values: Any) -> str:
@@ -67,7 +78,7 @@ def stacked_over_time(df: pd.DataFrame, color: str, y: str, title: str, status: 
         alt.Chart(data, title=title)
         .mark_bar()
         .encode(
-            x=alt.X(when, title=None, axis=alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"))),
+            x=alt.X(when, title=None, axis=time_axis(data["bucket"], bucket)),
             y=alt.Y(f"{y}:Q", title=column_name(y), axis=_axis(fmt)),
             color=alt.Color(f"{color}:N", scale=scale, title=column_name(color),
                             legend=alt.Legend(labelLimit=LABEL_LIMIT) if legend else None),
@@ -91,7 +102,7 @@ def latency_lines(df: pd.DataFrame, title: str, bucket: str = "hour", brush: boo
         alt.Chart(long, title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X(when, title=None, axis=alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"))),
+            x=alt.X(when, title=None, axis=time_axis(df["bucket"], bucket)),
             y=alt.Y("latency:Q", title=f"Run latency ({unit})"),
             color=alt.Color("percentile:N", sort=["p50", "p95", "p99"], title="Percentile"),
             tooltip=[alt.Tooltip(when, title="Time (UTC)", format=BUCKET_FORMATS.get(bucket, "%Y-%m-%d %H:%M")),

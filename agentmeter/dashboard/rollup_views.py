@@ -156,7 +156,7 @@ def _score_chart(per: pd.DataFrame, name: str, bucket: str) -> Any:
     """Mean score per bucket (a line) over the number of scores (bars)."""
     when = f"{charts.TIME_UNITS.get(bucket, charts.TIME_UNITS['hour'])}(bucket):T"
     fmt = charts.BUCKET_FORMATS.get(bucket, "%Y-%m-%d %H:%M")
-    axis = alt.Axis(labelOverlap=True, format=charts.AXIS_FORMATS.get(bucket, "%H:%M"))
+    axis = charts.time_axis(per["bucket"], bucket)
     tooltip = [alt.Tooltip(when, title="Time (UTC)", format=fmt), alt.Tooltip("mean:Q", title="Mean", format=",.4~r"),
                alt.Tooltip("count:Q", title="Scores", format=",d")]
     base = alt.Chart(per, title=f"{name}: mean and number of scores").encode(

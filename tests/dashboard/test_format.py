@@ -84,3 +84,23 @@ def test_literal_keeps_urls_from_becoming_links_without_changing_what_is_read() 
     rendered = html.unescape(re.sub(r"<[^>]+>", "", _MD.render(escaped))).strip()
     assert rendered.replace("\u2060", "") == text  # only invisible word joiners were added
     assert literal("line one\nline two") == "line one line two"
+
+
+def test_a_time_axis_over_a_few_minutes_ticks_once_per_minute() -> None:
+    # the demo's 70 s of runs: Vega would tick every 10 seconds, each labelled with the same "%H:%M"
+    from agentmeter.dashboard import charts
+    from agentmeter.dashboard.rollup_views import _score_chart
+
+    starts = pd.to_datetime(pd.Series(["2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z", "2026-01-01T10:02:00Z"]),
+                            utc=True)
+    per = pd.DataFrame({"bucket": starts, "mean": [0.5, 0.7, 0.9], "count": [3, 4, 5]})
+    spec = _score_chart(per, "quality", "minute").to_dict()
+    axes = [layer["encoding"]["x"]["axis"] for layer in spec["layer"]]
+    minutes = [int(t.timestamp() * 1000) for t in starts]
+    assert all(axis["values"] == minutes and axis["format"] == "%H:%M" for axis in axes), axes
+    runs = pd.DataFrame({"bucket": starts, "status": "success", "runs": [1, 2, 3]})
+    assert charts.stacked_over_time(runs, "status", "runs", "Runs", bucket="minute").to_dict()[
+        "encoding"]["x"]["axis"]["values"] == minutes
+    # over many buckets Vega's own ticks are whole minutes or more: left to Vega
+    many = pd.Series(pd.date_range("2026-01-01T10:00:00Z", periods=charts.FEW_BUCKETS + 1, freq="min"))
+    assert "values" not in charts.time_axis(many, "minute").to_dict()

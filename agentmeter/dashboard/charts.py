@@ -31,11 +31,12 @@ FEW_BUCKETS = 12
 
 def time_axis(times: Any, bucket: str) -> Any:
     """The time axis of a bucketed chart whose buckets start at ``times``. Over a few buckets Vega would
-    tick between them (every 10 seconds over three minutes), each tick labelled with the same minute:
-    then the ticks are the buckets' starts."""
+    tick between them (every 10 seconds over two minutes), each tick labelled with the same minute: then
+    it is asked for as many ticks as there are buckets, which it places one bucket apart. (Vega draws no
+    labels for explicit ``values`` on these axes and fails on a time-interval ``tickCount``.)"""
     starts = pd.to_datetime(pd.Series(times), utc=True, format="ISO8601").dropna().unique()
-    values = sorted(int(t.value // 1_000_000) for t in starts) if 0 < len(starts) <= FEW_BUCKETS else alt.Undefined
-    return alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"), values=values)
+    ticks = len(starts) if 0 < len(starts) <= FEW_BUCKETS else alt.Undefined
+    return alt.Axis(labelOverlap=True, format=AXIS_FORMATS.get(bucket, "%H:%M"), tickCount=ticks)
 
 
 def _value_format(column: str, values: Any) -> str:

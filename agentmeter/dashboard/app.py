@@ -183,8 +183,10 @@ def sidebar(source: Source) -> tuple[Filters, str, str]:
     bucket = st.sidebar.selectbox("Time bucket", BUCKETS, key="bucket") or "auto"
     if bucket == "auto":
         st.sidebar.caption(f"auto: {auto}, for the span these runs cover")
-    if st.sidebar.button("Refresh data"):
-        st.cache_data.clear()
+    # cleared before the run the click starts: the sidebar's lists are read again too
+    st.sidebar.button("Refresh data", on_click=st.cache_data.clear,
+                      help=f"Results are cached for {views.CACHE_TTL} seconds (new runs show up within that time); "
+                           "this reads them again now.")
     return filters, view, bucket if bucket in BUCKETS[1:] else auto
 
 

@@ -129,3 +129,21 @@ def test_mongodb_without_uri_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AGENTMETER_DASHBOARD_SOURCE", "mongodb")
     at = app().run()
     assert any("AGENTMETER_MONGODB_URI is not set" in e.value for e in at.error)
+
+
+def test_new_runs_show_after_refresh_data_and_the_button_says_how_long_results_are_cached(tmp_path: Path) -> None:
+    from agentmeter.dashboard.views import CACHE_TTL
+
+    from .conftest import seed_runs
+
+    db = tmp_path / "fresh.db"  # a store of its own: no other test's cached results
+    seed_runs(db, n=6)
+    at = app(LocalSource(db)).run()
+    assert int(number(metrics(at)["Runs"])) == 6
+    seed_runs(db, n=3, seed=4)  # an agent writes more runs while the page is open
+    at.run()
+    assert int(number(metrics(at)["Runs"])) == 6  # within the cache's time: the numbers read before
+    (refresh,) = [b for b in at.sidebar.button if b.label == "Refresh data"]
+    assert f"cached for {CACHE_TTL} seconds" in (refresh.help or "")
+    refresh.click().run()  # the run the click starts reads the store again, sidebar and view alike
+    assert int(number(metrics(at)["Runs"])) == 9

@@ -34,7 +34,7 @@ def preload() -> float:
             logger = logging.getLogger(module.__name__)
             quieted.append((logger, logger.level))
             logger.setLevel(logging.ERROR)
-        import pandas as pd
+        import pandas as pd  # the preload's point: the page's heavy libraries, imported before the server
 
         # app imports every view, drill-down and table module, with Streamlit's elements and pyarrow
         from . import app, charts  # noqa: F401
@@ -51,7 +51,7 @@ def preload() -> float:
 
 def main() -> None:
     preload()
-    from streamlit.web import cli
+    from streamlit.web import cli  # Streamlit's command line (click): only when serving, not for preload()
 
     sys.argv = ["streamlit", *sys.argv[1:]]
     cli.main(prog_name="streamlit")

@@ -428,7 +428,9 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
     caches: the source is opened, every query runs); cold range = then choosing Custom, typing the dates and
     leaving the field (timed from leaving it: every query of the view runs again for the new range); warm = the same
     two again in a new page of the same browser profile (a second visit: Streamlit's query cache is shared
-    by sessions, the browser has cached Streamlit's scripts), best and median of ``warm_repeat``.
+    by sessions, the browser has cached Streamlit's scripts), best and median of ``warm_repeat``. First the
+    floor: a bare Streamlit page (:data:`FLOOR_APP`) served with the same options, cold and warm. Each
+    page records its own timeline (:data:`TIMELINE`, the all-time visits' in the rows).
     """
     import tempfile
     from urllib.parse import quote

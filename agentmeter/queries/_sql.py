@@ -91,6 +91,19 @@ class SqlSource(Source):
             out.append(run)
         return out
 
+    def dimension_frame(self, f: Filters) -> pd.DataFrame:
+        from ._rollup_frame import columns_frame
+
+        d = self.dialect
+        where, params = d.where(f, d.runs)
+        frame = columns_frame(self._rows(f"SELECT {self._dimension_select()} FROM {d.runs}{where}", params),
+                              DIMENSION_FIELDS)
+        started = frame["started_at"]
+        if not all(isinstance(v, str) or v is None for v in started):
+            frame["started_at"] = pd.Series([v if isinstance(v, str) or v is None else base.iso_bound(v)
+                                             for v in started], dtype=object)  # a driver's datetimes
+        return frame
+
     def latest_scores(self) -> list[tuple[str, float]]:
         rows = self._rows(f"SELECT run_id, value FROM {self.scores_table} WHERE value IS NOT NULL")
         return [(str(run_id), float(value)) for run_id, value in rows]

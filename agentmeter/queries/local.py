@@ -46,6 +46,14 @@ def _pcts(joined: str | None) -> dict[str, float | None]:
     return dict(zip(QUANTILES, percentiles(_parse_floats(joined)), strict=True))
 
 
+def _narrowed(f: Filters) -> bool:
+    """True when ``f`` bounds the time or picks runs by a run column (a semi-join the planner can serve
+    from an index of agent_runs); agents and models are checked row by row in any plan."""
+    return (f.since is not None or f.until is not None or bool(f.statuses or f.tags)
+            or any(getattr(f, name) for name in base.RUN_DIMENSIONS)
+            or any(getattr(f, name) is not None for name in base.RUN_MINIMUMS))
+
+
 def _parse_floats(text: str | None) -> np.ndarray:
     """The numbers of a ``group_concat`` of REALs, parsed in C (strtod: exact, 4x faster than a split)."""
     if not text:
@@ -135,14 +143,36 @@ class LocalSource(SqlSource):
         return sorted(models)
 
     def cache_tokens(self, f: Filters) -> pd.DataFrame:
-        # a scan of every matching call (no index carries these columns): only when some run has any
-        if not {"cached_input_tokens", "cache_write_tokens"} <= (self._columns("agent_runs") or set()):
+        """Only when some matching run has cache tokens: one pass over the rows of api_calls (no index
+        carries these columns) that groups only the calls with cache tokens, the other calls of each group
+        counted from the calls summary (the same filters: the Usage and Cost views read it anyway). Grouping
+        every call would sort all of them (1M calls: 0.85 s, against 0.4 s with 30% of calls cached)."""
+        cache = ("cached_input_tokens", "cache_write_tokens")
+        if not set(cache) <= (self._columns("agent_runs") or set()) or not set(cache) <= (
+                self._columns("api_calls") or set()):
             return conform([], base.CACHE_TOKENS)
         where, params = _SQLITE.where(f, "agent_runs")
         some = and_(where, "(cached_input_tokens > 0 OR cache_write_tokens > 0)")
         if not self._rows(f"SELECT 1 FROM agent_runs{some} LIMIT 1", params):
             return conform([], base.CACHE_TOKENS)
-        return super().cache_tokens(f)
+        where, params = _SQLITE.where(f, "api_calls")
+        # rows whose values are 0 or null add nothing to a sum: left out before the sort of GROUP BY
+        nonzero = and_(where, "(cached_input_tokens <> 0 OR cache_write_tokens <> 0)")
+        table = self._scan("api_calls", f)
+        if table == "api_calls" and not _narrowed(f):  # every call: the rows in order, not through an index
+            table = "api_calls NOT INDEXED"
+        sums = "total(cached_input_tokens), total(cache_write_tokens)"
+        rows = self._rows(f"SELECT provider, model, {sums} FROM {table}{nonzero} GROUP BY provider, model "
+                          "HAVING total(cached_input_tokens) + total(cache_write_tokens) > 0", params)
+        if not rows:
+            return conform([], base.CACHE_TOKENS)
+        summary = self.calls_summary(f)
+        counts: dict[tuple[Any, Any], int] = {}
+        for provider, model, calls in zip(summary["provider"], summary["model"], summary["calls"], strict=True):
+            counts[(provider, model)] = counts.get((provider, model), 0) + int(calls)
+        out = [(p, m, counts.get((p, m), 0), c, w) for p, m, c, w in rows]
+        out.sort(key=lambda r: (r[0] is not None, r[0] or "", r[1] is not None, r[1] or ""))
+        return conform(pd.DataFrame.from_records(out, columns=names(base.CACHE_TOKENS)), base.CACHE_TOKENS)
 
     def _dimension_select(self) -> str:
         # a store from before session_id, user_id and version reads them as null (the source never writes)

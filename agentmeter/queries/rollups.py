@@ -75,13 +75,25 @@ def _n(value: Any) -> float:
     return 0.0 if value is None or value != value else float(value)  # None and NaN count as 0
 
 
-def rollup(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]], by: str,
+def rollup(runs: Iterable[Mapping[str, Any]] | pd.DataFrame, scores: Iterable[tuple[str, float]], by: str,
            period: str | None = None) -> pd.DataFrame:
-    """:data:`ROLLUP` of ``runs`` (rows with :data:`DIMENSION_FIELDS`) grouped by ``by``. Pure."""
+    """:data:`ROLLUP` of ``runs`` (rows with :data:`DIMENSION_FIELDS`, or a frame with those columns) grouped
+    by ``by``: the numbers of :func:`rollup_rows`, computed with pandas and numpy. Pure."""
     import pandas as pd  # the dashboard's extra: the CLI's report uses rollup_rows without it
 
-    rows = rollup_rows(runs, scores, by, period)
-    return conform(pd.DataFrame(rows, columns=[name for name, _ in ROLLUP]), ROLLUP)
+    from ._rollup_frame import records_frame, rollup_frame
+
+    if by not in BY:
+        raise ValueError(f"by must be one of {', '.join(BY)}; got {by!r}")
+    if period is not None and period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}; got {period!r}")
+    scores = list(scores)
+    frame = runs if isinstance(runs, pd.DataFrame) else records_frame(runs, DIMENSION_FIELDS)
+    done = rollup_frame(frame, scores, _COLUMN[by], period)
+    if done is None:  # no runs, or values only the Python definition handles
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        done = pd.DataFrame(rollup_rows(records, scores, by, period), columns=[name for name, _ in ROLLUP])
+    return conform(done, ROLLUP)
 
 
 def rollup_rows(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]], by: str,
@@ -183,4 +195,4 @@ def run_trees(source: Source, f: Filters, limit: int | None = None) -> pd.DataFr
 
 def by_dimension(source: Source, f: Filters, by: str, period: str | None = None) -> pd.DataFrame:
     """:data:`ROLLUP` of the runs ``source`` holds that match ``f``, grouped by ``by``."""
-    return rollup(source.dimension_runs(f), source.latest_scores(), by, period)
+    return rollup(source.dimension_frame(f), source.latest_scores(), by, period)

@@ -242,11 +242,11 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
 
 def views(source: Source, f: Filters) -> dict[str, Callable[[], Any]]:
     """Each view's queries, as agentmeter/dashboard/views.py and rollup_views.py run them on a cold cache (every
-    view draws the KPI strip, so every view runs ``kpis``; Sessions and Versions group the runs' dimensions
-    with :func:`agentmeter.queries.rollups.rollup`, as the page does). ``sort: <order>`` is the run explorer
-    with its list sorted by ``order`` (the run list of 200 and the match count)."""
+    view draws the KPI strip, so every view runs ``kpis``; Sessions and Versions read the runs' dimensions,
+    as a frame, and group them with :func:`agentmeter.queries.rollups.rollup`). ``sort: <order>`` is the run
+    explorer with its list sorted by ``order`` (the run list of 200 and the match count)."""
     def rollup(by: str) -> Any:
-        return rollups.rollup(source.dimension_runs(f), source.latest_scores(), by)
+        return rollups.rollup(source.dimension_frame(f), source.latest_scores(), by)
 
     out: dict[str, Callable[[], Any]] = {
         "health": lambda: (source.kpis(f), source.status_over_time(f), source.step_errors(f),

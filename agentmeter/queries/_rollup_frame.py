@@ -30,10 +30,13 @@ _SAFE = 2**62
 
 
 def columns_frame(rows: Sequence[Sequence[Any]], fields: Sequence[str]) -> pd.DataFrame:
-    """A frame of object columns named ``fields`` from row tuples (a driver's rows), built column by column:
+    """A frame of object columns named ``fields`` from row tuples (a driver's rows), in one 2-D object array:
     no per-value type inference (pandas would make every text column an Arrow string array, 3x slower)."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
-    return pd.DataFrame({name: pd.Series(col, dtype=object) for name, col in zip(fields, columns, strict=True)})
+    if not rows:
+        return pd.DataFrame({name: pd.Series([], dtype=object) for name in fields})
+    grid = np.empty((len(rows), len(fields)), dtype=object)
+    grid[:] = rows
+    return pd.DataFrame(grid, columns=list(fields), dtype=object)
 
 
 def records_frame(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
@@ -52,19 +55,34 @@ def _bucket_of(day: str, period: str) -> str:
     return (d - timedelta(days=d.weekday())).isoformat() + "T00:00:00Z"
 
 
-def _text(col: pd.Series) -> pd.Series:
-    """Object values with None for every null (None, NaN, NA)."""
-    values = col.astype(object)
-    return values.where(values.notna(), None)
+def _text(col: pd.Series) -> np.ndarray:
+    """The values as an object array with None for every null (None, NaN, NA)."""
+    values: np.ndarray = col.to_numpy(dtype=object, na_value=None)
+    return values
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """(a code per value, null included as a value of its own; the number of codes)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return codes.astype(np.int64), len(uniques)
+
+
+def _floats(col: pd.Series) -> np.ndarray | None:
+    """``float(value)`` of each value (NaN for null), or None when a value is not a number."""
+    try:
+        values: np.ndarray = np.array(col.to_numpy(dtype=object), dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return values
 
 
 def _ints(col: pd.Series) -> np.ndarray | None:
     """``int(float(value))`` of each value (0 for null), as rollup_rows sums them, in int64; None when a value
     is not a number or a group's sum could pass 64 bits."""
-    try:
-        values = pd.to_numeric(col, errors="raise").astype("float64").fillna(0.0).to_numpy()
-    except (TypeError, ValueError, OverflowError):
+    values = _floats(col)
+    if values is None:
         return None
+    values = np.where(np.isnan(values), 0.0, values)
     if values.size and float(np.abs(values).max()) * values.size >= _SAFE:
         return None
     exact: np.ndarray = np.trunc(values).astype(np.int64)
@@ -101,30 +119,28 @@ def rollup_frame(runs: pd.DataFrame, scores: Iterable[tuple[str, float]], column
     something only the Python definition handles (see the module docstring)."""
     n = len(runs)
     ints = {out: _ints(runs[name]) for name, out in _INT_SUMS}
-    try:
-        durations = pd.to_numeric(runs["duration_ms"], errors="raise").astype("float64").to_numpy()
-        costs = pd.to_numeric(runs["cost_usd"], errors="raise").astype("float64").fillna(0.0).to_numpy()
-    except (TypeError, ValueError, OverflowError):
+    durations, costs = _floats(runs["duration_ms"]), _floats(runs["cost_usd"])
+    if n == 0 or durations is None or costs is None or any(v is None for v in ints.values()):
         return None
-    if n == 0 or any(v is None for v in ints.values()):
-        return None
+    costs = np.where(np.isnan(costs), 0.0, costs)
     keys = _text(runs[column])
     if period is None:
-        buckets = pd.Series([None] * n, index=runs.index, dtype=object)
+        buckets = np.full(n, None, dtype=object)
     else:
         started = _text(runs["started_at"])
-        if pd.api.types.infer_dtype(started, skipna=True) not in ("string", "empty"):
+        if not all(v is None or isinstance(v, str) for v in pd.unique(started)):
             return None
-        days = started.where(started.ne(""), None).str[:10]
-        buckets = _text(days.map({d: _bucket_of(d, period) for d in days.dropna().unique()}))
-    codes = pd.DataFrame({"b": buckets, "k": keys}).groupby(["b", "k"], dropna=False, sort=False).ngroup().to_numpy()
+        table = {v: _bucket_of(v[:10], period) for v in {d[:10] for d in pd.unique(started) if d}}
+        buckets = np.array([table[v[:10]] if v else None for v in started], dtype=object)
+    key_codes, nk = _codes(keys)
+    bucket_codes, _ = _codes(buckets)
+    codes, g = _codes(bucket_codes * nk + key_codes)  # in order of first appearance
     firsts = np.unique(codes, return_index=True)[1]  # each group's first run, by group code
-    g = len(firsts)
-    status = _text(runs["status"]).to_numpy()
+    status = _text(runs["status"])
     count = np.bincount(codes, minlength=g)
     ok = np.bincount(codes, weights=(status == "success"), minlength=g).astype(np.int64)
     out: dict[str, Any] = {
-        "bucket": buckets.to_numpy()[firsts], "key": keys.to_numpy()[firsts], "runs": count, "success_runs": ok,
+        "bucket": buckets[firsts], "key": keys[firsts], "runs": count, "success_runs": ok,
         "error_runs": np.bincount(codes, weights=(status == "error"), minlength=g).astype(np.int64),
         "success_rate": ok / count,
         "p50_ms": _percentile(codes, durations, g, 0.5), "p95_ms": _percentile(codes, durations, g, 0.95),
@@ -134,18 +150,24 @@ def rollup_frame(runs: pd.DataFrame, scores: Iterable[tuple[str, float]], column
         if values is not None:  # never None here (checked above)
             np.add.at(out[name], codes, values)
     out["cost_usd"] = np.bincount(codes, weights=costs, minlength=g)
-    ids = pd.DataFrame({"code": codes, "sessions": _text(runs["session_id"]).to_numpy(),
-                        "users": _text(runs["user_id"]).to_numpy()})
-    distinct = ids.groupby("code").nunique(dropna=True).reindex(range(g), fill_value=0)
-    out["sessions"], out["users"] = distinct["sessions"].to_numpy(), distinct["users"].to_numpy()
-    # scores: every value of each run, counted and summed per run, then per group
-    given = pd.DataFrame(list(scores), columns=["run_id", "value"])
+    for name, field in (("sessions", "session_id"), ("users", "user_id")):  # distinct non-null ids per group
+        values = _text(runs[field])
+        ids, m = _codes(values)
+        known = pd.notna(values)
+        out[name] = np.bincount(np.unique(codes[known] * m + ids[known]) // m, minlength=g).astype(np.int64)
+    # scores: every value of each run of the group
+    given = list(scores)
     score_n: np.ndarray = np.zeros(g, dtype=np.int64)
     score_sum: np.ndarray = np.zeros(g)
-    if len(given):
-        per_run = given.groupby("run_id")["value"].agg(["count", "sum"]).reindex(_text(runs["run_id"]).to_numpy())
-        score_n = np.bincount(codes, weights=per_run["count"].fillna(0).to_numpy(), minlength=g).astype(np.int64)
-        score_sum = np.bincount(codes, weights=per_run["sum"].fillna(0.0).to_numpy(), minlength=g)
+    run_ids = pd.Index(_text(runs["run_id"]))
+    if given and not run_ids.is_unique:  # a run listed twice: its scores count twice, as rollup_rows does
+        return None
+    if given:
+        where = run_ids.get_indexer([r for r, _ in given])
+        values = np.array([v for _, v in given], dtype=np.float64)
+        scored = where >= 0
+        score_n = np.bincount(codes[where[scored]], minlength=g).astype(np.int64)
+        score_sum = np.bincount(codes[where[scored]], weights=values[scored], minlength=g)
     out["scores"] = score_n
     with np.errstate(divide="ignore", invalid="ignore"):
         out["mean_score"] = np.where(score_n > 0, score_sum / np.maximum(score_n, 1), np.nan)

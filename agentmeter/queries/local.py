@@ -39,6 +39,8 @@ ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup"
 TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
 #: a time range holding less than this fraction of a table's rows reads it through its started_at index
 NARROW_RANGE = 0.05
+#: runs read newest first for a filter's most recent values before grouping every run (sessions: ~5 runs each)
+VALUES_WALK = 10 * base.FILTER_VALUES_LIMIT
 
 
 def _pcts(joined: str | None) -> dict[str, float | None]:
@@ -126,6 +128,9 @@ class LocalSource(SqlSource):
         return {row[1] for row in self._rows(f"PRAGMA table_info({table})")}
 
     def filter_values(self, name: str) -> list[str]:
+        if name in base.RUN_DIMENSIONS:
+            recent = self._recent_values(base.RUN_DIMENSIONS[name])
+            return recent if recent is not None else super().filter_values(name)
         if name != "models":
             return super().filter_values(name)
         # the distinct (provider, model) pairs walked on ix_calls_rollup, one index seek each (a GROUP BY
@@ -141,6 +146,29 @@ class LocalSource(SqlSource):
                                        [current, model])
             (current,), = self._rows("SELECT min(provider) FROM api_calls WHERE provider > ?", [current])
         return sorted(models)
+
+    def _recent_values(self, column: str) -> list[str] | None:
+        """The :data:`~agentmeter.queries.base.FILTER_VALUES_LIMIT` values of the runs' ``column`` seen last,
+        as the GROUP BY of :meth:`SqlSource.filter_values` ranks them (latest start first, then the value),
+        read from the newest :data:`VALUES_WALK` runs on the started_at index: a store with many sessions
+        does not group every run on every page. None when those runs cannot tell (a small store, fewer
+        values, or a tie at the limit): the caller groups every run."""
+        if column not in (self._columns("agent_runs") or set()):
+            return None
+        limit = base.FILTER_VALUES_LIMIT
+        rows = self._rows(f"SELECT {column}, started_at FROM agent_runs WHERE started_at IS NOT NULL AND {column} "
+                          "IS NOT NULL ORDER BY started_at DESC LIMIT ?", [VALUES_WALK])
+        if len(rows) < VALUES_WALK:
+            return None
+        last: dict[Any, str] = {}
+        for value, started in rows:
+            last.setdefault(value, started)  # newest first: a value's first row is its latest start
+        ranked = sorted(last.items(), key=lambda kv: str(kv[0]))
+        ranked.sort(key=lambda kv: kv[1], reverse=True)  # stable: equal starts stay in value order
+        # a value not read yet started at most at the last row read: it cannot rank above a later start
+        if len(ranked) < limit or not ranked[limit - 1][1] > rows[-1][1]:
+            return None
+        return sorted(str(value) for value, _ in ranked[:limit])
 
     def cache_tokens(self, f: Filters) -> pd.DataFrame:
         """Only when some matching run has cache tokens: one pass over the rows of api_calls (no index

@@ -199,10 +199,15 @@ class SqlSource(Source):
         cols = ", ".join(c if have is None or c in have else f"NULL AS {c}" for c in names(base.RUN_SEARCH))
         table = d.runs
         if any(key == "first_model" for key, _ in keys):  # the join only when sorting by model
-            table = f"{d.runs} {d.first_models.replace('<calls>', d.calls)}"
+            table = self._with_first_model(where, [*params, *extra])
         sql = (f"SELECT {cols} FROM {table}{where} ORDER BY {order_by(keys, d.first_tag)} "
                f"LIMIT {d.mark}")
         return self._frame(sql, [*params, *extra, check_limit(limit)], names(base.RUN_SEARCH), base.RUN_SEARCH)
+
+    def _with_first_model(self, where: str, params: Sequence[Any]) -> str:
+        """The FROM text of the runs with their ``first_model`` column, for runs matching ``where``."""
+        d = self.dialect
+        return f"{d.runs} {d.first_models.replace('<calls>', d.calls)}"
 
     def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
         clause, extra = self._prefix(run_id_prefix)

@@ -39,6 +39,10 @@ ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup"
 TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
 #: a time range holding less than this fraction of a table's rows reads it through its started_at index
 NARROW_RANGE = 0.05
+#: a run list sorted by model looks each run's model up when the filters keep less than this share of runs
+FEW_RUNS = 0.3
+#: ... or fewer than this many runs
+FEW_RUNS_MIN = 1000
 #: runs read newest first for a filter's most recent values before grouping every run (sessions: ~5 runs each)
 VALUES_WALK = 10 * base.FILTER_VALUES_LIMIT
 
@@ -146,6 +150,18 @@ class LocalSource(SqlSource):
                                        [current, model])
             (current,), = self._rows("SELECT min(provider) FROM api_calls WHERE provider > ?", [current])
         return sorted(models)
+
+    def _with_first_model(self, where: str, params: Sequence[Any]) -> str:
+        """Sorting by model: when the filters keep at most :data:`FEW_RUNS` of the runs, each kept run's
+        smallest model is looked up on the run_id index of its calls (the last hour: 1 ms instead of 0.5 s);
+        otherwise every call is grouped by run once (all time: 0.6 s against 0.9 s for 100,000 lookups)."""
+        (last,), = self._rows("SELECT coalesce(max(rowid), 0) FROM agent_runs")  # O(log n): ~ the row count
+        cap = max(FEW_RUNS_MIN, int(last * FEW_RUNS))
+        (n,), = self._rows(f"SELECT count(*) FROM (SELECT 1 FROM agent_runs{where} LIMIT ?)", [*params, cap])
+        if n >= cap:
+            return super()._with_first_model(where, params)
+        return ("(SELECT *, (SELECT min(model) FROM api_calls fm_c WHERE fm_c.run_id = agent_runs.run_id) "
+                "AS first_model FROM agent_runs) fm_runs")
 
     def _recent_values(self, column: str) -> list[str] | None:
         """The :data:`~agentmeter.queries.base.FILTER_VALUES_LIMIT` values of the runs' ``column`` seen last,

@@ -99,7 +99,7 @@ class SqlSource(Source):
         frame = columns_frame(self._rows(f"SELECT {self._dimension_select()} FROM {d.runs}{where}", params),
                               DIMENSION_FIELDS)
         started = frame["started_at"]
-        if not all(isinstance(v, str) or v is None for v in started):
+        if pd.api.types.infer_dtype(started, skipna=True) not in ("string", "empty"):
             frame["started_at"] = pd.Series([v if isinstance(v, str) or v is None else base.iso_bound(v)
                                              for v in started], dtype=object)  # a driver's datetimes
         return frame

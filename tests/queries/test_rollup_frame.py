@@ -4,6 +4,7 @@ null keys, durations, costs and counts, empty start times, runs without scores, 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentmeter.queries.base import conform
+from agentmeter.queries.base import Filters, conform
 from agentmeter.queries.rollups import BY, DIMENSION_FIELDS, PERIODS, ROLLUP, rollup, rollup_rows
 
 _maybe = st.none() | st.sampled_from(["a", "b", "c'\"; --"])
@@ -79,3 +80,30 @@ def test_unknown_by_or_period_is_a_value_error() -> None:
         rollup([], [], "model")
     with pytest.raises(ValueError, match="period must be"):
         rollup([], [], "session", "year")
+
+
+def test_a_local_dimension_frame_is_the_dimension_runs(tmp_path: Path) -> None:
+    import agentmeter
+    from agentmeter import track_call, track_run
+    from agentmeter.queries.local import LocalSource
+    from agentmeter.queries.rollups import by_dimension
+    from agentmeter.sinks import SQLiteSink
+
+    agentmeter.configure(sinks=[SQLiteSink(tmp_path / "d.db")], spool_dir=str(tmp_path / "spool"))
+    try:
+        for i in range(12):
+            with track_run("r", agent="a", session=f"s{i % 4}" if i % 5 else None, user=f"u{i % 3}",
+                           version="1.0" if i < 6 else "1.1"), \
+                    track_call("openai", "chat.completions", model="m") as call:
+                call.record_usage(input_tokens=10 * i, output_tokens=i)
+        assert agentmeter.flush().ok
+    finally:
+        agentmeter.shutdown()
+    source = LocalSource(tmp_path / "d.db")
+    for f in (Filters(), Filters(versions=("1.1",))):
+        frame = source.dimension_frame(f)
+        assert list(frame.columns) == list(DIMENSION_FIELDS)
+        assert frame.astype(object).where(frame.notna(), None).to_dict("records") == source.dimension_runs(f)
+        for by in BY:
+            pd.testing.assert_frame_equal(by_dimension(source, f, by),
+                                          rollup(source.dimension_runs(f), source.latest_scores(), by))

@@ -79,8 +79,8 @@ def rollup(runs: Iterable[Mapping[str, Any]] | pd.DataFrame, scores: Iterable[tu
            period: str | None = None) -> pd.DataFrame:
     """:data:`ROLLUP` of ``runs`` grouped by ``by``: rows with :data:`DIMENSION_FIELDS` (grouped by
     :func:`rollup_rows`), or a frame with those columns, such as
-    :meth:`~agentmeter.queries.base.Source.dimension_frame` gives (grouped with numpy: the same numbers, 100,000
-    runs in about 0.15 s instead of 0.4 s). Pure."""
+    :meth:`~agentmeter.queries.base.Source.dimension_frame` gives (grouped with numpy: the same numbers, in
+    about half the time on 100,000 runs; see ``benchmarks/bench_dashboard.py``). Pure."""
     import pandas as pd  # the dashboard's extra: the CLI's report uses rollup_rows without it
 
     if by not in BY:

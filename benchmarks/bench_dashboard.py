@@ -4,11 +4,15 @@
                                                    [--browser | --browser-only] [--warm-repeat 3]
 
 Builds the store once (rows written directly with the SQLite sink's schema, in bulk: 10 calls and 4 steps
-per run, 30 days, 6 agents, 3 providers, 8 models, ~8% failed runs, ~15% unpriced calls), then runs each
-view's queries exactly as the dashboard does on a cold cache (all of a view's Source methods, KPI strip
-included; all time, a 7-day agent filter, the last hour, a status filter) and reports the best and median
-of ``--repeat`` timings. Target: every view under one second. A store left by an earlier run is reused when
-its columns are current; its indexes are brought up to date first, as the SQLite sink does.
+per run, 30 days, 6 agents, 3 providers, 8 models, ~8% failed runs, ~15% unpriced calls; runs in sessions of
+1-10 runs of one user (10% in none), 200 users, each agent's version of the day with a canary of the next,
+tags, scores on about half the runs (numeric, boolean, categorical), prompt-cache tokens on 30% of the chat
+calls), then runs each view's queries exactly as the dashboard does on a cold cache (all of a view's Source
+methods, KPI strip included; Sessions, Versions and Scores; the run list under every sort; all time, a 7-day
+agent filter, the last hour, a status filter) and reports the best and median of ``--repeat`` timings, with
+the load average. Target: every view under one second. A store left by an earlier run is reused when its
+build (``STORE_BUILD``) and columns are current; its indexes are brought up to date first, as the SQLite sink
+does.
 
 ``--write-cost`` also measures what the indexes cost the writer: SQLiteSink.write in exporter-sized batches
 (100 runs), step and call records/s, previous index set vs current, in a fresh store and on top of the
@@ -40,7 +44,8 @@ from typing import Any
 
 from _common import write_json
 
-from agentmeter.queries.base import Filters, Source
+from agentmeter.queries import rollups
+from agentmeter.queries.base import RUN_ORDERS, Filters, Source
 from agentmeter.queries.local import LocalSource
 from agentmeter.sinks.sqlite import create_schema, table_columns
 
@@ -51,21 +56,72 @@ AGENTS = ["researcher", "planner", "writer", "triage", "support", "coder"]
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "o3-mini"), ("openai", "unpriced-ft"),
           ("anthropic", "claude-sonnet"), ("anthropic", "claude-haiku"), ("tavily", None), ("openai", "text-emb")]
 STEPS = [("plan", "plan"), ("search", "tool"), ("summarize", "llm"), ("answer", "llm")]
+#: the store's build: a store left by an earlier build (PRAGMA user_version) is rebuilt, not reused.
+#: 2: sessions (1-10 runs each), users, versions, tags, scores and cache tokens
+STORE_BUILD = 2
+USERS = 200
+#: (first day, version) of each agent's releases; from CANARY_DAY a share of runs already has the next one
+RELEASES = [(0, "1.0"), (11, "1.1"), (22, "2.0")]
+CANARY_DAY, CANARY_SHARE = 18, 0.1
+#: a run's tags: (tags, probability)
+TAGS = [('["prod"]', 0.6), ('["staging"]', 0.2), ('["prod", "eval"]', 0.05), ("[]", 0.15)]
+#: the share of runs with no session (and, of those, with no user either), and of calls reading a prompt cache
+NO_SESSION_SHARE, CACHED_SHARE = 0.1, 0.3
 
 
 def _iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _version(rng: random.Random, day: int) -> str | None:
+    """The agent version a run started on ``day`` carries (a few runs carry none)."""
+    if rng.random() < 0.03:
+        return None
+    current = [v for d, v in RELEASES if d <= day][-1]
+    if day >= CANARY_DAY and current != RELEASES[-1][1] and rng.random() < CANARY_SHARE:
+        return RELEASES[-1][1]
+    return current
+
+
+def _tags(rng: random.Random) -> str:
+    x = rng.random()
+    for tags, p in TAGS:
+        if x < p:
+            return tags
+        x -= p
+    return "[]"
+
+
+def _scores(rng: random.Random, run_id: str, t: datetime) -> list[dict[str, Any]]:
+    """Scores of one run: an eval's numeric quality on 40%, a user's thumbs (boolean) on 10%, a reviewer's
+    category on 5%."""
+    out = []
+    scored = _iso(t + timedelta(minutes=5))
+    if rng.random() < 0.4:
+        out.append(("quality", "eval", "numeric", round(rng.betavariate(5, 2), 3), None))
+    if rng.random() < 0.1:
+        out.append(("thumbs_up", "user", "boolean", 1.0 if rng.random() < 0.8 else 0.0, None))
+    if rng.random() < 0.05:
+        out.append(("verdict", "review", "categorical", None, rng.choice(["correct", "partial", "wrong"])))
+    return [{"score_id": f"{run_id}:{n}:{src}", "run_id": run_id, "name": n, "source": src, "data_type": dt,
+             "value": v, "label": lab, "comment": None, "scored_at": scored, "event_id": f"e{run_id}{n}",
+             "host": "bench", "pid": 1, "sdk_version": "0"} for n, src, dt, v, lab in out]
+
+
 def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
-    """Write ``calls`` API calls (10 per run, 4 steps per run) into a fresh store at ``path``."""
+    """Write ``calls`` API calls (10 per run, 4 steps per run) into a fresh store at ``path``: runs in
+    sessions of 1-10 consecutive runs of one user (10% of runs in none), ``USERS`` users, the agent's
+    version of the day (``RELEASES``, a canary share of the next one), tags, scores on about half the runs,
+    prompt-cache tokens on ``CACHED_SHARE`` of the chat calls (and summed onto their step and run)."""
     rng = random.Random(seed)
-    path.unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     create_schema(conn)
-    cols = {t: [c.name for c in table_columns(t)] for t in ("agent_runs", "run_steps", "api_calls")}
+    tables = ("agent_runs", "run_steps", "api_calls", "run_scores")
+    cols = {t: [c.name for c in table_columns(t)] for t in tables}
     sql = {t: f"INSERT INTO {t} ({', '.join(c)}) VALUES ({', '.join('?' for _ in c)})" for t, c in cols.items()}
     n_runs = max(1, calls // 10)
     span_us = DAYS * 86400 * 1_000_000
@@ -83,17 +139,30 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
 
     offsets = sorted(rng.randrange(span_us) for _ in range(n_runs))
     call_no = 0
+    session: str | None = None
+    user: str | None = None
+    session_left = 0
+    n_sessions = 0
     for i, off in enumerate(offsets):
         run_id = f"r{i:09d}"
         agent = AGENTS[i % len(AGENTS)]
         t0 = START + timedelta(microseconds=off)
+        if session_left == 0:  # the next session (or a run in none)
+            if rng.random() < NO_SESSION_SHARE:
+                session, session_left = None, 1
+                user = f"user-{rng.randrange(USERS):03d}" if rng.random() < 0.5 else None
+            else:
+                n_sessions += 1
+                session, session_left = f"sess-{n_sessions:06d}", rng.randint(1, 10)
+                user = f"user-{rng.randrange(USERS):03d}"
+        session_left -= 1
         failed = rng.random() < 0.08
         cursor = t0
-        run_cost, run_in, run_out, unpriced, run_calls = 0.0, 0, 0, 0, 0
+        run_cost, run_in, run_out, run_cached, run_written, unpriced, run_calls = 0.0, 0, 0, 0, 0, 0, 0
         for s, (sname, kind) in enumerate(STEPS):
             step_id = f"{run_id}s{s}"
             s0 = cursor
-            s_cost, s_in, s_out, s_calls = 0.0, 0, 0, 0
+            s_cost, s_in, s_out, s_cached, s_written, s_calls = 0.0, 0, 0, 0, 0, 0
             n_calls = 3 if s < 2 else 2
             if call_no + n_calls > calls:
                 n_calls = max(0, calls - call_no)
@@ -104,6 +173,10 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
                 cursor = c0 + timedelta(milliseconds=dur)
                 tin = rng.randrange(200, 4000) if provider != "tavily" else None
                 tout = rng.randrange(20, 800) if provider != "tavily" else None
+                cached = written = None
+                if tin is not None and model != "text-emb":
+                    cached = rng.randrange(tin // 2, tin) if rng.random() < CACHED_SHARE else 0
+                    written = rng.randrange(100, 1000) if provider == "anthropic" and rng.random() < 0.1 else 0
                 priced = model not in ("unpriced-ft",) and rng.random() > 0.08
                 cost = (tin or 0) * 2.5e-6 + (tout or 0) * 1e-5 + (0.008 if provider == "tavily" else 0)
                 status = "error" if failed and s == 3 and c == n_calls - 1 else "success"
@@ -116,6 +189,7 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
                     "http_status": 429 if status == "error" else 200, "retries": 0,
                     "started_at": _iso(c0), "ended_at": _iso(cursor), "duration_ms": round(dur, 3),
                     "request_bytes": 900, "response_bytes": 2400, "input_tokens": tin, "output_tokens": tout,
+                    "cached_input_tokens": cached, "cache_write_tokens": written,
                     "total_tokens": (tin + tout) if tin is not None and tout is not None else None,
                     "units": 1.0 if provider == "tavily" else None, "cost_usd": cost if priced else None,
                     "priced": 1 if priced else 0, "price_source": "genai-prices" if priced else None,
@@ -129,6 +203,8 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
                     unpriced += 1
                 s_in += tin or 0
                 s_out += tout or 0
+                s_cached += cached or 0
+                s_written += written or 0
             s_status = "error" if failed and s == 3 else "success"
             buf["run_steps"].append({
                 "step_id": step_id, "run_id": run_id, "agent": agent, "name": sname, "kind": kind,
@@ -137,47 +213,73 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
                 "started_at": _iso(s0), "ended_at": _iso(cursor),
                 "duration_ms": round((cursor - s0).total_seconds() * 1000, 3), "metadata": "{}",
                 "call_count": s_calls, "input_tokens": s_in, "output_tokens": s_out, "total_tokens": s_in + s_out,
-                "cost_usd": s_cost, "truncated": 0,
+                "cached_input_tokens": s_cached, "cache_write_tokens": s_written, "cost_usd": s_cost, "truncated": 0,
             })
             run_cost += s_cost
             run_calls += s_calls
             run_in += s_in
             run_out += s_out
+            run_cached += s_cached
+            run_written += s_written
         buf["agent_runs"].append({
-            "run_id": run_id, "name": "research", "agent": agent, "status": "error" if failed else "success",
+            "run_id": run_id, "name": "research", "agent": agent, "session_id": session, "user_id": user,
+            "version": _version(rng, (t0 - START).days), "status": "error" if failed else "success",
             "error_type": "RateLimitError" if failed else None, "error_message": "429 slow down" if failed else None,
             "started_at": _iso(t0), "ended_at": _iso(cursor),
-            "duration_ms": round((cursor - t0).total_seconds() * 1000, 3), "tags": "[]", "metadata": "{}",
+            "duration_ms": round((cursor - t0).total_seconds() * 1000, 3), "tags": _tags(rng), "metadata": "{}",
             "implicit": 0, "host": "bench", "pid": 1, "sdk_version": "0", "step_count": len(STEPS),
             "call_count": run_calls, "error_step_count": 1 if failed else 0, "error_call_count": 1 if failed else 0,
-            "input_tokens": run_in, "output_tokens": run_out, "total_tokens": run_in + run_out, "cost_usd": run_cost,
+            "input_tokens": run_in, "output_tokens": run_out, "cached_input_tokens": run_cached,
+            "cache_write_tokens": run_written, "total_tokens": run_in + run_out, "cost_usd": run_cost,
             "unpriced_call_count": unpriced, "truncated": 0, "sampled": 1,
         })
+        buf["run_scores"].extend(_scores(rng, run_id, cursor))
         if len(buf["api_calls"]) >= 50_000:
             flush()
     flush()
+    conn.execute(f"PRAGMA user_version = {STORE_BUILD}")
     conn.execute("ANALYZE")
     conn.close()
     return counts
 
 
 def views(source: Source, f: Filters) -> dict[str, Callable[[], Any]]:
-    """Each view's queries, as agentmeter/dashboard/views.py runs them on a cold cache (every view draws the KPI
-    strip, so every view runs ``kpis``)."""
-    return {
+    """Each view's queries, as agentmeter/dashboard/views.py and rollup_views.py run them on a cold cache (every
+    view draws the KPI strip, so every view runs ``kpis``; Sessions and Versions read the runs' dimensions,
+    as a frame, and group them with :func:`agentmeter.queries.rollups.rollup`). ``sort: <order>`` is the run
+    explorer with its list sorted by ``order`` (the run list of 200 and the match count)."""
+    def rollup(by: str) -> Any:
+        if not hasattr(source, "dimension_frame"):  # an agentmeter without it (a before/after comparison)
+            return rollups.rollup(source.dimension_runs(f), source.latest_scores(), by)
+        return rollups.rollup(source.dimension_frame(f), source.latest_scores(), by)
+
+    out: dict[str, Callable[[], Any]] = {
         "health": lambda: (source.kpis(f), source.status_over_time(f), source.step_errors(f),
                            source.call_errors(f), source.recent_failures(f, 20)),
         "performance": lambda: (source.kpis(f), source.latency_over_time(f), source.step_latency(f),
                                 source.api_latency(f), source.slowest_runs(f, 20)),
-        "usage": lambda: (source.kpis(f), source.runs_per_agent(f), source.calls_by_provider(f),
-                          source.tokens_by_model(f), source.agent_kpis(f)),
+        "usage": lambda: (source.kpis(f), source.cache_tokens(f), source.runs_per_agent(f),
+                          source.calls_by_provider(f), source.tokens_by_model(f), source.agent_kpis(f)),
         "cost": lambda: (source.kpis(f), source.cost_over_time(f), source.cost_by_model(f),
-                         source.cost_by_provider(f), source.cost_by_agent(f), source.expensive_runs(f, 20),
-                         source.unpriced_calls(f)),
-        "run explorer": lambda: (source.count_runs(f), source.search_runs(f, "", 200),
-                                 source.run_detail("r000050000")),
-        "filter sidebar": lambda: (source.agents(), source.has_runs()),
+                         source.cost_by_provider(f), source.cost_by_agent(f), source.cache_tokens(f),
+                         source.expensive_runs(f, 20), source.unpriced_calls(f)),
+        "sessions": lambda: (source.kpis(f), rollup("session")),
+        "versions": lambda: (source.kpis(f), rollup("version"), source.scores(f)),
+        "scores": lambda: (source.kpis(f), source.scores(f)),
+        "run explorer": lambda: (source.kpis(f), source.count_runs(f), source.search_runs(f, "", 200),
+                                 source.run_detail("r000050000"), source.run_scores("r000050000")),
+        "filter sidebar": lambda: (source.agents(), source.has_runs(),
+                                   *(source.filter_values(name) for name in FILTER_CONTROLS)),
     }
+    for order in RUN_ORDERS:
+        if order != "newest":
+            out[f"sort: {order}"] = lambda order=order: (source.count_runs(f),
+                                                         source.search_runs(f, "", 200, order))
+    return out
+
+
+#: the filters the sidebar lists the values of (agentmeter/dashboard/app.py's FILTER_CONTROLS)
+FILTER_CONTROLS = ("models", "tags", "sessions", "users", "versions")
 
 
 def ensure_store(path: Path, calls: int, rebuild: bool) -> float | None:
@@ -185,9 +287,9 @@ def ensure_store(path: Path, calls: int, rebuild: bool) -> float | None:
     SQLite sink does when it opens a store). Returns the build time, or None when reused."""
     if not rebuild and path.exists():
         with sqlite3.connect(path, isolation_level=None) as conn:
-            current = all(
+            current = conn.execute("PRAGMA user_version").fetchone()[0] == STORE_BUILD and all(
                 [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] == [c.name for c in table_columns(t)]
-                for t in ("agent_runs", "run_steps", "api_calls")
+                for t in ("agent_runs", "run_steps", "api_calls", "run_scores")
             )
             if current:
                 create_schema(conn)
@@ -555,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.browser_only:
         filters = {k: v for k, v in filters.items() if k in ("all time, all agents", page_range)}
     results: list[dict[str, Any]] = []
+    load_at_start = _load()
     for fname, f in filters.items():
         for view in views(source, f):
             times = []
@@ -566,16 +669,21 @@ def main(argv: list[str] | None = None) -> int:
             times.sort()
             results.append({"view": view, "filters": fname, "best_s": times[0], "median_s": times[len(times) // 2],
                             "load": _load()})
-    print(f"\n{'view':<16} {'filters':<22} {'best (s)':>9} {'median (s)':>11}  target < 1 s")
+    print(f"\n{'view':<16} {'filters':<22} {'best (s)':>9} {'median (s)':>11} {'load':>5}  target < 1 s")
     for r in results:
         ok = "ok" if r["best_s"] < 1.0 else "SLOW"
-        print(f"{r['view']:<16} {r['filters']:<22} {r['best_s']:>9.3f} {r['median_s']:>11.3f}  {ok}")
+        print(f"{r['view']:<16} {r['filters']:<22} {r['best_s']:>9.3f} {r['median_s']:>11.3f} {r['load']:>5.2f}  {ok}")
     with sqlite3.connect(args.db) as conn:
         sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                 for t in ("agent_runs", "run_steps", "api_calls")}
+                 for t in ("agent_runs", "run_steps", "api_calls", "run_scores")}
+        sizes.update({f"distinct {c}": conn.execute(f"SELECT count(DISTINCT {c}) FROM agent_runs").fetchone()[0]
+                      for c in ("session_id", "user_id", "version")})
+        sizes["calls with cache tokens"] = conn.execute(
+            "SELECT count(*) FROM api_calls WHERE cached_input_tokens > 0 OR cache_write_tokens > 0").fetchone()[0]
     out: dict[str, Any] = {
         "benchmark": "dashboard view queries, local SQLite store",
-        "rows": sizes, "repeat": args.repeat, "store_build_s": built,
+        "rows": sizes, "store_build": STORE_BUILD, "repeat": args.repeat, "store_build_s": built,
+        "loadavg_at_start": load_at_start,
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "sqlite": sqlite3.sqlite_version},
         "results": results,

@@ -32,9 +32,7 @@ def conform(frame: pd.DataFrame | Iterable[Mapping[str, Any]], spec: Spec) -> pd
     for name, kind in spec:
         col = df[name]
         if kind == "str":
-            out[name] = pd.Series(
-                [None if _is_null(v) else str(v) for v in col], index=df.index, dtype=object
-            )
+            out[name] = _to_str(col)
         elif kind == "int":
             out[name] = pd.to_numeric(col, errors="coerce").fillna(0).round().astype("int64")
         elif kind == "Int":
@@ -75,9 +73,31 @@ def _is_null(v: Any) -> bool:
         return False
 
 
+def _texts(col: pd.Series) -> bool:
+    """True when every value of ``col`` is a string or null (a driver's text column): checked in C, no
+    Python loop over the values."""
+    import pandas as pd  # pandas: ~200 ms, only for the dashboard's frames
+
+    return isinstance(col.dtype, pd.StringDtype) or (
+        col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"))
+
+
+def _to_str(col: pd.Series) -> pd.Series:
+    """``col`` as object strings, None for null (other values through ``str``)."""
+    import pandas as pd  # pandas: ~200 ms, only for the dashboard's frames
+
+    if _texts(col):  # strings and nulls (most columns of every source): no loop over the values
+        values = col.astype(object)
+        return values.where(values.notna(), None)
+    return pd.Series([None if _is_null(v) else str(v) for v in col], index=col.index, dtype=object)
+
+
 def _to_time(col: pd.Series) -> pd.Series:
     import pandas as pd  # pandas: ~200 ms, only for the dashboard's frames
 
+    if len(col) and _texts(col):  # ISO strings and nulls (the SQL stores): parsed in C
+        s = pd.to_datetime(col.astype(object), utc=True, format="ISO8601")
+        return s.astype("datetime64[ns, UTC]").reset_index(drop=True)
     values = [None if _is_null(v) else v for v in col]
     if not values:
         return pd.Series([], dtype="datetime64[ns, UTC]")

@@ -91,6 +91,19 @@ class SqlSource(Source):
             out.append(run)
         return out
 
+    def dimension_frame(self, f: Filters) -> pd.DataFrame:
+        from ._rollup_frame import columns_frame
+
+        d = self.dialect
+        where, params = d.where(f, d.runs)
+        frame = columns_frame(self._rows(f"SELECT {self._dimension_select()} FROM {d.runs}{where}", params),
+                              DIMENSION_FIELDS)
+        started = frame["started_at"]
+        if pd.api.types.infer_dtype(started, skipna=True) not in ("string", "empty"):
+            frame["started_at"] = pd.Series([v if isinstance(v, str) or v is None else base.iso_bound(v)
+                                             for v in started], dtype=object)  # a driver's datetimes
+        return frame
+
     def latest_scores(self) -> list[tuple[str, float]]:
         rows = self._rows(f"SELECT run_id, value FROM {self.scores_table} WHERE value IS NOT NULL")
         return [(str(run_id), float(value)) for run_id, value in rows]
@@ -186,10 +199,15 @@ class SqlSource(Source):
         cols = ", ".join(c if have is None or c in have else f"NULL AS {c}" for c in names(base.RUN_SEARCH))
         table = d.runs
         if any(key == "first_model" for key, _ in keys):  # the join only when sorting by model
-            table = f"{d.runs} {d.first_models.replace('<calls>', d.calls)}"
+            table = self._with_first_model(where, [*params, *extra])
         sql = (f"SELECT {cols} FROM {table}{where} ORDER BY {order_by(keys, d.first_tag)} "
                f"LIMIT {d.mark}")
         return self._frame(sql, [*params, *extra, check_limit(limit)], names(base.RUN_SEARCH), base.RUN_SEARCH)
+
+    def _with_first_model(self, where: str, params: Sequence[Any]) -> str:
+        """The FROM text of the runs with their ``first_model`` column, for runs matching ``where``."""
+        d = self.dialect
+        return f"{d.runs} {d.first_models.replace('<calls>', d.calls)}"
 
     def count_runs(self, f: Filters, run_id_prefix: str = "") -> int:
         clause, extra = self._prefix(run_id_prefix)

@@ -409,6 +409,15 @@ class Source(ABC):
         (``started_at`` an ISO string), for the rollups. Sources of your own may leave it out."""
         raise NotImplementedError(f"{type(self).__name__} has no rollups")
 
+    def dimension_frame(self, f: Filters) -> pd.DataFrame:
+        """:meth:`dimension_runs` as a frame with the columns of
+        :data:`agentmeter.queries.rollups.DIMENSION_FIELDS` (object columns, None for null): what
+        :func:`agentmeter.queries.rollups.rollup` groups fastest. Sources of your own may leave it out."""
+        from ._rollup_frame import records_frame
+        from .rollups import DIMENSION_FIELDS
+
+        return records_frame(self.dimension_runs(f), DIMENSION_FIELDS)
+
     def latest_scores(self) -> list[tuple[str, float]]:
         """``(run_id, value)`` of the latest numeric or boolean score of each (run, name, source)."""
         raise NotImplementedError(f"{type(self).__name__} has no scores")

@@ -1,5 +1,5 @@
 """The views by session, by version and of scores. Their numbers come from :mod:`agentmeter.queries.rollups`
-(one light row per run matching the filters, grouped in Python: the same in every source) and from
+(one light row per run matching the filters, as a frame grouped with numpy: the same in every source) and from
 :meth:`~agentmeter.queries.base.Source.scores`.
 
 User text (session ids, versions, score names and labels) goes only to tables, charts and option lists,
@@ -37,10 +37,10 @@ def _key(source: Source) -> str:
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=64)
 def _session_tables(_source: Source, source_key: str, f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the rollup's rows of runs with a session, the sessions' table sorted newest first, all of them)."""
-    records = _source.dimension_runs(f)
+    records = _source.dimension_frame(f)
     frame = rollup(records, _source.latest_scores(), "session")
     frame = frame[frame["key"].notna()]
-    runs = pd.DataFrame([r for r in records if r["session_id"] is not None], columns=list(DIMENSION_FIELDS))
+    runs = records.loc[records["session_id"].notna(), list(DIMENSION_FIELDS)]
     spans = runs.groupby("session_id").agg(
         total_ms=("duration_ms", lambda d: pd.to_numeric(d, errors="coerce").sum()),
         first_started_at=("started_at", "min"), last_started_at=("started_at", "max"))
@@ -87,13 +87,13 @@ def _score_means(source: Source, f: Filters, runs: pd.DataFrame, column: str) ->
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False, max_entries=64)
 def _version_table(_source: Source, source_key: str, f: Filters) -> tuple[pd.DataFrame, list[str]]:
     """(one row per version with its scores' means, the names of the score columns)."""
-    records = _source.dimension_runs(f)
+    records = _source.dimension_frame(f)
     frame = rollup(records, _source.latest_scores(), "version")
     table = frame.assign(key=frame["key"].astype(object).where(frame["key"].notna(), "(none)"),
                          cost_per_run_usd=frame["cost_usd"] / frame["runs"])
     if frame.empty:
         return table.rename(columns={"key": "version"}), []
-    runs = pd.DataFrame({"run_id": [r["run_id"] for r in records], "version": [r["version"] for r in records]})
+    runs = records[["run_id", "version"]]
     means = _score_means(_source, f, runs, "version")
     return table.join(means, on="key").rename(columns={"key": "version"}), list(means.columns)
 

@@ -78,11 +78,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _utf8_len(text: str) -> int:
-    """The size of ``text`` in UTF-8 (what the spool's size limit counts), without encoding it if ASCII."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
 def encode(doc: Mapping[str, Any]) -> str:
     """A document as the spool stores it."""
     return _encode(doc)
@@ -266,7 +261,9 @@ class Spool:
             return 0, False
         now = time.time()
         owner, lease = (os.getpid(), now + self.lease_s) if claim else (None, None)
-        rows: list[Row] = [(lane, run_id, text, _utf8_len(text), now, owner, lease) for run_id, text in items]
+        rows: list[Row] = [  # the size in UTF-8 (what the limit counts), without a copy for ASCII
+            (lane, run_id, text, len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass")), now,
+             owner, lease) for run_id, text in items]
         try:
             if self._fast_insert(conn, rows):
                 self._recovered()
@@ -306,10 +303,9 @@ class Spool:
         incoming = sum(r[3] for r in rows)
         if time.monotonic() - seen > 1.0 or used + incoming > self.max_bytes * 0.9:
             return False
-        try:  # orjson: a fraction of the standard library's time to escape the texts (the GIL is held);
-            # bound as text (SQLite 3.45+ reads a blob as its binary JSON)
-            payload = dumps_bytes([[r[1], r[2], r[3]] for r in rows]).decode()
-        except TypeError:  # an unpaired surrogate (kept by the standard library's encoder as before)
+        try:  # orjson escapes the texts in a fraction of json's time (the GIL is held); bound as text
+            payload = dumps_bytes([[r[1], r[2], r[3]] for r in rows]).decode()  # (3.45+ reads blobs as JSONB)
+        except TypeError:  # an unpaired surrogate: the standard library's encoder, as before
             payload = json.dumps([[r[1], r[2], r[3]] for r in rows], separators=(",", ":"))
         lane, created, owner, lease = rows[0][0], rows[0][4], rows[0][5], rows[0][6]
         try:

@@ -40,7 +40,7 @@ _ROOM_WAIT_S = 0.010
 _HANDOFF_S = 0.0005
 #: the same while the lane spills everything and only a few batches are queued: the manager is often in
 #: its spool write then (no GIL needed), and waiting longer would only idle the caller
-_HANDOFF_SHORT_S = 0.0001
+_HANDOFF_SHORT_S = 0.00005
 
 
 @runtime_checkable

@@ -306,6 +306,8 @@ class BatchProcessor(_Base):
     def spool_now(self) -> None:
         self._closed = True
         self.stop_event.set()
+        if self.spool is not None:
+            self.spool.retry_now()  # as flush() does: a failure moments ago (a busy disk) must not drop them all
         for lane in self.lanes:
             lane.stopping = True  # nobody is woken: the manager and the writer stop when they next look
             job = lane.job

@@ -215,3 +215,32 @@ def test_a_worker_whose_main_thread_never_sees_sigterm_still_spools_and_dies(tmp
                   passed=exit_line == "EXIT -15" and len(spool_rows(spool, "sqlite")) == 1)
     assert exit_line == "EXIT -15", out.stderr  # not None (hung for 60 s), not 3 (the lock was acquired)
     assert len(spool_rows(spool, "sqlite")) == 1  # the queued run, spooled by the handler
+
+
+def test_a_sigterm_spools_even_when_the_spool_failed_moments_before(tmp_path: Path) -> None:
+    # A pool worker's SIGTERM handler (BatchProcessor.spool_now) wrote to the spool without ending its back-off:
+    # after a transient failure (a busy or full disk, up to 60 s before) every queued run was dropped, counted,
+    # instead of trying the disk once more as flush() does. Now the handler tries it again first.
+    import sqlite3 as sqlite
+
+    from agentmeter.export import BatchProcessor
+
+    from .conftest import FaultSink
+
+    hung = FaultSink(SQLiteSink(tmp_path / "store.db"), "hang")
+    agentmeter.configure(sinks=[hung], spool_dir=str(tmp_path / "spool"), flush_interval=3600)
+    processor = agentmeter._state.current_processor()
+    assert isinstance(processor, BatchProcessor) and processor.spool is not None
+    try:
+        for i in range(25):
+            with track_run("queued", metadata={"i": i}), track_step("s"):
+                pass
+        processor.spool._degrade(sqlite.OperationalError("database is locked"))  # a moment ago; it's fine now
+        assert processor.spool.broken
+        processor.spool_now()  # what the handler does, on this thread
+    finally:
+        hung.release.set()
+    hung.active.clear()
+    stats = agentmeter.stats().sinks[hung.name]
+    assert stats.dropped == 0, stats
+    assert len(spool_rows(tmp_path / "spool", hung.name)) == 25

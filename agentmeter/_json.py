@@ -15,9 +15,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["OPT_STRICT_INTEGER", "dumps", "dumps_bytes"]
+__all__ = ["OPT_PASSTHROUGH_SUBCLASS", "OPT_STRICT_INTEGER", "dumps", "dumps_bytes"]
 
 OPT_STRICT_INTEGER = orjson.OPT_STRICT_INTEGER
+#: subclasses of JSON types (named tuples) go to ``default``
+OPT_PASSTHROUGH_SUBCLASS = orjson.OPT_PASSTHROUGH_SUBCLASS
 
 #: ``value`` as compact JSON in UTF-8 bytes (the same rules as :func:`dumps`)
 dumps_bytes = _dumps = orjson.dumps

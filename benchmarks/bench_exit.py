@@ -8,6 +8,10 @@ The parent times from that line to the process's exit, and kills a child that ta
 * agentmeter, ``hang``: a sink whose write connects to a loopback server that accepts and never answers,
   and waits for the reply with no timeout (a hung back end). Both use the default ``exit_timeout`` (5 s);
   afterwards the parent counts the runs kept in the child's spool (all 1,000 should be there).
+* agentmeter, ``daemon``: a healthy local store (SQLite), and a daemon thread still tracking flat out when
+  the main module returns (issue 14, attack 9: the exit used to take the full ``exit_timeout`` and warn
+  that a sink hung). Target: the exit takes under half the ``exit_timeout`` and the main thread's 1,000 runs
+  are in the store (delivered at exit, not only spooled).
 * OpenTelemetry SDK (BatchSpanProcessor + OTLP/HTTP exporter), Langfuse ``@observe`` and LangSmith
   ``@traceable``: endpoint on a closed loopback port, defaults otherwise.
 
@@ -38,6 +42,7 @@ RUNS, STEPS = 1000, 10
 MODES = {
     "agentmeter_refused": ("agentmeter", "agentmeter, sink refused (closed port)"),
     "agentmeter_hang": ("agentmeter", "agentmeter, sink hangs (never answers)"),
+    "agentmeter_daemon": ("agentmeter", "agentmeter, local store, daemon thread tracking"),
     "otel_refused": ("opentelemetry.exporter.otlp.proto.http", "OpenTelemetry SDK + OTLP/HTTP, closed port"),
     "langfuse_refused": ("langfuse", "Langfuse @observe, closed port"),
     "langsmith_refused": ("langsmith", "LangSmith @traceable, closed port"),
@@ -69,6 +74,33 @@ def child_agentmeter(mode: str, port: int, spool: str) -> None:
 
     agentmeter.configure(sinks=[DeadSink()], spool_dir=spool)
     step = agentmeter.track_step(work)
+
+    @agentmeter.track_run("agent")
+    def agent() -> None:
+        for _ in range(STEPS):
+            step("what is the capital of France?", 3)
+
+    for _ in range(RUNS):
+        agent()
+    _done()
+
+
+def child_agentmeter_daemon(spool: str) -> None:
+    import agentmeter
+    from agentmeter.sinks import SQLiteSink
+
+    agentmeter.configure(sinks=[SQLiteSink(os.path.join(spool, "store.db"))], spool_dir=spool)
+    step = agentmeter.track_step(work)
+    started = threading.Event()
+
+    def loop() -> None:  # still tracking when the interpreter exits
+        while True:
+            with agentmeter.track_run("daemon"):
+                step("what is the capital of France?", 3)
+                started.set()
+
+    threading.Thread(target=loop, daemon=True).start()
+    started.wait(30)
 
     @agentmeter.track_run("agent")
     def agent() -> None:
@@ -207,9 +239,19 @@ def one(python: str, mode: str, cap: float, port: int, env: dict[str, str]) -> d
     reader.join(5)
     out["log_lines"] = len(log_lines)
     out["first_log_lines"] = log_lines[:3]
-    if mode.startswith("agentmeter"):
+    if mode == "agentmeter_daemon":
+        out["stored_runs"] = _count_store(Path(spool) / "store.db")
+    elif mode.startswith("agentmeter"):
         out["spooled_runs"] = _count_spool(Path(spool) / "spool.db")
     return out
+
+
+def _count_store(path: Path) -> int | None:
+    try:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT count(*) FROM agent_runs WHERE name = 'agent'").fetchone()[0])
+    except sqlite3.Error:
+        return None
 
 
 def _count_spool(path: Path) -> int | None:
@@ -244,7 +286,9 @@ def run(python: str = sys.executable, repeats: int = 3, peer_repeats: int = 1, c
             exits = [r["exit_s"] for r in runs if "exit_s" in r]
             row: dict[str, Any] = {"label": label, "unit": "s", **summary(exits), "runs": runs,
                                    "killed": any(r.get("killed") for r in runs), "cap_s": cap}
-            if mode.startswith("agentmeter"):
+            if mode == "agentmeter_daemon":
+                row["stored_min"] = min((r.get("stored_runs") or 0) for r in runs) if runs else None
+            elif mode.startswith("agentmeter"):
                 row["spooled_min"] = min((r.get("spooled_runs") or 0) for r in runs) if runs else None
             cases[mode] = row
     finally:
@@ -259,9 +303,18 @@ def run(python: str = sys.executable, repeats: int = 3, peer_repeats: int = 1, c
         "expected_spooled": RUNS,
     }
     target["met"] = bool(am) and target["measured_max_s"] <= deadline and target["spooled_min"] == RUNS
+    daemon = cases.get("agentmeter_daemon", {})
+    healthy: dict[str, Any] = {
+        "name": f"exit with a healthy local store and a daemon thread tracking: well under the exit_timeout "
+                f"({deadline:.0f} s; limit half of it) with every main-thread run stored",
+        "limit_s": deadline / 2, "measured_max_s": daemon.get("max"), "stored_min": daemon.get("stored_min"),
+        "expected_stored": RUNS,
+    }
+    healthy["met"] = bool(daemon.get("n")) and healthy["measured_max_s"] <= healthy["limit_s"] \
+        and healthy["stored_min"] == RUNS
     return {"case": "exit_dead_backend", "params": {"runs": RUNS, "steps_per_run": STEPS, "repeats": repeats,
                                                     "peer_repeats": peer_repeats, "cap_s": cap},
-            "cases": cases, "target": target}
+            "cases": cases, "target": target, "target_daemon": healthy}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -275,7 +328,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only", default="", help="comma-separated modes")
     args = p.parse_args(argv)
     if args.child:
-        if args.child.startswith("agentmeter"):
+        if args.child == "agentmeter_daemon":
+            child_agentmeter_daemon(args.spool)
+        elif args.child.startswith("agentmeter"):
             child_agentmeter(args.child, args.port, args.spool)
         elif args.child == "otel_refused":
             child_otel(args.port)
@@ -293,8 +348,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if row.get("n"):
             print(f"{row['label']:<48} min {row['min']:6.2f} s  median {row['median']:6.2f} s"
                   + ("  (killed at cap)" if row["killed"] else "")
-                  + (f"  spooled {row['spooled_min']}" if "spooled_min" in row else ""))
+                  + (f"  spooled {row['spooled_min']}" if "spooled_min" in row else "")
+                  + (f"  stored {row['stored_min']}" if "stored_min" in row else ""))
     print(result["target"])
+    print(result["target_daemon"])
     return result
 
 

@@ -168,6 +168,16 @@ def run_delay():
 lat, own = [], []
 peak = rss0
 clock = time.perf_counter_ns
+# the garbage collector's pauses on any thread (a full collection walks every queued run): the longest
+# ones are the max, whoever triggers them
+gc_pauses = {0: [], 1: [], 2: []}
+gc_start = [0]
+def on_gc(phase, info):
+    if phase == "start":
+        gc_start[0] = clock()
+    else:
+        gc_pauses[info["generation"]].append(clock() - gc_start[0])
+gc.callbacks.append(on_gc)
 t0 = clock()
 for k in range(runs):
     r = run_delay()
@@ -179,6 +189,7 @@ for k in range(runs):
     if k % 1000 == 0:
         peak = max(peak, proc.memory_info().rss)
 elapsed = (clock() - t0) / 1e9
+gc.callbacks.remove(on_gc)
 peak = max(peak, proc.memory_info().rss)
 lat.sort()
 own.sort()
@@ -190,6 +201,7 @@ print(json.dumps({"case": "latency", "runs": runs, "steps": runs * 10, "seconds"
                   "off_cpu_excluded": {"p50_us": q(own, 0.5), "p99_us": q(own, 0.99), "p999_us": q(own, 0.999),
                                        "max_us": own[-1] / 1000},
                   "loadavg": os.getloadavg(),
+                  "gc": {f"gen{g}": {"n": len(v), "max_us": max(v, default=0) / 1000} for g, v in gc_pauses.items()},
                   "rss_growth_mib": (peak - rss0) / 2**20, "queued": st.queued, "spooled": st.spooled,
                   "dropped": st.dropped, "caller_yields": _guard.counters["queue.caller_yields"],
                   "caller_handoffs": _guard.counters["queue.caller_handoffs"],
@@ -336,6 +348,10 @@ def main() -> None:
               f"{net['p999_us']:.0f} us, max {net['max_us']:.0f} us (load {lat['loadavg'][0]:.1f}); "
               f"RSS +{lat['rss_growth_mib']:.1f} MiB; spooled {lat['spooled']:,}, dropped {lat['dropped']:,}, "
               f"caller hand-offs {lat['caller_handoffs']:,}, yields at the cap {lat['caller_yields']:,}")
+        gcs = lat.get("gc", {})
+        if gcs:
+            print("  garbage collections in the loop: " + ", ".join(
+                f"gen{g} {gcs[f'gen{g}']['n']} (longest {gcs[f'gen{g}']['max_us']:,.0f} us)" for g in range(3)))
     rec = issue14.get("recovery", {})
     if "stored_runs" in rec:
         verdicts["recovery"] = {"nothing_lost_beyond_spool_limit": rec["lost_beyond_spool_limit"] == 0}

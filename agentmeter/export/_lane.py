@@ -31,6 +31,8 @@ __all__ = ["Lane", "Marker"]
 _SPILL_BATCH = 16
 _NEAR_CAP_BATCH = 128
 _DRAIN_BATCH = 250
+#: while a lane spills everything, a caller hands off past this many spill batches queued
+_SPILL_BACKLOG = 4
 
 
 class Marker:
@@ -64,6 +66,11 @@ class Lane:
         self.spill_bytes = max(1, s.max_queue_bytes // 2)
         # spill in small batches: the caller's thread gets the GIL back between two spool transactions
         self.spill_batch = max(1, min(self.batch_size, _SPILL_BATCH))
+        # past these a submitting caller hands the GIL to the manager (BatchProcessor._hand_off): half the
+        # budget while the sink takes what is queued; a few spill batches while the lane spills everything
+        # (the sink hung, failing or down), so the queue stays short: memory, and the time the garbage
+        # collector spends on queued runs, which stays on the caller's thread
+        self.handoff_runs, self.handoff_bytes = self.spill_runs, self.spill_bytes
         self.near_cap_runs = max(1, s.max_queue_runs * 3 // 4)
         self.near_cap_bytes = max(1, s.max_queue_bytes * 3 // 4)
         self.wake = threading.Event()
@@ -140,6 +147,7 @@ class Lane:
         job = self.job
         if job is not None and not job.abandoned and now - job.started > self.settings.write_timeout:
             self.abandon(job, "sink.write did not return within write_timeout; batch spooled")
+        self._set_handoff(now)
         while self.queue:
             head = self.queue[0]
             if isinstance(head, Marker):
@@ -147,7 +155,7 @@ class Lane:
                 self._park(head)
                 continue
             # relieve memory before all; not when shutting down: delivering beats spooling then replaying
-            spill_first = not self.draining and self._over_watermark() and delivery.spool_usable()
+            spill_first = not self.draining and self.over_watermark() and delivery.spool_usable()
             if self.job is None and not delivery.degraded(now) and not spill_first:
                 if self._replay_for_marker():
                     break  # a flush waits for one replay of the spool: it goes before the next batch
@@ -160,7 +168,7 @@ class Lane:
                     self._park(marker)
                 continue
             if delivery.spool_usable() and (self.hung or delivery.failing or delivery.degraded(now)
-                                            or self._over_watermark()):
+                                            or self.over_watermark()):
                 entries, marker = self.pop_batch(self._spill_size())
                 self.room.set()  # a caller at the hard cap may go on
                 delivery.spool_entries(entries)
@@ -174,6 +182,14 @@ class Lane:
             self.next_spool_check = now + self.settings.flush_interval
             if delivery.spool_count():
                 self._start([], replay=True)
+
+    def _set_handoff(self, now: float) -> None:
+        delivery = self.delivery
+        if delivery.spool_usable() and (self.hung or delivery.failing or delivery.degraded(now)):
+            self.handoff_runs = min(self.spill_runs, _SPILL_BACKLOG * self.spill_batch)
+            self.handoff_bytes = min(self.spill_bytes, _SPILL_BACKLOG * self.spill_batch * 4096)
+        else:
+            self.handoff_runs, self.handoff_bytes = self.spill_runs, self.spill_bytes
 
     def _replay_for_marker(self) -> bool:
         """Start the replay a waiting flush asked for, if any (a busy writer would otherwise never be idle
@@ -199,7 +215,7 @@ class Lane:
             return max(self.spill_batch, _NEAR_CAP_BATCH)
         return self.spill_batch
 
-    def _over_watermark(self) -> bool:
+    def over_watermark(self) -> bool:
         return len(self.queue) > self.spill_runs or self.queued_bytes > self.spill_bytes
 
     def pop_batch(self, limit: int = 0) -> tuple[list[Entry], Marker | None]:

@@ -38,6 +38,9 @@ _ROOM_WAIT_S = 0.010
 #: past half the memory budget a caller's thread hands the GIL to the lane's manager for at most this long
 #: per run, returning as soon as the manager took a batch out of the queue
 _HANDOFF_S = 0.0005
+#: the same while the lane spills everything and only a few batches are queued: the manager is often in
+#: its spool write then (no GIL needed), and waiting longer would only idle the caller
+_HANDOFF_SHORT_S = 0.00005
 
 
 @runtime_checkable
@@ -135,7 +138,7 @@ class BatchProcessor(_Base):
                         continue
                     queue.append(entry)
                     lane.queued_bytes += size
-                    if len(queue) > lane.spill_runs or lane.queued_bytes > lane.spill_bytes:
+                    if len(queue) > lane.handoff_runs or lane.queued_bytes > lane.handoff_bytes:
                         pressed = lane
                     elif len(queue) >= lane.batch_size and not lane.wake.is_set():
                         lane.wake.set()
@@ -159,7 +162,7 @@ class BatchProcessor(_Base):
         _guard.counters["queue.caller_handoffs"] += 1
         lane.room.clear()
         lane.wake.set()
-        lane.room.wait(_HANDOFF_S)
+        lane.room.wait(_HANDOFF_S if lane.over_watermark() else _HANDOFF_SHORT_S)
 
     def _at_cap(self, lane: Lane, entry: Entry) -> None:
         """The lane's queue is at its hard memory cap: its manager, which spills to the spool from half the
@@ -303,6 +306,8 @@ class BatchProcessor(_Base):
     def spool_now(self) -> None:
         self._closed = True
         self.stop_event.set()
+        if self.spool is not None:
+            self.spool.retry_now()  # as flush() does: a failure moments ago (a busy disk) must not drop them all
         for lane in self.lanes:
             lane.stopping = True  # nobody is woken: the manager and the writer stop when they next look
             job = lane.job

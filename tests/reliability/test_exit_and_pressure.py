@@ -11,7 +11,7 @@ from typing import Any
 
 import agentmeter
 from agentmeter import _guard, track_run, track_step
-from agentmeter.export import _spool
+from agentmeter.export import BatchProcessor, _spool
 from agentmeter.sinks import MemorySink
 
 from .conftest import FaultSink, run_python
@@ -176,3 +176,41 @@ def test_a_flat_out_producer_never_reaches_the_hard_cap_while_the_spool_takes_ru
         flushed = agentmeter.flush(timeout=60)
     assert flushed.sinks["hung"].pending == 0
     assert len(hung.deliveries) == produced  # every run reached the sink, through the spool or not
+
+
+def test_while_a_hung_sink_spills_everything_the_queue_stays_a_few_batches_long(tmp_path: Path) -> None:
+    # The caller handed the GIL to the manager only past half the memory budget, so with the sink hung (the
+    # lane spilling everything) the queue sat at half the budget: 5,000 runs of the default 10,000, some
+    # 60,000 objects the garbage collector walks on the caller's thread (a full collection took ~40 ms),
+    # and a kill -9 would lose them all. While the lane spills everything it now hands off past 4 batches.
+    hung = FaultSink(MemorySink("hung"), "hang")
+    agentmeter.configure(sinks=[hung], spool_dir=str(tmp_path / "spool"), write_timeout=0.2, flush_interval=0.05)
+    processor = agentmeter._state.current_processor()
+    assert isinstance(processor, BatchProcessor)
+    lane = processor.lanes[0]
+    try:
+        with track_run("first"), track_step("s"):
+            pass
+        assert hung.entered.wait(10)  # the writer is stuck inside write()
+        assert agentmeter.flush(timeout=1).timed_out  # waits for the hung write within its timeout only
+        assert lane.hung  # the lane gave up on the write (write_timeout 0.2 s): it spools everything
+        peak, produced = 0, 8000
+        for i in range(produced):
+            with track_run("tight"), track_step("s"):
+                pass
+            if i % 20 == 0:
+                peak = max(peak, len(lane.queue))
+        stats = agentmeter.stats().sinks["hung"]
+    finally:
+        hung.release.set()
+    hung.active.clear()
+    assert _guard.counters["queue.caller_handoffs"] > 0, "no memory pressure: the test proves nothing"
+    assert stats.dropped == 0 and _guard.counters["queue.caller_yields"] == 0
+    assert peak < 1000, peak  # was ~5,000 (half of max_queue_runs)
+    flushed = agentmeter.flush(timeout=60)
+    for _ in range(20):  # a replay cut short by write_timeout resumes at the next flush
+        if not flushed.sinks["hung"].pending:
+            break
+        flushed = agentmeter.flush(timeout=60)
+    assert flushed.sinks["hung"].pending == 0
+    assert len(hung.deliveries) == produced + 1  # every run reached the sink, through the spool

@@ -19,6 +19,7 @@ __all__ = [
     "COST_BY_MODEL",
     "COST_BY_PROVIDER",
     "COST_OVER_TIME",
+    "DIMENSION_FIELDS",
     "EXPENSIVE_RUNS",
     "FRAMES",
     "KPIS",
@@ -209,3 +210,8 @@ FRAMES: Final[Mapping[str, Spec]] = {
     "cost_by_agent": COST_BY_AGENT, "expensive_runs": EXPENSIVE_RUNS, "unpriced_calls": UNPRICED_CALLS,
     "search_runs": RUN_SEARCH, "agents": AGENTS,
 }
+
+#: the fields of one run, as every source reads them (the rows :mod:`agentmeter.queries.rollups` groups)
+DIMENSION_FIELDS: Final = ("run_id", "parent_run_id", "name", "agent", "session_id", "user_id", "version",
+                           "status", "started_at", "duration_ms", "call_count", "input_tokens",
+                           "output_tokens", "total_tokens", "cost_usd", "unpriced_call_count")

@@ -92,7 +92,7 @@ class SqlSource(Source):
         return out
 
     def dimension_frame(self, f: Filters) -> pd.DataFrame:
-        from ._rollup_frame import columns_frame
+        from ._rollup_frame import columns_frame  # numpy, pandas: the dashboard's extra
 
         d = self.dialect
         where, params = d.where(f, d.runs)

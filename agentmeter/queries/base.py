@@ -58,6 +58,7 @@ from ._specs import (
     COST_BY_MODEL,
     COST_BY_PROVIDER,
     COST_OVER_TIME,
+    DIMENSION_FIELDS,
     EXPENSIVE_RUNS,
     FRAMES,
     KPIS,
@@ -413,8 +414,7 @@ class Source(ABC):
         """:meth:`dimension_runs` as a frame with the columns of
         :data:`agentmeter.queries.rollups.DIMENSION_FIELDS` (object columns, None for null): what
         :func:`agentmeter.queries.rollups.rollup` groups fastest. Sources of your own may leave it out."""
-        from ._rollup_frame import records_frame
-        from .rollups import DIMENSION_FIELDS
+        from ._rollup_frame import records_frame  # numpy, pandas: the dashboard's extra
 
         return records_frame(self.dimension_runs(f), DIMENSION_FIELDS)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._percentile import percentile_cont
 from ._dialect import SQLITE
+from ._specs import DIMENSION_FIELDS
 from .base import Filters, Source, conform
 
 if TYPE_CHECKING:
@@ -36,10 +37,6 @@ BY: Final = ("session", "user", "version", "agent")
 _COLUMN = {"session": "session_id", "user": "user_id", "version": "version", "agent": "agent"}
 #: bucket sizes of a rollup (None: one row per key)
 PERIODS: Final = ("day", "week", "month")
-#: the fields of one run, as every source reads them
-DIMENSION_FIELDS: Final = ("run_id", "parent_run_id", "name", "agent", "session_id", "user_id", "version",
-                           "status", "started_at", "duration_ms", "call_count", "input_tokens",
-                           "output_tokens", "total_tokens", "cost_usd", "unpriced_call_count")
 #: One row per bucket (NaT without buckets) and key (null: runs without one); ordered by bucket, key (nulls
 #: first). Tokens and cost are sums of the runs' own (0 when unknown); ``p50_ms``/``p95_ms`` are run
 #: durations; ``sessions``/``users`` distinct non-null ids; ``scores`` the latest numeric or boolean scores
@@ -89,7 +86,7 @@ def rollup(runs: Iterable[Mapping[str, Any]] | pd.DataFrame, scores: Iterable[tu
         raise ValueError(f"period must be one of {', '.join(PERIODS)}; got {period!r}")
     columns = [name for name, _ in ROLLUP]
     if isinstance(runs, pd.DataFrame):
-        from ._rollup_frame import rollup_frame
+        from ._rollup_frame import rollup_frame  # numpy, pandas: the dashboard's extra
 
         scores = list(scores)
         done = rollup_frame(runs, scores, _COLUMN[by], period)

@@ -62,6 +62,18 @@ def _count(value: Any, field: str) -> int | None:
     return value
 
 
+_INT64 = 2**63
+
+
+def _usage(call: Any, field: str, value: Any) -> None:
+    """Set a token count of ``call``, or warn (counted) and leave it unknown when it is not a count."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64:
+        _guard.warn(f"usage.{field}", "token count must be an int from 0 to 2**63-1; recorded as unknown",
+                    got=type(value).__name__)
+        return
+    setattr(call, field, value)
+
+
 def _guarded(method: str, exc: Exception) -> None:
     # a bug of ours on a handle method: counted and logged, never raised into the agent
     _guard.internal_error(f"handle.{method}", exc)
@@ -156,25 +168,25 @@ class Call:
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
         and recorded as unknown. Never raises."""
         try:
-            if _ended(self, "record_usage"):
+            if self.ended and _ended(self, "record_usage"):
                 return
-            for field, value in (
-                ("input_tokens", input_tokens),
-                ("output_tokens", output_tokens),
-                ("cached_input_tokens", cached_input_tokens),
-                ("cache_write_tokens", cache_write_tokens),
-                ("reasoning_tokens", reasoning_tokens),
-            ):
-                if value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                    _guard.warn(
-                        f"usage.{field}",
-                        "token count must be an int from 0 to 2**63-1; recorded as unknown",
-                        got=type(value).__name__,
-                    )
-                    continue
-                setattr(self, field, value)
+            # a plain int in range is set at once (most calls); anything else is checked by _usage
+            if input_tokens is not None:
+                if type(input_tokens) is int and 0 <= input_tokens < _INT64:
+                    self.input_tokens = input_tokens
+                else:
+                    _usage(self, "input_tokens", input_tokens)
+            if output_tokens is not None:
+                if type(output_tokens) is int and 0 <= output_tokens < _INT64:
+                    self.output_tokens = output_tokens
+                else:
+                    _usage(self, "output_tokens", output_tokens)
+            if cached_input_tokens is not None:
+                _usage(self, "cached_input_tokens", cached_input_tokens)
+            if cache_write_tokens is not None:
+                _usage(self, "cache_write_tokens", cache_write_tokens)
+            if reasoning_tokens is not None:
+                _usage(self, "reasoning_tokens", reasoning_tokens)
             if units is not None:
                 if isinstance(units, bool) or not isinstance(units, (int, float)) or not 0 <= units < float("inf"):
                     _guard.warn("usage.units", "units must be a non-negative number; recorded as unknown")

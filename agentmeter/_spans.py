@@ -129,7 +129,15 @@ class Frame(Ref):
 
     def leave(self) -> None:
         tokens = self.tokens
-        if tokens:
+        if len(tokens) == 1:  # a step or call inside the current run (most spans)
+            self.tokens = ()
+            token = tokens[0]
+            try:
+                token.var.reset(token)
+            except (ValueError, RuntimeError):  # closed in another context (a generator finalized elsewhere)
+                old = token.old_value
+                token.var.set(None if old is Token.MISSING else old)
+        elif tokens:
             self.tokens = ()
             for token in reversed(tokens):
                 try:
@@ -198,12 +206,12 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
     wall = run.start_us + (mono - run.start_ns) // 1000
     handle: Step | Call
     if kind is Step:
-        handle = Step(_ids.new_id(), run.run_id, parent_id, name, options["kind"], wall, mono)
+        handle = Step(_ids._factory(), run.run_id, parent_id, name, options["kind"], wall, mono)
         ident = handle.step_id
         run.open_steps[ident] = handle
         var: ContextVar[Any] = step_var
     else:
-        handle = Call(_ids.new_id(), run.run_id, parent_id, options["provider"], options["operation"] or name,
+        handle = Call(_ids._factory(), run.run_id, parent_id, options["provider"], options["operation"] or name,
                       options["model"], wall, mono)
         ident = handle.call_id
         run.open_calls[ident] = handle
@@ -319,7 +327,10 @@ def safe_begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame | 
         return None
     try:
         frame = _begin(kind, name, options)
-        frame.enter()
+        if frame.mode == _SELF:  # Frame.enter, written out for the usual span
+            frame.tokens = (frame.var.set(frame),)  # type: ignore[union-attr]
+        else:
+            frame.enter()
         return frame
     except Exception as exc:
         _guard.internal_error(f"begin_{kind.__name__.lower()}", exc)

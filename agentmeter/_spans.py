@@ -111,11 +111,9 @@ class Frame(Ref):
         self.mode = mode
         self.var = var
         self.tokens: tuple[Token[Any], ...] = ()
-        #: the run a stream keeps open (its Ref), released when the stream ends
-        self.owner: Ref | None = None
-        #: captured yielded values of a stream (capture on), and the characters left for them
-        self.items: list[Any] | None = None
-        self.room = 0
+        self.owner: Ref | None = None  # the run a stream keeps open (its Ref), released when it ends
+        self.items: list[Any] | None = None  # a stream's captured yielded values (capture on) ...
+        self.room = 0  # ... and the characters left for them
 
     def enter(self) -> None:
         """Make this span current in the running context."""
@@ -129,17 +127,9 @@ class Frame(Ref):
 
     def leave(self) -> None:
         tokens = self.tokens
-        if len(tokens) == 1:  # a step or call inside the current run (most spans)
+        if tokens:
             self.tokens = ()
-            token = tokens[0]
-            try:
-                token.var.reset(token)
-            except (ValueError, RuntimeError):  # closed in another context (a generator finalized elsewhere)
-                old = token.old_value
-                token.var.set(None if old is Token.MISSING else old)
-        elif tokens:
-            self.tokens = ()
-            for token in reversed(tokens):
+            for token in reversed(tokens) if len(tokens) > 1 else tokens:
                 try:
                     token.var.reset(token)
                 except (ValueError, RuntimeError):  # closed in another context (a generator finalized elsewhere)

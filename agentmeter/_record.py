@@ -203,8 +203,8 @@ def freeze_run(run: Any, max_chars: int) -> FinishedRun:
     Its ``steps`` and ``calls`` are frozen already (each when it ended); steps and calls still open are
     frozen as they are now (their owners may still be running, on another thread). Never raises.
     """
-    open_steps = tuple(freeze_step(s, max_chars) for s in list(run.open_steps.values()))
-    open_calls = tuple(freeze_call(c, max_chars) for c in list(run.open_calls.values()))
+    open_steps = tuple([freeze_step(s, max_chars) for s in list(run.open_steps.values())]) if run.open_steps else ()
+    open_calls = tuple([freeze_call(c, max_chars) for c in list(run.open_calls.values())]) if run.open_calls else ()
     return FinishedRun(
         run.run_id, run.name, run.agent, run.start_us, run.start_ns, run.parent_run_id, run.implicit,
         run.end_us, run.end_ns, run.status, run.error_type, run.error_message, tuple(run.tags),

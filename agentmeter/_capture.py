@@ -205,7 +205,7 @@ def jsonable(value: Any, max_chars: int = 65536, redact: Callable[[Any], Any] | 
 _clean_texts: set[str] = set()
 _clean_keys: set[str] = set()
 _CLEAN_MAX = 4096
-_CLEAN_LEN = 200
+_CLEAN_LEN = 64  # at most 4096 strings of 64 characters: a few hundred KB
 
 
 def _plain(s: str) -> bool:

@@ -24,11 +24,11 @@ from ._status import CANCELLED, ERROR, RUNNING, SUCCESS, error_fields
 
 if TYPE_CHECKING:
     from ._capture import Snapshot
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
     from ._record import freeze_call, freeze_run, freeze_step  # with the model, by the first track_* call
 else:
-    # The model (attrs classes) and the frozen records are loaded when the first tracker is made, not by
-    # ``import agentmeter``: attrs alone takes longer to import than the rest of agentmeter.
+    # The model and the frozen records (and _capture with them) are loaded when the first tracker is made, not
+    # by ``import agentmeter``, which stays light.
     Run = Step = Call = freeze_call = freeze_run = freeze_step = None
 
 __all__ = ["CLOSED_EARLY", "Frame", "StreamGuard", "add_outer_context", "capture_inputs", "capture_output",
@@ -83,7 +83,7 @@ _inherited: set[str] = set()
 def load_model() -> None:
     """Import the model and the records (done by the first ``track_*`` call)."""
     global Run, Step, Call, freeze_call, freeze_run, freeze_step
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
     from ._record import freeze_call, freeze_run, freeze_step  # with the model, by the first track_* call
 
 
@@ -251,7 +251,7 @@ def _end(frame: Frame, exc: BaseException | None, fields: tuple[str, str, str] |
                 _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
                             span=getattr(handle, "name", getattr(handle, "operation", "")))
         else:
-            max_chars = _state.settings().capture_max_chars
+            max_chars = (_state._settings or _state.settings()).capture_max_chars  # a Settings is never falsy
             if type(handle) is Step:
                 run.steps.append(freeze_step(handle, max_chars))
                 run.open_steps.pop(handle.step_id, None)
@@ -313,7 +313,7 @@ def safe_begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame | 
     """Open a span and make it current. Never raises."""
     if _abandoned:
         settle()
-    if not _state.enabled():
+    if not (_state._settings or _state.settings()).enabled:  # _state.enabled() written out: every span
         return None
     try:
         frame = _begin(kind, name, options)

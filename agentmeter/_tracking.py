@@ -23,7 +23,7 @@ from ._status import STEP_KINDS
 from ._wrappers import clean_name, framework_hint, wrap
 
 if TYPE_CHECKING:
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
 else:
     Run = Step = Call = None  # loaded with the first tracker (see _spans.load_model)
 
@@ -36,7 +36,7 @@ H = TypeVar("H", "Run", "Step", "Call")
 def _load_model() -> None:
     global Run, Step, Call, _VARS
     _spans.load_model()
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
 
     _VARS = {Run: run_var, Step: step_var, Call: call_var}
 
@@ -222,7 +222,7 @@ def track_run(
 
 
 def _label(arg: str, field: str, value: Any) -> str | None:
-    from ._model import clean_label  # the model (attrs) is loaded with the first tracker, not at import
+    from ._model import clean_label  # the model is loaded with the first tracker, not at import
 
     if not isinstance(value, str) or not value:
         raise ValueError(f"track_run {arg} must be a non-empty string (the run's {field}), "

@@ -391,7 +391,12 @@ def make_pricer(prices: Mapping[str, Any]) -> Pricer:
                 and (call.get("http_status") or 0) >= 400 and call.get("input_tokens") is None
                 and call.get("output_tokens") is None and call.get("units") is None):
             return Price(0.0, True, NOT_BILLED)
-        for specs in _candidates(call):
+        name = (call.get("provider"), call.get("model"), call.get("operation"))
+        try:  # _candidates, its cache hit written out: this runs for every priced call
+            candidates = found_specs[name]
+        except (KeyError, TypeError):
+            candidates = _candidates(call)
+        for specs in candidates:
             spec = specs[0] if len(specs) == 1 and not specs[0].effective_from else \
                 _applicable(specs, call.get("started_at"))
             if spec is not None:

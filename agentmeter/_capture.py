@@ -36,6 +36,9 @@ class Snapshot(NamedTuple):
         return f"Snapshot({self.value!r}, truncated={self.truncated})"
 
 
+_new = tuple.__new__
+
+
 class _Walker:
     __slots__ = ("budget", "seen", "truncated")
 
@@ -258,7 +261,7 @@ def flat(value: dict[Any, Any], max_chars: int) -> Snapshot | None:
             return None
     if used >= max_chars:  # jsonable would cut something (its budget must stay above zero)
         return None
-    return Snapshot(value, False, used)
+    return _new(Snapshot, (value, False, used))  # a NamedTuple's own __new__ is a Python function
 
 
 #: (capture_max_chars, redact) of the current settings; agentmeter._state sets them with the settings

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from . import _guard
 from ._scrub import REDACTED, is_secret_key, scrub
 
-__all__ = ["REDACTED", "Snapshot", "is_secret_key", "jsonable", "set_limits", "snapshot"]
+__all__ = ["REDACTED", "Snapshot", "flat", "is_secret_key", "jsonable", "set_limits", "snapshot"]
 
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200
@@ -34,6 +34,9 @@ class Snapshot(NamedTuple):
 
     def __repr__(self) -> str:
         return f"Snapshot({self.value!r}, truncated={self.truncated})"
+
+
+_new = tuple.__new__
 
 
 class _Walker:
@@ -197,6 +200,68 @@ def jsonable(value: Any, max_chars: int = 65536, redact: Callable[[Any], Any] | 
         _guard.warn("capture.value", "value could not be captured; stored as its type name",
                     error=type(exc).__name__)
         return Snapshot(f"<uncapturable {type(value).__name__}>", True)
+
+
+#: Strings seen to need nothing from :meth:`_Walker.text` (valid UTF-8, nothing for the scrubber), and keys
+#: that also name no secret: the verdicts of the pure functions ``scrub`` and ``is_secret_key``, cached for
+#: the short strings metadata repeats (``finish_reason``, ``stop``). Bounded: emptied when full.
+_clean_texts: set[str] = set()
+_clean_keys: set[str] = set()
+_CLEAN_MAX = 4096
+_CLEAN_LEN = 64  # at most 4096 strings of 64 characters: a few hundred KB
+
+
+def _plain(s: str) -> bool:
+    """Whether ``text(s)`` would return ``s`` itself (nothing replaced, nothing scrubbed; size aside)."""
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return scrub(s) == s
+
+
+def _learn(s: str, names: set[str], key: bool) -> bool:
+    ok = _plain(s) and not (key and is_secret_key(s))
+    if ok and len(s) <= _CLEAN_LEN:
+        if len(names) >= _CLEAN_MAX:
+            names.clear()
+        names.add(s)
+    return ok
+
+
+_INT64 = 2**63
+
+
+def flat(value: dict[Any, Any], max_chars: int) -> Snapshot | None:
+    """``jsonable(value, max_chars)`` for the usual metadata: a flat dict (string keys; None, bool, int,
+    finite float and string values) in which nothing is a secret, cut or replaced, which it returns as it
+    is (give it a copy). None when the dict is anything else: :func:`jsonable` then does the work (and
+    counts what it redacts, cuts or replaces). Never raises."""
+    used = 0
+    clean_keys, clean_texts = _clean_keys, _clean_texts
+    for key, item in value.items():
+        if type(key) is not str or (key not in clean_keys and not _learn(key, clean_keys, True)):
+            return None
+        used += len(key)
+        kind = type(item)
+        if kind is str:
+            if item not in clean_texts and not _learn(item, clean_texts, False):
+                return None
+            used += len(item)
+        elif kind is int:
+            if not -_INT64 <= item < _INT64:
+                return None
+            used += 8
+        elif kind is float:
+            if item - item != 0.0:  # NaN or infinity: jsonable writes them as strings
+                return None
+            used += 8
+        elif item is not None and kind is not bool:
+            return None
+    if used >= max_chars:  # jsonable would cut something (its budget must stay above zero)
+        return None
+    return _new(Snapshot, (value, False, used))  # a NamedTuple's own __new__ is a Python function
 
 
 #: (capture_max_chars, redact) of the current settings; agentmeter._state sets them with the settings

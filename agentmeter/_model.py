@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import attrs
-
 from . import _clock, _guard
 from ._status import CANCELLED, ERROR, RUNNING, STATUSES, STEP_KINDS, SUCCESS, error_fields
 
@@ -62,14 +60,29 @@ def _count(value: Any, field: str) -> int | None:
     return value
 
 
+_INT64 = 2**63
+
+
+def _usage(call: Any, field: str, value: Any) -> None:
+    """Set a token count of ``call``, or warn (counted) and leave it unknown when it is not a count."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64:
+        _guard.warn(f"usage.{field}", "token count must be an int from 0 to 2**63-1; recorded as unknown",
+                    got=type(value).__name__)
+        return
+    setattr(call, field, value)
+
+
 def _guarded(method: str, exc: Exception) -> None:
     # a bug of ours on a handle method: counted and logged, never raised into the agent
     _guard.internal_error(f"handle.{method}", exc)
 
 
-@attrs.define(slots=True, eq=False, repr=False)
 class Step:
     """One step of a run (a tool call, an LLM turn, a retrieval, a plan...)."""
+
+    __slots__ = ("__weakref__", "captured", "end_ns", "end_us", "ended", "error_message", "error_type", "inputs",
+                 "kind", "metadata", "name", "output", "output_set", "parent_step_id", "run_id", "start_ns",
+                 "start_us", "status", "step_id")
 
     step_id: str
     run_id: str
@@ -78,19 +91,35 @@ class Step:
     kind: str
     start_us: int
     start_ns: int
-    end_us: int | None = None
-    end_ns: int | None = None
-    status: str = RUNNING
-    error_type: str | None = None
-    error_message: str | None = None
-    metadata: dict[str, Any] = attrs.Factory(dict)
-    inputs: Any = None
-    output: Any = None
-    captured: bool = False
+    end_us: int | None
+    end_ns: int | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    metadata: dict[str, Any]
+    inputs: Any
+    output: Any
+    captured: bool
     #: set by set_output: the value the user set wins over the return value
-    output_set: bool = False
+    output_set: bool
     #: set when the step ended (frozen into its run); the handle then changes nothing
-    ended: bool = False
+    ended: bool
+
+    def __init__(self, step_id: str, run_id: str, parent_step_id: str | None, name: str, kind: str, start_us: int,
+                 start_ns: int) -> None:
+        # a plain class, written out: built for every step on the caller's thread (an attrs class's __init__
+        # takes every field as an argument with its default)
+        self.step_id = step_id
+        self.run_id = run_id
+        self.parent_step_id = parent_step_id
+        self.name = name
+        self.kind = kind
+        self.start_us = start_us
+        self.start_ns = start_ns
+        self.end_us = self.end_ns = self.error_type = self.error_message = self.inputs = self.output = None
+        self.status = RUNNING
+        self.metadata = {}
+        self.captured = self.output_set = self.ended = False
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the step's metadata. Never raises."""
@@ -109,9 +138,13 @@ class Step:
         return f"<Step {self.name!r} {self.status} id={self.step_id}>"
 
 
-@attrs.define(slots=True, eq=False, repr=False)
 class Call:
     """One API call (an LLM request, a search, any HTTP API) inside a step or run."""
+
+    __slots__ = ("__weakref__", "cache_write_tokens", "cached_input_tokens", "call_id", "end_ns", "end_us", "ended",
+                 "error_message", "error_type", "first_token_ns", "http_status", "input_tokens", "metadata", "model",
+                 "operation", "output_tokens", "provider", "reasoning_tokens", "request_bytes", "response_bytes",
+                 "retries", "run_id", "start_ns", "start_us", "status", "step_id", "units")
 
     call_id: str
     run_id: str
@@ -121,25 +154,45 @@ class Call:
     model: str | None
     start_us: int
     start_ns: int
-    end_us: int | None = None
-    end_ns: int | None = None
-    status: str = RUNNING
-    error_type: str | None = None
-    error_message: str | None = None
-    http_status: int | None = None
-    retries: int = 0
-    first_token_ns: int | None = None
-    request_bytes: int | None = None
-    response_bytes: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_input_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    units: float | None = None
-    metadata: dict[str, Any] = attrs.Factory(dict)
+    end_us: int | None
+    end_ns: int | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    http_status: int | None
+    retries: int
+    first_token_ns: int | None
+    request_bytes: int | None
+    response_bytes: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+    units: float | None
+    metadata: dict[str, Any]
     #: set when the call ended (frozen into its run); the handle then changes nothing
-    ended: bool = False
+    ended: bool
+
+    def __init__(self, call_id: str, run_id: str, step_id: str | None, provider: str, operation: str,
+                 model: str | None, start_us: int, start_ns: int) -> None:
+        # a plain class, written out: built for every call on the caller's thread
+        self.call_id = call_id
+        self.run_id = run_id
+        self.step_id = step_id
+        self.provider = provider
+        self.operation = operation
+        self.model = model
+        self.start_us = start_us
+        self.start_ns = start_ns
+        self.end_us = self.end_ns = self.error_type = self.error_message = self.http_status = None
+        self.first_token_ns = self.request_bytes = self.response_bytes = self.input_tokens = None
+        self.output_tokens = self.cached_input_tokens = self.cache_write_tokens = self.reasoning_tokens = None
+        self.units = None
+        self.status = RUNNING
+        self.retries = 0
+        self.metadata = {}
+        self.ended = False
 
     def record_usage(
         self,
@@ -156,25 +209,25 @@ class Call:
         credits). Values not given stay unknown (``None``), never zero. Invalid values are warned about
         and recorded as unknown. Never raises."""
         try:
-            if _ended(self, "record_usage"):
+            if self.ended and _ended(self, "record_usage"):
                 return
-            for field, value in (
-                ("input_tokens", input_tokens),
-                ("output_tokens", output_tokens),
-                ("cached_input_tokens", cached_input_tokens),
-                ("cache_write_tokens", cache_write_tokens),
-                ("reasoning_tokens", reasoning_tokens),
-            ):
-                if value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                    _guard.warn(
-                        f"usage.{field}",
-                        "token count must be an int from 0 to 2**63-1; recorded as unknown",
-                        got=type(value).__name__,
-                    )
-                    continue
-                setattr(self, field, value)
+            # a plain int in range is set at once (most calls); anything else is checked by _usage
+            if input_tokens is not None:
+                if type(input_tokens) is int and 0 <= input_tokens < _INT64:
+                    self.input_tokens = input_tokens
+                else:
+                    _usage(self, "input_tokens", input_tokens)
+            if output_tokens is not None:
+                if type(output_tokens) is int and 0 <= output_tokens < _INT64:
+                    self.output_tokens = output_tokens
+                else:
+                    _usage(self, "output_tokens", output_tokens)
+            if cached_input_tokens is not None:
+                _usage(self, "cached_input_tokens", cached_input_tokens)
+            if cache_write_tokens is not None:
+                _usage(self, "cache_write_tokens", cache_write_tokens)
+            if reasoning_tokens is not None:
+                _usage(self, "reasoning_tokens", reasoning_tokens)
             if units is not None:
                 if isinstance(units, bool) or not isinstance(units, (int, float)) or not 0 <= units < float("inf"):
                     _guard.warn("usage.units", "units must be a non-negative number; recorded as unknown")
@@ -240,7 +293,11 @@ class Call:
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the call's metadata (for example ``result_count``). Never raises."""
         try:
-            if not _ended(self, "set_metadata"):
+            if self.ended and _ended(self, "set_metadata"):
+                return
+            if data is None:  # keywords only (the usual call): nothing to check, keys are strings
+                self.metadata.update(kwargs)
+            else:
                 _merge_metadata(self.metadata, data, kwargs)
         except Exception as exc:
             _guarded("set_metadata", exc)
@@ -249,49 +306,76 @@ class Call:
         return f"<Call {self.provider}.{self.operation} {self.status} id={self.call_id}>"
 
 
-@attrs.define(slots=True, eq=False, repr=False)
 class Run:
     """One agent run: the unit exported as one document."""
+
+    __slots__ = ("__weakref__", "agent", "body_open", "calls", "captured", "end_ns", "end_us", "ended",
+                 "error_message", "error_type", "implicit", "inputs", "metadata", "name", "open_calls", "open_steps",
+                 "output", "output_set", "parent_run_id", "processor", "ref", "run_id", "session_id", "start_ns",
+                 "start_us", "status", "steps", "streams", "tags", "user_id", "version")
 
     run_id: str
     name: str
     agent: str | None
     start_us: int
     start_ns: int
-    parent_run_id: str | None = None
-    implicit: bool = False
+    parent_run_id: str | None
+    implicit: bool
     #: the dimensions runs are sliced by: the conversation, the end user and the agent's release
-    session_id: str | None = None
-    user_id: str | None = None
-    version: str | None = None
-    end_us: int | None = None
-    end_ns: int | None = None
-    status: str = RUNNING
-    error_type: str | None = None
-    error_message: str | None = None
-    tags: list[str] = attrs.Factory(list)
-    metadata: dict[str, Any] = attrs.Factory(dict)
-    inputs: Any = None
-    output: Any = None
-    captured: bool = False
+    session_id: str | None
+    user_id: str | None
+    version: str | None
+    end_us: int | None
+    end_ns: int | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    inputs: Any
+    output: Any
+    captured: bool
     #: set by set_output: the value the user set wins over the return value
-    output_set: bool = False
+    output_set: bool
     #: finished steps and calls (frozen records, see :mod:`agentmeter._record`), in finishing order
-    steps: list[Any] = attrs.Factory(list)
-    calls: list[Any] = attrs.Factory(list)
+    steps: list[Any]
+    calls: list[Any]
     #: steps and calls started but not finished (recorded as cancelled if the run ends first)
-    open_steps: dict[str, Step] = attrs.Factory(dict)
-    open_calls: dict[str, Call] = attrs.Factory(dict)
+    open_steps: dict[str, Step]
+    open_calls: dict[str, Call]
     #: set when the run ended and was frozen; the handle then changes nothing
-    ended: bool = False
+    ended: bool
     #: what keeps the run open: its body (the decorated function or ``with`` block) until it returns, and
     #: the streams (decorated generators) created in it until the last one ends
-    body_open: bool = True
-    streams: int = 0
+    body_open: bool
+    streams: int
     #: where the finished run goes: the processor current when the run started (None: the current one)
-    processor: Any = None
+    processor: Any
     #: what the ContextVars hold for this run (an agentmeter._context.Ref), cleared when the run ends
-    ref: Any = None
+    ref: Any
+
+    def __init__(self, run_id: str, name: str, agent: str | None, start_us: int, start_ns: int,
+                 parent_run_id: str | None = None, implicit: bool = False) -> None:
+        # a plain class, written out: built for every run on the caller's thread
+        self.run_id = run_id
+        self.name = name
+        self.agent = agent
+        self.start_us = start_us
+        self.start_ns = start_ns
+        self.parent_run_id = parent_run_id
+        self.implicit = implicit
+        self.session_id = self.user_id = self.version = self.end_us = self.end_ns = None
+        self.error_type = self.error_message = self.inputs = self.output = self.processor = self.ref = None
+        self.status = RUNNING
+        self.tags = []
+        self.metadata = {}
+        self.steps = []
+        self.calls = []
+        self.open_steps = {}
+        self.open_calls = {}
+        self.captured = self.output_set = self.ended = False
+        self.body_open = True
+        self.streams = 0
 
     def set_metadata(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Merge key/values into the run's metadata. Never raises."""

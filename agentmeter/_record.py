@@ -16,7 +16,7 @@ import math
 from typing import Any, NamedTuple
 
 from . import _guard
-from ._capture import Snapshot, jsonable
+from ._capture import Snapshot, flat, jsonable
 
 __all__ = ["FinishedCall", "FinishedRun", "FinishedScore", "FinishedStep", "freeze_call", "freeze_run",
            "freeze_step"]
@@ -127,7 +127,8 @@ def _meta(value: dict[str, Any], max_chars: int) -> Snapshot:
     if not value:
         return _EMPTY
     # dict() copies in one C call under the GIL: another thread adding keys meanwhile cannot break it
-    return jsonable(dict(value), max_chars)
+    copy = dict(value)
+    return flat(copy, max_chars) or jsonable(copy, max_chars)
 
 
 def _captured(value: Any, max_chars: int) -> Snapshot | None:
@@ -137,6 +138,10 @@ def _captured(value: Any, max_chars: int) -> Snapshot | None:
 
 
 _INT64 = 2**63
+_COUNT_FIELDS = ("http_status", "retries", "request_bytes", "response_bytes", "input_tokens", "output_tokens",
+                 "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+#: a NamedTuple's own ``__new__`` is a Python function; the records are built by ``tuple.__new__`` directly
+_new = tuple.__new__
 
 
 def _count(value: Any, field: str) -> Any:
@@ -161,26 +166,35 @@ def freeze_call(call: Any, max_chars: int) -> FinishedCall:
     """The frozen copy of a :class:`~agentmeter._model.Call` handle. Numbers are checked here, once:
     out-of-range sizes, tokens, units, retries or HTTP statuses become unknown (counted warning
     ``record.out_of_range``). Never raises."""
-    return FinishedCall(
-        call.call_id, call.run_id, call.step_id, call.provider, call.operation, call.model,
-        call.start_us, call.start_ns, call.end_us, call.end_ns, call.status, call.error_type,
-        call.error_message, _count(call.http_status, "http_status"), _count(call.retries, "retries"),
-        call.first_token_ns, _count(call.request_bytes, "request_bytes"),
-        _count(call.response_bytes, "response_bytes"), _count(call.input_tokens, "input_tokens"),
-        _count(call.output_tokens, "output_tokens"), _count(call.cached_input_tokens, "cached_input_tokens"),
-        _count(call.cache_write_tokens, "cache_write_tokens"),
-        _count(call.reasoning_tokens, "reasoning_tokens"), _units(call.units), _meta(call.metadata, max_chars),
-    )
+    counts = (call.http_status, call.retries, call.request_bytes, call.response_bytes, call.input_tokens,
+              call.output_tokens, call.cached_input_tokens, call.cache_write_tokens, call.reasoning_tokens)
+    # one pass for the usual case (every count None or a plain int in range), field by field otherwise
+    for v in counts:
+        if v is not None and not (type(v) is int and 0 <= v < _INT64):
+            counts = tuple(map(_count, counts, _COUNT_FIELDS))
+            break
+    units = call.units
+    if units is not None and not (type(units) is float and 0.0 <= units < math.inf):
+        units = _units(units)
+    metadata = call.metadata
+    return _new(FinishedCall, (
+        call.call_id, call.run_id, call.step_id, call.provider, call.operation, call.model, call.start_us,
+        call.start_ns, call.end_us, call.end_ns, call.status, call.error_type, call.error_message, counts[0],
+        counts[1], call.first_token_ns, *counts[2:], units, _meta(metadata, max_chars) if metadata else _EMPTY,
+    ))
 
 
 def freeze_step(step: Any, max_chars: int) -> FinishedStep:
     """The frozen copy of a :class:`~agentmeter._model.Step` handle. Never raises."""
-    return FinishedStep(
+    metadata, inputs, output = step.metadata, step.inputs, step.output
+    return _new(FinishedStep, (
         step.step_id, step.run_id, step.parent_step_id, step.name, step.kind, step.start_us, step.start_ns,
         step.end_us, step.end_ns, step.status, step.error_type, step.error_message,
-        _meta(step.metadata, max_chars), _captured(step.inputs, max_chars), _captured(step.output, max_chars),
+        _meta(metadata, max_chars) if metadata else _EMPTY,
+        inputs if inputs is None or type(inputs) is Snapshot else _captured(inputs, max_chars),
+        output if output is None or type(output) is Snapshot else _captured(output, max_chars),
         step.captured,
-    )
+    ))
 
 
 def freeze_run(run: Any, max_chars: int) -> FinishedRun:
@@ -189,8 +203,8 @@ def freeze_run(run: Any, max_chars: int) -> FinishedRun:
     Its ``steps`` and ``calls`` are frozen already (each when it ended); steps and calls still open are
     frozen as they are now (their owners may still be running, on another thread). Never raises.
     """
-    open_steps = tuple(freeze_step(s, max_chars) for s in list(run.open_steps.values()))
-    open_calls = tuple(freeze_call(c, max_chars) for c in list(run.open_calls.values()))
+    open_steps = tuple([freeze_step(s, max_chars) for s in list(run.open_steps.values())]) if run.open_steps else ()
+    open_calls = tuple([freeze_call(c, max_chars) for c in list(run.open_calls.values())]) if run.open_calls else ()
     return FinishedRun(
         run.run_id, run.name, run.agent, run.start_us, run.start_ns, run.parent_run_id, run.implicit,
         run.end_us, run.end_ns, run.status, run.error_type, run.error_message, tuple(run.tags),

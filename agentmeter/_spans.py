@@ -24,11 +24,11 @@ from ._status import CANCELLED, ERROR, RUNNING, SUCCESS, error_fields
 
 if TYPE_CHECKING:
     from ._capture import Snapshot
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
     from ._record import freeze_call, freeze_run, freeze_step  # with the model, by the first track_* call
 else:
-    # The model (attrs classes) and the frozen records are loaded when the first tracker is made, not by
-    # ``import agentmeter``: attrs alone takes longer to import than the rest of agentmeter.
+    # The model and the frozen records (and _capture with them) are loaded when the first tracker is made, not
+    # by ``import agentmeter``, which stays light.
     Run = Step = Call = freeze_call = freeze_run = freeze_step = None
 
 __all__ = ["CLOSED_EARLY", "Frame", "StreamGuard", "add_outer_context", "capture_inputs", "capture_output",
@@ -83,7 +83,7 @@ _inherited: set[str] = set()
 def load_model() -> None:
     """Import the model and the records (done by the first ``track_*`` call)."""
     global Run, Step, Call, freeze_call, freeze_run, freeze_step
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
     from ._record import freeze_call, freeze_run, freeze_step  # with the model, by the first track_* call
 
 
@@ -111,11 +111,9 @@ class Frame(Ref):
         self.mode = mode
         self.var = var
         self.tokens: tuple[Token[Any], ...] = ()
-        #: the run a stream keeps open (its Ref), released when the stream ends
-        self.owner: Ref | None = None
-        #: captured yielded values of a stream (capture on), and the characters left for them
-        self.items: list[Any] | None = None
-        self.room = 0
+        self.owner: Ref | None = None  # the run a stream keeps open (its Ref), released when it ends
+        self.items: list[Any] | None = None  # a stream's captured yielded values (capture on) ...
+        self.room = 0  # ... and the characters left for them
 
     def enter(self) -> None:
         """Make this span current in the running context."""
@@ -131,7 +129,7 @@ class Frame(Ref):
         tokens = self.tokens
         if tokens:
             self.tokens = ()
-            for token in reversed(tokens):
+            for token in reversed(tokens) if len(tokens) > 1 else tokens:
                 try:
                     token.var.reset(token)
                 except (ValueError, RuntimeError):  # closed in another context (a generator finalized elsewhere)
@@ -198,12 +196,12 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
     wall = run.start_us + (mono - run.start_ns) // 1000
     handle: Step | Call
     if kind is Step:
-        handle = Step(_ids.new_id(), run.run_id, parent_id, name, options["kind"], wall, mono)
+        handle = Step(_ids._factory(), run.run_id, parent_id, name, options["kind"], wall, mono)
         ident = handle.step_id
         run.open_steps[ident] = handle
         var: ContextVar[Any] = step_var
     else:
-        handle = Call(_ids.new_id(), run.run_id, parent_id, options["provider"], options["operation"] or name,
+        handle = Call(_ids._factory(), run.run_id, parent_id, options["provider"], options["operation"] or name,
                       options["model"], wall, mono)
         ident = handle.call_id
         run.open_calls[ident] = handle
@@ -253,7 +251,7 @@ def _end(frame: Frame, exc: BaseException | None, fields: tuple[str, str, str] |
                 _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
                             span=getattr(handle, "name", getattr(handle, "operation", "")))
         else:
-            max_chars = _state.settings().capture_max_chars
+            max_chars = (_state._settings or _state.settings()).capture_max_chars  # a Settings is never falsy
             if type(handle) is Step:
                 run.steps.append(freeze_step(handle, max_chars))
                 run.open_steps.pop(handle.step_id, None)
@@ -315,11 +313,14 @@ def safe_begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame | 
     """Open a span and make it current. Never raises."""
     if _abandoned:
         settle()
-    if not _state.enabled():
+    if not (_state._settings or _state.settings()).enabled:  # _state.enabled() written out: every span
         return None
     try:
         frame = _begin(kind, name, options)
-        frame.enter()
+        if frame.mode == _SELF:  # Frame.enter, written out for the usual span
+            frame.tokens = (frame.var.set(frame),)  # type: ignore[union-attr]
+        else:
+            frame.enter()
         return frame
     except Exception as exc:
         _guard.internal_error(f"begin_{kind.__name__.lower()}", exc)

@@ -23,7 +23,7 @@ from ._status import STEP_KINDS
 from ._wrappers import clean_name, framework_hint, wrap
 
 if TYPE_CHECKING:
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
 else:
     Run = Step = Call = None  # loaded with the first tracker (see _spans.load_model)
 
@@ -36,7 +36,7 @@ H = TypeVar("H", "Run", "Step", "Call")
 def _load_model() -> None:
     global Run, Step, Call, _VARS
     _spans.load_model()
-    from ._model import Call, Run, Step  # attrs: loaded by the first track_* call
+    from ._model import Call, Run, Step  # loaded by the first track_* call
 
     _VARS = {Run: run_var, Step: step_var, Call: call_var}
 
@@ -222,7 +222,7 @@ def track_run(
 
 
 def _label(arg: str, field: str, value: Any) -> str | None:
-    from ._model import clean_label  # the model (attrs) is loaded with the first tracker, not at import
+    from ._model import clean_label  # the model is loaded with the first tracker, not at import
 
     if not isinstance(value, str) or not value:
         raise ValueError(f"track_run {arg} must be a non-empty string (the run's {field}), "
@@ -245,15 +245,20 @@ def track_step(name: Any = None, *, kind: str = "other", capture: bool | None = 
     """
     if Step is None:
         _load_model()
-    if _is_target(name):
-        return _Tracker(Step, None, None, _DEFAULT_STEP)(name)
-    if name is not None and not isinstance(name, str):
-        _check_name("track_step", name)
-    if kind not in STEP_KINDS:
+    if type(name) is not str:  # a name is the usual argument (``with track_step("search"):``)
+        if _is_target(name):
+            return _Tracker(Step, None, None, _DEFAULT_STEP)(name)
+        if name is not None:
+            _check_name("track_step", name)
+    try:
+        options = _STEP_OPTIONS.get(kind)
+    except TypeError:  # an unhashable kind
+        options = None
+    if options is None:
         raise ValueError(f"track_step kind must be one of {', '.join(STEP_KINDS)}; got {kind!r}")
     if capture is not None:
         _check_capture("track_step", capture)
-    return _Tracker(Step, name, capture, _STEP_OPTIONS[kind])
+    return _Tracker(Step, name, capture, options)
 
 
 _STEP_OPTIONS = {kind: {"kind": kind} for kind in STEP_KINDS}  # shared: a tracker never changes its options
@@ -276,6 +281,13 @@ def track_call(provider: Any = None, operation: str | None = None, *, model: str
     """
     if Call is None:
         _load_model()
+    key = (provider, operation, model)
+    try:
+        options = _CALL_OPTIONS.get(key)
+    except TypeError:  # an unhashable argument: checked below
+        options = None
+    if options is not None:  # these arguments were checked before: their options are shared
+        return _Tracker(Call, operation or provider, False, options)
     if _is_target(provider):
         target = getattr(provider, "__func__", provider)
         options = {"provider": "custom", "operation": clean_name(target), "model": None}
@@ -284,5 +296,14 @@ def track_call(provider: Any = None, operation: str | None = None, *, model: str
         _check_name("track_call", provider)
     _check_str("track_call operation", operation)
     _check_str("track_call model", model)
-    return _Tracker(Call, operation or provider, False,
-                    {"provider": provider or "custom", "operation": operation, "model": model})
+    options = {"provider": provider or "custom", "operation": operation, "model": model}
+    if type(provider) in _NAME_TYPES and type(operation) in _NAME_TYPES and type(model) in _NAME_TYPES:
+        if len(_CALL_OPTIONS) >= 1024:  # a program calls a few APIs
+            _CALL_OPTIONS.clear()
+        _CALL_OPTIONS[key] = options  # shared: a tracker never changes its options
+    return _Tracker(Call, operation or provider, False, options)
+
+
+#: (provider, operation, model) -> the options of its trackers, for arguments checked once already
+_CALL_OPTIONS: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+_NAME_TYPES = (str, type(None))

@@ -132,14 +132,16 @@ def wrap(func: Callable[..., Any], kind: type[Any], name: str, capture: bool | N
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             frame = safe_begin(kind, name, options)
-            if frame is not None and sig is not None and capturing():
+            captured = frame is not None and sig is not None and capturing()
+            if captured:
                 capture_inputs(frame, sig, args, kwargs)
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
                 safe_end(frame, exc)
                 raise
-            capture_output(frame, result)
+            if captured:  # only a span whose inputs were captured records its return value
+                capture_output(frame, result)
             safe_end(frame, None)
             return result
 
@@ -163,14 +165,16 @@ def wrap(func: Callable[..., Any], kind: type[Any], name: str, capture: bool | N
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         frame = safe_begin(kind, name, options)
-        if frame is not None and (capture or (capture is None and _state.capture_default)):
+        captured = frame is not None and (capture or (capture is None and _state.capture_default))
+        if captured:
             capture_inputs(frame, sig, args, kwargs)
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
             safe_end(frame, exc)
             raise
-        capture_output(frame, result)
+        if captured:  # only a span whose inputs were captured records its return value (capture_output)
+            capture_output(frame, result)
         safe_end(frame, None)
         return result
 

@@ -206,27 +206,38 @@ def _input_parts(call: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def _override_cost(spec: _Spec, call: Mapping[str, Any]) -> Price:
+    # tokens_unknown and _input_parts written out: this runs for every priced call, in the exporter
+    get = call.get
     cost = 0.0
-    if any(getattr(spec, f) is not None for f in _TOKEN_FIELDS):
-        if tokens_unknown(call):
-            return Price(None, False, None)
-        total_in, cached, written = _input_parts(call)
+    if (spec.input_per_mtok is not None or spec.output_per_mtok is not None
+            or spec.cached_input_per_mtok is not None or spec.cache_write_per_mtok is not None):  # _TOKEN_FIELDS
+        output = get("output_tokens")
+        total_in = get("input_tokens")
+        if output is None and (total_in is None or tokens_unknown(call)):
+            return _UNPRICED
+        total_in = total_in or 0
+        cached = min(get("cached_input_tokens") or 0, total_in)
+        written = min(get("cache_write_tokens") or 0, total_in - cached)
         per_in = spec.input_per_mtok or 0.0
         per_cached = spec.cached_input_per_mtok if spec.cached_input_per_mtok is not None else per_in
         per_written = spec.cache_write_per_mtok if spec.cache_write_per_mtok is not None else per_in
         cost += (total_in - cached - written) * per_in + cached * per_cached + written * per_written
-        cost += (call.get("output_tokens") or 0) * (spec.output_per_mtok or 0.0)
+        cost += (output or 0) * (spec.output_per_mtok or 0.0)
         cost /= 1e6
     if spec.per_unit is not None:
-        units = call.get("units")
+        units = get("units")
         if units is None:
             if spec.per_request is None:
-                return Price(None, False, None)
+                return _UNPRICED
         else:
             cost += float(units) * spec.per_unit
     if spec.per_request is not None:
         cost += spec.per_request
-    return Price(round(cost, 10), True, OVERRIDE)
+    return _new_price(Price, (round(cost, 10), True, OVERRIDE))
+
+
+_UNPRICED = Price(None, False, None)
+_new_price = tuple.__new__  # a NamedTuple's __new__ is a Python function
 
 
 class _Library:
@@ -359,17 +370,37 @@ def make_pricer(prices: Mapping[str, Any]) -> Pricer:
             _guard.internal_error("pricing", exc)
             return Price(None, False, None)
 
+    #: (provider, model, operation) -> the price histories of its override keys, most specific first
+    found_specs: dict[tuple[Any, Any, Any], tuple[tuple[_Spec, ...], ...]] = {}
+
+    def _candidates(call: Mapping[str, Any]) -> tuple[tuple[_Spec, ...], ...]:
+        name = (call.get("provider"), call.get("model"), call.get("operation"))
+        try:
+            return found_specs[name]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable name: not cached
+            return tuple(table[k] for k in _keys(call) if k in table)
+        if len(found_specs) >= 1024:  # a program calls a few models
+            found_specs.clear()
+        found = found_specs[name] = tuple(table[k] for k in _keys(call) if k in table)
+        return found
+
     def lookup(call: Mapping[str, Any]) -> Price:
         if (call.get("provider") in _REJECTS_FREE and call.get("status") == "error"
                 and (call.get("http_status") or 0) >= 400 and call.get("input_tokens") is None
                 and call.get("output_tokens") is None and call.get("units") is None):
             return Price(0.0, True, NOT_BILLED)
-        for key in _keys(call):
-            specs = table.get(key)
-            if specs is not None:
-                spec = _applicable(specs, call.get("started_at"))
-                if spec is not None:
-                    return _override_cost(spec, call)
+        name = (call.get("provider"), call.get("model"), call.get("operation"))
+        try:  # _candidates, its cache hit written out: this runs for every priced call
+            candidates = found_specs[name]
+        except (KeyError, TypeError):
+            candidates = _candidates(call)
+        for specs in candidates:
+            spec = specs[0] if len(specs) == 1 and not specs[0].effective_from else \
+                _applicable(specs, call.get("started_at"))
+            if spec is not None:
+                return _override_cost(spec, call)
         found = library.price(call)
         return found if found is not None else Price(None, False, None)
 

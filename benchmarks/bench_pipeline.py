@@ -19,13 +19,16 @@ noisy machine:
   taking turns.
 * **JSON encoders** on three typical values: the standard library, orjson and (if installed) msgspec.
 
-Run alone: ``python benchmarks/bench_pipeline.py [--quick]``.
+Run alone: ``python benchmarks/bench_pipeline.py [--quick]``; ``--callgrind`` counts instructions instead
+(``valgrind --tool=callgrind``, which load does not change): per step on the caller's side and per step
+record in the local store's write (a few minutes; not part of ``make bench``).
 """
 
 # ruff: noqa: B023  (the stage timings call each lambda at once, inside the loop that binds its variables)
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -400,16 +403,136 @@ def update_docs(path: Path, result: dict[str, Any], machine: dict[str, Any]) -> 
     path.write_text(text)
 
 
+# -- instruction counts (valgrind --tool=callgrind): what load does not change ------------------------------
+
+#: workload -> what one unit is (the count is divided by the units of the difference of two sizes)
+CALLGRIND = {
+    "caller_step": "a tracked step (decorated) inside a run of many, exporter into a sink that drops",
+    "caller_run10": "a step of a run of ten (with track_step), exporter into a sink that drops",
+    "caller_run10_calls": "a step of a run of ten, each with one track_call (tokens, metadata), same sink",
+    "store_steps": "a step record written into the local store (runs of ten, batches of 100)",
+    "store_calls": "a step record and its priced call written into the local store (same batches)",
+}
+
+
+def cg_workload(kind: str, n: int) -> None:
+    """The body callgrind counts: ``n`` units of ``kind`` after a fixed set-up (see :func:`callgrind`)."""
+    import agentmeter
+    from agentmeter.sinks import SQLiteSink
+    from agentmeter.sinks._base import Sink, WriteResult
+
+    class Drop(Sink):
+        name = "drop"
+        writes_runs = True
+
+        def __init__(self) -> None:
+            self.runs: list[Any] = []
+
+        def write(self, documents: Any) -> WriteResult:
+            if kind.startswith("store"):
+                self.runs.extend(d.run for d in documents)
+            return WriteResult()
+
+    drop = Drop()
+    prices = {"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
+    agentmeter.configure(sinks=[drop], prices=prices, sync_export=kind.startswith("store"))
+    step = agentmeter.track_step(work)
+
+    @agentmeter.track_run("agent")
+    def run10(calls: bool) -> None:
+        for _ in range(10):
+            with agentmeter.track_step("step"):
+                work("what is the capital of France?", 3)
+                if calls:
+                    with agentmeter.track_call("openai", "chat", model="gpt-4o-mini") as call:
+                        call.record_usage(input_tokens=120, output_tokens=30)
+                        call.set_metadata(finish_reason="stop")
+
+    for _ in range(20):  # warm: the model, the pricer, the statements
+        run10(kind.endswith("calls"))
+    agentmeter.flush(timeout=None)
+    if kind.startswith("caller"):
+        # the set-up's objects (the modules...) leave the collector's view: a full collection then costs what
+        # the workload keeps, not whether one of them happens to fall between the two sizes
+        gc.collect()
+        gc.freeze()
+    if kind == "caller_step":
+        with agentmeter.track_run("agent"):
+            for _ in range(n):
+                step("what is the capital of France?", 3)
+    elif kind.startswith("caller"):
+        for _ in range(n // 10):
+            run10(kind.endswith("calls"))
+    else:  # the same 700 frozen runs made whatever n is: only the writes differ
+        from agentmeter._config import settings_from_env
+        from agentmeter.export._documents import Documents, Entry, EntryDocument
+
+        drop.runs.clear()
+        for _ in range(700):
+            run10(kind.endswith("calls"))
+        runs = drop.runs[-700:]
+        documents = Documents(settings_from_env(prices=prices))
+        sink = SQLiteSink(Path(tempfile.mkdtemp(prefix="am-bench-cg-")) / "store.db")
+        sink.write([EntryDocument(Entry(run), documents) for run in runs[600:]])  # a store that holds 100 runs
+        gc.collect()
+        gc.freeze()  # as above
+        for i in range(0, n // 10, 100):
+            sink.write([EntryDocument(Entry(run), documents) for run in runs[i:i + 100]])
+    agentmeter.flush(timeout=None)
+
+
+def callgrind(python: str = sys.executable, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Instructions per unit of each workload (:data:`CALLGRIND`): callgrind counts the whole process at
+    two sizes, and the difference is divided by the units between them (start-up and set-up cancel out)."""
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    out: dict[str, float] = {}
+    small, large = 1000, 5000
+    for kind in CALLGRIND:
+        counts = []
+        for n in (small, large):
+            with tempfile.TemporaryDirectory() as tmp:
+                proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+                                       python, os.path.abspath(__file__), "--cg-workload", kind, str(n)],
+                                      env=quiet_env(), capture_output=True, text=True, timeout=1800)
+            found = re.search(r"Collected : (\d+)", proc.stderr)
+            if proc.returncode != 0 or found is None:
+                raise SystemExit(f"callgrind failed on {kind}: {proc.stderr[-2000:]}")
+            counts.append(int(found.group(1)))
+        out[kind] = (counts[1] - counts[0]) / (large - small)
+        log(f"  {kind}: {out[kind]:,.0f} instructions per unit")
+    return out
+
+
+def render_callgrind(counts: dict[str, float]) -> str:
+    lines = ["| instructions per unit (valgrind --tool=callgrind) | unit | count |", "|---|---|---:|"]
+    lines += [f"| {kind} | {CALLGRIND[kind]} | {count:,.0f} |" for kind, count in counts.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", action="store_true")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--callgrind", action="store_true",
+                   help="count instructions per step of the caller and of the store write (needs valgrind)")
+    p.add_argument("--cg-workload", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         emit(child(args.rounds, args.runs))
         return {}
+    if args.cg_workload:
+        cg_workload(args.cg_workload[0], int(args.cg_workload[1]))
+        return {}
+    if args.callgrind:
+        counts = callgrind()
+        print(render_callgrind(counts))
+        return {"callgrind": counts}
     result = run(quick=args.quick)
     print(render(result))
     return result

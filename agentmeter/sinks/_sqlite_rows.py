@@ -176,7 +176,8 @@ def rollup_function(names: list[str]) -> Callable[[list[list[Any]]], tuple[Any, 
             r = rows[0]
             c = r[cost]
             return (r[tokens[0]], r[tokens[1]], r[tokens[2]], r[tokens[3]], r[tokens[4]], r[tokens[5]],
-                    round(sum([c]), 10) if r[priced] and c is not None else None)
+                    (round(0.0 + c if c.__class__ is float else sum([c]), 10)  # sum([c]) of a float: 0.0 + c
+                     if r[priced] and c is not None else None))
         out: list[Any] = []
         for i in tokens:
             known = [r[i] for r in rows if r[i] is not None]

@@ -177,6 +177,19 @@ class _Unbindable(Exception):
     """A run the fast path cannot write exactly as the document path would: it takes the document path."""
 
 
+def _checked(rows: list[list[Any]], width: int, real_at: list[int], careful: bool) -> list[list[Any]]:
+    """``rows``, each checked by :func:`_check` (``careful``: without a plain row's key, see ``_upsert``, which
+    is not a value to check); not careful, the finite check written out (no call per row)."""
+    if careful:
+        return [_check(row[:width], real_at, True) for row in rows]
+    for row in rows:
+        for i in real_at:
+            value = row[i]
+            if value is not None and value - value != 0:  # NaN or infinity: SQLite would store it as NULL
+                raise _Unbindable("non-finite")
+    return rows
+
+
 _INT64 = 2**63
 
 
@@ -280,9 +293,8 @@ class SQLiteSink(Sink):
                 return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
 
             # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
-            width = len(calls_t.names)  # careful: a plain row's key (see _upsert) is not a value to check
-            call_rows = [_check(row[:width] if careful else row, calls_t.real_at, careful) for row in
-                         self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv, general_call)]
+            call_rows = _checked(self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv,
+                                             general_call), len(calls_t.names), calls_t.real_at, careful)
             by_step: dict[str | None, list[list[Any]]] = {}
             step_at = self._call_step_at
             for row in call_rows:
@@ -293,9 +305,9 @@ class SQLiteSink(Sink):
                     group.append(row)
             status_at, priced_at = self._call_status_at, self._call_priced_at
             fields = contract.run_fields(run, max_chars, sampled, len(call_rows),
-                                         sum(1 for r in call_rows if r[status_at] == ERROR),
+                                         [r[status_at] for r in call_rows].count(ERROR),
                                          dict(zip(_ROLLUP, self._rollup(call_rows), strict=True)),
-                                         sum(1 for r in call_rows if not r[priced_at]))
+                                         sum([1 for r in call_rows if not r[priced_at]]))
         else:
             call_rows, by_step = [], {}
             fields = contract.run_fields(run, max_chars, sampled, 0, 0, contract.NO_CALLS, 0)
@@ -312,8 +324,7 @@ class SQLiteSink(Sink):
 
         step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general, rollup)
         if careful or by_step:  # a step's summed cost may be past a float's range
-            width = len(steps_t.names)  # careful: a plain row's key (see _upsert) is not a value to check
-            step_rows = [_check(row[:width] if careful else row, steps_t.real_at, careful) for row in step_rows]
+            step_rows = _checked(step_rows, len(steps_t.names), steps_t.real_at, careful)
         new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows, call_rows, []]  # no scores
         for rows, more in zip(out, new, strict=True):
             rows.extend(more)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
+
+import pytest
 
 import agentmeter
 from agentmeter import _guard, contract, track_call, track_run, track_step
@@ -33,6 +39,38 @@ def test_ids_are_uuid7_unique_and_ordered_by_creation() -> None:
     assert len(set(ids)) == 8000
     parsed = uuid.UUID(ids[0])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+_FORK_IDS = """
+import json, os, sys
+from agentmeter._ids import new_id
+new_id()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(read)
+    with os.fdopen(write, "w") as pipe:
+        pipe.write(json.dumps([new_id() for _ in range(5000)]))
+    os._exit(0)
+os.close(write)
+mine = [new_id() for _ in range(5000)]
+with os.fdopen(read) as pipe:
+    theirs = json.loads(pipe.read())
+os.waitpid(pid, 0)
+print(json.dumps([mine, theirs]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_ids_made_after_a_fork_differ_between_parent_and_child() -> None:
+    # the id's last 62 bits are a counter from a random start: a forked child must not repeat its parent's.
+    # Forked in a fresh interpreter (one thread): forking this one, with the exporter's threads, could hang.
+    out = subprocess.run([sys.executable, "-c", _FORK_IDS], capture_output=True, text=True, timeout=60,
+                         check=True, cwd=ROOT)
+    mine, theirs = json.loads(out.stdout)
+    assert len(theirs) == 5000 and len(set(mine) | set(theirs)) == 10000
+    # "...-vccc-ccccccccc" + 3 hex digits: the counter's upper bits, never the same range in both
+    assert {i[-17:-3] for i in mine}.isdisjoint({i[-17:-3] for i in theirs})
 
 
 def test_records_carry_type_id_and_version_and_match_the_declared_columns() -> None:

@@ -266,3 +266,36 @@ def test_scrub_fields_keeps_numbers_and_replaces_secret_named_fields() -> None:
                               "obj": {"password": "p4ssw0rd!"}}
     assert scrub_fields(fields) == {"count": 3, "ok": True, "none": None, "token": R, "uri": f"s://u:{R}@h",
                                     "obj": f"{{'password': '{R}'}}"}
+
+
+# -- the metadata fast path (agentmeter._capture.flat) -------------------------------------------------------
+
+_META_KEYS = st.one_of(st.sampled_from(["finish_reason", "api_key", "password", "result_count", "session_id",
+                                        "x-api-key", "token_count", "k"]),
+                       st.text(max_size=30))
+_META_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
+    st.text(max_size=60),  # unpaired surrogates included
+    st.sampled_from(["stop", "Bearer abcdefghijklmnop", "postgres://u:hunter2pass@h/db", "sk-" + "a" * 20]),
+    st.lists(st.integers(), max_size=2), st.binary(max_size=4),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.one_of(_META_KEYS, st.integers(), st.none()), _META_VALUES, max_size=6),
+       st.integers(min_value=1, max_value=200))
+def test_the_flat_metadata_fast_path_snapshots_as_jsonable_does(meta: dict[Any, Any], max_chars: int) -> None:
+    from agentmeter._capture import flat
+
+    for _ in range(2):  # the second time, its verdicts come from the cache
+        before = dict(_guard.counters)
+        fast = flat(dict(meta), max_chars)
+        assert dict(_guard.counters) == before  # the fast path never counts: what it takes needs nothing done
+        slow = jsonable(dict(meta), max_chars)
+        if fast is not None:
+            assert fast == slow and not fast.truncated
+            assert [type(v) for v in fast.value.values()] == [type(v) for v in slow.value.values()]
+        else:  # it declines only what jsonable changes, cuts (or nearly: at the budget), or does not take as is
+            assert (slow.truncated or slow.size >= max_chars or slow.value != meta
+                    or any(type(k) is not str for k in meta)
+                    or any(type(v) not in (str, int, float, bool, type(None)) for v in meta.values()))

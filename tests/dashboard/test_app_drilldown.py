@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from agentmeter.queries.local import LocalSource
 from agentmeter.dashboard.app import MORE_FILTERS
+from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
 from ._apptest import app, metrics, more_filters, number

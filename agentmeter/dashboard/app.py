@@ -204,7 +204,7 @@ def sidebar(source: Source) -> tuple[Filters, str, str]:
     chosen = st.sidebar.multiselect("Agent", agents, key="agents", placeholder="All agents")
     statuses = st.sidebar.multiselect("Run status", list(STATUSES), key="statuses", placeholder="All statuses")
     picked: dict[str, tuple[str, ...]] = {}
-    more = None
+    more: Any = None  # the "More filters" popover, drawn before the first of its filters
     for name, label, placeholder in FILTER_CONTROLS:
         if name in MORE_FILTERS and more is None:
             more = more_filters()

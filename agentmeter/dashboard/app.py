@@ -52,11 +52,6 @@ FILTER_CONTROLS = (
     ("users", "User", "All users"),
     ("versions", "Version", "All versions"),
 )
-#: the multi-selects drawn inside the sidebar's "More filters" popover (the others stay in the sidebar)
-MORE_FILTERS = ("tags", "sessions", "users", "versions")
-MORE_LABEL = "More filters"
-#: values of one filter the caption under "More filters" names before "+N more"
-CAPTION_VALUES = 2
 
 HINTS = {
     "local": "Check the path given with --db (or AGENTMETER_DB) and that it is an agentmeter store.",
@@ -161,36 +156,6 @@ def auto_bucket(first: Any, last: Any) -> str:
     return "hour" if span <= MAX_AUTO_BUCKETS["hour"] * 3600 else "day"
 
 
-def more_filters_set() -> list[tuple[str, list[str]]]:
-    """The "More filters" that are set (label, values), from their widgets' state: a value a click set
-    (drill-down) counts before the popover is drawn."""
-    labels = {name: label for name, label, _ in FILTER_CONTROLS}
-    return [(labels[name], [str(v) for v in values]) for name in MORE_FILTERS
-            if (values := st.session_state.get(name))]
-
-
-def more_filters_caption(active: list[tuple[str, list[str]]]) -> str:
-    """One line naming the set "More filters" and their first values, e.g. ``Tag: a, b +1 more · User: u``."""
-    parts = []
-    for label, values in active:
-        shown = ", ".join(values[:CAPTION_VALUES])
-        rest = len(values) - CAPTION_VALUES
-        parts.append(f"{label}: {shown}" + (f" +{rest} more" if rest > 0 else ""))
-    return " · ".join(parts)
-
-
-def more_filters() -> Any:
-    """The sidebar's "More filters" popover (its widgets cost the page nothing until it is opened),
-    labelled with how many of them are set, and a caption under it naming them: a set filter is never
-    out of sight."""
-    active = more_filters_set()
-    label = f"{MORE_LABEL} ({len(active)})" if active else MORE_LABEL
-    popover = st.sidebar.popover(label, width="stretch", key="more_filters")
-    if active:  # users' strings: escaped, shown as written
-        st.sidebar.caption(literal(more_filters_caption(active)))
-    return popover
-
-
 def sidebar(source: Source) -> tuple[Filters, str, str]:
     drill.apply_pending()  # what a click asked for, before the widgets it changes are drawn
     st.sidebar.header("Filters")
@@ -204,15 +169,11 @@ def sidebar(source: Source) -> tuple[Filters, str, str]:
     chosen = st.sidebar.multiselect("Agent", agents, key="agents", placeholder="All agents")
     statuses = st.sidebar.multiselect("Run status", list(STATUSES), key="statuses", placeholder="All statuses")
     picked: dict[str, tuple[str, ...]] = {}
-    more: Any = None  # the "More filters" popover, drawn before the first of its filters
     for name, label, placeholder in FILTER_CONTROLS:
-        if name in MORE_FILTERS and more is None:
-            more = more_filters()
         values = views.cached_values(source, name)
         # a value set by a click (drill-down) stays pickable even when the list has moved on
         options = sorted({*values, *st.session_state.get(name, [])})
-        place = more if name in MORE_FILTERS else st.sidebar
-        picked[name] = tuple(place.multiselect(label, options, key=name, placeholder=placeholder))
+        picked[name] = tuple(st.sidebar.multiselect(label, options, key=name, placeholder=placeholder))
     filters = Filters(since=iso_bound(since), until=iso_bound(until), agents=tuple(chosen), statuses=tuple(statuses),
                       models=picked["models"], tags=picked["tags"], sessions=picked["sessions"],
                       users=picked["users"], versions=picked["versions"])

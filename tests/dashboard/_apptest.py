@@ -50,11 +50,3 @@ def check_headline(shown: dict[str, str], want: dict[str, Any], *, error_rate_an
     assert int(number(shown["Tokens"])) == want["total_tokens"]
     assert number(shown["Cost"]) == pytest.approx(want["cost_usd"], rel=5.1e-4)  # 4 significant digits
     assert int(number(shown["Unpriced calls"])) == want["unpriced_calls"]
-
-
-def more_filters(at: AppTest) -> tuple[str, list[str]]:
-    """The sidebar's "More filters" popover: its label, and the sidebar captions (the one naming the set
-    filters among them)."""
-    labels = [b.proto.popover.label for b in at.sidebar.children.values() if getattr(b, "type", None) == "popover"]
-    assert len(labels) == 1, labels
-    return labels[0], [c.value for c in at.sidebar.caption]

@@ -14,12 +14,11 @@ from streamlit.testing.v1 import AppTest
 
 import agentmeter
 from agentmeter import track_call, track_run, track_step
-from agentmeter.dashboard.format import literal
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 from agentmeter.sinks import MemorySink, SQLiteSink
 
-from ._apptest import VIEWS, app, metrics, more_filters, number
+from ._apptest import VIEWS, app, metrics, number
 from .conftest import NASTY_AGENT, NASTY_TAG, in_range, mongo_of
 
 Docs = list[dict[str, Any]]
@@ -446,27 +445,3 @@ def check_run_list_sorts_and_filters(source: Any, docs: Docs, monkeypatch: pytes
 
 def test_run_list_sorts_and_filters(aged_source: tuple[Any, Docs], monkeypatch: pytest.MonkeyPatch) -> None:
     check_run_list_sorts_and_filters(*aged_source, monkeypatch)
-
-
-def test_more_filters_say_how_many_are_set_and_name_them(aged: tuple[Path, Docs]) -> None:
-    """Tag, session, user and version sit in the sidebar's "More filters" popover; its label counts the set
-    ones and a caption under it names them with their first values, users' strings shown as written."""
-    db, docs = aged
-    at = app(LocalSource(db)).run()
-    assert more_filters(at)[0] == "More filters"
-    assert not any(c.startswith("Tag:") for c in more_filters(at)[1])
-    tags = sorted({t for d in docs for t in d["tags"]})
-    sessions = sorted({d["session_id"] for d in docs if d["session_id"] is not None})
-    assert NASTY_TAG in tags and len(sessions) >= 3
-    at.sidebar.multiselect(key="tags").set_value([NASTY_TAG]).run()
-    at.sidebar.multiselect(key="sessions").set_value(sessions[:3]).run()
-    assert page_problems(at) == []
-    label, captions = more_filters(at)
-    assert label == "More filters (2)"
-    shown = captions[0]
-    assert shown == literal(f"Tag: {NASTY_TAG} · Session: {sessions[0]}, {sessions[1]} +1 more")
-    assert int(number(metrics(at)["Runs"])) == len(_filtered(docs, {"tags": (NASTY_TAG,),
-                                                                    "sessions": tuple(sessions[:3])}))
-    at.sidebar.multiselect(key="tags").set_value([]).run()
-    at.sidebar.multiselect(key="sessions").set_value([]).run()
-    assert more_filters(at)[0] == "More filters"

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from agentmeter.dashboard.app import MORE_FILTERS
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
-from ._apptest import app, metrics, more_filters, number
+from ._apptest import app, metrics, number
 from .conftest import in_range, mongo_of
 from .test_app_controls import _filtered, page_problems
 
@@ -100,11 +99,6 @@ def test_a_bar_sets_its_filter(view: str, key: str, field: str, value: str, filt
     assert page_problems(at) == []
     assert at.sidebar.radio(key="view").value == view
     assert at.sidebar.multiselect(key=filter_key).value == [value]
-    label, captions = more_filters(at)  # a filter set in "More filters" is named outside it
-    if filter_key in MORE_FILTERS:
-        assert (label, captions[0]) == ("More filters (1)", f"{filter_key[:-1].capitalize()}: {value}")
-    else:
-        assert label == "More filters"
     want = _filtered(source[1], {filter_key: (value,)})
     assert 0 < len(want) < len(source[1])
     assert int(number(metrics(at)["Runs"])) == len(want)

@@ -496,32 +496,3 @@ def test_every_view_fits_the_width_in_chromium(big_store: tuple[Path, Docs], bro
         page.close()
     assert found == {view: [] for view in views}
 
-
-
-def test_more_filters_popover_in_chromium(seeded: tuple[Path, Docs], browser: Any, tmp_path: Path) -> None:
-    """The sidebar's "More filters" popover opens, a session picked in it filters the page, and once closed
-    its label counts the set filter and the caption under it names it, at 1440 and at 390 px."""
-    db, docs = seeded
-    with serving(db, tmp_path) as url:
-        for width in (1440, 390):
-            page = browser.new_page(viewport={"width": width, "height": 1000})
-            runs = Reruns(page)
-            page.goto(url)
-            ready(page)
-            sidebar = page.locator('[data-testid="stSidebar"]')
-            if not sidebar.is_visible():  # a narrow window folds the sidebar away
-                page.locator('[data-testid="stExpandSidebarButton"]').click()
-            button = sidebar.get_by_role("button", name="More filters", exact=True)
-            page.screenshot(path=str(tmp_path / f"sidebar-{width}.png"))
-            button.click()
-            runs.after(lambda page=page: choose(page, "Session", "session-2"), (width, "session-2"),
-                       ("Runs", f"{sum(1 for d in docs if d['session_id'] == 'session-2'):,}"))
-            page.screenshot(path=str(tmp_path / f"more-filters-{width}.png"))
-            page.keyboard.press("Escape")
-            page.keyboard.press("Escape")
-            set_label = sidebar.get_by_role("button", name="More filters (1)", exact=True)
-            set_label.wait_for(timeout=60_000)
-            assert "Session: session-2" in sidebar.inner_text()
-            assert all((tmp_path / f"{name}-{width}.png").stat().st_size > 10_000
-                       for name in ("sidebar", "more-filters"))
-            page.close()

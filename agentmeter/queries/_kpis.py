@@ -71,11 +71,13 @@ def finish(selected: Sequence[Any], percentiles: Sequence[float | None]) -> dict
     return row
 
 
-def sqlite_query(f: Filters, by_agent: bool = False) -> tuple[str, list[Any]]:
-    """The KPI query of the local store: :func:`select_list` and the durations as one ``group_concat``
-    (PERCENTILE_CONT is computed by the caller). With ``by_agent`` one row per agent, the agent first,
-    ordered by agent (null first)."""
+def sqlite_query(f: Filters, by_agent: bool = False, durations: str = "group_concat(duration_ms)",
+                 ) -> tuple[str, list[Any]]:
+    """The KPI query of the local store: :func:`select_list` and then ``durations``, by default the
+    durations as one ``group_concat`` (PERCENTILE_CONT is computed by the caller; the local source selects
+    them as integer microseconds, see :data:`agentmeter.queries.local.MICROS`). With ``by_agent`` one row
+    per agent, the agent first, ordered by agent (null first)."""
     where, params = SQLITE.where(f, SQLITE.runs)
     key = "agent, " if by_agent else ""
     group = " GROUP BY agent ORDER BY agent" if by_agent else ""
-    return f"SELECT {key}{select_list(SQLITE)}, group_concat(duration_ms) FROM {SQLITE.runs}{where}{group}", params
+    return f"SELECT {key}{select_list(SQLITE)}, {durations} FROM {SQLITE.runs}{where}{group}", params

@@ -113,8 +113,8 @@ TOKENS_BY_MODEL: Final[Spec] = (
 #: Prompt-cache tokens per provider and model: ``cached_input_tokens`` (read from the provider's cache) and
 #: ``cache_write_tokens`` (written to it, billed at the cache-write rate), sums that are 0 when unknown; both
 #: are part of the calls' input tokens. Only groups with some cache tokens; ordered by provider, model (nulls
-#: first). Its own scan of the calls (the rollup index of the local store does not carry these columns; the
-#: local store skips it when no matching run has cache tokens), read by the Usage and Cost views.
+#: first). Its own scan of the calls (the local store reads a partial index holding only the calls with cache
+#: tokens, and skips it when no matching run has any), read by the Usage and Cost views.
 CACHE_TOKENS: Final[Spec] = (
     ("provider", "str"), ("model", "str"), ("calls", "int"), ("cached_input_tokens", "int"),
     ("cache_write_tokens", "int"),

@@ -3,13 +3,15 @@
 Opened read-only (``mode=ro``), so the dashboard never writes to or locks the store an agent is writing
 (WAL lets both proceed). Counts, sums and groupings run in SQL; a latency percentile fetches one column
 per group, as a single ``group_concat`` string per group that numpy parses, and computes PERCENTILE_CONT
-in Python (:mod:`agentmeter.queries._stats`). Every filter value is a bound ``?`` parameter.
+in Python (:mod:`agentmeter.queries._stats`). The durations travel as integer microseconds (SQLite writes
+an integer as text several times faster than a REAL), checked in the same query to give back exactly the
+stored values (see :data:`MICROS`). Every filter value is a bound ``?`` parameter.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .._config import default_db_path
+from ..sinks.sqlite import CACHED_CALLS
 from . import _kpis, base
 from ._dialect import SQLITE as _SQLITE
 from ._sql import SqlSource, and_, names
@@ -35,10 +38,15 @@ def from_env(db: str | Path | None = None) -> LocalSource:
 #: the store's covering index per table (see ``agentmeter.sinks.sqlite``): every dashboard aggregate over
 #: that table reads only the index, in group order, so GROUP BY needs no sort
 ROLLUP_INDEXES = {"api_calls": "ix_calls_rollup", "run_steps": "ix_steps_rollup", "agent_runs": "ix_runs_rollup2"}
+#: the partial index of the calls with prompt-cache tokens (``agentmeter.sinks.sqlite``), whose WHERE is
+#: ``CACHED_CALLS``: the cache figures read it instead of every call's row
+CACHE_INDEX = "ix_calls_cache"
 #: the plain started_at index of the tables aggregated per group (in every version of the store)
 TIME_INDEXES = {"api_calls": "ix_calls_started", "run_steps": "ix_steps_started"}
 #: a time range holding less than this fraction of a table's rows reads it through its started_at index
 NARROW_RANGE = 0.05
+#: ... or fewer rows than this
+NARROW_MIN = 1000
 #: a run list sorted by model looks each run's model up when the filters keep less than this share of runs
 FEW_RUNS = 0.3
 #: ... or fewer than this many runs
@@ -47,9 +55,34 @@ FEW_RUNS_MIN = 1000
 VALUES_WALK = 10 * base.FILTER_VALUES_LIMIT
 
 
-def _pcts(joined: str | None) -> dict[str, float | None]:
-    """p50/p95/p99 of a ``group_concat`` of durations."""
-    return dict(zip(QUANTILES, percentiles(_parse_floats(joined)), strict=True))
+#: a ``duration_ms`` as integer microseconds, rounded half up (the SDK stores milliseconds to the microsecond)
+MICRO = "CAST(duration_ms * 1000 + 0.5 AS INTEGER)"
+#: the durations of a group as two columns: a ``group_concat`` of :data:`MICRO`, and how many durations that
+#: does not give back exactly (``MICRO / 1000.0`` is not the stored REAL: a finer value, a negative one, one
+#: past 64 bits). SQLite writes a REAL as text with ``%!.15g``, several times slower than an integer, and a
+#: million durations as REALs cost about 0.1 s. When the count is not 0 the query runs again with
+#: :data:`FLOAT_DURATIONS`, so every percentile is computed from exactly the stored values.
+MICROS = f"group_concat({MICRO}), total({MICRO} / 1000.0 <> duration_ms)"
+#: :data:`MICROS` for durations that are not all whole microseconds: the REALs themselves
+FLOAT_DURATIONS = "group_concat(duration_ms), 0"
+#: False: the durations are read as REALs at once (the path before :data:`MICROS`; the tests compare the two)
+READ_MICROS = True
+
+
+def _durations(joined: str | None, micros: bool) -> np.ndarray:
+    """The durations (ms) of a group's ``group_concat``: of :data:`MICRO` when ``micros``, else of REALs.
+    ``k / 1000`` in float64 is the double nearest to ``k`` microseconds, which is the stored value when
+    the query's check found every duration exact."""
+    if not micros:
+        return _parse_floats(joined)
+    if not joined:
+        return np.empty(0)
+    return np.fromstring(joined, dtype=np.int64, sep=",") / 1000.0
+
+
+def _pcts(durations: np.ndarray) -> dict[str, float | None]:
+    """p50/p95/p99 of a group's durations."""
+    return dict(zip(QUANTILES, percentiles(durations), strict=True))
 
 
 def _narrowed(f: Filters) -> bool:
@@ -187,10 +220,12 @@ class LocalSource(SqlSource):
         return sorted(str(value) for value, _ in ranked[:limit])
 
     def cache_tokens(self, f: Filters) -> pd.DataFrame:
-        """Only when some matching run has cache tokens: one pass over the rows of api_calls (no index
-        carries these columns) that groups only the calls with cache tokens, the other calls of each group
-        counted from the calls summary (the same filters: the Usage and Cost views read it anyway). Grouping
-        every call would sort all of them (1M calls: 0.85 s, against 0.4 s with 30% of calls cached)."""
+        """Only when some matching run has cache tokens: the calls with cache tokens grouped, read from the
+        partial index that holds only them (:data:`CACHE_INDEX`, covering, in group order), the other calls
+        of each group counted from the calls summary (the same filters: the Usage and Cost views read it
+        anyway). A narrow time range reads its calls through the started_at index instead; a store without
+        the partial index (written before it existed) reads every call's row once (1M calls: 0.4 s), not
+        through another index (0.85 s: every call sorted)."""
         cache = ("cached_input_tokens", "cache_write_tokens")
         if not set(cache) <= (self._columns("agent_runs") or set()) or not set(cache) <= (
                 self._columns("api_calls") or set()):
@@ -200,10 +235,13 @@ class LocalSource(SqlSource):
         if not self._rows(f"SELECT 1 FROM agent_runs{some} LIMIT 1", params):
             return conform([], base.CACHE_TOKENS)
         where, params = _SQLITE.where(f, "api_calls")
-        # rows whose values are 0 or null add nothing to a sum: left out before the sort of GROUP BY
-        nonzero = and_(where, "(cached_input_tokens <> 0 OR cache_write_tokens <> 0)")
+        # rows whose values are 0 or null add nothing to a sum: left out before the sort of GROUP BY (the
+        # term is the partial index's WHERE, verbatim, so the planner may read that index)
+        nonzero = and_(where, CACHED_CALLS)
         table = self._scan("api_calls", f)
-        if table == "api_calls" and not _narrowed(f):  # every call: the rows in order, not through an index
+        if table == "api_calls" and CACHE_INDEX in self._indexes():
+            table = f"api_calls INDEXED BY {CACHE_INDEX}"
+        elif table == "api_calls" and not _narrowed(f):  # every call: the rows in order, not through an index
             table = "api_calls NOT INDEXED"
         sums = "total(cached_input_tokens), total(cache_write_tokens)"
         rows = self._rows(f"SELECT provider, model, {sums} FROM {table}{nonzero} GROUP BY provider, model "
@@ -223,6 +261,9 @@ class LocalSource(SqlSource):
         have = {row[1] for row in self._rows("PRAGMA table_info(agent_runs)")}
         return ", ".join(c if c in have else f"NULL AS {c}" for c in DIMENSION_FIELDS)
 
+    def _indexes(self) -> set[str]:
+        return {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
     def _scan(self, table: str, f: Filters) -> str:
         """The FROM clause of a per-group aggregate over ``table`` (run_steps or api_calls).
 
@@ -233,7 +274,7 @@ class LocalSource(SqlSource):
         has only a (provider, model) index that makes SQLite read rows in random order: without a time
         bound a plain scan beats it (measured: 0.47 s vs 0.78 s on 1M calls).
         """
-        indexes = {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        indexes = self._indexes()
         timed = f.since is not None or f.until is not None
         if ROLLUP_INDEXES[table] not in indexes:
             return table if timed else f"{table} NOT INDEXED"
@@ -246,7 +287,7 @@ class LocalSource(SqlSource):
                 clauses.append(f"started_at {op} ?")
                 params.append(bound)
         (last,), = self._rows(f"SELECT coalesce(max(rowid), 0) FROM {table}")  # O(log n): ~ the row count
-        cap = max(1000, int(last * NARROW_RANGE))
+        cap = max(NARROW_MIN, int(last * NARROW_RANGE))
         (n,), = self._rows(f"SELECT count(*) FROM (SELECT 1 FROM {table} INDEXED BY {by_time} "
                            f"WHERE {' AND '.join(clauses)} LIMIT ?)", [*params, cap])
         return f"{table} INDEXED BY {by_time}" if n < cap else table
@@ -259,26 +300,34 @@ class LocalSource(SqlSource):
                "GROUP BY agent ORDER BY agent")
         return self._frame(sql, [], names(base.AGENTS), base.AGENTS)
 
+    def _duration_rows(self, query: Callable[[str], tuple[str, Sequence[Any]]]) -> list[tuple[Any, ...]]:
+        """The rows of ``query(durations)``, whose last columns are ``durations`` (:data:`MICROS`), each with
+        those two columns replaced by the group's durations (an array of ms): read as microseconds, or read
+        again as REALs when some duration is not a whole number of microseconds."""
+        rows = self._rows(*query(MICROS)) if READ_MICROS else []
+        if not READ_MICROS or any(row[-1] for row in rows):
+            rows = self._rows(*query(FLOAT_DURATIONS))
+            return [(*row[:-2], _durations(row[-2], micros=False)) for row in rows]
+        return [(*row[:-2], _durations(row[-2], micros=True)) for row in rows]
+
     def kpis(self, f: Filters) -> pd.DataFrame:
-        rows = self._rows(*_kpis.sqlite_query(f))
-        measured, durations = (rows[0][:-1], rows[0][-1]) if rows else ((), None)
-        row = _kpis.finish(measured or [0] * len(_kpis.MEASURED), percentiles(_parse_floats(durations)))
+        rows = self._duration_rows(lambda durations: _kpis.sqlite_query(f, durations=durations))
+        measured, durations = (rows[0][:-1], rows[0][-1]) if rows else ((), np.empty(0))
+        row = _kpis.finish(measured or [0] * len(_kpis.MEASURED), percentiles(durations))
         return conform([row], base.KPIS)
 
     def agent_kpis(self, f: Filters) -> pd.DataFrame:
-        rows = [{"agent": r[0], **_kpis.finish(r[1:-1], percentiles(_parse_floats(r[-1])))}
-                for r in self._rows(*_kpis.sqlite_query(f, by_agent=True))]
+        rows = [{"agent": r[0], **_kpis.finish(r[1:-1], percentiles(r[-1]))}
+                for r in self._duration_rows(lambda d: _kpis.sqlite_query(f, by_agent=True, durations=d))]
         return conform(rows or pd.DataFrame(columns=names(base.AGENT_KPIS)), base.AGENT_KPIS)
 
     def latency_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
         b = _SQLITE.bucket(bucket)
         where, params = _SQLITE.where(f, "agent_runs")
-        sql = (f"SELECT {b} AS b, count(*), group_concat(duration_ms) FROM agent_runs"
-               f"{and_(where, 'duration_ms IS NOT NULL')} GROUP BY b ORDER BY b")
-        rows = [
-            {"bucket": b_, "runs": n, **_pcts(d)}
-            for b_, n, d in self._rows(sql, params)
-        ]
+        where = and_(where, "duration_ms IS NOT NULL")
+        rows = [{"bucket": b_, "runs": n, **_pcts(d)} for b_, n, d in self._duration_rows(
+            lambda durations: (f"SELECT {b} AS b, count(*), {durations} FROM agent_runs{where} GROUP BY b "
+                               "ORDER BY b", params))]
         return conform(rows or pd.DataFrame(columns=names(base.LATENCY_OVER_TIME)), base.LATENCY_OVER_TIME)
 
     def _latency_groups(
@@ -286,15 +335,12 @@ class LocalSource(SqlSource):
     ) -> pd.DataFrame:
         where, params = _SQLITE.where(f, table)
         key_sql = ", ".join(keys)
-        # the mean from the durations fetched for the percentiles anyway (an avg() would cost 10% more)
-        sql = (
-            f"SELECT {key_sql}, count(*), total(status = 'error'), "
-            f"group_concat(duration_ms) FROM {self._scan(table, f)}{where} GROUP BY {key_sql}"
-        )
+        scan = self._scan(table, f)
         rows = []
-        for r in self._rows(sql, params):
-            key, (n, errors, joined) = r[: len(keys)], r[len(keys):]
-            durations = _parse_floats(joined)
+        # the mean from the durations fetched for the percentiles anyway (an avg() would cost 10% more)
+        for r in self._duration_rows(lambda d: (f"SELECT {key_sql}, count(*), total(status = 'error'), {d} "
+                                                f"FROM {scan}{where} GROUP BY {key_sql}", params)):
+            key, (n, errors, durations) = r[: len(keys)], r[len(keys):]
             rows.append({
                 **dict(zip(keys, key, strict=True)), count_name: n, "errors": errors,
                 "mean_ms": float(durations.mean()) if durations.size else None,

@@ -42,6 +42,8 @@ _SKIP = ("record_type", "record_id")
 # ix_calls_provider, which they replace; ix_calls_model served no query. Older stores drop those three on
 # their next open. run_id stays out of the rollups: a status filter is a semi-join on run_id, which the
 # run_id indexes serve better.
+#: the calls with prompt-cache tokens: the WHERE of ix_calls_cache, and a term of every query that reads it
+CACHED_CALLS = "(cached_input_tokens <> 0 OR cache_write_tokens <> 0)"
 _INDEXES: tuple[str, ...] = (
     # ix_runs_rollup2: ix_runs_rollup plus the step and error counts the KPIs sum (step and call error rates)
     "CREATE INDEX IF NOT EXISTS ix_runs_rollup2 ON agent_runs (started_at, agent, status, duration_ms, "
@@ -58,6 +60,11 @@ _INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS ix_calls_started ON api_calls (started_at)",
     "CREATE INDEX IF NOT EXISTS ix_calls_rollup ON api_calls (provider, model, operation, priced, status, "
     "started_at, agent, duration_ms, input_tokens, output_tokens, total_tokens, cost_usd)",
+    # ix_calls_cache: only the calls with prompt-cache tokens (30% of chat calls in the bench store), with the
+    # columns the dashboard's cache figures read and filter on; the query repeats its WHERE term verbatim
+    # (SQLite uses a partial index only then). Calls without cache tokens cost the writer one comparison.
+    f"CREATE INDEX IF NOT EXISTS ix_calls_cache ON api_calls (provider, model, started_at, agent, run_id, "
+    f"cached_input_tokens, cache_write_tokens) WHERE {CACHED_CALLS}",
     "DROP INDEX IF EXISTS ix_runs_started",
     "DROP INDEX IF EXISTS ix_calls_provider",
     "DROP INDEX IF EXISTS ix_calls_model",

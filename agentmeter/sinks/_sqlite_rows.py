@@ -15,8 +15,10 @@ from .._capture import Snapshot
 from .._json import dumps
 from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import RUNNING
+from ..contract import Price
+from ..pricing import OVERRIDE
 
-__all__ = ["ROLLUP", "calls_function", "rollup_function", "steps_function"]
+__all__ = ["NO_RATES", "ROLLUP", "calls_function", "rollup_function", "steps_function"]
 
 _NONE = type(None)
 
@@ -127,17 +129,31 @@ _CALL_NULLABLE_KEY = (
 )
 
 CallsFunction = Callable[[FinishedRun, list[FinishedCall], Callable[[Mapping[str, Any]], Any], Any,
-                          Callable[[FinishedCall], list[Any]]], list[list[Any]]]
+                          Callable[[FinishedCall], list[Any]], Mapping[tuple[Any, Any, Any], tuple[float, ...]]],
+                         list[list[Any]]]
+
+
+class _NoRates(dict[tuple[Any, Any, Any], tuple[float, ...]]):
+    """The token rates of a pricer that has none (see :class:`agentmeter.pricing.TokenRates`): every call
+    asks the pricer."""
+
+    def __missing__(self, name: tuple[Any, Any, Any]) -> tuple[float, ...]:
+        return ()
+
+
+NO_RATES: Mapping[tuple[Any, Any, Any], tuple[float, ...]] = _NoRates()
 
 
 def calls_function(names: list[str]) -> CallsFunction:
-    """``calls(run, calls, pricer, schema_version, general)``: the rows of ``calls``, each finished one whose
-    metadata was not truncated written out from :data:`_PLAIN_CALL` and priced from the columns the pricer
-    reads (:mod:`agentmeter.pricing`: no row dict is built), the others made by ``general``."""
+    """``calls(run, calls, pricer, schema_version, general, rates)``: the rows of ``calls``, each finished one
+    whose metadata was not truncated written out from :data:`_PLAIN_CALL`, the others made by ``general``.
+    A call whose output tokens are known and whose name has token ``rates``
+    (:class:`agentmeter.pricing.TokenRates`) is priced from them as the pricer would price it; the others
+    by the pricer, from the columns it reads (no row dict is built)."""
     if not names or any(n not in _PLAIN_CALL for n in names):
-        return lambda run, calls, pricer, sv, general: [general(c) for c in calls]
+        return lambda run, calls, pricer, sv, general, rates: [general(c) for c in calls]
     source = (
-        "def calls(run, calls, pricer, sv, general):\n"
+        "def calls(run, calls, pricer, sv, general, rates):\n"
         "    agent = run.agent\n"
         "    out = []\n"
         "    for c in calls:\n"
@@ -149,16 +165,25 @@ def calls_function(names: list[str]) -> CallsFunction:
         "            continue\n"
         "        mv = m.value\n"
         "        started = iso(c_start_us)\n"
-        "        p = pricer({'provider': c_provider, 'operation': c_operation, 'model': c_model,\n"
-        "                    'status': c_status, 'http_status': c_http_status, 'started_at': started,\n"
-        "                    'input_tokens': c_input_tokens, 'output_tokens': c_output_tokens,\n"
-        "                    'cached_input_tokens': c_cached_input_tokens,\n"
-        "                    'cache_write_tokens': c_cache_write_tokens, 'units': c_units, 'metadata': mv})\n"
+        # the override's cost written out (pricing._override_cost: the same operations in the same order)
+        "        if c_output_tokens is not None and (rt := rates[c_provider, c_model, c_operation]):\n"
+        "            ti = c_input_tokens or 0\n"
+        "            ca = min(c_cached_input_tokens or 0, ti)\n"
+        "            wr = min(c_cache_write_tokens or 0, ti - ca)\n"
+        "            p = new_price(Price, (round((0.0 + ((ti - ca - wr) * rt[0] + ca * rt[1] + wr * rt[2])\n"
+        "                                         + (c_output_tokens or 0) * rt[3]) / 1e6, 10), True, OVERRIDE))\n"
+        "        else:\n"
+        "            p = pricer({'provider': c_provider, 'operation': c_operation, 'model': c_model,\n"
+        "                        'status': c_status, 'http_status': c_http_status, 'started_at': started,\n"
+        "                        'input_tokens': c_input_tokens, 'output_tokens': c_output_tokens,\n"
+        "                        'cached_input_tokens': c_cached_input_tokens,\n"
+        "                        'cache_write_tokens': c_cache_write_tokens, 'units': c_units, 'metadata': mv})\n"
         f"        out.append([{', '.join(_PLAIN_CALL[n] for n in names)}, ({_CALL_NULLABLE_KEY})])\n"
         "    return out\n"
     )
     namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
-                                 "Snapshot": Snapshot}
+                                 "Snapshot": Snapshot, "new_price": tuple.__new__, "Price": Price,
+                                 "OVERRIDE": OVERRIDE}
     exec(compile(source, "<agentmeter call rows>", "exec"), namespace)
     return cast(CallsFunction, namespace["calls"])
 

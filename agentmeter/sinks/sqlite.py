@@ -21,9 +21,10 @@ from .._json import dumps
 from .._paths import default_db_path
 from .._record import FinishedCall, FinishedStep
 from .._status import ERROR
+from ..pricing import token_rates
 from ._base import Document, RunDocument, Sink, WriteResult
+from ._sqlite_rows import NO_RATES, calls_function, rollup_function, steps_function
 from ._sqlite_rows import ROLLUP as _ROLLUP
-from ._sqlite_rows import calls_function, rollup_function, steps_function
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
@@ -293,8 +294,10 @@ class SQLiteSink(Sink):
                 return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
 
             # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
+            rates = token_rates(price)  # (an empty dict until its first call: not "or")
             call_rows = _checked(self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv,
-                                             general_call), len(calls_t.names), calls_t.real_at, careful)
+                                             general_call, NO_RATES if rates is None else rates),
+                                 len(calls_t.names), calls_t.real_at, careful)
             by_step: dict[str | None, list[list[Any]]] = {}
             step_at = self._call_step_at
             for row in call_rows:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from .. import _clock
 from .._capture import Snapshot
-from .._json import dumps
+from .._json import dumps_bytes  # .decode() written out: no Python call per value
 from .._record import FinishedCall, FinishedRun, FinishedStep
 from .._status import RUNNING
 from ..contract import Price
@@ -31,7 +31,7 @@ _PLAIN_STEP = {
     "agent": "agent", "name": "s_name", "kind": "s_kind", "status": "s_status", "error_type": "s_error_type",
     "error_message": "s_error_message", "started_at": "iso(s_start_us)", "ended_at": "iso(s_end_us)",
     "duration_ms": "ms3(s_end_ns - s_start_ns)",
-    "metadata": "('{}' if not m.value else dumps(m.value))",  # "metadata or {}", then encoded
+    "metadata": "('{}' if not m.value else dumps(m.value).decode())",  # "metadata or {}", then encoded
     "call_count": "0", "input_tokens": "None", "output_tokens": "None", "cached_input_tokens": "None",
     "cache_write_tokens": "None", "reasoning_tokens": "None", "total_tokens": "None", "cost_usd": "None",
     "inputs": "None", "output": "None", "truncated": "(1 if m.truncated else 0)",
@@ -92,7 +92,7 @@ def steps_function(names: list[str]) -> StepsFunction:
         f"                        ({_NULLABLE_KEY}, *map(isnone, r))])\n"
         "    return out\n"
     )
-    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps_bytes, "RUNNING": RUNNING,
                                  "Snapshot": Snapshot, "isnone": _NONE.__instancecheck__}
     exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
     return cast(StepsFunction, namespace["steps"])
@@ -114,7 +114,7 @@ _PLAIN_CALL = {
     "total_tokens": ("(None if c_input_tokens is None and c_output_tokens is None "
                      "else (c_input_tokens or 0) + (c_output_tokens or 0))"),
     "units": "c_units", "cost_usd": "p.cost_usd", "priced": "(1 if p.priced else 0)", "price_source": "p.source",
-    "metadata": "('{}' if not mv else dumps(mv))",  # "metadata or {}", then encoded
+    "metadata": "('{}' if not mv else dumps(mv).decode())",  # "metadata or {}", then encoded
 }
 
 #: whether each column of a plain call row that may be null is: the key of the row's null pattern (see
@@ -178,10 +178,13 @@ def calls_function(names: list[str]) -> CallsFunction:
         "                        'input_tokens': c_input_tokens, 'output_tokens': c_output_tokens,\n"
         "                        'cached_input_tokens': c_cached_input_tokens,\n"
         "                        'cache_write_tokens': c_cache_write_tokens, 'units': c_units, 'metadata': mv})\n"
+        "        cost = p[0]\n"
+        "        if cost is not None and cost - cost != 0:  # NaN or infinity: SQLite would store it as NULL\n"
+        "            raise ValueError('non-finite cost')\n"
         f"        out.append([{', '.join(_PLAIN_CALL[n] for n in names)}, ({_CALL_NULLABLE_KEY})])\n"
         "    return out\n"
     )
-    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps, "RUNNING": RUNNING,
+    namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps_bytes, "RUNNING": RUNNING,
                                  "Snapshot": Snapshot, "new_price": tuple.__new__, "Price": Price,
                                  "OVERRIDE": OVERRIDE}
     exec(compile(source, "<agentmeter call rows>", "exec"), namespace)
@@ -191,7 +194,9 @@ def calls_function(names: list[str]) -> CallsFunction:
 def rollup_function(names: list[str]) -> Callable[[list[list[Any]]], tuple[Any, ...]]:
     """``rollup(call rows)``: the sums :func:`agentmeter.contract.run_parts` makes of call rows (each token
     column summed over the known values, null when none is; the cost of the priced calls rounded to 10
-    digits, null when none is priced), from rows of the api_calls table in ``names`` order."""
+    digits, null when none is priced), from rows of the api_calls table in ``names`` order. Raises
+    ``ValueError`` on a cost that is not finite (SQLite would store NULL: the run takes the document path,
+    which stores what it always stored)."""
     at = [names.index(n) for n in ROLLUP]
     priced = names.index("priced")
     tokens, cost = at[:-1], at[-1]
@@ -200,15 +205,21 @@ def rollup_function(names: list[str]) -> Callable[[list[list[Any]]], tuple[Any, 
         if len(rows) == 1:  # most steps: one call (the same sums: sum of one int is that int)
             r = rows[0]
             c = r[cost]
-            return (r[tokens[0]], r[tokens[1]], r[tokens[2]], r[tokens[3]], r[tokens[4]], r[tokens[5]],
-                    (round(0.0 + c if c.__class__ is float else sum([c]), 10)  # sum([c]) of a float: 0.0 + c
-                     if r[priced] and c is not None else None))
+            if not r[priced] or c is None:
+                return r[tokens[0]], r[tokens[1]], r[tokens[2]], r[tokens[3]], r[tokens[4]], r[tokens[5]], None
+            c = round(0.0 + c if c.__class__ is float else sum([c]), 10)  # sum([c]) of a float: 0.0 + c
+            if c - c != 0:
+                raise ValueError("non-finite cost")
+            return r[tokens[0]], r[tokens[1]], r[tokens[2]], r[tokens[3]], r[tokens[4]], r[tokens[5]], c
         out: list[Any] = []
         for i in tokens:
             known = [r[i] for r in rows if r[i] is not None]
             out.append(sum(known) if known else None)
         costs = [r[cost] for r in rows if r[priced] and r[cost] is not None]
-        out.append(round(sum(costs), 10) if costs else None)
+        total = round(sum(costs), 10) if costs else None
+        if total is not None and total - total != 0:  # a sum past a float's range: the document path
+            raise ValueError("non-finite cost")
+        out.append(total)
         return tuple(out)
 
     return rollup

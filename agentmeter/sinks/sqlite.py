@@ -291,13 +291,17 @@ class SQLiteSink(Sink):
             price = pricer or contract.unpriced
 
             def general_call(call: FinishedCall) -> list[Any]:
-                return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
+                return _check(calls_t.row(contract.call_row(call, run, price, max_chars), sv), calls_t.real_at,
+                              careful)
 
-            # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
             rates = token_rates(price)  # (an empty dict until its first call: not "or")
-            call_rows = _checked(self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv,
-                                             general_call, NO_RATES if rates is None else rates),
-                                 len(calls_t.names), calls_t.real_at, careful)
+            # sorted by call id, as run_parts sorts them (the sums of floats keep their order); a row written
+            # out checks the one number of it that may not be finite (its cost: the other real columns are
+            # durations and units checked when the call was frozen), a row made by general_call is checked there
+            call_rows = self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv, general_call,
+                                    NO_RATES if rates is None else rates)
+            if careful:
+                call_rows = _checked(call_rows, len(calls_t.names), calls_t.real_at, careful)
             by_step: dict[str | None, list[list[Any]]] = {}
             step_at = self._call_step_at
             for row in call_rows:
@@ -326,7 +330,7 @@ class SQLiteSink(Sink):
             return _check(steps_t.row(row, sv), steps_t.real_at, careful)
 
         step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general, rollup)
-        if careful or by_step:  # a step's summed cost may be past a float's range
+        if careful:  # (a step's summed cost past a float's range: the rollup raises)
             step_rows = _checked(step_rows, len(steps_t.names), steps_t.real_at, careful)
         new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows, call_rows, []]  # no scores
         for rows, more in zip(out, new, strict=True):

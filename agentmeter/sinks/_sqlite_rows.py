@@ -200,6 +200,7 @@ def rollup_function(names: list[str]) -> Callable[[list[list[Any]]], tuple[Any, 
     at = [names.index(n) for n in ROLLUP]
     priced = names.index("priced")
     tokens, cost = at[:-1], at[-1]
+    i0, i1, i2, i3, i4, i5 = tokens
 
     def rollup(rows: list[list[Any]]) -> tuple[Any, ...]:
         if len(rows) == 1:  # most steps: one call (the same sums: sum of one int is that int)
@@ -211,15 +212,34 @@ def rollup_function(names: list[str]) -> Callable[[list[list[Any]]], tuple[Any, 
             if c - c != 0:
                 raise ValueError("non-finite cost")
             return r[tokens[0]], r[tokens[1]], r[tokens[2]], r[tokens[3]], r[tokens[4]], r[tokens[5]], c
-        out: list[Any] = []
-        for i in tokens:
-            known = [r[i] for r in rows if r[i] is not None]
-            out.append(sum(known) if known else None)
-        costs = [r[cost] for r in rows if r[priced] and r[cost] is not None]
-        total = round(sum(costs), 10) if costs else None
+        # one pass over the rows (not a comprehension per column: each is a function call in Python 3.11);
+        # a token sum is the known values added in order from 0, as sum() adds them (ints: exact)
+        s0 = s1 = s2 = s3 = s4 = s5 = None
+        costs = []
+        for r in rows:
+            v = r[i0]
+            if v is not None:
+                s0 = (0 if s0 is None else s0) + v
+            v = r[i1]
+            if v is not None:
+                s1 = (0 if s1 is None else s1) + v
+            v = r[i2]
+            if v is not None:
+                s2 = (0 if s2 is None else s2) + v
+            v = r[i3]
+            if v is not None:
+                s3 = (0 if s3 is None else s3) + v
+            v = r[i4]
+            if v is not None:
+                s4 = (0 if s4 is None else s4) + v
+            v = r[i5]
+            if v is not None:
+                s5 = (0 if s5 is None else s5) + v
+            if r[priced] and r[cost] is not None:
+                costs.append(r[cost])
+        total = round(sum(costs), 10) if costs else None  # sum(): the costs' float sum, as run_parts makes it
         if total is not None and total - total != 0:  # a sum past a float's range: the document path
             raise ValueError("non-finite cost")
-        out.append(total)
-        return tuple(out)
+        return s0, s1, s2, s3, s4, s5, total
 
     return rollup

@@ -403,6 +403,9 @@ class SQLiteSink(Sink):
             if not _PLAIN.issuperset(types):
                 raise TypeError("a value of a type the store does not take as it is")
             present = tuple(t is not _NONE for t in types)
+            # the bound values of a row in one C call (itertools.compress steps two iterators per column)
+            at = [i for i, p in enumerate(present) if p]
+            values = operator.itemgetter(*at) if len(at) > 1 else (lambda row, _at=at: [row[i] for i in _at])
             per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
             for start in range(0, len(members), per_statement):
                 part = members[start:start + per_statement]
@@ -412,10 +415,7 @@ class SQLiteSink(Sink):
                     if len(cache) >= _MAX_STATEMENTS:
                         cache.clear()
                     sql = cache[shape] = table.upsert_sql(present, len(part))
-                params: list[Any] = []
-                for row in part:
-                    params.extend(itertools.compress(row, present))
-                conn.execute(sql, params)
+                conn.execute(sql, list(itertools.chain.from_iterable(map(values, part))))
 
     def close(self, timeout: float | None = None) -> bool:
         with self._lock:

@@ -20,8 +20,6 @@ from ..pricing import OVERRIDE
 
 __all__ = ["NO_RATES", "ROLLUP", "calls_function", "rollup_function", "steps_function"]
 
-_NONE = type(None)
-
 
 #: a finished step's columns when it made no call and nothing of it was captured (most steps): written
 #: straight from the frozen step, as :func:`agentmeter.contract.step_row` would make them. A column not
@@ -60,6 +58,9 @@ def _unpack(prefix: str, fields: tuple[str, ...]) -> str:
 _NULLABLE_KEY = ("agent is None, s_step_id is None, s_run_id is None, s_parent_step_id is None, s_name is None, "
                  "s_kind is None, s_status is None, s_error_type is None, s_error_message is None")
 
+#: whether each of a step's sums (``r``, see :func:`rollup_function`) is null, after its other columns' key
+_SUMS_KEY = ", ".join(f"r[{i}] is None" for i in range(len(ROLLUP)))
+
 StepsFunction = Callable[[FinishedRun, tuple[FinishedStep, ...], Mapping[str | None, Any], bool, Any,
                           Callable[[FinishedStep], list[Any]], Callable[[list[list[Any]]], tuple[Any, ...]]],
                          list[list[Any]]]
@@ -89,11 +90,11 @@ def steps_function(names: list[str]) -> StepsFunction:
         "        else:\n"
         "            r = rollup(cs)\n"
         f"            out.append([{', '.join(_STEP_WITH_CALLS[n] for n in names)},\n"
-        f"                        ({_NULLABLE_KEY}, *map(isnone, r))])\n"
+        f"                        ({_NULLABLE_KEY}, {_SUMS_KEY})])\n"
         "    return out\n"
     )
     namespace: dict[str, Any] = {"iso": _clock.iso_utc, "ms3": _clock.ms3, "dumps": dumps_bytes, "RUNNING": RUNNING,
-                                 "Snapshot": Snapshot, "isnone": _NONE.__instancecheck__}
+                                 "Snapshot": Snapshot}
     exec(compile(source, "<agentmeter step rows>", "exec"), namespace)
     return cast(StepsFunction, namespace["steps"])
 

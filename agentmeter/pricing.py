@@ -239,6 +239,50 @@ def _override_cost(spec: _Spec, call: Mapping[str, Any]) -> Price:
 _UNPRICED = Price(None, False, None)
 _new_price = tuple.__new__  # a NamedTuple's __new__ is a Python function
 
+#: no rates: the pricer decides (see :class:`TokenRates`)
+_NO_RATES: tuple[float, ...] = ()
+
+
+class TokenRates(dict[tuple[Any, Any, Any], tuple[float, ...]]):
+    """``(provider, model, operation)`` -> ``(input, cached input, cache write, output)`` per million tokens:
+    the rates of the override that prices that name's calls by their tokens alone, or ``()`` when none does
+    (no override, a dated one, one with a per-request or per-unit part: only the pricer can say).
+
+    What a store reads to price a call whose output tokens are known without building its dict: the cost is
+    then ``round((0.0 + ((input - cached - written) * r[0] + cached * r[1] + written * r[2])
+    + output * r[3]) / 1e6, 10)``, ``cached`` and ``written`` clamped as :func:`_override_cost` clamps them
+    (the same float, in the same order). Filled on first use; a hit is a plain dict lookup (no call)."""
+
+    __slots__ = ("_candidates",)
+
+    def __init__(self, candidates: Any) -> None:
+        super().__init__()
+        self._candidates = candidates
+
+    def __missing__(self, name: tuple[Any, Any, Any]) -> tuple[float, ...]:
+        found = self._candidates({"provider": name[0], "model": name[1], "operation": name[2]})
+        rates = _NO_RATES
+        if found and len(found[0]) == 1:  # the first override applies to every call when it is not dated
+            spec = found[0][0]
+            if (not spec.effective_from and spec.per_unit is None and spec.per_request is None
+                    and (spec.input_per_mtok is not None or spec.output_per_mtok is not None
+                         or spec.cached_input_per_mtok is not None or spec.cache_write_per_mtok is not None)):
+                per_in = spec.input_per_mtok or 0.0
+                rates = (per_in,
+                         spec.cached_input_per_mtok if spec.cached_input_per_mtok is not None else per_in,
+                         spec.cache_write_per_mtok if spec.cache_write_per_mtok is not None else per_in,
+                         spec.output_per_mtok or 0.0)
+        if len(self) >= 1024:  # a program calls a few models
+            self.clear()
+        self[name] = rates
+        return rates
+
+
+def token_rates(pricer: Pricer) -> TokenRates | None:
+    """The :class:`TokenRates` of a pricer :func:`make_pricer` made (``None`` for any other pricer)."""
+    rates = getattr(pricer, "token_rates", None)
+    return rates if isinstance(rates, TokenRates) else None
+
 
 class _Library:
     """genai-prices and its bundled price table, loaded once per process (see the module docstring)."""
@@ -404,4 +448,5 @@ def make_pricer(prices: Mapping[str, Any]) -> Pricer:
         found = library.price(call)
         return found if found is not None else Price(None, False, None)
 
+    price.token_rates = TokenRates(_candidates)  # type: ignore[attr-defined]  # read by token_rates()
     return price

@@ -21,9 +21,10 @@ from .._json import dumps
 from .._paths import default_db_path
 from .._record import FinishedCall, FinishedStep
 from .._status import ERROR
+from ..pricing import token_rates
 from ._base import Document, RunDocument, Sink, WriteResult
+from ._sqlite_rows import NO_RATES, calls_function, rollup_function, steps_function
 from ._sqlite_rows import ROLLUP as _ROLLUP
-from ._sqlite_rows import calls_function, rollup_function, steps_function
 
 __all__ = ["SQLiteSink", "create_schema", "table_columns"]
 
@@ -297,24 +298,32 @@ class SQLiteSink(Sink):
             price = pricer or contract.unpriced
 
             def general_call(call: FinishedCall) -> list[Any]:
-                return calls_t.row(contract.call_row(call, run, price, max_chars), sv)
+                return _check(calls_t.row(contract.call_row(call, run, price, max_chars), sv), calls_t.real_at,
+                              careful)
 
-            # sorted by call id, as run_parts sorts them (the sums of floats keep their order)
-            call_rows = _checked(self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv,
-                                             general_call), len(calls_t.names), calls_t.real_at, careful)
+            rates = token_rates(price)  # (an empty dict until its first call: not "or")
+            # sorted by call id, as run_parts sorts them (the sums of floats keep their order); a row written
+            # out checks the one number of it that may not be finite (its cost: the other real columns are
+            # durations and units checked when the call was frozen), a row made by general_call is checked there
+            call_rows = self._calls(run, sorted(run.calls + run.open_calls, key=_first), price, sv, general_call,
+                                    NO_RATES if rates is None else rates)
+            if careful:
+                call_rows = _checked(call_rows, len(calls_t.names), calls_t.real_at, careful)
             by_step: dict[str | None, list[list[Any]]] = {}
-            step_at = self._call_step_at
+            step_at, status_at, priced_at = self._call_step_at, self._call_status_at, self._call_priced_at
+            errors = unpriced = 0  # counted in the same pass (a comprehension each is a call in Python 3.11)
             for row in call_rows:
                 group = by_step.get(row[step_at])
                 if group is None:
                     by_step[row[step_at]] = [row]
                 else:
                     group.append(row)
-            status_at, priced_at = self._call_status_at, self._call_priced_at
-            fields = contract.run_fields(run, max_chars, sampled, len(call_rows),
-                                         [r[status_at] for r in call_rows].count(ERROR),
-                                         dict(zip(_ROLLUP, self._rollup(call_rows), strict=True)),
-                                         sum([1 for r in call_rows if not r[priced_at]]))
+                if row[status_at] == ERROR:
+                    errors += 1
+                if not row[priced_at]:
+                    unpriced += 1
+            fields = contract.run_fields(run, max_chars, sampled, len(call_rows), errors,
+                                         dict(zip(_ROLLUP, self._rollup(call_rows), strict=True)), unpriced)
         else:
             call_rows, by_step = [], {}
             fields = contract.run_fields(run, max_chars, sampled, 0, 0, contract.NO_CALLS, 0)
@@ -330,7 +339,7 @@ class SQLiteSink(Sink):
             return _check(steps_t.row(row, sv), steps_t.real_at, careful)
 
         step_rows = self._steps(run, run.steps + run.open_steps, by_step, sampled, sv, general, rollup)
-        if careful or by_step:  # a step's summed cost may be past a float's range
+        if careful:  # (a step's summed cost past a float's range: the rollup raises)
             step_rows = _checked(step_rows, len(steps_t.names), steps_t.real_at, careful)
         new = [[_check(runs_t.row(fields, sv), runs_t.real_at, careful)], step_rows, call_rows, []]  # no scores
         for rows, more in zip(out, new, strict=True):
@@ -401,6 +410,9 @@ class SQLiteSink(Sink):
             if not _PLAIN.issuperset(types):
                 raise TypeError("a value of a type the store does not take as it is")
             present = tuple(t is not _NONE for t in types)
+            # the bound values of a row in one C call (itertools.compress steps two iterators per column)
+            at = [i for i, p in enumerate(present) if p]
+            values = operator.itemgetter(*at) if len(at) > 1 else (lambda row, _at=at: [row[i] for i in _at])
             per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
             for start in range(0, len(members), per_statement):
                 part = members[start:start + per_statement]
@@ -410,10 +422,7 @@ class SQLiteSink(Sink):
                     if len(cache) >= _MAX_STATEMENTS:
                         cache.clear()
                     sql = cache[shape] = table.upsert_sql(present, len(part))
-                params: list[Any] = []
-                for row in part:
-                    params.extend(itertools.compress(row, present))
-                conn.execute(sql, params)
+                conn.execute(sql, list(itertools.chain.from_iterable(map(values, part))))
 
     def close(self, timeout: float | None = None) -> bool:
         with self._lock:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import agentmeter
-from agentmeter import _guard, contract, track_call, track_run, track_step
+from agentmeter import _guard, contract, pricing, track_call, track_run, track_step
 from agentmeter._config import settings_from_env
 from agentmeter._record import FinishedRun
 from agentmeter.export._documents import Documents, Entry, EntryDocument, record_text
@@ -155,7 +155,7 @@ def _leave_open(run: FinishedRun) -> FinishedRun:
 
 def _write_both_ways(tmp: Path, runs: list[FinishedRun], **overrides: Any) -> tuple[SQLiteSink, ...]:
     """The runs written by the fast path, by the document path, and replayed from the spool as records."""
-    documents = Documents(settings_from_env(prices=strategies.PRICES, **overrides))
+    documents = Documents(settings_from_env(**{"prices": strategies.PRICES, **overrides}))
     fast, slow, replayed = (SQLiteSink(tmp / f"{name}.db") for name in ("fast", "document", "replayed"))
     fast.write([EntryDocument(Entry(r), documents) for r in runs])
     slow.write([documents.document(Entry(r)) for r in runs])
@@ -184,13 +184,27 @@ def _diff(table: str, got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -
 
 # -- the property ---------------------------------------------------------------------------------------
 
+_M = strategies.PRICED_MODEL
+#: price tables the rows are written with: token rates alone (which the fast path prices from its token
+#: rates, pricing.TokenRates), and the overrides only the pricer prices (dated, per request, per unit)
+_PRICE_TABLES: list[dict[str, Any]] = [
+    strategies.PRICES,
+    {_M: {"input_per_mtok": 2.5, "output_per_mtok": 10.0, "cached_input_per_mtok": 1.25,
+          "cache_write_per_mtok": 3.75}},
+    {f"test:{_M}": {"output_per_mtok": 0.3}, _M: {"input_per_mtok": 1.0}},
+    {_M: [{"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+          {"effective_from": "2026-01-01", "input_per_mtok": 3.0, "output_per_mtok": 4.0}]},
+    {_M: {"input_per_mtok": 0.1, "per_request": 0.01}, "test": {"per_unit": 0.5}},
+]
+
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(specs=st.lists(strategies.runs, min_size=1, max_size=3), extras=st.data(),
-       rate=st.sampled_from([1.0, 0.5, 0.0]), open_first=st.booleans())
+       rate=st.sampled_from([1.0, 0.5, 0.0]), open_first=st.booleans(), prices=st.sampled_from(_PRICE_TABLES))
 def test_the_fast_path_and_the_document_path_write_the_same_rows(
-    tmp_path_factory: Any, specs: list[RunSpec], extras: st.DataObject, rate: float, open_first: bool
+    tmp_path_factory: Any, specs: list[RunSpec], extras: st.DataObject, rate: float, open_first: bool,
+    prices: dict[str, Any],
 ) -> None:
     recorder = _Recorder()
     agentmeter.configure(sinks=[recorder], sync_export=True, prices=strategies.PRICES)
@@ -198,7 +212,7 @@ def test_the_fast_path_and_the_document_path_write_the_same_rows(
         _run(spec, extras)
     runs = [_leave_open(r) if open_first else r for r in recorder.runs]
     assert len(runs) == len(specs)
-    fast, slow, _ = _write_both_ways(tmp_path_factory.mktemp("paths"), runs, sample_rate=rate)
+    fast, slow, _ = _write_both_ways(tmp_path_factory.mktemp("paths"), runs, sample_rate=rate, prices=prices)
     assert fast.fast_runs + fast.document_runs == len(runs)
     assert slow.document_runs == len(runs) and slow.fast_runs == 0
     # only invalid Unicode outside captured values (a run name, an error message, a tag) sends a fresh run
@@ -337,6 +351,44 @@ def test_a_pricing_failure_takes_the_document_path_unpriced(tmp_path: Path) -> N
     conn = sqlite3.connect(sink.path)
     assert conn.execute("SELECT priced, cost_usd FROM api_calls").fetchall() == [(0, None), (0, None)]
     conn.close()
+
+
+def test_a_call_priced_by_its_tokens_alone_is_priced_without_the_pricer(tmp_path: Path) -> None:
+    run = _one_run()
+    documents = Documents(settings_from_env(prices=strategies.PRICES))
+    pricer = documents.pricer()
+    asked: list[Any] = []
+
+    def counting(call: Any) -> contract.Price:
+        asked.append(call)
+        return pricer(call)
+
+    counting.token_rates = pricing.token_rates(pricer)  # type: ignore[attr-defined]
+    documents._pricer = counting
+    sink = SQLiteSink(tmp_path / "rates.db")
+    sink.write([EntryDocument(Entry(run), documents)])
+    assert (sink.fast_runs, asked) == (1, [])
+    conn = sqlite3.connect(sink.path)
+    rows = conn.execute("SELECT cost_usd, priced, price_source FROM api_calls").fetchall()
+    conn.close()
+    want = pricer({"provider": "test", "model": strategies.PRICED_MODEL, "input_tokens": 10, "output_tokens": 5})
+    assert want.priced and want.source == pricing.OVERRIDE
+    assert rows == [(want.cost_usd, 1, pricing.OVERRIDE)] * 2
+
+
+def test_only_an_undated_override_of_token_rates_alone_has_token_rates() -> None:
+    m = strategies.PRICED_MODEL
+    rates = pricing.token_rates(pricing.make_pricer({
+        m: {"input_per_mtok": 2.0, "cached_input_per_mtok": 0.5, "output_per_mtok": 8.0},
+        "dated": [{"input_per_mtok": 1.0}, {"effective_from": "2026-01-01", "input_per_mtok": 2.0}],
+        "per-request": {"input_per_mtok": 1.0, "per_request": 0.01},
+        "per-unit": {"per_unit": 0.5},
+    }))
+    assert rates is not None
+    assert rates["test", m, "chat"] == (2.0, 0.5, 2.0, 8.0)  # cache writes at the input rate
+    assert rates["test", "dated", "chat"] == rates["test", "per-request", "chat"] == ()
+    assert rates["test", "per-unit", "chat"] == rates["test", "unknown", "chat"] == ()
+    assert pricing.token_rates(contract.unpriced) is None
 
 
 def test_nan_and_invalid_unicode_in_metadata_are_stored_as_today(tmp_path: Path) -> None:

@@ -41,13 +41,15 @@ def _session_tables(_source: Source, source_key: str, f: Filters) -> tuple[pd.Da
     frame = rollup(records, _source.latest_scores(), "session")
     frame = frame[frame["key"].notna()]
     runs = records.loc[records["session_id"].notna(), list(DIMENSION_FIELDS)]
-    spans = runs.groupby("session_id").agg(
-        total_ms=("duration_ms", lambda d: pd.to_numeric(d, errors="coerce").sum()),
-        first_started_at=("started_at", "min"), last_started_at=("started_at", "max"))
+    # numbers and times before grouping: pandas groups them in C (a lambda, or the min of text, runs Python
+    # once per session: 3 s for 18,000 sessions)
+    spans = pd.DataFrame({
+        "session_id": runs["session_id"], "duration_ms": pd.to_numeric(runs["duration_ms"], errors="coerce"),
+        "started_at": pd.to_datetime(runs["started_at"], utc=True, format="ISO8601"),
+    }).groupby("session_id").agg(total_ms=("duration_ms", "sum"), first_started_at=("started_at", "min"),
+                                 last_started_at=("started_at", "max"))
     table = frame.rename(columns={"key": "session_id"}).join(spans, on="session_id")
-    table = table.assign(error_rate=table["error_runs"] / table["runs"],
-                         first_started_at=pd.to_datetime(table["first_started_at"], utc=True, format="ISO8601"),
-                         last_started_at=pd.to_datetime(table["last_started_at"], utc=True, format="ISO8601"))
+    table = table.assign(error_rate=table["error_runs"] / table["runs"])
     return frame, table.sort_values(["last_started_at", "session_id"], ascending=[False, True])
 
 

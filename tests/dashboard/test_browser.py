@@ -142,17 +142,12 @@ class Reruns:
 
 
 def choose(page: Any, label: str, option: str) -> None:
-    """Open the select box ``label``, type ``option`` (the list then holds only what matches it) and click
-    it. A rerun that was still on its way (a click whose result looked like the last one) redraws the box and
-    closes its list: then open it again. Typing first also keeps a list redrawn under the pointer from
-    offering anything else: a multiselect's list starts with "Select all", which a click landing as the list
-    was redrawn chose (all three run statuses for one)."""
+    """Open the select box ``label`` and click ``option``. A rerun that was still on its way (a click
+    whose result looked like the last one) redraws the box and closes its list: then open it again."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(3):
-        box = page.get_by_role("combobox", name=label, exact=True)
-        box.click()
-        box.fill(option)
+        page.get_by_role("combobox", name=label, exact=True).click()
         try:
             page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
             return

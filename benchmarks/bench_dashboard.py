@@ -480,6 +480,29 @@ window.__agentmeter_timeline = {};
 MILESTONES = ("dom_content_loaded", "ws_open", "script_started", "last_message", "script_finished", "first_tile")
 
 
+def _cpu_probe(page: Any) -> Any:
+    """A DevTools session on ``page`` collecting its performance metrics from now on (None if refused)."""
+    try:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+    except Exception:  # not Chromium: no CPU figure rather than no benchmark
+        return None
+    return cdp
+
+
+def _main_thread_cpu(cdp: Any) -> float | None:
+    """Seconds the page's main thread has spent in tasks since :func:`_cpu_probe` (Chromium's TaskDuration):
+    the browser's share of a page, less sensitive to the machine's load than its wall-clock time."""
+    if cdp is None:
+        return None
+    try:
+        metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    except Exception:  # the page went away
+        return None
+    value = metrics.get("TaskDuration")
+    return round(float(value), 3) if isinstance(value, (int, float)) else None
+
+
 def _timeline(page: Any) -> dict[str, float | None]:
     marks = page.evaluate("""() => ({...window.__agentmeter_timeline,
         dom_content_loaded: performance.getEntriesByType('navigation')[0]?.domContentLoadedEventEnd})""")
@@ -549,15 +572,19 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
     # the Custom range opens on the last 7 days up to today (a rerun of its own before the dates are typed)
     all_runs, range_runs, default_runs = runs(None, None), runs(first, last), runs(today - timedelta(days=7), today)
     rows: list[dict[str, Any]] = []
+    probes: dict[int, Any] = {}  # the CPU probe of each open page (see _cpu_probe)
 
     def open_page(url: str, context: Any, view: str, tile: str) -> tuple[Any, float, dict[str, float | None]]:
-        """A new page of ``context`` on ``?view=<view>``, ready: (the page, seconds, its timeline)."""
+        """A new page of ``context`` on ``?view=<view>``, ready: (the page, seconds, its timeline with the
+        page's main-thread CPU seconds until then)."""
         page = context.new_page()
         page.add_init_script(TIMELINE)
+        probes[id(page)] = _cpu_probe(page)
         t = time.perf_counter()
         page.goto(f"{url}/?view={quote(view)}")
         _ready(page, view, tile, all_runs)
-        return page, time.perf_counter() - t, _timeline(page)
+        seconds = time.perf_counter() - t
+        return page, seconds, {**_timeline(page), "main_thread_cpu": _main_thread_cpu(probes[id(page)])}
 
     def record(view: str, label: str, cold: tuple[float, float, dict[str, Any]], warm: list[tuple[Any, ...]],
                i: int, started: float) -> None:
@@ -578,6 +605,7 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
             visits = []
             for _ in range(1 + warm_repeat):
                 page, seconds, marks = open_page(server.url, context, "Floor", "Runs")
+                probes.pop(id(page), None)
                 page.close()
                 visits.append((seconds, 0.0, marks, _load()))
             context.close()
@@ -598,10 +626,15 @@ def browser_pages(db: Path, first: date, last: date, warm_repeat: int, logs: Pat
                 _type_date(page, "start", first)
                 _type_date(page, "end", last)
                 page.keyboard.press("Tab")
+                probe = probes.pop(id(page))
+                cpu = _main_thread_cpu(probe)
                 t = time.perf_counter()
                 page.locator("h1").first.click()  # leaving the field commits the dates: one rerun
                 _ready(page, view, tile, range_runs)
                 ranged = time.perf_counter() - t
+                after = _main_thread_cpu(probe)
+                marks = {**marks, "range_main_thread_cpu": None if cpu is None or after is None else
+                         round(after - cpu, 3)}
                 page.close()
                 return whole, ranged, marks, _load()
 
@@ -728,11 +761,12 @@ def browser_main(args: argparse.Namespace, queries: list[dict[str, Any]], first:
         print(f"{r['view']:<14} {r['range']:<26} {q:>8} {r['cold_s']:>6.2f} {r['cold_load']:>5.2f} "
               f"{r['warm_best_s']:>6.2f} {r['warm_load']:>5.2f}  {ok}")
     print("\nwhere an all-time page's time goes (s since navigation started, as the page saw it; cold / warm):")
-    print(f"{'view':<28} {'server':>6}  " + "  ".join(f"{m:>17}" for m in MILESTONES) + f"  {'ready':>11}")
+    columns = (*MILESTONES, "main_thread_cpu")
+    print(f"{'view':<28} {'server':>6}  " + "  ".join(f"{m:>17}" for m in columns) + f"  {'ready':>11}")
     for r in rows:
         if r["range"] != "all time":
             continue
-        marks = "  ".join(f"{_pair(r['cold_timeline'].get(m), r['warm_timeline'].get(m)):>17}" for m in MILESTONES)
+        marks = "  ".join(f"{_pair(r['cold_timeline'].get(m), r['warm_timeline'].get(m)):>17}" for m in columns)
         print(f"{r['view']:<28} {r['server_start_s']:>6.2f}  {marks}  {_pair(r['cold_s'], r['warm_best_s']):>11}")
     out = {
         "benchmark": "dashboard pages in Chromium (playwright, /usr/bin/chromium), local SQLite store",
@@ -746,7 +780,9 @@ def browser_main(args: argparse.Namespace, queries: list[dict[str, Any]], first:
         "all_within_targets": all(r["cold_ok"] and r["warm_ok"] for r in rows if not r["view"].startswith("Floor")),
         "timeline": "cold_timeline / warm_timeline (all time; warm: the best visit): seconds since navigation "
                     "started when the page saw DOMContentLoaded, the websocket open, the script start, the last "
-                    "message, the script finished, the first tile drawn",
+                    "message, the script finished, the first tile drawn; main_thread_cpu: the seconds Chromium's "
+                    "main thread spent in tasks until the page was ready (DevTools TaskDuration), "
+                    "range_main_thread_cpu: those of the range's rerun",
     }
     print(f"\nwrote {write_json('dashboard_browser.json', out)}")
 

@@ -5,8 +5,11 @@ server answers, then Streamlit's own command line runs (``python -m agentmeter.d
 Streamlit runs the page's script inside this process, so modules imported here are already in
 ``sys.modules`` when the first visitor arrives: the dashboard's modules with pandas, Altair, pyarrow and
 Streamlit's elements (about 0.6-1.5 s on 2 shared cores), and Altair's schema validator, which builds itself
-on the first chart. Nothing is read from the source here (its driver may wait on a network or a login);
-preloading never stops the server from starting: a failure is logged and the page pays as before.
+on the first chart.
+Nothing is read from the source before the server answers (its driver may wait on a network or a login);
+then, once Streamlit's runtime has started, :func:`agentmeter.dashboard.prewarm.in_background` reads the
+default page's queries of the local store into the page's cache. Neither ever stops the server from
+starting: a failure is logged and the page pays as before.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ def preload() -> float:
 
 def main() -> None:
     preload()
+    try:
+        # the page's modules are imported by now (or the page fails as it would have): this costs nothing more
+        from . import prewarm
+
+        prewarm.in_background()
+    except Exception:
+        log.warning("agentmeter dashboard: reading the first page's queries at start failed", exc_info=True)
     from streamlit.web import cli  # Streamlit's command line (click): only when serving, not for preload()
 
     sys.argv = ["streamlit", *sys.argv[1:]]

@@ -24,7 +24,7 @@ from ..queries.base import STATUSES, iso_bound, one_line
 from . import drill, explorer, rollup_views, views
 from .format import literal
 
-__all__ = ["RANGES", "VIEWS", "main"]
+__all__ = ["RANGES", "VIEWS", "main", "source_from_env"]
 
 log = logging.getLogger("agentmeter.dashboard")
 
@@ -63,7 +63,9 @@ HINTS = {
 }
 
 
-def _source_from_env() -> Source:
+def source_from_env() -> Source:
+    """The source the environment names (``AGENTMETER_DASHBOARD_SOURCE``, ``AGENTMETER_DB``...), opened once
+    per process and setting (shared by every session, and by :mod:`.prewarm`)."""
     kind = os.environ.get("AGENTMETER_DASHBOARD_SOURCE", "local")
     return _cached_source(kind, os.environ.get("AGENTMETER_DB", ""), os.environ.get("AGENTMETER_MONGODB_URI", ""))
 
@@ -201,7 +203,7 @@ def main() -> None:
     injected: Any = st.session_state.get("agentmeter_source")
     kind = getattr(injected, "kind", None) or os.environ.get("AGENTMETER_DASHBOARD_SOURCE", "local")
     try:
-        source = injected if injected is not None else _source_from_env()
+        source = injected if injected is not None else source_from_env()
         kind = source.kind
         source.check()
         has_runs = source.has_runs()

@@ -23,9 +23,11 @@ from .format import (
 )
 from .table import table as _table
 
-__all__ = ["VIEWS", "cached", "cached_agents", "cached_values", "kpi_strip"]
+__all__ = ["RUN_TABLE_ROWS", "VIEWS", "cached", "cached_agents", "cached_values", "kpi_strip"]
 
 CACHE_TTL = 30
+#: runs listed in Health's recent failures, Performance's slowest and Cost's most expensive runs
+RUN_TABLE_ROWS = 20
 #: characters of one captured value shown (the store keeps up to ``capture_max_chars``)
 CAPTURE_SHOWN = 20_000
 
@@ -129,7 +131,7 @@ def health(source: Source, f: Filters, bucket: str) -> None:
         if not _empty(api, "failed API calls"):
             _table(api)
     st.subheader("Recent failures")
-    fails = cached(source, "recent_failures", f, 20)
+    fails = cached(source, "recent_failures", f, RUN_TABLE_ROWS)
     if not _empty(fails, "failed runs"):
         drill.run_table(fails, "recent_failures")
 
@@ -158,7 +160,7 @@ def performance(source: Source, f: Filters, bucket: str) -> None:
             api = api.drop(columns=["model_name"])
             _table(api.drop(columns=["target"]))
     st.subheader("Slowest runs")
-    slow = cached(source, "slowest_runs", f, 20)
+    slow = cached(source, "slowest_runs", f, RUN_TABLE_ROWS)
     if not _empty(slow, "runs"):
         drill.run_table(slow, "slowest_runs")
 
@@ -244,7 +246,7 @@ def cost(source: Source, f: Filters, bucket: str) -> None:
                             key=method, filter_key=filter_key, field=field)
                 _table(df, shown)
     st.subheader("Most expensive runs")
-    exp = cached(source, "expensive_runs", f, 20)
+    exp = cached(source, "expensive_runs", f, RUN_TABLE_ROWS)
     if not _empty(exp, "priced runs"):
         drill.run_table(exp, "expensive_runs")
     st.subheader("Unpriced calls")

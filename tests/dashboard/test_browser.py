@@ -142,12 +142,20 @@ class Reruns:
 
 
 def choose(page: Any, label: str, option: str) -> None:
-    """Open the select box ``label`` and click ``option``. A rerun that was still on its way (a click
-    whose result looked like the last one) redraws the box and closes its list: then open it again."""
+    """Open the select box ``label`` from the keyboard and click ``option``. A rerun that was still on its
+    way (a click whose result looked like the last one) redraws the box and closes its list: then open it
+    again.
+
+    Not opened by clicking the box: its list opens on the press, and on a loaded machine it can be under
+    the pointer when the button is released, which chooses the entry there. A DOM event log of a run that
+    failed under load (two CPU hogs beside it) showed pointerdown on the "Run status" box, pointerup on
+    the list's "Select all" at the same point, and all three statuses chosen. Focus and ArrowDown open the
+    list with no release to land on it; the option is then clicked once the list stands still."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(3):
-        page.get_by_role("combobox", name=label, exact=True).click()
+        page.get_by_role("combobox", name=label, exact=True).focus()
+        page.keyboard.press("ArrowDown")
         try:
             page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
             return

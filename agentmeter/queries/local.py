@@ -165,6 +165,10 @@ class LocalSource(SqlSource):
         return {row[1] for row in self._rows(f"PRAGMA table_info({table})")}
 
     def filter_values(self, name: str) -> list[str]:
+        if name != "models":
+            few = self._few_values(name)
+            if few is not None:
+                return few
         if name in base.RUN_DIMENSIONS:
             recent = self._recent_values(base.RUN_DIMENSIONS[name])
             return recent if recent is not None else super().filter_values(name)
@@ -195,6 +199,27 @@ class LocalSource(SqlSource):
             return super()._with_first_model(where, params)
         return ("(SELECT *, (SELECT min(model) FROM api_calls fm_c WHERE fm_c.run_id = agent_runs.run_id) "
                 "AS first_model FROM agent_runs) fm_runs")
+
+    def _few_values(self, name: str) -> list[str] | None:
+        """Every value of the runs' column (or tag) ``name``, sorted, when there are at most
+        :data:`~agentmeter.queries.base.FILTER_VALUES_LIMIT` of them: the GROUP BY of
+        :meth:`SqlSource.filter_values` then keeps them all, and its ranking (latest start first) decides
+        nothing. Read with ``DISTINCT``, which keeps only the distinct values in its temporary b-tree where a
+        GROUP BY sorts every run (1M-call store: 3 versions in 0.02 s instead of 0.08 s, 200 users 0.04 s
+        instead of 0.09 s, the tags 0.03 s instead of 0.13 s), and stops at the first value past the limit
+        (18,000 sessions: 1 ms). None when there are more values, or when the column is missing (the caller
+        answers)."""
+        column = "tags" if name == "tags" else base.RUN_DIMENSIONS.get(name)
+        if column is None or column not in (self._columns("agent_runs") or set()):
+            return None
+        limit = base.FILTER_VALUES_LIMIT
+        if name == "tags":  # each distinct tag list once: most runs repeat a few lists
+            sql = ("SELECT DISTINCT t.value FROM (SELECT DISTINCT tags FROM agent_runs WHERE tags IS NOT NULL) r, "
+                   "json_each(r.tags) t WHERE t.value IS NOT NULL LIMIT ?")
+        else:
+            sql = f"SELECT DISTINCT {column} FROM agent_runs WHERE {column} IS NOT NULL LIMIT ?"
+        rows = self._rows(sql, [limit + 1])
+        return sorted(str(row[0]) for row in rows) if len(rows) <= limit else None
 
     def _recent_values(self, column: str) -> list[str] | None:
         """The :data:`~agentmeter.queries.base.FILTER_VALUES_LIMIT` values of the runs' ``column`` seen last,

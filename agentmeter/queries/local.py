@@ -21,11 +21,11 @@ import pandas as pd
 
 from .._config import default_db_path
 from ..sinks.sqlite import CACHED_CALLS
-from . import _kpis, base
+from . import _kpis, _ranges, base
 from ._dialect import SQLITE as _SQLITE
 from ._sql import SqlSource, and_, names
 from ._stats import QUANTILES, percentiles
-from .base import Filters, SourceUnavailable, conform, flat
+from .base import Filters, SourceUnavailable, check_bucket, conform, flat
 from .rollups import DIMENSION_FIELDS
 
 __all__ = ["LocalSource", "from_env"]
@@ -149,6 +149,46 @@ class LocalSource(SqlSource):
                 raise self._unavailable(exc) from exc
             except sqlite3.DatabaseError as exc:
                 raise self._unavailable(exc) from exc
+
+    @contextmanager
+    def _one_connection(self) -> Iterator[_ranges.Rows]:
+        """A ``rows(sql, params)`` like :meth:`_rows` that runs every query on one connection (a query per
+        bucket or key, each a seek: no connection opened for each); a missing store reads as no rows."""
+        with self._conn() as conn:
+            def rows(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                if conn is None:
+                    return []
+                try:
+                    return conn.execute(sql, list(params)).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    raise self._unavailable(exc) from exc
+            yield rows
+
+    def _ranged_counts(self, f: Filters, bucket: str, column: str, index: str,
+                       spec: base.Spec) -> pd.DataFrame | None:
+        """:meth:`_ranged_rows` as the frame of ``spec``."""
+        out = self._ranged_rows(f, bucket, column, index)
+        return None if out is None else conform(pd.DataFrame.from_records(out, columns=names(spec)), spec)
+
+    def _ranged_rows(self, f: Filters, bucket: str, column: str, index: str) -> list[tuple[Any, ...]] | None:
+        """``(bucket, column, runs)`` over every run from ranges of ``index`` (``column``, started_at), with no
+        sort (see :mod:`._ranges`): the GROUP BY's rows exactly. None when that path does not apply (a
+        filter, no such index, starts that are not text, too many buckets or keys)."""
+        length = _ranges.PREFIX[check_bucket(bucket)]
+        if f != Filters() or index not in self._indexes():
+            return None
+        with self._one_connection() as rows:
+            ranges = _ranges.bucket_ranges(rows, length)
+            keys = _ranges.keys_of(rows, column) if ranges is not None else None
+            if ranges is None or keys is None:
+                return None
+            # runs with no start: the null bucket, first (as ORDER BY puts NULL)
+            out = rows(f"SELECT NULL, {column}, count(*) FROM agent_runs WHERE started_at IS NULL "
+                       f"GROUP BY {column} ORDER BY {column}", ())
+            if ranges and keys:
+                label = _SQLITE.buckets[bucket].format(col="p")
+                out += [r for r in rows(*_ranges.counts_sql(ranges, keys, column, index, label)) if r[2]]
+        return out
 
     # -- Source --------------------------------------------------------------------------------------
 
@@ -319,6 +359,14 @@ class LocalSource(SqlSource):
 
     def _from(self, table: str, f: Filters) -> str:
         return self._scan(table, f)
+
+    def status_over_time(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        ranged = self._ranged_counts(f, bucket, "status", "ix_runs_status", base.STATUS_OVER_TIME)
+        return ranged if ranged is not None else super().status_over_time(f, bucket)
+
+    def runs_per_agent(self, f: Filters, bucket: str = "day") -> pd.DataFrame:
+        ranged = self._ranged_counts(f, bucket, "agent", "ix_runs_agent", base.RUNS_PER_AGENT)
+        return ranged if ranged is not None else super().runs_per_agent(f, bucket)
 
     def agents(self) -> pd.DataFrame:
         sql = ("SELECT agent, count(*), max(started_at) FROM agent_runs WHERE agent IS NOT NULL "

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["MAX_BUCKETS", "MAX_KEYS", "PREFIX", "Rows", "bucket_ranges", "counts_sql", "keys_of"]
+__all__ = ["MAX_BUCKETS", "MAX_KEYS", "MAX_UNION", "PREFIX", "Rows", "bucket_ranges", "counts_sql", "keys_of"]
 
 #: a bucket size -> how many characters of ``started_at`` name its bucket (the SQLite dialect's ``substr``)
 PREFIX = {"minute": 16, "hour": 13, "day": 10}
@@ -29,6 +29,9 @@ PREFIX = {"minute": 16, "hour": 13, "day": 10}
 MAX_BUCKETS = 500
 #: more keys (statuses, agents) than this: the GROUP BY
 MAX_KEYS = 50
+#: more buckets than this for one query of a SELECT per bucket: the GROUP BY (SQLite allows 500 SELECTs in
+#: a compound one)
+MAX_UNION = 240
 #: the largest code point: a prefix ending with it has no successor
 _LAST = 0x10FFFF
 

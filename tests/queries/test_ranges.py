@@ -117,3 +117,57 @@ def test_a_filter_or_an_empty_store_takes_the_group_by(tmp_path: Path) -> None:
     _same(empty, "hour")
     missing = LocalSource(tmp_path / "none.db")
     assert missing.status_over_time(Filters(), "day").empty
+
+
+def _timed_store(path: Path, runs: list[tuple[Any, Any]]) -> LocalSource:
+    """A store of runs (started_at, duration_ms), with the SQLite sink's schema."""
+    with sqlite3.connect(path) as conn:
+        create_schema(conn)
+        conn.executemany("INSERT INTO agent_runs (run_id, started_at, status, duration_ms) VALUES (?, ?, 'success', ?)",
+                         [(f"r{i:05d}", *run) for i, run in enumerate(runs)])
+    return LocalSource(path)
+
+
+def _latency_same(source: LocalSource, bucket: str) -> None:
+    from agentmeter.queries._dialect import SQLITE
+
+    def grouped(durations: str) -> tuple[str, list[Any]]:
+        return (f"SELECT {SQLITE.bucket(bucket)} AS b, count(*), {durations} FROM agent_runs "
+                "WHERE duration_ms IS NOT NULL GROUP BY b ORDER BY b", [])
+
+    ranged = source._latency_ranges(Filters(), bucket)
+    assert ranged is not None
+    got = [(b, n, d.tolist()) for b, n, d in source._duration_rows(ranged) if n]
+    want = [(b, n, d.tolist()) for b, n, d in source._duration_rows(grouped)]
+    # the same durations per bucket, in any order (a percentile sorts them)
+    assert [(b, n, sorted(d)) for b, n, d in got] == [(b, n, sorted(d)) for b, n, d in want]
+    frame = _outcome(lambda: source.latency_over_time(Filters(), bucket))
+    if not isinstance(frame, str):
+        assert frame["runs"].sum() == sum(n for _, n, _ in want)
+
+
+_DURATIONS = st.none() | st.sampled_from([0.0, 1.5, 0.001, 12.345678, 2.0 ** 70, -3.25, 0.1234567])
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(_STARTS, _DURATIONS), max_size=30), st.sampled_from(BUCKETS[1:]))
+def test_latency_ranges_give_the_group_by(runs: list[tuple[Any, Any]], bucket: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _latency_same(_timed_store(Path(tmp) / "l.db", runs), bucket)
+
+
+def test_latency_over_time_by_ranges_is_the_frame_of_the_group_by(tmp_path: Path) -> None:
+    class Grouped(LocalSource):
+        """The same store read with the GROUP BY."""
+
+        def _latency_ranges(self, f: Filters, bucket: str) -> Any:
+            return None
+
+    runs = [(f"2026-01-0{1 + i % 3}T{i % 24:02d}:{i % 60:02d}:00.000000Z", None if i % 7 == 0 else i * 1.25)
+            for i in range(200)]
+    source = _timed_store(tmp_path / "t.db", runs)
+    for bucket in BUCKETS[1:]:
+        assert source._latency_ranges(Filters(), bucket) is not None
+        pd.testing.assert_frame_equal(source.latency_over_time(Filters(), bucket),
+                                      Grouped(source.path).latency_over_time(Filters(), bucket))
+    assert source._latency_ranges(Filters(agents=("a",)), "day") is None

@@ -244,7 +244,8 @@ def build_store(path: Path, calls: int, seed: int = 7) -> dict[str, int]:
 
 
 def views(source: Source, f: Filters) -> dict[str, Callable[[], Any]]:
-    """Each view's queries, as agentmeter/dashboard/views.py and rollup_views.py run them on a cold cache (every
+    """Each view's queries, as agentmeter/dashboard/views.py and rollup_views.py run them on a cold cache, every
+    tab's (the page runs its headline's and its open tab's only, the other tabs' when they are opened; every
     view draws the KPI strip, so every view runs ``kpis``; Sessions and Versions read the runs' dimensions,
     as a frame, and group them with :func:`agentmeter.queries.rollups.rollup`). ``sort: <order>`` is the run
     explorer with its list sorted by ``order`` (the run list of 200 and the match count)."""
@@ -415,7 +416,9 @@ COLD_TARGET_S = 2.0
 
 #: page ready: the frontend has seen the script finish (stApp's data-test-script-state, what Streamlit's own
 #: browser tests wait on), the view's header and a tile are drawn, no element of an earlier run is left
-#: (stale), no skeleton, the running indicator is gone (or fading out: it lingers 200 ms), every chart drawn
+#: (stale), no skeleton, the running indicator is gone (or fading out: it lingers 200 ms), every chart drawn,
+#: and the open tab of the view's sections drawn (a lazy tab's panel is filled by the run: only the open one
+#: has a panel)
 PAGE_READY = """([view, tile, value]) => {
     const heads = [...document.querySelectorAll('h2')].map(h => h.innerText.trim());
     const tiles = [...document.querySelectorAll('[data-testid="stMetric"]')].filter(m =>
@@ -428,7 +431,9 @@ PAGE_READY = """([view, tile, value]) => {
                            || m.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)
         && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]')
         && !running
-        && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'));
+        && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('canvas, svg'))
+        && [...document.querySelectorAll('[data-testid="stMain"] [role="tabpanel"]')].every(p =>
+            p.querySelector('[data-testid="stElementContainer"]'));
 }"""
 
 

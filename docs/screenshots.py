@@ -35,6 +35,10 @@ def wait_ready(page: Any, charts: bool = True) -> None:
         page.wait_for_function(
             "() => [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
             ".every(c => c.querySelector('canvas, svg'))", timeout=60_000)
+    # the open tab of the view's sections is drawn (a lazy tab's panel is filled by the run)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stMain\"] [role=\"tabpanel\"]')]"
+        ".every(p => p.querySelector('[data-testid=\"stElementContainer\"]'))", timeout=60_000)
     page.wait_for_timeout(300)  # Vega's transitions
 
 

@@ -18,6 +18,7 @@ import streamlit as st
 from ..queries.base import Filters, Source
 from . import charts
 from .format import fmt_count, fmt_ms, fmt_usd, is_missing, literal
+from .sections import lazy_tabs
 from .table import table as _table
 from .views import CAPTURE_SHOWN, _chart, cached, cached_values
 
@@ -150,41 +151,49 @@ def run_explorer(source: Source, f: Filters, bucket: str) -> None:
     if not is_missing(run["error_type"]):
         st.error(f"**This run ended with status {literal(run['status'])}:**")
         st.code(f"{run['error_type']}: {run['error_message'] or ''}", language=None, wrap_lines=True)
-    about, captured = st.columns([1, 1])
-    with about:
-        st.subheader("About this run")
-        _table(_about(run))
-        scores = source.run_scores(run_id)
-        if not scores.empty:
-            st.subheader("Scores")
-            _table(scores, ["name", "source", "value", "label", "comment", "scored_at"])
-    with captured:
-        st.subheader("Captured input and output")
-        shown = _capture("Input", run["inputs"])
-        shown = _capture("Output", run["output"]) or shown
-        if bool(run["truncated"]):
-            st.caption("A captured value was cut to the capture size limit (capture_max_chars).")
-        if not shown:
-            st.caption("Nothing captured: turn capture on with configure(capture=True) or track_run(capture=True).")
-    failures = _failures(detail.steps, detail.calls)
-    if not failures.empty:
-        st.subheader("Errors")
-        _table(failures)
     _chart(charts.waterfall(detail.steps, detail.calls, run["started_at"]))
-    st.subheader("Steps")
-    _table(detail.steps, ["name", "kind", "status", "duration_ms", "call_count", "total_tokens", "cost_usd",
-                          "error_type", "error_message", "metadata", "started_at"])
-    st.subheader("API calls")
-    _table(detail.calls, ["provider", "operation", "model", "status", "duration_ms", "input_tokens",
-                          "output_tokens", "total_tokens", "cost_usd", "priced", "http_status", "error_type",
-                          "error_message", "metadata", "started_at"])
-    step_captures = [(s.name, s.inputs, s.output) for s in detail.steps.itertuples()
-                     if not is_missing(s.inputs) or not is_missing(s.output)]
-    if step_captures:
-        with st.expander(f"Captured values of {len(step_captures)} step(s)"):
-            for name, inputs, output in step_captures:
-                st.caption("Step")
-                st.code(str(name), language=None)
-                _capture("Input", inputs)
-                _capture("Output", output)
+    lazy_tabs("run_section", {
+        "About this run": lambda: _about_section(source, run_id, run),
+        "Errors": lambda: _errors_section(detail.steps, detail.calls),
+        "Steps": lambda: _table(detail.steps, ["name", "kind", "status", "duration_ms", "call_count", "total_tokens",
+                                               "cost_usd", "error_type", "error_message", "metadata", "started_at"]),
+        "API calls": lambda: _table(detail.calls, [
+            "provider", "operation", "model", "status", "duration_ms", "input_tokens", "output_tokens",
+            "total_tokens", "cost_usd", "priced", "http_status", "error_type", "error_message", "metadata",
+            "started_at"]),
+        "Captured values": lambda: _captured_section(run, detail.steps),
+    })
 
+
+def _about_section(source: Source, run_id: str, run: pd.Series) -> None:
+    """Who and what the run was for, and its scores."""
+    _table(_about(run))
+    scores = source.run_scores(run_id)
+    if not scores.empty:
+        st.subheader("Scores")
+        _table(scores, ["name", "source", "value", "label", "comment", "scored_at"])
+
+
+def _errors_section(steps: pd.DataFrame, calls: pd.DataFrame) -> None:
+    failures = _failures(steps, calls)
+    if failures.empty:
+        st.caption("No step or API call of this run failed.")
+    else:
+        _table(failures)
+
+
+def _captured_section(run: pd.Series, steps: pd.DataFrame) -> None:
+    """The run's captured input and output, then its steps' (when any)."""
+    shown = _capture("Input", run["inputs"])
+    shown = _capture("Output", run["output"]) or shown
+    if bool(run["truncated"]):
+        st.caption("A captured value was cut to the capture size limit (capture_max_chars).")
+    step_captures = [(s.name, s.inputs, s.output) for s in steps.itertuples()
+                     if not is_missing(s.inputs) or not is_missing(s.output)]
+    if not shown and not step_captures:
+        st.caption("Nothing captured: turn capture on with configure(capture=True) or track_run(capture=True).")
+    for name, inputs, output in step_captures:
+        st.caption("Step")
+        st.code(str(name), language=None)
+        _capture("Input", inputs)
+        _capture("Output", output)

@@ -35,7 +35,8 @@ RUNTIME_WAIT_S = 120.0
 
 def first_page(source: Source) -> None:
     """Read, through the page's query cache, what the default page of a new visitor reads: the sidebar's
-    option lists and headline numbers, and Health over all time with no filter. Raises what the source
+    option lists and headline numbers, and Health over all time with no filter (its headline and the tab it
+    opens on). Raises what the source
     raises."""
     if not source.has_runs():  # the page shows the empty state and reads nothing else
         return
@@ -46,8 +47,7 @@ def first_page(source: Source) -> None:
     k = views.cached(source, "kpis", f).iloc[0]
     bucket = app.auto_bucket(k["first_started_at"], k["last_started_at"])
     views.cached(source, "status_over_time", f, bucket)
-    views.cached(source, "step_errors", f)
-    views.cached(source, "call_errors", f)
+    # the tab Health opens on; its other tabs run their queries when they are opened
     views.cached(source, "recent_failures", f, views.RUN_TABLE_ROWS)
 
 

@@ -19,6 +19,7 @@ from ..queries.base import Filters, Source
 from ..queries.rollups import DIMENSION_FIELDS, rollup
 from . import charts, drill
 from .format import fmt_count, fmt_usd
+from .sections import lazy_tabs
 from .table import table as _table
 from .views import CACHE_TTL, _empty, cached, kpi_strip
 
@@ -64,13 +65,20 @@ def sessions(source: Source, f: Filters, bucket: str) -> None:
     cols[1].metric("Runs per session", f"{frame['runs'].mean():,.1f}")
     cols[2].metric("Cost per session", fmt_usd(frame["cost_usd"].mean()))
     cols[3].metric("Sessions with errors", fmt_count(int((frame["error_runs"] > 0).sum())))
-    costly = table.sort_values(["cost_usd", "session_id"], ascending=[False, True]).head(20)
-    drill.chart(charts.bar(costly, "session_id", "cost_usd", "Costliest sessions (USD)", label_title="Session",
-                           select="session_id"),
-                key="sessions_cost", filter_key="sessions", field="session_id")
-    st.caption(f"The {len(table):,} latest sessions of {len(frame):,}; click a bar to filter by its session.")
-    _table(table, ["session_id", "runs", "error_rate", "cost_usd", "total_tokens", "total_ms", "p50_ms", "p95_ms",
-                   "users", "first_started_at", "last_started_at"])
+
+    def costliest() -> None:
+        costly = table.sort_values(["cost_usd", "session_id"], ascending=[False, True]).head(20)
+        drill.chart(charts.bar(costly, "session_id", "cost_usd", "Costliest sessions (USD)", label_title="Session",
+                               select="session_id"),
+                    key="sessions_cost", filter_key="sessions", field="session_id")
+        st.caption("Click a bar to filter by its session.")
+
+    def latest() -> None:
+        st.caption(f"The {len(table):,} latest sessions of {len(frame):,}.")
+        _table(table, ["session_id", "runs", "error_rate", "cost_usd", "total_tokens", "total_ms", "p50_ms",
+                       "p95_ms", "users", "first_started_at", "last_started_at"])
+
+    lazy_tabs("sessions_section", {"Costliest sessions": costliest, "Latest sessions": latest})
 
 
 def _score_means(source: Source, f: Filters, runs: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -105,19 +113,25 @@ def versions(source: Source, f: Filters, bucket: str) -> None:
     table, score_columns = _version_table(source, _key(source), f)
     if _empty(table, "runs"):
         return
-    left, right = st.columns(2)
-    with left:
-        drill.chart(charts.bar(table, "version", "p95_ms", "p95 run latency by version", label_title="Version",
-                               select="version"),
-                    key="versions_p95", filter_key="versions", field="version")
-    with right:
-        drill.chart(charts.bar(table, "version", "success_rate", "Success rate by version", label_title="Version",
-                               select="version"),
-                    key="versions_success", filter_key="versions", field="version")
-    st.caption("Click a bar to filter by its version. Scores: the mean of each numeric or boolean score "
-               "(the latest given per run, name and source).")
-    _table(table, ["version", "runs", "success_rate", "p50_ms", "p95_ms", "cost_usd", "cost_per_run_usd",
-                   "total_tokens", "unpriced_calls", *score_columns])
+
+    def bars() -> None:
+        left, right = st.columns(2)
+        with left:
+            drill.chart(charts.bar(table, "version", "p95_ms", "p95 run latency by version", label_title="Version",
+                                   select="version"),
+                        key="versions_p95", filter_key="versions", field="version")
+        with right:
+            drill.chart(charts.bar(table, "version", "success_rate", "Success rate by version",
+                                   label_title="Version", select="version"),
+                        key="versions_success", filter_key="versions", field="version")
+        st.caption("Click a bar to filter by its version.")
+
+    def side_by_side() -> None:
+        st.caption("Scores: the mean of each numeric or boolean score (the latest given per run, name and source).")
+        _table(table, ["version", "runs", "success_rate", "p50_ms", "p95_ms", "cost_usd", "cost_per_run_usd",
+                       "total_tokens", "unpriced_calls", *score_columns])
+
+    lazy_tabs("versions_section", {"Latency and success rate": bars, "Side by side": side_by_side})
 
 
 def _buckets(started: pd.Series, bucket: str) -> pd.Series:
@@ -156,15 +170,21 @@ def scores(source: Source, f: Filters, bucket: str) -> None:
     if empty:
         _empty(pd.DataFrame(), "scores (agentmeter.score(run_id, name, value))")
         return
-    _table(summary, ["name", "data_type", "count", "runs", "mean", "label"])
-    name = st.selectbox("Score", names, key="score_name") or names[0]
-    per, counts = per_name[name]
-    if not per.empty:
-        st.altair_chart(_score_chart(per, name, bucket), width="stretch")
-    if not counts.empty:
-        st.altair_chart(charts.stacked_over_time(counts, "label", "count", f"{name}: labels given", bucket=bucket),
-                        width="stretch")
-    st.caption("Scores are bucketed by the start of the run they score.")
+
+    def over_time() -> None:
+        name = st.selectbox("Score", names, key="score_name") or names[0]
+        per, counts = per_name[name]
+        if not per.empty:
+            st.altair_chart(_score_chart(per, name, bucket), width="stretch")
+        if not counts.empty:
+            st.altair_chart(charts.stacked_over_time(counts, "label", "count", f"{name}: labels given",
+                                                     bucket=bucket), width="stretch")
+        st.caption("Scores are bucketed by the start of the run they score.")
+
+    def summary_table() -> None:
+        _table(summary, ["name", "data_type", "count", "runs", "mean", "label"])
+
+    lazy_tabs("scores_section", {"Over time": over_time, "Summary": summary_table})
 
 
 def _score_chart(per: pd.DataFrame, name: str, bucket: str) -> Any:

@@ -21,6 +21,7 @@ from .format import (
     fmt_pct,
     fmt_usd,
 )
+from .sections import lazy_tabs
 from .table import table as _table
 
 __all__ = ["RUN_TABLE_ROWS", "VIEWS", "cached", "cached_agents", "cached_values", "kpi_strip"]
@@ -118,22 +119,25 @@ def health(source: Source, f: Filters, bucket: str) -> None:
         drill.chart(charts.stacked_over_time(df, "status", "runs", "Runs by status", status=True, bucket=bucket,
                                              select=True, brush=True),
                     key="health_status", filter_key="statuses", field="status", brush=True)
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Errors by step")
+
+    def failures() -> None:
+        fails = cached(source, "recent_failures", f, RUN_TABLE_ROWS)
+        if not _empty(fails, "failed runs"):
+            drill.run_table(fails, "recent_failures")
+
+    def by_step() -> None:
         steps = _errors_table(cached(source, "step_errors", f), "name", "steps")
         if not _empty(steps, "failed steps"):
             _table(steps)
-    with right:
-        st.subheader("Errors by provider and model")
+
+    def by_model() -> None:
         api = cached(source, "call_errors", f)
         api = _errors_table(api.assign(model=_target(api)), "model", "calls")
         if not _empty(api, "failed API calls"):
             _table(api)
-    st.subheader("Recent failures")
-    fails = cached(source, "recent_failures", f, RUN_TABLE_ROWS)
-    if not _empty(fails, "failed runs"):
-        drill.run_table(fails, "recent_failures")
+
+    lazy_tabs("health_section", {"Recent failures": failures, "Errors by step": by_step,
+                                 "Errors by provider and model": by_model})
 
 
 def performance(source: Source, f: Filters, bucket: str) -> None:
@@ -142,15 +146,19 @@ def performance(source: Source, f: Filters, bucket: str) -> None:
     if not _empty(lat, "finished runs"):
         drill.chart(charts.latency_lines(lat, "Run latency percentiles", bucket=bucket, brush=True),
                     key="performance_latency", brush=True)
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Step latency by step name")
+
+    def slowest() -> None:
+        slow = cached(source, "slowest_runs", f, RUN_TABLE_ROWS)
+        if not _empty(slow, "runs"):
+            drill.run_table(slow, "slowest_runs")
+
+    def by_step() -> None:
         steps = cached(source, "step_latency", f)
         if not _empty(steps, "steps"):
             _chart(charts.bar(steps, "name", "p95_ms", "p95 step latency", label_title="Step"))
             _table(steps)
-    with right:
-        st.subheader("API latency by provider and model")
+
+    def by_model() -> None:
         api = cached(source, "api_latency", f)
         if not _empty(api, "API calls"):
             api = api.assign(target=_target(api), model_name=api["model"])
@@ -159,10 +167,9 @@ def performance(source: Source, f: Filters, bucket: str) -> None:
                         field="model_name")
             api = api.drop(columns=["model_name"])
             _table(api.drop(columns=["target"]))
-    st.subheader("Slowest runs")
-    slow = cached(source, "slowest_runs", f, RUN_TABLE_ROWS)
-    if not _empty(slow, "runs"):
-        drill.run_table(slow, "slowest_runs")
+
+    lazy_tabs("performance_section", {"Slowest runs": slowest, "Step latency by step name": by_step,
+                                      "API latency by provider and model": by_model})
 
 
 def _with_cache(df: pd.DataFrame, cache: pd.DataFrame) -> pd.DataFrame:
@@ -192,15 +199,8 @@ def usage(source: Source, f: Filters, bucket: str) -> None:
         drill.chart(charts.stacked_over_time(per_agent, "agent", "runs", "Runs per agent", bucket=bucket,
                                              select=True, brush=True),
                     key="usage_agents", filter_key="agents", field="agent", brush=True)
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Calls by provider")
-        prov = cached(source, "calls_by_provider", f)
-        if not _empty(prov, "API calls"):
-            _chart(charts.bar(prov, "provider", "calls", "API calls"))
-            _table(prov)
-    with right:
-        st.subheader("Tokens by model")
+
+    def by_model() -> None:
         tok = cached(source, "tokens_by_model", f)
         if not _empty(tok, "API calls"):
             tok = tok.assign(target=_target(tok), model_name=tok["model"])
@@ -208,11 +208,21 @@ def usage(source: Source, f: Filters, bucket: str) -> None:
                                    select="model_name"), key="usage_tokens", filter_key="models", field="model_name")
             tok = _with_cache(tok.drop(columns=["model_name"]), cache)
             _table(tok.drop(columns=["target"]))
-    st.subheader("By agent")
-    agents = cached(source, "agent_kpis", f)
-    if not _empty(agents, "runs"):
-        _table(agents, ["agent", "runs", "success_rate", "error_rate", "p50_ms", "p95_ms", "steps", "calls",
-                        "total_tokens", "cost_usd", "unpriced_calls"])
+
+    def by_provider() -> None:
+        prov = cached(source, "calls_by_provider", f)
+        if not _empty(prov, "API calls"):
+            _chart(charts.bar(prov, "provider", "calls", "API calls"))
+            _table(prov)
+
+    def by_agent() -> None:
+        agents = cached(source, "agent_kpis", f)
+        if not _empty(agents, "runs"):
+            _table(agents, ["agent", "runs", "success_rate", "error_rate", "p50_ms", "p95_ms", "steps", "calls",
+                            "total_tokens", "cost_usd", "unpriced_calls"])
+
+    lazy_tabs("usage_section", {"Tokens by model": by_model, "Calls by provider": by_provider,
+                                "By agent": by_agent})
 
 
 def cost(source: Source, f: Filters, bucket: str) -> None:
@@ -225,34 +235,39 @@ def cost(source: Source, f: Filters, bucket: str) -> None:
         drill.chart(charts.stacked_over_time(over.assign(series="cost"), "series", "cost_usd",
                                              "Cost over time (USD)", bucket=bucket, legend=False, brush=True),
                     key="cost_over_time", brush=True)
-    cols = st.columns(3)
-    for col, method, label, title, filter_key in (
-        (cols[0], "cost_by_model", "model", "By model", "models"),
-        (cols[1], "cost_by_provider", "provider", "By provider", None),
-        (cols[2], "cost_by_agent", "agent", "By agent", "agents"),
-    ):
-        with col:
-            st.subheader(title)
+
+    def breakdown(method: str, label: str, title: str, filter_key: str | None) -> Callable[[], None]:
+        def draw() -> None:
             df = cached(source, method, f)
-            if not _empty(df, "API calls"):
-                shown = None
-                field = {"models": "model_name", "agents": "agent"}.get(filter_key or "")
-                if method == "cost_by_model":
-                    df = _with_cache(df, cached(source, "cache_tokens", f))
-                    df = df.assign(model=_target(df), model_name=df["model"])
-                    shown = [c for c in df.columns if c not in ("provider", "model_name")]  # the label names it
-                drill.chart(charts.bar(df, label, "cost_usd", f"Cost {title.lower()} (USD)",
-                                       label_title="Provider · model" if label == "model" else None, select=field),
-                            key=method, filter_key=filter_key, field=field)
-                _table(df, shown)
-    st.subheader("Most expensive runs")
-    exp = cached(source, "expensive_runs", f, RUN_TABLE_ROWS)
-    if not _empty(exp, "priced runs"):
-        drill.run_table(exp, "expensive_runs")
-    st.subheader("Unpriced calls")
-    unpriced = cached(source, "unpriced_calls", f)
-    if not _empty(unpriced, "unpriced calls"):
-        _table(unpriced)
+            if _empty(df, "API calls"):
+                return
+            shown = None
+            field = {"models": "model_name", "agents": "agent"}.get(filter_key or "")
+            if method == "cost_by_model":
+                df = _with_cache(df, cached(source, "cache_tokens", f))
+                df = df.assign(model=_target(df), model_name=df["model"])
+                shown = [c for c in df.columns if c not in ("provider", "model_name")]  # the label names it
+            drill.chart(charts.bar(df, label, "cost_usd", f"Cost {title.lower()} (USD)",
+                                   label_title="Provider · model" if label == "model" else None, select=field),
+                        key=method, filter_key=filter_key, field=field)
+            _table(df, shown)
+        return draw
+
+    def expensive() -> None:
+        exp = cached(source, "expensive_runs", f, RUN_TABLE_ROWS)
+        if not _empty(exp, "priced runs"):
+            drill.run_table(exp, "expensive_runs")
+
+    def unpriced() -> None:
+        calls = cached(source, "unpriced_calls", f)
+        if not _empty(calls, "unpriced calls"):
+            _table(calls)
+
+    lazy_tabs("cost_section", {
+        "By model": breakdown("cost_by_model", "model", "By model", "models"),
+        "By agent": breakdown("cost_by_agent", "agent", "By agent", "agents"),
+        "By provider": breakdown("cost_by_provider", "provider", "By provider", None),
+        "Most expensive runs": expensive, "Unpriced calls": unpriced})
 
 
 #: the views of this module (the page adds those of :mod:`.explorer` and :mod:`.rollup_views`)

@@ -50,3 +50,31 @@ def check_headline(shown: dict[str, str], want: dict[str, Any], *, error_rate_an
     assert int(number(shown["Tokens"])) == want["total_tokens"]
     assert number(shown["Cost"]) == pytest.approx(want["cost_usd"], rel=5.1e-4)  # 4 significant digits
     assert int(number(shown["Unpriced calls"])) == want["unpriced_calls"]
+
+
+#: each view's lazy tabs below its headline: view -> (the tabs' key, their labels, the first open by default)
+SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Health": ("health_section", ("Recent failures", "Errors by step", "Errors by provider and model")),
+    "Performance": ("performance_section", ("Slowest runs", "Step latency by step name",
+                                            "API latency by provider and model")),
+    "Usage": ("usage_section", ("Tokens by model", "Calls by provider", "By agent")),
+    "Cost": ("cost_section", ("By model", "By agent", "By provider", "Most expensive runs", "Unpriced calls")),
+    "Sessions": ("sessions_section", ("Costliest sessions", "Latest sessions")),
+    "Versions": ("versions_section", ("Latency and success rate", "Side by side")),
+    "Scores": ("scores_section", ("Over time", "Summary")),
+    "Run explorer": ("run_section", ("About this run", "Errors", "Steps", "API calls", "Captured values")),
+}
+
+
+def open_section(at: AppTest, label: str, view: str | None = None) -> AppTest:
+    """Open the tab ``label`` of the view shown (or of ``view``) and rerun: the tab's state set as the
+    browser sets it when the tab is clicked (AppTest has no click for tabs)."""
+    key, labels = SECTIONS[view or str(at.session_state["view"])]
+    assert label in labels, (label, labels)
+    at.session_state[key] = label
+    return at.run()
+
+
+def tab_labels(at: AppTest) -> list[str]:
+    """The labels of the tabs on the page."""
+    return [t.label for t in at.tabs]

@@ -13,7 +13,7 @@ from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
 from .._servers import free_port
-from ._apptest import VIEWS, Seeded, app, check_headline, metrics, number
+from ._apptest import VIEWS, Seeded, app, check_headline, metrics, number, open_section
 from .conftest import NASTY_AGENT, expected
 
 
@@ -46,20 +46,22 @@ def test_every_source_shows_the_python_numbers_in_every_view(source: Any, seeded
     newest = max(seeded[1], key=lambda d: (d["started_at"], d["run_id"]))
     assert at.selectbox(key="run_pick").value == newest["run_id"]
     assert metrics(at)["Status"] == newest["status"]
-    failed = any(x["error_type"] for x in (*newest["steps"], *newest["calls"]))
-    # search results, about this run, the errors (when something failed), steps, calls
-    assert len(at.dataframe) == (5 if failed else 4)
+    # the search results and the open tab's table (about this run) only; each other tab when opened
+    assert [list(d.value.columns) for d in at.dataframe][1:] == [["key", "value"]]
+    open_section(at, "Steps")
     (steps,) = [d.value for d in at.dataframe if "step_id" in d.value and "call_id" not in d.value]
+    assert len(steps) == len(newest["steps"]) and len(at.dataframe) == 2
+    open_section(at, "API calls")
     (calls,) = [d.value for d in at.dataframe if "call_id" in d.value]
-    assert len(steps) == len(newest["steps"])
-    assert len(calls) == len(newest["calls"])
+    assert len(calls) == len(newest["calls"]) and len(at.dataframe) == 2
 
 
 def test_cost_view_shows_cost_per_model_equal_to_python(seeded: Seeded) -> None:
     at = app(LocalSource(seeded[0])).run()
     at.sidebar.radio(key="view").set_value("Cost").run()
     assert not at.exception
-    by_model = at.dataframe[0].value  # "By model" table: provider · model labels
+    assert at.session_state["cost_section"] == "By model"  # the tab open by default
+    (by_model,) = [d.value for d in at.dataframe]  # "By model" table: provider · model labels
     want = expected(seeded[1])["cost_by_model"]
     got = {label: cost for label, cost in zip(by_model["model"], by_model["cost_usd"], strict=True)}
     assert got == pytest.approx({f"{p} · {m or '(none)'}": v for (p, m), v in want.items()})

@@ -18,7 +18,7 @@ from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 from agentmeter.sinks import MemorySink, SQLiteSink
 
-from ._apptest import VIEWS, app, metrics, number
+from ._apptest import SECTIONS, VIEWS, app, metrics, number, open_section
 from .conftest import NASTY_AGENT, NASTY_TAG, in_range, mongo_of
 
 Docs = list[dict[str, Any]]
@@ -297,6 +297,8 @@ def test_health_shows_run_step_and_call_errors_and_where_they_happen(kind: str, 
     assert tiles["Call error rate"] == f"{calls_failed / len(calls) * 100:.2f}%"
     assert any(c.value.startswith(f"Failed: {runs_failed} runs, {steps_failed} steps, {calls_failed} API calls")
                for c in at.caption)
+    assert at.session_state["health_section"] == "Recent failures"  # open by default
+    open_section(at, "Errors by step")
     by_step = next(d.value for d in at.dataframe if list(d.value.columns) == ["name", "steps", "errors", "error_rate"])
     want_steps: dict[str, list[int]] = {}
     for s in steps:
@@ -304,6 +306,7 @@ def test_health_shows_run_step_and_call_errors_and_where_they_happen(kind: str, 
         n[0] += 1
         n[1] += s["status"] == "error"
     assert {r.name: [r.steps, r.errors] for r in by_step.itertuples()} == {k: v for k, v in want_steps.items() if v[1]}
+    open_section(at, "Errors by provider and model")
     by_model = next(d.value for d in at.dataframe
                     if list(d.value.columns) == ["model", "calls", "errors", "error_rate"])
     failing = {f"{c['provider']} · {c['model'] or '(none)'}" for c in calls if c["status"] == "error"}
@@ -323,18 +326,24 @@ def test_run_page_lists_errors_with_their_step_and_shows_tags_metadata_captures(
     at = app(LocalSource(db)).run()
     at.sidebar.radio(key="view").set_value("Run explorer").run()
     at.selectbox(key="run_pick").set_value(failed["run_id"]).run()
+    open_section(at, "Errors")
     errors = next(d.value for d in at.dataframe if "where" in d.value.columns)
     rows = {(r.where, r.step, r.error_message) for r in errors.itertuples()}
     assert ("step", "fetch", payload("error")) in rows  # the step the run failed in
     assert ("call openai chat · m", "fetch", payload("callerror")) in rows  # the call, with its step
+    open_section(at, "About this run")
     about = next(d.value for d in at.dataframe if list(d.value.columns) == ["key", "value"])
     facts = dict(zip(about["key"], about["value"], strict=True))
     assert facts["Tags"] == payload("tag") and facts[f"metadata · {payload('metakey')}"] == payload("metavalue")
+    open_section(at, "Captured values")
     codes = [c.value for c in at.code]
     assert json.dumps({"fail": True, "question": payload("input")}, indent=2, ensure_ascii=False) in codes
     at.selectbox(key="run_pick").set_value(ok["run_id"]).run()
+    assert at.session_state["run_section"] == "Captured values"  # another run: the same tab stays open
     assert payload("output") in [c.value for c in at.code]  # a captured string, as it is
+    open_section(at, "Errors")
     assert not any("where" in d.value.columns for d in at.dataframe)  # no errors, no errors table
+    assert any(c.value == "No step or API call of this run failed." for c in at.caption)
 
 
 def test_tables_use_human_column_names_and_units(seeded: tuple[Path, Docs]) -> None:
@@ -343,8 +352,10 @@ def test_tables_use_human_column_names_and_units(seeded: tuple[Path, Docs]) -> N
     at = app(LocalSource(seeded[0])).run()
     at.sidebar.radio(key="view").set_value("Cost").run()
     labels = {}
-    for d in at.dataframe:
-        labels.update({k: v.get("label") for k, v in json.loads(d.proto.columns).items()})
+    for section in SECTIONS["Cost"][1]:
+        open_section(at, section)
+        for d in at.dataframe:
+            labels.update({k: v.get("label") for k, v in json.loads(d.proto.columns).items()})
     assert labels["cost_usd"] == "Cost (USD)" and labels["duration_ms"] == "Duration (ms)"
     assert labels["started_at"] == "Started (UTC)" and labels["unpriced_call_count"] == "Unpriced calls"
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
-from ._apptest import app, metrics, number
+from ._apptest import SECTIONS, app, metrics, number, open_section
 from .conftest import in_range, mongo_of
 from .test_app_controls import _filtered, page_problems
 
@@ -50,12 +50,17 @@ def local(scored: tuple[Path, Docs, list[dict[str, Any]]]) -> tuple[Any, Docs]:
     return LocalSource(scored[0]), scored[1]
 
 
-@pytest.mark.parametrize(("view", "table"), [("Health", "recent_failures"), ("Performance", "slowest_runs"),
-                                             ("Cost", "expensive_runs"), ("Run explorer", "run_list")])
-def test_a_row_of_a_run_table_opens_that_run(view: str, table: str, source: tuple[Any, Docs]) -> None:
+@pytest.mark.parametrize(("view", "section", "table"), [
+    ("Health", "Recent failures", "recent_failures"), ("Performance", "Slowest runs", "slowest_runs"),
+    ("Cost", "Most expensive runs", "expensive_runs"), ("Run explorer", None, "run_list")])
+def test_a_row_of_a_run_table_opens_that_run(view: str, section: str | None, table: str,
+                                            source: tuple[Any, Docs]) -> None:
     docs = {d["run_id"]: d for d in source[1]}
     at = app(source[0]).run()
     at.sidebar.radio(key="view").set_value(view).run()
+    if section is not None:
+        assert not [d for d in at.dataframe if d.key == table] or section == SECTIONS[view][1][0]
+        open_section(at, section)
     rows = _table(at, table)
     assert len(rows) > 2
     run_id = str(rows["run_id"].iloc[2])
@@ -74,30 +79,39 @@ def test_a_row_of_a_run_table_opens_that_run(view: str, table: str, source: tupl
     assert at.selectbox(key="run_pick").value == other
 
 
-#: (view, chart key, field clicked, value, sidebar filter it sets)
+#: (view, the tab it is in (None: the headline), chart key, field clicked, value, sidebar filter it sets)
 BARS = (
-    ("Health", "health_status", "status", "error", "statuses"),
-    ("Performance", "performance_api", "model_name", "mini-test", "models"),
-    ("Usage", "usage_agents", "agent", "writer", "agents"),
-    ("Usage", "usage_tokens", "model_name", "gpt-test", "models"),
-    ("Cost", "cost_by_model", "model_name", "no-price-model", "models"),
-    ("Cost", "cost_by_agent", "agent", "researcher", "agents"),
-    ("Sessions", "sessions_cost", "session_id", "session-2", "sessions"),
-    ("Versions", "versions_p95", "version", "1.1", "versions"),
-    ("Versions", "versions_success", "version", "1.0", "versions"),
+    ("Health", None, "health_status", "status", "error", "statuses"),
+    ("Performance", "API latency by provider and model", "performance_api", "model_name", "mini-test", "models"),
+    ("Usage", None, "usage_agents", "agent", "writer", "agents"),
+    ("Usage", "Tokens by model", "usage_tokens", "model_name", "gpt-test", "models"),
+    ("Cost", "By model", "cost_by_model", "model_name", "no-price-model", "models"),
+    ("Cost", "By agent", "cost_by_agent", "agent", "researcher", "agents"),
+    ("Sessions", "Costliest sessions", "sessions_cost", "session_id", "session-2", "sessions"),
+    ("Versions", "Latency and success rate", "versions_p95", "version", "1.1", "versions"),
+    ("Versions", "Latency and success rate", "versions_success", "version", "1.0", "versions"),
 )
 
 
-@pytest.mark.parametrize(("view", "key", "field", "value", "filter_key"), BARS)
-def test_a_bar_sets_its_filter(view: str, key: str, field: str, value: str, filter_key: str,
+def _drawn(at: AppTest, key: str) -> bool:
+    return any(key in c.proto.id for c in at.get("vega_lite_chart"))
+
+
+@pytest.mark.parametrize(("view", "section", "key", "field", "value", "filter_key"), BARS)
+def test_a_bar_sets_its_filter(view: str, section: str | None, key: str, field: str, value: str, filter_key: str,
                                local: tuple[Any, Docs]) -> None:
     source = local
     at = app(source[0]).run()
     at.sidebar.radio(key="view").set_value(view).run()
-    assert any(c.proto.id.endswith(key) or key in c.proto.id for c in at.get("vega_lite_chart")), key
+    if section is not None and section != SECTIONS[view][1][0]:
+        assert not _drawn(at, key), "a closed tab draws nothing"
+        open_section(at, section)
+    assert _drawn(at, key), key
     click_bar(at, key, field, value)
     assert page_problems(at) == []
     assert at.sidebar.radio(key="view").value == view
+    if section is not None:  # the click reran the page with its tab still open
+        assert at.session_state[SECTIONS[view][0]] == section and _drawn(at, key)
     assert at.sidebar.multiselect(key=filter_key).value == [value]
     want = _filtered(source[1], {filter_key: (value,)})
     assert 0 < len(want) < len(source[1])

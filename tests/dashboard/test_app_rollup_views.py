@@ -14,7 +14,7 @@ from agentmeter._percentile import percentile_cont
 from agentmeter.queries.local import LocalSource
 from agentmeter.queries.mongodb import MongoSource
 
-from ._apptest import app
+from ._apptest import app, open_section
 from .conftest import mongo_of
 from .test_app_controls import page_problems
 
@@ -34,6 +34,9 @@ def check_sessions(source: Any, docs: Docs) -> None:
     at = app(source).run()
     at.sidebar.radio(key="view").set_value("Sessions").run()
     assert page_problems(at) == []
+    assert not at.dataframe and len(at.get("vega_lite_chart")) == 1  # the costliest sessions' tab only
+    open_section(at, "Latest sessions")
+    assert page_problems(at) == [] and not at.get("vega_lite_chart")
     table = _table_with(at, "session_id", "total_ms", "error_rate")
     by: dict[str, Docs] = defaultdict(list)
     for d in docs:
@@ -48,7 +51,7 @@ def check_sessions(source: Any, docs: Docs) -> None:
         # durations are shown in the unit of the column (ms, s or min): compare with the p50 column's ratio
         assert row.total_ms / row.p50_ms == pytest.approx(
             sum(d["duration_ms"] for d in runs) / percentile_cont([d["duration_ms"] for d in runs], 0.5), rel=1e-6)
-    assert any(c.value.startswith("The 5 latest sessions of 5") for c in at.caption)
+    assert any(c.value == "The 5 latest sessions of 5." for c in at.caption)
 
 
 def _means(docs: Docs, scores: list[dict[str, Any]], field: str, name: str) -> dict[str, float]:
@@ -64,6 +67,9 @@ def check_versions(source: Any, docs: Docs, scores: list[dict[str, Any]]) -> Non
     at = app(source).run()
     at.sidebar.radio(key="view").set_value("Versions").run()
     assert page_problems(at) == []
+    assert len(at.get("vega_lite_chart")) == 2 and not at.dataframe  # the bars' tab, open by default
+    open_section(at, "Side by side")
+    assert page_problems(at) == [] and not at.get("vega_lite_chart")
     table = _table_with(at, "version", "cost_per_run_usd", "success_rate")
     assert sorted(table["version"]) == ["1.0", "1.1"]
     helpful, thumbs = _means(docs, scores, "version", "helpfulness"), _means(docs, scores, "version", "thumbs")
@@ -74,13 +80,19 @@ def check_versions(source: Any, docs: Docs, scores: list[dict[str, Any]]) -> Non
         assert row["cost_per_run_usd"] == pytest.approx(sum(_cost(d) for d in runs) / len(runs), rel=1e-9)
         assert row["score · helpfulness"] == pytest.approx(helpful[row["version"]])
         assert row["score · thumbs"] == pytest.approx(thumbs[row["version"]])
-    assert len(at.get("vega_lite_chart")) == 2
 
 
 def check_scores(source: Any, docs: Docs, scores: list[dict[str, Any]]) -> None:
     at = app(source).run()
     at.sidebar.radio(key="view").set_value("Scores").run()
     assert page_problems(at) == []
+    assert at.selectbox(key="score_name").value == "helpfulness"
+    assert '"Mean score"' in at.get("vega_lite_chart")[0].proto.spec and not at.dataframe
+    at.selectbox(key="score_name").set_value("verdict").run()
+    assert page_problems(at) == []
+    assert "labels given" in at.get("vega_lite_chart")[0].proto.spec
+    open_section(at, "Summary")
+    assert page_problems(at) == [] and not at.get("vega_lite_chart")
     table = _table_with(at, "name", "data_type", "count", "mean", "label")
     assert list(table["name"]) == ["helpfulness", "thumbs", "verdict"]
     for row in table.to_dict("records"):
@@ -91,11 +103,6 @@ def check_scores(source: Any, docs: Docs, scores: list[dict[str, Any]]) -> None:
     labels = {lab: sum(s["label"] == lab for s in scores) for lab in ("correct", "wrong")}
     verdict = table[table["name"] == "verdict"].iloc[0]["label"]
     assert verdict == ", ".join(f"{k} ({v})" for k, v in sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
-    assert at.selectbox(key="score_name").value == "helpfulness"
-    assert '"Mean score"' in at.get("vega_lite_chart")[0].proto.spec
-    at.selectbox(key="score_name").set_value("verdict").run()
-    assert page_problems(at) == []
-    assert "labels given" in at.get("vega_lite_chart")[0].proto.spec
     # the run page lists the scores of the run
     scored_run = scores[0]["run_id"]
     at.sidebar.radio(key="view").set_value("Run explorer").run()

@@ -26,7 +26,7 @@ from agentmeter.snowflake_sql import SnowflakeNames, render, split_statements
 
 from .._servers import free_port
 from ..snowflake._fakesnow import NAMES, Snowflake, is_nop, write_ndjson
-from ._apptest import APP, VIEWS, Seeded, app, check_headline, metrics, number
+from ._apptest import APP, SECTIONS, VIEWS, Seeded, app, check_headline, metrics, number, open_section
 from .conftest import NASTY_AGENT, aged_docs, expected, score_documents, score_runs
 from .test_app_controls import (
     FILTERS,
@@ -200,18 +200,28 @@ def _page(source: Any, view: str, agents: tuple[str, ...] = ()) -> AppTest:
 # Scores: these runs are not scored (scored ones: test_snowflake_sessions_versions_and_scores_views)
 @pytest.mark.parametrize("view", [v for v in VIEWS if v != "Scores"])
 def test_snowflake_shows_what_the_local_store_shows(view: str, snow: SnowflakeSource, seeded: Seeded) -> None:
-    """Same metrics (as displayed), same tables, same charts' row counts as the local store, per view."""
+    """Same metrics (as displayed), same tables, same charts' row counts as the local store, per view, in
+    every tab of the view."""
     local_at = _page(LocalSource(seeded[0]), view)
     snow_at = _page(snow, view)
     local_metrics, snow_metrics = metrics(local_at), metrics(snow_at)
     assert snow_metrics == local_metrics
     assert [e.value for e in snow_at.error] == [e.value for e in local_at.error]
     assert len(snow_metrics) >= (5 if view == "Run explorer" else 6)
-    local_tables, snow_tables = _tables(local_at), _tables(snow_at)
+    local_tables: list[pd.DataFrame] = []
+    snow_tables: list[pd.DataFrame] = []
+    charts = []
+    for label in SECTIONS[view][1]:
+        for at in (local_at, snow_at):
+            open_section(at, label)
+            assert not at.exception, (view, label, [e.value for e in at.exception])
+        local_tables += _tables(local_at)
+        snow_tables += _tables(snow_at)
+        charts.append((len(snow_at.get("vega_lite_chart")), len(local_at.get("vega_lite_chart"))))
     assert len(snow_tables) == len(local_tables) > 0
     for i, (lo, sn) in enumerate(zip(local_tables, snow_tables, strict=True)):
         pd.testing.assert_frame_equal(sn, lo, check_exact=False, rtol=1e-9, atol=1e-12, obj=f"{view} table {i}")
-    assert len(snow_at.get("vega_lite_chart")) == len(local_at.get("vega_lite_chart")) > 0
+    assert all(sn == lo for sn, lo in charts) and sum(lo for _, lo in charts) > 0, charts
     if view != "Run explorer":
         check_headline(snow_metrics, expected(seeded[1]), error_rate_and_p50=False)
 

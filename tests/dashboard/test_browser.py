@@ -185,6 +185,35 @@ def open_view(page: Any, view: str) -> None:
     assert problems(page) == [], view
 
 
+#: the open tab ``label`` has its section drawn: only an open lazy tab has a panel, filled by the rerun its
+#: click starts
+TAB_DRAWN = """label => {
+    const tab = [...document.querySelectorAll('[data-testid="stMain"] [role="tab"]')]
+        .find(t => t.innerText.trim() === label);
+    if (!tab || tab.getAttribute('aria-selected') !== 'true') return false;
+    const panel = document.getElementById(tab.getAttribute('aria-controls'));
+    return !!panel && !!panel.querySelector('[data-testid="stElementContainer"]');
+}"""
+
+
+def tab_labels(page: Any) -> list[str]:
+    """The labels of the view's tabs (its sections below the headline)."""
+    return [t.strip() for t in page.locator('[data-testid="stMain"] [role="tab"]').all_inner_texts()]
+
+
+def open_tab(page: Any, label: str) -> None:
+    """Click the tab ``label`` and wait until its section is drawn."""
+    page.locator('[data-testid="stMain"]').get_by_role("tab", name=label, exact=True).click()
+    page.wait_for_function(TAB_DRAWN, arg=label, timeout=120_000)
+    ready(page)
+    assert problems(page) == [], label
+
+
+def panel(page: Any) -> Any:
+    """The open tab's panel."""
+    return page.locator('[data-testid="stMain"] [role="tabpanel"]').first
+
+
 def wait_picked(page: Any, run_id: str) -> None:
     """Until the Run explorer's run picker shows ``run_id`` and the page is drawn."""
     page.wait_for_function("id => document.querySelector('input[aria-label=\"Run\"]')?.value.startsWith(id)",
@@ -223,8 +252,13 @@ def test_dashboard_renders_key_numbers_in_chromium(
     assert metrics["Tokens"] == f"{want['total_tokens']:,}"
     digits = 3 - math.floor(math.log10(want["cost_usd"]))
     assert metrics["Cost"] == f"${want['cost_usd']:.{digits}f}"
-    assert page.get_by_text("Recent failures").count() == 1
-    assert page.get_by_text("Errors by step").count() == 1
+    # the sections below the headline are tabs; the first is drawn, the others when clicked
+    assert tab_labels(page) == ["Recent failures", "Errors by step", "Errors by provider and model"]
+    page.wait_for_function(TAB_DRAWN, arg="Recent failures", timeout=120_000)
+    assert panel(page).locator('[data-testid="stDataFrame"]').count() == 1
+    for label in ("Errors by step", "Errors by provider and model"):
+        open_tab(page, label)
+        assert panel(page).locator('[data-testid="stDataFrame"]').count() == 1, label
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
@@ -324,7 +358,9 @@ def test_run_explorer_sort_search_and_pick_in_chromium(aged_store: tuple[Path, D
         other = docs[11]
         pick_run(page, other["run_id"])
         wait_tile(page, "Status", other["status"])
-        assert page.get_by_role("heading", name="About this run").first.is_visible()
+        page.wait_for_function(TAB_DRAWN, arg="About this run", timeout=120_000)
+        open_tab(page, "Steps")
+        assert panel(page).locator('[data-testid="stDataFrame"]').count() == 1
         page.close()
 
 
@@ -391,10 +427,13 @@ def test_hostile_user_strings_are_text_and_fetch_nothing_in_chromium(browser: An
             texts = []
             shown = nav_views(page)  # every view, Sessions, Versions and Scores included; the explorer last
             assert set(VIEWS) <= set(shown) and shown[-1] == "Run explorer", shown
-            for view in shown:
+            for view in shown[:-1]:
                 open_view(page, view)
-                _hover_charts(page)
-                texts.append(page.locator("body").inner_text())
+                for label in tab_labels(page):  # every section: a closed tab draws nothing
+                    open_tab(page, label)
+                    _hover_charts(page)
+                    texts.append(page.locator("body").inner_text())
+            open_view(page, "Run explorer")
             picker = page.get_by_role("combobox", name="Run", exact=True)
             labels = []
             for doc in docs:
@@ -402,11 +441,10 @@ def test_hostile_user_strings_are_text_and_fetch_nothing_in_chromium(browser: An
                 ready(page)
                 assert problems(page) == []
                 labels.append(picker.input_value())
-                expander = page.get_by_text("Captured values of", exact=False)
-                if expander.count():
-                    expander.first.click()
-                _hover_charts(page)
-                texts.append(page.locator("body").inner_text())
+                for label in tab_labels(page):
+                    open_tab(page, label)
+                    _hover_charts(page)
+                    texts.append(page.locator("body").inner_text())
             beacons = page.locator(f"img[src*='{port}'], a[href*='{port}'], strong:has-text('bold-')").evaluate_all(
                 "els => els.map(e => e.outerHTML)")
             page.close()
@@ -501,6 +539,9 @@ def test_every_view_fits_the_width_in_chromium(big_store: tuple[Path, Docs], bro
             if view == "Health":
                 assert tiles(page)["Tokens"] == f"{want['total_tokens']:,}"  # the whole number, on the page
             found[view] = page.evaluate(OVERFLOW)
+            for label in tab_labels(page)[1:]:  # every section (the first is open)
+                open_tab(page, label)
+                found[view] += page.evaluate(OVERFLOW)
         page.close()
     assert found == {view: [] for view in views}
 

@@ -16,7 +16,7 @@ import pytest
 
 from .._chromium import chromium as launch
 from .conftest import expected
-from .test_browser import open_view, problems, ready, serving, tiles, wait_picked, wait_tile
+from .test_browser import open_tab, open_view, panel, problems, ready, serving, tiles, wait_picked, wait_tile
 
 pytestmark = pytest.mark.browser
 Docs = list[dict[str, Any]]
@@ -46,7 +46,8 @@ def test_clicking_a_run_row_and_a_bar_in_chromium(seeded: tuple[Path, Docs], chr
         target = _most_expensive(docs)[1]
         newest = max(docs, key=lambda d: (d["started_at"], d["run_id"]))
         assert target["run_id"] != newest["run_id"]  # the Run explorer would open the newest without the click
-        grid = page.locator('[data-testid="stDataFrame"]').nth(3)  # by model, provider, agent, then this one
+        open_tab(page, "Most expensive runs")
+        grid = panel(page).locator('[data-testid="stDataFrame"]').first
         grid.scroll_into_view_if_needed()
         ready(page)
         box = grid.bounding_box()
@@ -58,7 +59,8 @@ def test_clicking_a_run_row_and_a_bar_in_chromium(seeded: tuple[Path, Docs], chr
         assert problems(page) == []
         # a bar: an agent's bar of "Cost by agent" sets the agent filter
         open_view(page, "Cost")
-        chart = page.locator('[data-testid="stVegaLiteChart"]').nth(3)
+        open_tab(page, "By agent")
+        chart = panel(page).locator('[data-testid="stVegaLiteChart"]').first
         chart.scroll_into_view_if_needed()
         ready(page)
         bars = chart.locator(".mark-rect path")

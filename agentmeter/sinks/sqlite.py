@@ -433,8 +433,9 @@ class SQLiteSink(Sink):
                 # a text every row of the statement holds (the agent, a status, a model, "{}"...) is bound
                 # once: binding a text costs SQLite a copy, a lock and an allocation per value; a value is
                 # shared only when every row holds a str equal to it (so exactly that text is stored)
+                last = part[-1]  # (a column whose values differ mostly differs there: no list made)
                 shared = tuple(i for i, get in repeats
-                               if (v := part[0][i]).__class__ is str and n > 1
+                               if (v := part[0][i]).__class__ is str and n > 1 and last[i] == v
                                and (column := list(map(get, part))).count(v) == n
                                and set(map(type, column)) == _STR)
                 shape = (table.name, present, n, shared)

@@ -6,6 +6,7 @@ duplicates; indexes cover the dashboard's filters (time, agent, status, provider
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import os
@@ -156,7 +157,7 @@ def _row_function(cols: list[contract.Column]) -> Callable[[Mapping[str, Any], A
 class _Table:
     """One table's columns and how a row of it is made from a record (a dict of column values)."""
 
-    __slots__ = ("name", "names", "pk", "real_at", "row", "updates")
+    __slots__ = ("name", "names", "pk", "real_at", "repeats", "row", "updates")
 
     def __init__(self, name: str) -> None:
         cols = table_columns(name)
@@ -165,15 +166,28 @@ class _Table:
         self.pk = _PRIMARY_KEYS[name]
         self.updates = ", ".join(f"{n} = excluded.{n}" for n in self.names if n != self.pk)
         self.real_at = [i for i, c in enumerate(cols) if c.type == "real"]
+        #: the columns whose text most rows of a statement share (see ``_upsert``), as (position, getter)
+        self.repeats = [(i, operator.itemgetter(i)) for i, n in enumerate(self.names) if n in _REPEATS]
         #: ``row(record, schema_version)``: the row of ``record`` in column order, JSON and boolean columns
         #: converted (schema_version comes from the run: document_records gives steps and calls the run's)
         self.row: Callable[[Mapping[str, Any], Any], list[Any]] = _row_function(cols)
 
-    def upsert_sql(self, present: tuple[bool, ...], rows: int) -> str:
+    def upsert_sql(self, present: tuple[bool, ...], rows: int, shared: tuple[int, ...] = ()) -> str:
         """The upsert of ``rows`` rows with a value where ``present`` says so and ``NULL`` elsewhere (a bound
-        ``None`` costs several times an int; a literal ``NULL`` costs nothing), in one ``VALUES`` list."""
-        one = f"({', '.join('?' if p else 'NULL' for p in present)})"
-        return (f"INSERT INTO {self.name} ({', '.join(self.names)}) VALUES {', '.join([one] * rows)} "
+        ``None`` costs several times an int; a literal ``NULL`` costs nothing), in one ``VALUES`` list. The
+        columns at ``shared`` hold one value in every row: bound once, as ``?1``, ``?2``... (in ``shared``
+        order), and referenced by every row; the other values are bound per row, after them."""
+        number = {at: i for i, at in enumerate(shared, 1)}
+        per_row = [at for at, p in enumerate(present) if p and at not in number]
+        values = []
+        n = len(shared)
+        for _ in range(rows):
+            cells = {at: f"?{i}" for at, i in number.items()}
+            for at in per_row:
+                n += 1
+                cells[at] = f"?{n}"
+            values.append(f"({', '.join(cells.get(at, 'NULL') for at in range(len(present)))})")
+        return (f"INSERT INTO {self.name} ({', '.join(self.names)}) VALUES {', '.join(values)} "
                 f"ON CONFLICT({self.pk}) DO UPDATE SET {self.updates}{_UPSERT_WHERE.get(self.name, '')}")
 
 
@@ -253,7 +267,8 @@ class SQLiteSink(Sink):
             self._call_step_at, self._call_status_at, self._call_priced_at = (
                 calls.index("step_id"), calls.index("status"), calls.index("priced"))
         self._fast = tuple(contract.TABLES) == _FAST_TABLES and hasattr(self, "_rollup")
-        self._sql: dict[tuple[str, tuple[bool, ...], int], str] = {}
+        #: (table, null pattern, rows, shared columns) -> the statement and the getter of a row's bound values
+        self._sql: dict[tuple[str, tuple[bool, ...], int, tuple[int, ...]], tuple[str, Callable[[Any], Any]]] = {}
         #: runs written by the fast path and by the document path (for tests and benchmarks)
         self.fast_runs = self.document_runs = 0
 
@@ -410,19 +425,33 @@ class SQLiteSink(Sink):
             if not _PLAIN.issuperset(types):
                 raise TypeError("a value of a type the store does not take as it is")
             present = tuple(t is not _NONE for t in types)
-            # the bound values of a row in one C call (itertools.compress steps two iterators per column)
-            at = [i for i, p in enumerate(present) if p]
-            values = operator.itemgetter(*at) if len(at) > 1 else (lambda row, _at=at: [row[i] for i in _at])
+            repeats = [(i, get) for i, get in table.repeats if present[i]]
             per_statement = max(1, _PARAMS_PER_STATEMENT // max(1, sum(present)))
             for start in range(0, len(members), per_statement):
                 part = members[start:start + per_statement]
-                shape = (table.name, present, len(part))
-                sql = cache.get(shape)
-                if sql is None:
+                n = len(part)
+                # a text every row of the statement holds (the agent, a status, a model, "{}"...) is bound
+                # once: binding a text costs SQLite a copy, a lock and an allocation per value; a value is
+                # shared only when every row holds a str equal to it (so exactly that text is stored)
+                last = part[-1]  # (a column whose values differ mostly differs there: no list made)
+                shared = tuple(i for i, get in repeats
+                               if (v := part[0][i]).__class__ is str and n > 1 and last[i] == v
+                               and (column := list(map(get, part))).count(v) == n
+                               and set(map(type, column)) == _STR)
+                shape = (table.name, present, n, shared)
+                found = cache.get(shape)
+                if found is None:
                     if len(cache) >= _MAX_STATEMENTS:
                         cache.clear()
-                    sql = cache[shape] = table.upsert_sql(present, len(part))
-                conn.execute(sql, list(itertools.chain.from_iterable(map(values, part))))
+                    at = [i for i, p in enumerate(present) if p and i not in shared]
+                    # the bound values of a row in one C call (itertools.compress steps two iterators per column)
+                    getter: Callable[[Any], Any] = (operator.itemgetter(*at) if len(at) > 1
+                                                    else functools.partial(_pick, at))
+                    found = cache[shape] = (table.upsert_sql(present, n, shared), getter)
+                sql, values = found
+                first = [part[0][i] for i in shared]
+                first.extend(itertools.chain.from_iterable(map(values, part)))
+                conn.execute(sql, first)
 
     def close(self, timeout: float | None = None) -> bool:
         with self._lock:
@@ -433,6 +462,16 @@ class SQLiteSink(Sink):
 
 
 _NONE = type(None)
+
+
+def _pick(at: list[int], row: Sequence[Any]) -> list[Any]:
+    """The values of ``row`` at ``at`` (no or one position: ``operator.itemgetter`` would not give a list)."""
+    return [row[i] for i in at]
+
+_STR = {str}
+#: the text columns whose value most rows share (see ``_upsert``): dimensions, statuses, empty metadata
+_REPEATS = frozenset({"agent", "name", "kind", "status", "provider", "operation", "model", "price_source",
+                      "metadata", "error_type", "sdk_version", "host", "data_type", "source"})
 _first = operator.itemgetter(0)  # a frozen call's id
 
 #: the tables whose rows :func:`agentmeter.contract.run_parts` makes: the run's fields, steps and calls

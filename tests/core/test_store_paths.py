@@ -304,6 +304,26 @@ def test_plain_steps_of_every_null_pattern_share_a_batch(tmp_path: Path) -> None
         (True, True, True, True), (False, True, True, True), (True, False, False, False), (True, False, True, True)}
 
 
+def test_a_text_every_row_of_a_statement_holds_is_bound_once(tmp_path: Path) -> None:
+    # the agent, the model, a status, "{}"...: bound once per statement and referenced by every row (?1),
+    # and the rows are the document path's; a column whose values differ in one row is bound per row
+    runs = [_one_run() for _ in range(3)] + [_one_run(note="x")._replace(agent="b")]
+    fast, _, _ = _write_both_ways(tmp_path, runs)
+    assert (fast.fast_runs, fast.document_runs) == (4, 0)
+    names = {t.name: t.names for t in fast._tables}
+    shared = {(table, tuple(names[table][i] for i in at)) for table, _, _, at in fast._sql}
+    calls = {columns for table, columns in shared if table == "api_calls"}
+    assert any({"provider", "model", "status", "price_source"} <= set(c) and "agent" not in c for c in calls)
+    assert not any("call_id" in c or "operation" in c for c in calls)  # the ids, the two operations: per row
+
+
+def test_a_shared_text_with_invalid_unicode_takes_the_document_path(tmp_path: Path) -> None:
+    # every row of the statements holds it: bound once, it still fails the batch, and the runs are repaired
+    runs = [_one_run()._replace(agent="bad \ud800 agent") for _ in range(2)]
+    fast, _, _ = _write_both_ways(tmp_path, runs)
+    assert (fast.fast_runs, fast.document_runs) == (0, 2)
+
+
 def test_invalid_unicode_in_a_name_takes_the_document_path_and_is_repaired(tmp_path: Path) -> None:
     run = _one_run()._replace(name="bad \ud800 name")
     fast, _, _ = _write_both_ways(tmp_path, [run, _one_run()])

@@ -100,6 +100,8 @@ class Frame(Ref):
     run's :class:`Ref`, cleared when the run ends) and the ContextVar bindings it made current."""
 
     __slots__ = ("implicit", "items", "mode", "owner", "room", "rref", "tokens", "var")
+    items: list[Any] | None  # a stream's captured yielded values (capture on), and the characters left for
+    room: int  # them: set by open_stream, as only a stream has them
 
     def __init__(self, handle: Any, ident: str, rref: Ref, implicit: bool, mode: int,
                  var: ContextVar[Any] | None) -> None:
@@ -112,10 +114,6 @@ class Frame(Ref):
         self.var = var
         self.tokens: tuple[Token[Any], ...] = ()
         self.owner: Ref | None = None  # the run a stream keeps open (its Ref), released when it ends
-        # a stream's ``items`` (its captured yielded values, capture on: a list) and ``room`` (the characters
-        # left for them) are set by open_stream: only streams have them
-        self.items: list[Any] | None
-        self.room: int
 
     def enter(self) -> None:
         """Make this span current in the running context."""
@@ -181,8 +179,7 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
         return _begin_run(name, options)
     ref = run_var.get()
     run = None if ref is None else ref.handle
-    if run is not None and _inherited and run.run_id in _inherited:  # the parent's run (a forked child): ours
-        # start fresh
+    if run is not None and _inherited and run.run_id in _inherited:  # the parent's (forked child): ours start fresh
         run, ref = None, None
     outer = _outer(run) if _outer_contexts else None
     if outer is not None:  # inside a framework's run: nest there (and make that run current for what nests)
@@ -285,8 +282,7 @@ def safe_end(frame: Frame | None, exc: BaseException | None, fields: tuple[str, 
     try:
         handle = frame.handle
         is_run = frame.mode == _RUN
-        # ended already; the parent's run or span (a forked child: not ours); a run closed as cancelled at exit
-        # or on SIGTERM (and sent then)
+        # ended already; the parent's (forked child: not ours); a run closed as cancelled at exit or SIGTERM
         if handle is None or (_inherited and frame.run_id in _inherited) or (is_run and handle.ended):
             frame.leave()
             frame.handle = None
@@ -299,15 +295,10 @@ def safe_end(frame: Frame | None, exc: BaseException | None, fields: tuple[str, 
         else:
             handle.status, handle.error_type, handle.error_message = error_fields(exc)
         tokens = frame.tokens
-        if len(tokens) == 1:  # Frame.leave, written out for the usual span (a step or call in its run)
+        try:  # Frame.leave, written out for the usual span (one token: a step or call in its run)
+            tokens[0].var.reset(tokens[0]) if len(tokens) == 1 else frame.leave()
             frame.tokens = ()
-            token = tokens[0]
-            try:
-                token.var.reset(token)
-            except (ValueError, RuntimeError):  # closed in another context (a generator finalized elsewhere)
-                old = token.old_value
-                token.var.set(None if old is Token.MISSING else old)
-        elif tokens:
+        except (ValueError, RuntimeError):  # closed in another context: leave() restores the old value
             frame.leave()
         frame.handle = None
         owner = frame.owner
@@ -320,8 +311,7 @@ def safe_end(frame: Frame | None, exc: BaseException | None, fields: tuple[str, 
             handle.end_ns = end_ns = _clock.monotonic_ns()
             handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
             handle.ended = True
-            if run is None:
-                # not after the exit handler closed the open runs (tracking stopped): that is expected then
+            if run is None:  # not after the exit handler closed the open runs (tracking stopped): expected then
                 if _state.enabled():
                     _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
                                 span=getattr(handle, "name", getattr(handle, "operation", "")))
@@ -335,8 +325,8 @@ def safe_end(frame: Frame | None, exc: BaseException | None, fields: tuple[str, 
                     run.open_calls.pop(frame.ident, None)
                 if frame.implicit:
                     if run.status == RUNNING:
-                        run.status, run.error_type, run.error_message = handle.status, handle.error_type, \
-                            handle.error_message
+                        run.status, run.error_type, run.error_message = (handle.status, handle.error_type,
+                                                                         handle.error_message)
                     _release_body(run)
         if owner is not None:
             _release_stream(owner, handle)

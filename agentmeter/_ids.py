@@ -15,7 +15,10 @@ __all__ = ["new_id", "set_id_factory"]
 
 
 _HEX3 = [f"{i:03x}" for i in range(4096)]
+_HEX1 = "0123456789abcdef"
 _prefix: tuple[int, str] = (-1, "")
+#: (milliseconds >> 16, its text "xxxxxxxx-"): the id's first 32 bits, which change every 65 s
+_upper: tuple[int, str] = (-1, "")
 _time_ns = time.time_ns
 #: the 62 bits after the variant: a counter from a random start, so ids made in one process never repeat
 #: and ids of two processes (a forked child, a pool worker, another host) collide only if both start
@@ -49,12 +52,17 @@ def _uuid7() -> str:
     # random start (method 1's dedicated counter, seeded per process), so ids of one thread sort in
     # creation order even within one sub-millisecond step. The millisecond prefix and the counter's upper
     # bits are formatted once each: this runs for every span, on the caller's thread.
-    global _prefix, _middle
+    global _prefix, _middle, _upper
     ms, sub = divmod(_time_ns(), 1_000_000)
     n = next(_counter)
     cached_ms, prefix = _prefix
-    if cached_ms != ms:
-        prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
+    if cached_ms != ms:  # every millisecond: the upper 32 bits (every 65 s) by format, the lower 16 by lookups
+        cached_hi, hi = _upper
+        if cached_hi != ms >> 16:
+            hi = f"{ms >> 16:08x}-"
+            _upper = (ms >> 16, hi)
+        lo = ms & 0xFFFF
+        prefix = f"{hi}{_HEX3[lo >> 4]}{_HEX1[lo & 0xF]}-7"
         _prefix = (ms, prefix)
     high = n >> 12
     cached_high, middle = _middle

@@ -180,7 +180,8 @@ def freeze_call(call: Any, max_chars: int) -> FinishedCall:
     return _new(FinishedCall, (
         call.call_id, call.run_id, call.step_id, call.provider, call.operation, call.model, call.start_us,
         call.start_ns, call.end_us, call.end_ns, call.status, call.error_type, call.error_message, counts[0],
-        counts[1], call.first_token_ns, *counts[2:], units, _meta(metadata, max_chars) if metadata else _EMPTY,
+        counts[1], call.first_token_ns, counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8],
+        units, (flat(dict(metadata), max_chars) or _meta(metadata, max_chars)) if metadata else _EMPTY,
     ))
 
 

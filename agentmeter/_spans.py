@@ -100,6 +100,8 @@ class Frame(Ref):
     run's :class:`Ref`, cleared when the run ends) and the ContextVar bindings it made current."""
 
     __slots__ = ("implicit", "items", "mode", "owner", "room", "rref", "tokens", "var")
+    items: list[Any] | None  # a stream's captured yielded values (capture on), and the characters left for
+    room: int  # them: set by open_stream, as only a stream has them
 
     def __init__(self, handle: Any, ident: str, rref: Ref, implicit: bool, mode: int,
                  var: ContextVar[Any] | None) -> None:
@@ -112,8 +114,6 @@ class Frame(Ref):
         self.var = var
         self.tokens: tuple[Token[Any], ...] = ()
         self.owner: Ref | None = None  # the run a stream keeps open (its Ref), released when it ends
-        self.items: list[Any] | None = None  # a stream's captured yielded values (capture on) ...
-        self.room = 0  # ... and the characters left for them
 
     def enter(self) -> None:
         """Make this span current in the running context."""
@@ -179,7 +179,7 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
         return _begin_run(name, options)
     ref = run_var.get()
     run = None if ref is None else ref.handle
-    if run is not None and run.run_id in _inherited:  # the parent's run (a forked child): ours start fresh
+    if run is not None and _inherited and run.run_id in _inherited:  # the parent's (forked child): ours start fresh
         run, ref = None, None
     outer = _outer(run) if _outer_contexts else None
     if outer is not None:  # inside a framework's run: nest there (and make that run current for what nests)
@@ -194,77 +194,23 @@ def _begin(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame:
     mono = _clock.monotonic_ns()
     # wall time derived from the run's start and the monotonic clock: one clock read, consistent durations
     wall = run.start_us + (mono - run.start_ns) // 1000
+    ident = _ids._factory()
     handle: Step | Call
     if kind is Step:
-        handle = Step(_ids._factory(), run.run_id, parent_id, name, options["kind"], wall, mono)
-        ident = handle.step_id
+        handle = Step(ident, run.run_id, parent_id, name, options["kind"], wall, mono)
         run.open_steps[ident] = handle
         var: ContextVar[Any] = step_var
     else:
-        handle = Call(_ids._factory(), run.run_id, parent_id, options["provider"], options["operation"] or name,
+        handle = Call(ident, run.run_id, parent_id, options["provider"], options["operation"] or name,
                       options["model"], wall, mono)
-        ident = handle.call_id
         run.open_calls[ident] = handle
         var = call_var
-    if outer is not None:
-        return Frame(handle, ident, run.ref, False, _RUN_AND_SELF, var)
-    if ref is None or ref.handle is None:
+    if outer is None:
+        if ref is not None and ref.handle is not None:  # the usual span: a step or call in the current run
+            return Frame(handle, ident, ref, False, _SELF, var)
         _open_runs[run.run_id] = run
         return Frame(handle, ident, run.ref, True, _RUN_AND_SELF, var)
-    return Frame(handle, ident, ref, False, _SELF, var)
-
-
-def _end(frame: Frame, exc: BaseException | None, fields: tuple[str, str, str] | None = None) -> None:
-    handle = frame.handle
-    if handle is not None and frame.run_id in _inherited:  # the parent's run or span (forked child): not ours
-        frame.leave()
-        frame.handle = None
-        return
-    if handle is None:  # ended already
-        frame.leave()
-        return
-    is_run = frame.mode == _RUN
-    if is_run and handle.ended:  # closed as cancelled at exit or on SIGTERM, and sent then
-        frame.leave()
-        frame.handle = None
-        return
-    if fields is not None:
-        handle.status, handle.error_type, handle.error_message = fields
-    elif exc is None:
-        if handle.status == RUNNING:
-            handle.status = SUCCESS
-    else:
-        handle.status, handle.error_type, handle.error_message = error_fields(exc)
-    frame.leave()
-    frame.handle = None
-    owner, frame.owner = frame.owner, None
-    if is_run:
-        _release_body(handle)
-    else:
-        run: Run | None = frame.rref.handle
-        handle.end_ns = end_ns = _clock.monotonic_ns()
-        handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
-        handle.ended = True
-        if run is None:
-            # not after the exit handler closed the open runs (tracking stopped): that is expected then
-            if _state.enabled():
-                _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
-                            span=getattr(handle, "name", getattr(handle, "operation", "")))
-        else:
-            max_chars = (_state._settings or _state.settings()).capture_max_chars  # a Settings is never falsy
-            if type(handle) is Step:
-                run.steps.append(freeze_step(handle, max_chars))
-                run.open_steps.pop(handle.step_id, None)
-            else:
-                run.calls.append(freeze_call(handle, max_chars))
-                run.open_calls.pop(handle.call_id, None)
-            if frame.implicit:
-                if run.status == RUNNING:
-                    run.status, run.error_type, run.error_message = handle.status, handle.error_type, \
-                        handle.error_message
-                _release_body(run)
-    if owner is not None:
-        _release_stream(owner, handle)
+    return Frame(handle, ident, run.ref, False, _RUN_AND_SELF, var)
 
 
 def _release_body(run: Run) -> None:
@@ -334,7 +280,56 @@ def safe_end(frame: Frame | None, exc: BaseException | None, fields: tuple[str, 
     if _abandoned:  # a stream dropped by the code that just returned: ended first, so its run can end now
         settle()
     try:
-        _end(frame, exc, fields)
+        handle = frame.handle
+        is_run = frame.mode == _RUN
+        # ended already; the parent's (forked child: not ours); a run closed as cancelled at exit or SIGTERM
+        if handle is None or (_inherited and frame.run_id in _inherited) or (is_run and handle.ended):
+            frame.leave()
+            frame.handle = None
+            return
+        if fields is not None:
+            handle.status, handle.error_type, handle.error_message = fields
+        elif exc is None:
+            if handle.status == RUNNING:
+                handle.status = SUCCESS
+        else:
+            handle.status, handle.error_type, handle.error_message = error_fields(exc)
+        tokens = frame.tokens
+        try:  # Frame.leave, written out for the usual span (one token: a step or call in its run)
+            tokens[0].var.reset(tokens[0]) if len(tokens) == 1 else frame.leave()
+            frame.tokens = ()
+        except (ValueError, RuntimeError):  # closed in another context: leave() restores the old value
+            frame.leave()
+        frame.handle = None
+        owner = frame.owner
+        if owner is not None:
+            frame.owner = None
+        if is_run:
+            _release_body(handle)
+        else:  # a step or call: frozen into its run (and an implicit run ended with it)
+            run: Run | None = frame.rref.handle
+            handle.end_ns = end_ns = _clock.monotonic_ns()
+            handle.end_us = handle.start_us + (end_ns - handle.start_ns) // 1000
+            handle.ended = True
+            if run is None:  # not after the exit handler closed the open runs (tracking stopped): expected then
+                if _state.enabled():
+                    _guard.warn("late_span", "a step or call finished after its run ended; recorded as unfinished",
+                                span=getattr(handle, "name", getattr(handle, "operation", "")))
+            else:
+                max_chars = (_state._settings or _state.settings()).capture_max_chars  # a Settings is never falsy
+                if type(handle) is Step:
+                    run.steps.append(freeze_step(handle, max_chars))
+                    run.open_steps.pop(frame.ident, None)
+                else:
+                    run.calls.append(freeze_call(handle, max_chars))
+                    run.open_calls.pop(frame.ident, None)
+                if frame.implicit:
+                    if run.status == RUNNING:
+                        run.status, run.error_type, run.error_message = (handle.status, handle.error_type,
+                                                                         handle.error_message)
+                    _release_body(run)
+        if owner is not None:
+            _release_stream(owner, handle)
     except Exception as err:
         _guard.internal_error("end_span", err)
 
@@ -354,6 +349,7 @@ def open_stream(kind: type[H], name: str, options: Mapping[str, Any]) -> Frame |
     try:
         ref = run_var.get()
         frame = _begin(kind, name, options)
+        frame.items, frame.room = None, 0
         if frame.mode == _SELF:
             frame.mode = _RUN_AND_SELF  # resumed later from anywhere: bind its run too
         if ref is not None and ref.handle is not None:  # the stream keeps the current run open

@@ -70,11 +70,12 @@ class _Tracker(Generic[H]):
         self._frames.append(frame)
         if frame is None:
             return cast(H, _Detached())
-        return cast(H, frame.handle)
+        handle: H = frame.handle  # (not typing.cast: a function call, for every span)
+        return handle
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        frame = self._pop_frame()
-        safe_end(frame, exc)
+        frames = self._frames
+        safe_end(frames.pop() if len(frames) == 1 else self._pop_frame(), exc)
         # returns None: the user's exception (if any) propagates unchanged
 
     async def __aenter__(self) -> H:

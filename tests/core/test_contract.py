@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import agentmeter
 from agentmeter import _guard, contract, track_call, track_run, track_step
@@ -39,6 +41,23 @@ def test_ids_are_uuid7_unique_and_ordered_by_creation() -> None:
     assert len(set(ids)) == 8000
     parsed = uuid.UUID(ids[0])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**48 * 1_000_000 - 1), min_size=1, max_size=20))
+def test_id_time_fields_are_those_of_the_clock(times: list[int]) -> None:
+    # the millisecond prefix is cached and built from parts: every id still carries its own time exactly
+    from agentmeter import _ids
+
+    real = _ids._time_ns
+    try:
+        for ns in times:
+            _ids._time_ns = lambda ns=ns: ns
+            parsed = uuid.UUID(_ids._uuid7())
+            ms, sub = divmod(ns, 1_000_000)
+            assert parsed.int >> 80 == ms and (parsed.int >> 64) & 0xFFF == sub * 4096 // 1_000_000
+            assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    finally:
+        _ids._time_ns = real
 
 
 _FORK_IDS = """

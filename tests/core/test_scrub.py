@@ -299,3 +299,21 @@ def test_the_flat_metadata_fast_path_snapshots_as_jsonable_does(meta: dict[Any, 
             assert (slow.truncated or slow.size >= max_chars or slow.value != meta
                     or any(type(k) is not str for k in meta)
                     or any(type(v) not in (str, int, float, bool, type(None)) for v in meta.values()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.one_of(_META_KEYS, st.integers(), st.none()), _META_VALUES, max_size=6),
+       st.integers(min_value=1, max_value=200))
+def test_a_frozen_call_holds_its_metadata_as_jsonable_makes_it(meta: dict[Any, Any], max_chars: int) -> None:
+    # freeze_call takes the flat fast path itself (without _meta): the record must not tell the two apart
+    from agentmeter._model import Call
+    from agentmeter._record import _EMPTY, freeze_call
+
+    call = Call("c", "r", None, "openai", "chat", None, 1, 2)
+    call.metadata = dict(meta)
+    frozen = freeze_call(call, max_chars).metadata
+    _guard.counters.clear()  # what jsonable redacts or cuts is counted: both sides count the same
+    expected = jsonable(dict(meta), max_chars) if meta else _EMPTY
+    assert frozen == expected
+    assert [type(v) for v in frozen.value.values()] == [type(v) for v in expected.value.values()]
+    _guard.counters.clear()

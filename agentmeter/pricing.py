@@ -40,11 +40,12 @@ import functools
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
 from typing import Any, NamedTuple
 
 from . import _guard
+from ._library_rates import BY_LIBRARY, hour_tokens, plain_rates
 from .contract import Price, Pricer
 
 __all__ = ["LIBRARY", "NOT_BILLED", "OVERRIDE", "PRICE_FIELDS", "library_loaded", "load_library",
@@ -292,6 +293,10 @@ class _Library:
         self.mod: Any = None
         self.providers: frozenset[str] = frozenset()
         self.missing = False  # not installed (or broken): every lookup misses
+        #: (model, provider_id) -> the model's plain token rates, or BY_LIBRARY (:func:`plain_rates`)
+        self.rates: dict[tuple[Any, Any], Any] = {}
+        self.snapshot: Any = None  # the price table the rates were read from
+        self.get_snapshot: Callable[[], Any] = lambda: None  # genai_prices.data_snapshot.get_snapshot, once loaded
 
     def load(self) -> bool:
         with self.lock:
@@ -302,6 +307,8 @@ class _Library:
 
                     snapshot = data_snapshot.get_snapshot()  # imports the table (genai_prices.data) now
                     self.providers = frozenset(p.id for p in snapshot.providers)
+                    self.get_snapshot = data_snapshot.get_snapshot
+                    self.snapshot = snapshot
                     try:  # one price now, so the modules calc_price imports on first use load here too
                         genai_prices.calc_price(genai_prices.Usage(input_tokens=1, output_tokens=1),
                                                 "gpt-4o-mini", provider_id="openai")
@@ -317,6 +324,40 @@ class _Library:
             return self.mod is not None
 
     def price(self, call: Mapping[str, Any]) -> Price | None:
+        model = call.get("model")
+        if not model or self.mod is None:
+            return self.price_by_library(call)
+        provider = call.get("provider")
+        provider_id = provider if provider in self.providers else None
+        if self.snapshot is not self.get_snapshot():  # update_prices() or set_custom_snapshot() swapped it
+            with self.lock:
+                self.rates.clear()
+                self.snapshot = self.get_snapshot()
+        try:
+            rates = self.rates[model, provider_id]
+        except KeyError:
+            with self.lock:
+                rates = self.rates[model, provider_id] = plain_rates(self.snapshot, model, provider_id)
+        except TypeError:  # an unhashable model name: the library says what it is
+            return self.price_by_library(call)
+        if rates is BY_LIBRARY:
+            return self.price_by_library(call)
+        total_in, cached, written = _input_parts(call)
+        output = call.get("output_tokens") or 0
+        uncached = total_in - cached - written
+        per_in, per_cached, per_written, per_out = rates
+        if ((uncached and per_in is None) or (cached and per_cached is None) or (written and per_written is None)
+                or (output and per_out is None) or (written and hour_tokens(call, written))):
+            return self.price_by_library(call)  # a unit this model has no plain rate for, or 1-hour cache writes
+        if tokens_unknown(call):
+            return Price(None, False, None)  # the model is known, the tokens are not
+        cost = ((per_in or 0) * uncached + (per_cached or 0) * cached + (per_written or 0) * written
+                + (per_out or 0) * output) / 1_000_000
+        return Price(round(float(cost), 10), True, LIBRARY)
+
+    def price_by_library(self, call: Mapping[str, Any]) -> Price | None:
+        """The price genai-prices' ``calc_price`` gives ``call`` (what :meth:`price` computes itself for
+        models with plain token rates)."""
         model = call.get("model")
         if not model:
             return None

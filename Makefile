@@ -69,7 +69,7 @@ OPENAI2_TESTS := tests/integrations --ignore=tests/integrations/test_resolution.
 	$(PYTHON) -m venv .venv-openai2-$*
 	.venv-openai2-$*/bin/python -m pip install -q --upgrade pip
 	.venv-openai2-$*/bin/python -m pip install -q -e '.[openai,anthropic,tavily]' $(OPENAI2_PINS_$*) \
-	  'pytest>=8' 'pytest-timeout>=2.3'
+	  'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100'
 	touch $@
 
 test-openai2: .venv-openai2-oldest/.installed .venv-openai2-newest/.installed
